@@ -1,0 +1,225 @@
+// Package cluster runs one clawmatrix node: the mesh, the model proxy and the
+// executors for remote tools, wired from a validated config. The host
+// protocol (package plugin), the standalone node command and the demo all
+// start a node through Start.
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/clawmatrix/clawmatrix/cluster/mesh"
+	"github.com/clawmatrix/clawmatrix/cluster/proxy"
+	"github.com/clawmatrix/clawmatrix/cluster/remote"
+	"github.com/clawmatrix/clawmatrix/schema"
+)
+
+// Gateway locates the local OpenClaw gateway; nil when there is none (node mode).
+type Gateway struct {
+	URL   string
+	Token string
+}
+
+// Options are everything a node needs besides its config.
+type Options struct {
+	Config       *schema.Config
+	Gateway      *Gateway
+	Providers    map[string]proxy.Provider
+	WorkspaceDir string
+	StateDir     string
+	Logger       *slog.Logger
+	// Mesh, when set, replaces the timing profile derived from the config
+	// (tests and the demo use mesh.DefaultLocalConfig timings).
+	Mesh *mesh.Config
+}
+
+// Runtime is one running node.
+type Runtime struct {
+	cfg    *schema.Config
+	node   *mesh.Node
+	proxy  *proxy.Server
+	target *remote.Target
+	client *remote.Client
+	key    string
+}
+
+// Start brings a node up: mesh links, the model proxy on 127.0.0.1 and the
+// handlers that serve models and tools to the cluster. On error nothing is
+// left running.
+func Start(ctx context.Context, opts Options) (*Runtime, error) {
+	cfg := opts.Config
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	mcfg, err := meshConfig(cfg, opts.Mesh, log)
+	if err != nil {
+		return nil, err
+	}
+	node, err := mesh.New(mcfg)
+	if err != nil {
+		return nil, err
+	}
+	rt := &Runtime{cfg: cfg, node: node, key: cfg.ProxyKey, client: &remote.Client{Node: node}}
+	if rt.key == "" {
+		rt.key = randomKey()
+	}
+
+	var gw *proxy.Gateway
+	var rgw *remote.Gateway
+	if opts.Gateway != nil {
+		agent := "main"
+		if len(cfg.Agents) > 0 {
+			agent = cfg.Agents[0].ID
+		}
+		gw = &proxy.Gateway{URL: opts.Gateway.URL, Token: opts.Gateway.Token, Agent: agent}
+		rgw = &remote.Gateway{URL: opts.Gateway.URL, Token: opts.Gateway.Token}
+	}
+	proxy.RegisterServing(node, proxy.ServingConfig{Models: cfg.Models, Providers: opts.Providers, Gateway: gw, Logger: log})
+	rt.target, err = remote.Register(node, remote.TargetConfig{
+		ToolProxy:         cfg.ToolProxy,
+		WorkspaceDir:      opts.WorkspaceDir,
+		Gateway:           rgw,
+		OpenclawBin:       cfg.OpenclawBin,
+		Agents:            cfg.Agents,
+		MaxConcurrentRuns: cfg.MaxConcurrentRuns,
+		Logger:            log,
+	})
+	if err != nil {
+		node.Close()
+		return nil, err
+	}
+	if err := node.Start(ctx); err != nil {
+		rt.target.Close()
+		node.Close()
+		return nil, err
+	}
+	rt.proxy, err = proxy.NewServer(proxy.ServerConfig{
+		Node:   node,
+		Addr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.ProxyPort)),
+		APIKey: rt.key,
+		Pins:   cfg.ProxyModels,
+		Logger: log,
+	})
+	if err == nil {
+		err = rt.proxy.Start(ctx)
+	}
+	if err != nil {
+		rt.target.Close()
+		node.Close()
+		return nil, fmt.Errorf("model proxy on 127.0.0.1:%d: %w (set proxyPort to a free port)", cfg.ProxyPort, err)
+	}
+	return rt, nil
+}
+
+// meshConfig turns the node's config into the mesh's.
+func meshConfig(cfg *schema.Config, profile *mesh.Config, log *slog.Logger) (mesh.Config, error) {
+	var m mesh.Config
+	if profile != nil {
+		m = *profile
+	} else {
+		m = mesh.DefaultLANConfig()
+		if cfg.Mesh.PingIntervalMs > 0 {
+			m.PingInterval = time.Duration(cfg.Mesh.PingIntervalMs) * time.Millisecond
+		}
+		if cfg.Mesh.DeadAfterMs > 0 {
+			m.DeadAfter = time.Duration(cfg.Mesh.DeadAfterMs) * time.Millisecond
+		}
+	}
+	m.NodeID = cfg.NodeID
+	m.Secret = cfg.Secret
+	m.Logger = log
+	m.Capabilities = Capabilities(cfg)
+	m.Peers = nil
+	for _, p := range cfg.Peers {
+		m.Peers = append(m.Peers, mesh.PeerAddr{URL: p.URL, NodeID: p.NodeID})
+	}
+	if cfg.Listen {
+		m.ListenAddr = net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.ListenPort))
+	}
+	if cfg.TLS != nil {
+		if cfg.TLS.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+			if err != nil {
+				return m, fmt.Errorf("tls.certFile/tls.keyFile: %w", err)
+			}
+			m.ServerTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		}
+		if cfg.TLS.CAFile != "" {
+			pem, err := os.ReadFile(cfg.TLS.CAFile)
+			if err != nil {
+				return m, fmt.Errorf("tls.caFile: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return m, errors.New("tls.caFile: no PEM certificate found in the file")
+			}
+			m.ClientTLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		}
+	}
+	return m, nil
+}
+
+// Capabilities is what a node with this config offers the cluster.
+func Capabilities(cfg *schema.Config) mesh.Capabilities {
+	c := mesh.Capabilities{Tags: cfg.Tags, Agents: []mesh.AgentInfo{}, Models: []mesh.ModelInfo{}}
+	for _, a := range cfg.Agents {
+		c.Agents = append(c.Agents, mesh.AgentInfo{ID: a.ID, Description: a.Description, Tags: a.Tags})
+	}
+	for _, m := range cfg.Models {
+		c.Models = append(c.Models, mesh.ModelInfo{ID: m.ID, Provider: m.Provider, Description: m.Description})
+	}
+	if c.Tags == nil {
+		c.Tags = []string{}
+	}
+	return c
+}
+
+func randomKey() string {
+	b := make([]byte, 24)
+	rand.Read(b)
+	return "cmx-" + hex.EncodeToString(b)
+}
+
+// NodeID is this node's id.
+func (r *Runtime) NodeID() string { return r.cfg.NodeID }
+
+// Config is the config the node runs with.
+func (r *Runtime) Config() *schema.Config { return r.cfg }
+
+// Mesh is the node's mesh endpoint.
+func (r *Runtime) Mesh() *mesh.Node { return r.node }
+
+// Peers are the reachable nodes, sorted by id.
+func (r *Runtime) Peers() []mesh.PeerInfo { return r.node.Peers() }
+
+// ProxyURL is the OpenAI-compatible base URL of the local model proxy.
+func (r *Runtime) ProxyURL() string { return r.proxy.URL() }
+
+// ProxyKey is the bearer key the model proxy requires.
+func (r *Runtime) ProxyKey() string { return r.key }
+
+// Models are the models OpenClaw should list for the clawmatrix provider.
+func (r *Runtime) Models() []proxy.OpenClawModel { return proxy.OpenClawModels(r.cfg) }
+
+// CallTool runs one of the remote cluster tools (all but cluster_peers).
+func (r *Runtime) CallTool(ctx context.Context, name string, args []byte) remote.Result {
+	return r.client.Call(ctx, name, args)
+}
+
+// Close stops the proxy, ends running work and closes every link.
+func (r *Runtime) Close() error {
+	err := r.proxy.Close()
+	r.target.Close()
+	return errors.Join(err, r.node.Close())
+}

@@ -1,0 +1,170 @@
+// Command clawmatrix-plugin is the clawmatrix sidecar: OpenClaw drives it over
+// stdio, and it also runs standalone nodes, the demo and the benchmarks.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/clawmatrix/clawmatrix/cluster"
+	"github.com/clawmatrix/clawmatrix/plugin"
+	"github.com/clawmatrix/clawmatrix/schema"
+)
+
+// command is one subcommand of the binary.
+type command struct {
+	name  string
+	usage string
+	run   func(ctx context.Context, args []string, stdout, stderr io.Writer) int
+}
+
+func commands() []command {
+	return []command{
+		{"serve", "serve                      sidecar mode (the default): JSON-RPC on stdin/stdout, logs on stderr", runServe},
+		{"manifest", "manifest                   print openclaw.plugin.json", runManifest},
+		{"tools", "tools                      print openclaw.tools.json, the tool catalogue the OpenClaw adapter registers", runTools},
+		{"validate-config", "validate-config FILE       check a plugin config (JSON); exit 2 with one 'path: message' line per problem", runValidate},
+		{"node", "node --config FILE         run a standalone mesh node until SIGINT/SIGTERM", runNode},
+		{"version", "version                    print the version", runVersion},
+	}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	name := "serve"
+	if len(args) > 0 {
+		name, args = args[0], args[1:]
+	}
+	if name == "help" || name == "-h" || name == "--help" {
+		usage(stdout)
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name == name {
+			return c.run(ctx, args, stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "clawmatrix-plugin: unknown command %q\n\n", name)
+	usage(stderr)
+	return 1
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: clawmatrix-plugin [command]")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "commands:")
+	for _, c := range commands() {
+		fmt.Fprintln(w, "  "+c.usage)
+	}
+}
+
+func stderrLogger(w io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	if os.Getenv("CLAWMATRIX_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		fmt.Fprintf(stderr, "clawmatrix-plugin serve: takes no arguments (got %q)\n", args)
+		return 1
+	}
+	s := &plugin.Server{Logger: stderrLogger(stderr)}
+	if err := s.Serve(ctx, os.Stdin, stdout); err != nil {
+		fmt.Fprintln(stderr, "clawmatrix-plugin:", err)
+		return 1
+	}
+	return 0
+}
+
+func runManifest(_ context.Context, _ []string, stdout, _ io.Writer) int {
+	stdout.Write(schema.Manifest())
+	return 0
+}
+
+func runTools(_ context.Context, _ []string, stdout, _ io.Writer) int {
+	stdout.Write(schema.ToolCatalogue())
+	return 0
+}
+
+func runVersion(_ context.Context, _ []string, stdout, _ io.Writer) int {
+	fmt.Fprintln(stdout, "clawmatrix-plugin", schema.Version)
+	return 0
+}
+
+// readConfig loads and validates a config file, printing every problem.
+func readConfig(path string, stdout io.Writer) (*schema.Config, bool) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintf(stdout, "%s: cannot read the config file: %v\n", path, err)
+		return nil, false
+	}
+	cfg, problems := schema.Parse(raw)
+	for _, p := range problems {
+		fmt.Fprintln(stdout, p.String())
+	}
+	return cfg, len(problems) == 0
+}
+
+func runValidate(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) != 1 {
+		fmt.Fprintln(stderr, "usage: clawmatrix-plugin validate-config FILE")
+		return 1
+	}
+	if _, ok := readConfig(args[0], stdout); !ok {
+		return 2
+	}
+	fmt.Fprintf(stdout, "%s: valid\n", args[0])
+	return 0
+}
+
+func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("node", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "plugin config file (JSON)")
+	workspace := fs.String("workspace", "", "directory for cluster_exec/read/write (default: the current directory)")
+	if err := fs.Parse(args); err != nil {
+		return 1
+	}
+	if *path == "" {
+		fmt.Fprintln(stderr, "usage: clawmatrix-plugin node --config FILE [--workspace DIR]")
+		return 1
+	}
+	cfg, ok := readConfig(*path, stderr)
+	if !ok {
+		return 2
+	}
+	log := stderrLogger(stderr)
+	rt, err := cluster.Start(ctx, cluster.Options{Config: cfg, WorkspaceDir: *workspace, Logger: log})
+	if err != nil {
+		fmt.Fprintln(stderr, "clawmatrix-plugin node:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "node %s up\n", rt.NodeID())
+	if addr := rt.Mesh().Addr(); addr != nil {
+		fmt.Fprintf(stdout, "mesh: %s\n", rt.Mesh().URL())
+	}
+	fmt.Fprintf(stdout, "model proxy: %s\nproxy key: %s\n", rt.ProxyURL(), rt.ProxyKey())
+	<-ctx.Done()
+	log.Info("shutting down", "node", rt.NodeID())
+	if err := rt.Close(); err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(stderr, "clawmatrix-plugin node: shutdown:", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,338 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/clawmatrix/clawmatrix/plugin/hosttest"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "clawmatrix-bin")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "clawmatrix-plugin")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building the binary: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const timeout = 15 * time.Second
+
+// proc is the built binary in sidecar mode, driven over pipes.
+type proc struct {
+	*hosttest.Client
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stderr *bytes.Buffer
+	exited chan error
+}
+
+func spawn(tb testing.TB, args ...string) *proc {
+	tb.Helper()
+	cmd := exec.Command(binary, args...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p := &proc{cmd: cmd, stdin: stdin, stderr: &bytes.Buffer{}, exited: make(chan error, 1)}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	p.Client = hosttest.New(stdout, stdin)
+	go func() {
+		<-p.Client.Done()
+		p.exited <- cmd.Wait()
+	}()
+	tb.Cleanup(func() {
+		cmd.Process.Kill()
+		<-p.Client.Done()
+	})
+	return p
+}
+
+// wait closes stdin and waits for a clean exit.
+func (p *proc) wait(tb testing.TB) {
+	tb.Helper()
+	p.stdin.Close()
+	select {
+	case err := <-p.exited:
+		if err != nil {
+			tb.Fatalf("sidecar exit: %v\nstderr:\n%s", err, p.stderr)
+		}
+	case <-time.After(timeout):
+		tb.Fatalf("sidecar did not exit after stdin EOF\nstderr:\n%s", p.stderr)
+	}
+}
+
+func testConfig(nodeID string) map[string]any {
+	return map[string]any{"nodeId": nodeID, "secret": "binary-test-secret-123", "proxyPort": 0}
+}
+
+func TestSidecarOverPipes(t *testing.T) {
+	p := spawn(t)
+	var init struct {
+		NodeID string `json:"nodeId"`
+		Tools  []struct {
+			Name string `json:"name"`
+		} `json:"tools"`
+		Provider struct {
+			BaseURL string `json:"baseUrl"`
+			APIKey  string `json:"apiKey"`
+		} `json:"provider"`
+	}
+	if err := p.Call("initialize", map[string]any{"config": testConfig("solo"), "host": map[string]any{"name": "test", "version": "1"}}, &init, timeout); err != nil {
+		t.Fatal(err)
+	}
+	if init.NodeID != "solo" || len(init.Tools) != 7 || init.Provider.APIKey == "" {
+		t.Fatalf("initialize = %+v", init)
+	}
+
+	var tool struct {
+		Content []struct{ Text string }
+		IsError bool
+	}
+	if err := p.Call("tools/call", map[string]any{"name": "cluster_peers", "arguments": map[string]any{}}, &tool, timeout); err != nil || tool.IsError {
+		t.Fatalf("cluster_peers: %+v %v", tool, err)
+	}
+	var prompt map[string]any
+	if err := p.Call("hooks/beforePromptBuild", map[string]any{}, &prompt, timeout); err != nil || len(prompt) != 0 {
+		t.Fatalf("prompt: %v %v", prompt, err)
+	}
+	var st struct {
+		NodeID string `json:"nodeId"`
+		Peers  []any  `json:"peers"`
+	}
+	if err := p.Call("cluster/status", map[string]any{}, &st, timeout); err != nil || st.NodeID != "solo" || st.Peers == nil {
+		t.Fatalf("status: %+v %v", st, err)
+	}
+	if err := p.Call("shutdown", map[string]any{}, nil, timeout); err != nil {
+		t.Fatal(err)
+	}
+	p.wait(t)
+	if err := p.Err(); err != nil {
+		t.Fatalf("stdout carried something other than protocol: %v", err)
+	}
+	if len(p.Logs()) == 0 {
+		t.Error("no log notification reached the host")
+	}
+	if !strings.Contains(p.stderr.String(), "clawmatrix node started") {
+		t.Errorf("stderr lacks the start log:\n%s", p.stderr)
+	}
+}
+
+// vmHWM is the peak resident set of a process, in bytes.
+func vmHWM(tb testing.TB, pid int) int64 {
+	return procStatus(tb, pid, "VmHWM:")
+}
+
+func procStatus(tb testing.TB, pid int, field string) int64 {
+	tb.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) >= 2 && f[0] == field {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	tb.Fatalf("%s not in /proc/%d/status", field, pid)
+	return 0
+}
+
+func TestHugeLineIsRefusedWithoutGrowing(t *testing.T) {
+	p := spawn(t)
+	if err := p.Call("initialize", map[string]any{"config": testConfig("solo")}, nil, timeout); err != nil {
+		t.Fatal(err)
+	}
+	chunk := bytes.Repeat([]byte("x"), 1<<20)
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for i := 0; i < 100 && err == nil; i++ {
+			_, err = p.stdin.Write(chunk)
+		}
+		if err == nil {
+			_, err = p.stdin.Write([]byte("\n"))
+		}
+		done <- err
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	orphan, err := p.Orphan(timeout)
+	if err != nil || orphan.Error == nil || orphan.Error.Code != -32700 {
+		t.Fatalf("100 MB line: %+v %v", orphan, err)
+	}
+	if err := p.Call("cluster/status", map[string]any{}, nil, timeout); err != nil {
+		t.Fatalf("after the long line: %v", err)
+	}
+	if peak := vmHWM(t, p.cmd.Process.Pid); peak > 64<<20 {
+		t.Errorf("peak RSS %d MB after a 100 MB line; the line must not be buffered whole", peak>>20)
+	}
+	p.wait(t)
+}
+
+func runBinary(t *testing.T, args ...string) (stdout string, code int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return out.String(), ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), 0
+}
+
+func TestCommands(t *testing.T) {
+	committed, err := os.ReadFile("../../openclaw.plugin.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	good := write("good.json", `{"nodeId":"a","secret":"0123456789abcdef"}`)
+	bad := write("bad.json", `{"nodeId":"a","secret":"0123456789abcdef","peers":[{"url":"ws://ok"},{"url":"http://x"}],"listenPort":70000}`)
+
+	tests := []struct {
+		args []string
+		code int
+		want []string
+	}{
+		{[]string{"manifest"}, 0, []string{string(committed)}},
+		{[]string{"version"}, 0, []string{"clawmatrix-plugin "}},
+		{[]string{"--help"}, 0, []string{"validate-config", "node --config"}},
+		{[]string{"validate-config", good}, 0, []string{"valid"}},
+		{[]string{"validate-config", bad}, 2, []string{"peers[1].url: ", "listenPort: "}},
+		{[]string{"validate-config", filepath.Join(dir, "missing.json")}, 2, []string{"cannot read"}},
+		{[]string{"frobnicate"}, 1, []string{`unknown command "frobnicate"`}},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args[:1], " "), func(t *testing.T) {
+			out, code := runBinary(t, tc.args...)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d; output:\n%s", code, tc.code, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+	out, _ := runBinary(t, "validate-config", bad)
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 {
+		t.Errorf("want one line per problem (2), got:\n%s", out)
+	}
+}
+
+func TestNodeCommandRunsUntilSignal(t *testing.T) {
+	dir := t.TempDir()
+	cfg := `{"nodeId":"relay","secret":"0123456789abcdef","listen":true,"listenHost":"127.0.0.1","listenPort":0,"proxyPort":0}`
+	path := filepath.Join(dir, "node.json")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary, "node", "--config", path)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	var seen []string
+	for len(seen) < 4 {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("node exited early: %v\n%s", seen, stderr.String())
+			}
+			seen = append(seen, l)
+		case <-time.After(timeout):
+			t.Fatalf("node printed only %v", seen)
+		}
+	}
+	text := strings.Join(seen, "\n")
+	for _, want := range []string{"node relay up", "mesh: ws://127.0.0.1:", "model proxy: http://127.0.0.1:", "proxy key: "} {
+		if !strings.Contains(text, want) {
+			t.Errorf("node output lacks %q:\n%s", want, text)
+		}
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("node exit after SIGTERM: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(timeout):
+		t.Fatal("node did not stop on SIGTERM")
+	}
+}
+
+// BenchmarkSpawnInitialize measures spawn → initialize answered, and reports
+// the sidecar's resident memory once idle after initialize.
+func BenchmarkSpawnInitialize(b *testing.B) {
+	var rss int64
+	for i := 0; i < b.N; i++ {
+		p := spawn(b)
+		if err := p.Call("initialize", map[string]any{"config": testConfig("bench")}, nil, timeout); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		time.Sleep(50 * time.Millisecond) // let start-up garbage settle before reading RSS
+		rss += procStatus(b, p.cmd.Process.Pid, "VmRSS:")
+		p.wait(b)
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(rss)/float64(b.N)/(1<<20), "MB-idle-RSS")
+}

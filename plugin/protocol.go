@@ -1,0 +1,124 @@
+package plugin
+
+import (
+	"encoding/json"
+
+	"github.com/clawmatrix/clawmatrix/cluster/proxy"
+)
+
+// Host protocol messages (SPEC §3). Field names are part of the contract with
+// the OpenClaw adapter.
+
+// InitializeParams is the host's first request.
+type InitializeParams struct {
+	Config       json.RawMessage         `json:"config"`
+	Host         *HostInfo               `json:"host,omitempty"`
+	Gateway      *GatewayInfo            `json:"gateway,omitempty"`
+	Providers    map[string]ProviderInfo `json:"providers,omitempty"`
+	WorkspaceDir string                  `json:"workspaceDir,omitempty"`
+	StateDir     string                  `json:"stateDir,omitempty"`
+}
+
+// HostInfo names the host program.
+type HostInfo struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+}
+
+// GatewayInfo locates the local OpenClaw gateway.
+type GatewayInfo struct {
+	Port  int    `json:"port"`
+	Token string `json:"token,omitempty"`
+}
+
+// ProviderInfo is one OpenClaw model provider from the host's config.
+type ProviderInfo struct {
+	BaseURL string `json:"baseUrl"`
+	API     string `json:"api"`
+	APIKey  string `json:"apiKey,omitempty"`
+}
+
+// InitializeResult tells the host who this node is, which tools to register
+// and how to reach the cluster's models.
+type InitializeResult struct {
+	NodeID   string         `json:"nodeId"`
+	Tools    []ToolInfo     `json:"tools"`
+	Provider ProviderResult `json:"provider"`
+}
+
+// ToolInfo describes one tool for registration with the host.
+type ToolInfo struct {
+	Name        string          `json:"name"`
+	Label       string          `json:"label"`
+	Description string          `json:"description"`
+	Parameters  json.RawMessage `json:"parameters"`
+}
+
+// ProviderResult is the "clawmatrix" model provider backed by the local proxy.
+type ProviderResult struct {
+	ID      string                `json:"id"`
+	BaseURL string                `json:"baseUrl"`
+	APIKey  string                `json:"apiKey"`
+	API     string                `json:"api"`
+	Models  []proxy.OpenClawModel `json:"models"`
+}
+
+// ToolCallParams asks the sidecar to run one tool.
+type ToolCallParams struct {
+	Name      string          `json:"name"`
+	Arguments json.RawMessage `json:"arguments"`
+	CallID    string          `json:"callId,omitempty"`
+}
+
+// TextContent is one block of tool output.
+type TextContent struct {
+	Type string `json:"type"`
+	Text string `json:"text"`
+}
+
+// ToolCallResult is what the agent sees of a tool call.
+type ToolCallResult struct {
+	Content []TextContent `json:"content"`
+	Details any           `json:"details,omitempty"`
+	IsError bool          `json:"isError,omitempty"`
+}
+
+// PromptParams identifies the turn a prompt is built for.
+type PromptParams struct {
+	AgentID    string `json:"agentId,omitempty"`
+	SessionKey string `json:"sessionKey,omitempty"`
+}
+
+// PromptResult carries text to put before the prompt; empty without peers.
+type PromptResult struct {
+	PrependContext string `json:"prependContext,omitempty"`
+}
+
+// StatusResult is the cluster as this node sees it.
+type StatusResult struct {
+	NodeID string       `json:"nodeId"`
+	Peers  []PeerStatus `json:"peers"`
+}
+
+// PeerStatus is one reachable node.
+type PeerStatus struct {
+	NodeID string      `json:"nodeId"`
+	Status string      `json:"status"`
+	Via    string      `json:"via,omitempty"`
+	RTTMs  *float64    `json:"rttMs,omitempty"`
+	Agents []AgentView `json:"agents"`
+	Models []string    `json:"models"`
+	Tags   []string    `json:"tags"`
+}
+
+// AgentView is an agent as shown to hosts and agents.
+type AgentView struct {
+	ID          string `json:"id"`
+	Description string `json:"description,omitempty"`
+}
+
+// LogParams is the sidecar's log notification.
+type LogParams struct {
+	Level   string `json:"level"`
+	Message string `json:"message"`
+}

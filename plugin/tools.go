@@ -1,0 +1,137 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/clawmatrix/clawmatrix/cluster"
+	"github.com/clawmatrix/clawmatrix/cluster/mesh"
+	"github.com/clawmatrix/clawmatrix/schema"
+)
+
+const peersTool = "cluster_peers"
+
+func toolInfos() []ToolInfo {
+	tools := schema.Tools()
+	infos := make([]ToolInfo, len(tools))
+	for i, t := range tools {
+		infos[i] = ToolInfo{Name: t.Name, Label: t.Label, Description: t.Description, Parameters: schema.ToolParameters(t.Name)}
+	}
+	return infos
+}
+
+func toolNames() []string {
+	var names []string
+	for _, t := range schema.Tools() {
+		names = append(names, t.Name)
+	}
+	return names
+}
+
+func (s *Server) toolsCall(ctx context.Context, req *jsonrpc2.Request) (any, error) {
+	rt, err := s.ready()
+	if err != nil {
+		return nil, err
+	}
+	var p ToolCallParams
+	if err := decodeParams(req, &p); err != nil {
+		return nil, err
+	}
+	known := false
+	for _, name := range toolNames() {
+		known = known || name == p.Name
+	}
+	if !known {
+		return nil, invalidParams("unknown tool %q; the sidecar serves %s", p.Name, strings.Join(toolNames(), ", "))
+	}
+	args := []byte(p.Arguments)
+	if len(args) == 0 || string(args) == "null" {
+		args = []byte("{}")
+	}
+	if problems := schema.ValidateToolArgs(p.Name, args); len(problems) > 0 {
+		lines := make([]string, len(problems))
+		for i, pr := range problems {
+			lines[i] = pr.String()
+		}
+		return errorResult(fmt.Sprintf("%s was not run: invalid arguments: %s. Fix the arguments and call it again.",
+			p.Name, strings.Join(lines, "; "))), nil
+	}
+	if p.Name == peersTool {
+		st := status(rt)
+		return ToolCallResult{Content: []TextContent{{Type: "text", Text: peersText(rt.NodeID(), st.Peers)}}, Details: st}, nil
+	}
+	res := rt.CallTool(ctx, p.Name, args)
+	return ToolCallResult{Content: []TextContent{{Type: "text", Text: res.Text}}, Details: res.Details, IsError: res.IsError}, nil
+}
+
+func errorResult(text string) ToolCallResult {
+	return ToolCallResult{Content: []TextContent{{Type: "text", Text: text}}, IsError: true}
+}
+
+// status is the cluster as rt sees it, shaped for hosts and agents.
+func status(rt *cluster.Runtime) StatusResult {
+	peers := rt.Peers()
+	out := StatusResult{NodeID: rt.NodeID(), Peers: make([]PeerStatus, 0, len(peers))}
+	for _, p := range peers {
+		out.Peers = append(out.Peers, peerStatus(p))
+	}
+	return out
+}
+
+func peerStatus(p mesh.PeerInfo) PeerStatus {
+	ps := PeerStatus{NodeID: p.NodeID, Status: string(p.Status), Via: p.Via,
+		Agents: []AgentView{}, Models: []string{}, Tags: p.Tags}
+	if ps.Tags == nil {
+		ps.Tags = []string{}
+	}
+	if p.RTT > 0 {
+		ms := float64(p.RTT.Round(10*time.Microsecond)) / float64(time.Millisecond)
+		ps.RTTMs = &ms
+	}
+	for _, a := range p.Agents {
+		ps.Agents = append(ps.Agents, AgentView{ID: a.ID, Description: a.Description})
+	}
+	for _, m := range p.Models {
+		ps.Models = append(ps.Models, m.ID)
+	}
+	return ps
+}
+
+// peersText is cluster_peers' answer for the agent.
+func peersText(self string, peers []PeerStatus) string {
+	if len(peers) == 0 {
+		return fmt.Sprintf("This node is %q. No other node is reachable: check the peers and listen settings of the clawmatrix config on both sides.", self)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "This node is %q. %d other node(s) reachable:\n", self, len(peers))
+	for _, p := range peers {
+		how := "direct link"
+		if p.Status == string(mesh.StatusRelay) {
+			how = "via " + p.Via
+		}
+		fmt.Fprintf(&b, "- %s (%s", p.NodeID, how)
+		if p.RTTMs != nil {
+			fmt.Fprintf(&b, ", rtt %.2f ms", *p.RTTMs)
+		}
+		b.WriteString(")")
+		if len(p.Tags) > 0 {
+			fmt.Fprintf(&b, " tags: %s", strings.Join(p.Tags, ", "))
+		}
+		b.WriteString("\n")
+		for _, a := range p.Agents {
+			fmt.Fprintf(&b, "  agent %s", a.ID)
+			if a.Description != "" {
+				fmt.Fprintf(&b, ": %s", a.Description)
+			}
+			b.WriteString("\n")
+		}
+		if len(p.Models) > 0 {
+			fmt.Fprintf(&b, "  models: %s\n", strings.Join(p.Models, ", "))
+		}
+	}
+	return strings.TrimRight(b.String(), "\n")
+}
