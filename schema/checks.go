@@ -1,0 +1,163 @@
+package schema
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+)
+
+// check runs the validations a JSON Schema cannot express: uniqueness across
+// list entries, URL shapes, references to this node, and files on disk.
+func (c *Config) check() []Problem {
+	var ps []Problem
+	add := func(path, format string, args ...any) {
+		ps = append(ps, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
+	}
+
+	peerURL := map[string]int{}
+	peerNode := map[string]int{}
+	for i, p := range c.Peers {
+		at := "peers[" + strconv.Itoa(i) + "]"
+		if msg := checkURL(p.URL, "ws", "wss"); msg != "" {
+			add(at+".url", "%s", msg)
+		} else if j, dup := peerURL[p.URL]; dup {
+			add(at+".url", "same URL as peers[%d]; list each peer once", j)
+		} else {
+			peerURL[p.URL] = i
+		}
+		if p.NodeID == "" {
+			continue
+		}
+		if p.NodeID == c.NodeID {
+			add(at+".nodeId", "is this node's own nodeId %q; a node does not dial itself", c.NodeID)
+		} else if j, dup := peerNode[p.NodeID]; dup {
+			add(at+".nodeId", "node %q is already listed as peers[%d]; node ids are unique in a cluster", p.NodeID, j)
+		} else {
+			peerNode[p.NodeID] = i
+		}
+	}
+
+	agents := map[string]int{}
+	for i, a := range c.Agents {
+		if j, dup := agents[a.ID]; dup && a.ID != "" {
+			add(fmt.Sprintf("agents[%d].id", i), "agent %q is already listed as agents[%d]", a.ID, j)
+		} else {
+			agents[a.ID] = i
+		}
+	}
+
+	models := map[string]int{}
+	for i, m := range c.Models {
+		at := "models[" + strconv.Itoa(i) + "]"
+		if j, dup := models[m.ID]; dup && m.ID != "" {
+			add(at+".id", "model %q is already listed as models[%d]", m.ID, j)
+		} else {
+			models[m.ID] = i
+		}
+		if u := m.Upstream; u != nil {
+			if msg := checkURL(u.BaseURL, "http", "https"); msg != "" {
+				add(at+".upstream.baseUrl", "%s", msg)
+			}
+			if u.APIKey != "" && u.APIKeyEnv != "" {
+				add(at+".upstream", "set apiKey or apiKeyEnv, not both")
+			}
+		}
+	}
+
+	proxyModels := map[string]int{}
+	for i, m := range c.ProxyModels {
+		at := "proxyModels[" + strconv.Itoa(i) + "]"
+		if j, dup := proxyModels[m.ID]; dup && m.ID != "" {
+			add(at+".id", "model %q is already listed as proxyModels[%d]", m.ID, j)
+		} else {
+			proxyModels[m.ID] = i
+		}
+		if m.NodeID != "" && m.NodeID == c.NodeID {
+			add(at+".nodeId", "is this node's own nodeId %q; a model this node serves belongs under models", c.NodeID)
+		}
+	}
+
+	if t := c.TLS; t != nil {
+		switch {
+		case t.CertFile != "" && t.KeyFile == "":
+			add("tls.keyFile", "missing: certFile and keyFile are set together")
+		case t.KeyFile != "" && t.CertFile == "":
+			add("tls.certFile", "missing: certFile and keyFile are set together")
+		}
+		for _, f := range []struct{ path, file string }{
+			{"tls.certFile", t.CertFile}, {"tls.keyFile", t.KeyFile}, {"tls.caFile", t.CAFile},
+		} {
+			if f.file == "" {
+				continue
+			}
+			if msg := checkReadable(f.file); msg != "" {
+				add(f.path, "%s", msg)
+			}
+		}
+	}
+
+	if c.Mesh.PingIntervalMs > 0 && c.Mesh.DeadAfterMs > 0 && c.Mesh.DeadAfterMs <= c.Mesh.PingIntervalMs {
+		add("mesh.deadAfterMs", "must be greater than mesh.pingIntervalMs (%d), or every link is declared dead between two pings", c.Mesh.PingIntervalMs)
+	}
+	return ps
+}
+
+// checkURL returns what is wrong with a URL that must use one of schemes, or
+// "". It never quotes the URL, which may carry credentials.
+func checkURL(raw string, schemes ...string) string {
+	if raw == "" {
+		return "" // the schema reports the empty string
+	}
+	want := schemes[0] + ":// or " + schemes[1] + "://"
+	u, err := url.Parse(raw)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Sprintf("is not a valid URL (%v); expected %shost:port", err, schemes[0]+"://")
+	}
+	if u.Scheme != schemes[0] && u.Scheme != schemes[1] {
+		return "must start with " + want
+	}
+	if u.Host == "" {
+		return "has no host; expected " + u.Scheme + "://host:port"
+	}
+	if _, err := strconv.Atoi(u.Port()); u.Port() != "" && err != nil {
+		return "has an invalid port"
+	}
+	return ""
+}
+
+// checkReadable returns why a file cannot be read, or "".
+func checkReadable(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			return fmt.Sprintf("file %q does not exist (relative paths are resolved from the working directory)", path)
+		case errors.Is(err, os.ErrPermission):
+			return fmt.Sprintf("file %q is not readable: permission denied", path)
+		}
+		return fmt.Sprintf("file %q cannot be opened: %v", path, unwrapPathError(err))
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Sprintf("file %q cannot be read: %v", path, unwrapPathError(err))
+	}
+	if st.IsDir() {
+		return fmt.Sprintf("%q is a directory, not a file", path)
+	}
+	return ""
+}
+
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}

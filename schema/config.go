@@ -1,0 +1,331 @@
+// Package schema holds clawmatrix's contracts with the outside world: the
+// plugin config (Go types, the JSON Schema generated from them, and the
+// validation that uses that same schema), the OpenClaw manifest, and the
+// catalogue of tools offered to agents.
+//
+// It is the lowest package of the module and imports nothing from it.
+package schema
+
+import "encoding/json"
+
+// Version is the clawmatrix release, written into the manifest.
+const Version = "0.2.0"
+
+// PluginID is the OpenClaw plugin id and the id of the model provider the
+// sidecar registers.
+const PluginID = "clawmatrix"
+
+// Default values of SPEC §4. The JSON Schema carries the same values as
+// struct tags; TestDefaultsMatchSchema keeps the two in step.
+const (
+	DefaultListenHost        = "0.0.0.0"
+	DefaultListenPort        = 19000
+	DefaultProxyPort         = 19001
+	DefaultMaxOutputBytes    = 1048576
+	DefaultMaxTimeoutMs      = 600000
+	DefaultOpenclawBin       = "openclaw"
+	DefaultMaxConcurrentRuns = 2
+	DefaultPingIntervalMs    = 1000
+	DefaultDeadAfterMs       = 4000
+	DefaultAPI               = "openai-completions"
+	DefaultContextWindow     = 128000
+	DefaultMaxTokens         = 4096
+)
+
+// APIs lists the model API kinds OpenClaw understands (SPEC §4).
+var APIs = []string{
+	"openai-completions",
+	"openai-responses",
+	"openai-codex-responses",
+	"anthropic-messages",
+	"google-generative-ai",
+	"github-copilot",
+	"bedrock-converse-stream",
+	"ollama",
+}
+
+// nodeIDPattern is the charset of node ids; its length (1..64) is a separate
+// keyword so that each failure gets its own plain message.
+const nodeIDPattern = `^[A-Za-z0-9._-]+$`
+
+// Config is the plugin config object (SPEC §4): plugins.entries.clawmatrix.config
+// in OpenClaw, or the file given to `clawmatrix-plugin node --config`.
+type Config struct {
+	NodeID            string       `json:"nodeId" jsonschema:"required,minLength=1,maxLength=64,pattern=^[A-Za-z0-9._-]+$" jsonschema_description:"Unique name of this node in the cluster: 1-64 letters, digits, '.', '_' or '-'."`
+	Secret            string       `json:"secret" jsonschema:"required,minLength=16" jsonschema_description:"Shared cluster secret, at least 16 characters, the same on every node. Both sides of every link prove they know it; it is never sent, logged or shown."`
+	Listen            bool         `json:"listen" jsonschema:"default=false" jsonschema_description:"Accept inbound peer connections on listenHost:listenPort."`
+	ListenHost        string       `json:"listenHost" jsonschema:"minLength=1,default=0.0.0.0" jsonschema_description:"Address to accept peers on when listen is true."`
+	ListenPort        int          `json:"listenPort" jsonschema:"minimum=0,maximum=65535,default=19000" jsonschema_description:"Port to accept peers on when listen is true (0 picks a free port)."`
+	TLS               *TLS         `json:"tls,omitempty" jsonschema_description:"TLS for the mesh: certFile and keyFile make the listener serve wss://; caFile trusts a private CA when dialing wss:// peers."`
+	Peers             []Peer       `json:"peers" jsonschema_description:"Peers to dial. Only one side of a link needs to list the other."`
+	Agents            []Agent      `json:"agents" jsonschema_description:"Agents this node offers to the cluster; the first one describes this node's role."`
+	Models            []Model      `json:"models" jsonschema_description:"Models this node serves to the cluster."`
+	ProxyModels       []ProxyModel `json:"proxyModels" jsonschema_description:"Models served by other nodes that this node's agents want to use, through the local model proxy as provider clawmatrix."`
+	Tags              []string     `json:"tags" jsonschema_description:"Capabilities of this node shown to the cluster (for example gpu, macos)."`
+	ProxyPort         int          `json:"proxyPort" jsonschema:"minimum=0,maximum=65535,default=19001" jsonschema_description:"Port of the local OpenAI-compatible model proxy, always bound to 127.0.0.1 (0 picks a free port)."`
+	ProxyKey          string       `json:"proxyKey,omitempty" jsonschema:"minLength=1" jsonschema_description:"Bearer key the local model proxy requires. Default: a random key per start, handed to OpenClaw as the provider's apiKey."`
+	ToolProxy         ToolProxy    `json:"toolProxy" jsonschema_description:"Remote tool execution on this node, requested by other nodes' agents. Disabled by default."`
+	OpenclawBin       string       `json:"openclawBin" jsonschema:"minLength=1,default=openclaw" jsonschema_description:"The OpenClaw CLI used on this node to run handed-off tasks and sent messages."`
+	MaxConcurrentRuns int          `json:"maxConcurrentRuns" jsonschema:"minimum=1,default=2" jsonschema_description:"How many handoff or send runs this node executes at once; further runs wait in a queue."`
+	Mesh              MeshTiming   `json:"mesh" jsonschema_description:"Failure-detection timing of mesh links. The defaults find a silent peer dead within about 4-5 seconds."`
+}
+
+// TLS configures wss:// for the mesh.
+type TLS struct {
+	CertFile string `json:"certFile,omitempty" jsonschema:"minLength=1" jsonschema_description:"PEM certificate chain served by the listener. Needs keyFile."`
+	KeyFile  string `json:"keyFile,omitempty" jsonschema:"minLength=1" jsonschema_description:"PEM private key of certFile."`
+	CAFile   string `json:"caFile,omitempty" jsonschema:"minLength=1" jsonschema_description:"PEM CA certificates trusted when dialing wss:// peers, in addition to the system roots."`
+}
+
+// Peer is a node this node dials.
+type Peer struct {
+	URL    string `json:"url" jsonschema:"required,minLength=1" jsonschema_description:"WebSocket URL of the peer's listener: ws://host:port or wss://host:port."`
+	NodeID string `json:"nodeId,omitempty" jsonschema:"minLength=1,maxLength=64,pattern=^[A-Za-z0-9._-]+$" jsonschema_description:"Expected node id of the peer; the link is refused if the peer says otherwise."`
+}
+
+// Agent is an OpenClaw agent this node offers to the cluster.
+type Agent struct {
+	ID          string   `json:"id" jsonschema:"required,minLength=1" jsonschema_description:"OpenClaw agent id on this node."`
+	Description string   `json:"description,omitempty" jsonschema_description:"What the agent is good at, shown to other nodes' agents."`
+	Tags        []string `json:"tags" jsonschema_description:"Free-form labels for the agent."`
+}
+
+// Cost is the price per million tokens, as OpenClaw records it.
+type Cost struct {
+	Input      float64 `json:"input" jsonschema:"minimum=0,default=0" jsonschema_description:"Price per million input tokens."`
+	Output     float64 `json:"output" jsonschema:"minimum=0,default=0" jsonschema_description:"Price per million output tokens."`
+	CacheRead  float64 `json:"cacheRead" jsonschema:"minimum=0,default=0" jsonschema_description:"Price per million cached input tokens read."`
+	CacheWrite float64 `json:"cacheWrite" jsonschema:"minimum=0,default=0" jsonschema_description:"Price per million input tokens written to the cache."`
+}
+
+// ModelParams are the model fields OpenClaw needs to use a model. They are
+// embedded in Model and ProxyModel, so in JSON they sit beside id.
+type ModelParams struct {
+	API           string   `json:"api" jsonschema:"enum=openai-completions,enum=openai-responses,enum=openai-codex-responses,enum=anthropic-messages,enum=google-generative-ai,enum=github-copilot,enum=bedrock-converse-stream,enum=ollama,default=openai-completions" jsonschema_description:"API kind OpenClaw uses for this model."`
+	ContextWindow int      `json:"contextWindow" jsonschema:"minimum=1,default=128000" jsonschema_description:"Context window in tokens."`
+	MaxTokens     int      `json:"maxTokens" jsonschema:"minimum=1,default=4096" jsonschema_description:"Maximum output tokens per response."`
+	Reasoning     bool     `json:"reasoning" jsonschema:"default=false" jsonschema_description:"The model produces reasoning output."`
+	Input         []string `json:"input" jsonschema:"minItems=1,uniqueItems=true,default=text,enum=text,enum=image" jsonschema_description:"Input kinds the model accepts: text, and image if it sees images."`
+	Cost          Cost     `json:"cost" jsonschema_description:"Price per million tokens (zeros if free or unknown)."`
+}
+
+// DefaultModelParams returns the model params of SPEC §4.
+func DefaultModelParams() ModelParams {
+	return ModelParams{
+		API:           DefaultAPI,
+		ContextWindow: DefaultContextWindow,
+		MaxTokens:     DefaultMaxTokens,
+		Input:         []string{"text"},
+	}
+}
+
+// AcceptsImages reports whether the model takes image input.
+func (m ModelParams) AcceptsImages() bool {
+	for _, in := range m.Input {
+		if in == "image" {
+			return true
+		}
+	}
+	return false
+}
+
+// OpenAICompatible reports whether the model's API is OpenAI chat completions,
+// the only wire format the model proxy and upstream forwarding speak.
+func (m ModelParams) OpenAICompatible() bool { return m.API == "openai-completions" }
+
+// Model is a model this node serves to the cluster.
+type Model struct {
+	ID          string `json:"id" jsonschema:"required,minLength=1" jsonschema_description:"Model id as clients of the cluster ask for it."`
+	Provider    string `json:"provider" jsonschema:"required,minLength=1" jsonschema_description:"OpenClaw provider on this node that runs the model (used when no upstream is set)."`
+	Description string `json:"description,omitempty" jsonschema_description:"Display name of the model; the id when empty."`
+	ModelParams
+	Upstream *Upstream `json:"upstream,omitempty" jsonschema_description:"Send requests for this model straight to an OpenAI-compatible server instead of through OpenClaw."`
+}
+
+// DisplayName is the model's description, else its id.
+func (m Model) DisplayName() string { return displayName(m.Description, m.ID) }
+
+// UnmarshalJSON fills model params absent from the JSON with their defaults.
+func (m *Model) UnmarshalJSON(b []byte) error {
+	type plain Model
+	p := plain{ModelParams: DefaultModelParams()}
+	err := json.Unmarshal(b, &p)
+	*m = Model(p)
+	return err
+}
+
+// ProxyModel is a model served by another node that this node wants to use.
+type ProxyModel struct {
+	ID          string `json:"id" jsonschema:"required,minLength=1" jsonschema_description:"Model id, as the serving node lists it under models."`
+	NodeID      string `json:"nodeId,omitempty" jsonschema:"minLength=1,maxLength=64,pattern=^[A-Za-z0-9._-]+$" jsonschema_description:"Pin the node that serves the model; otherwise any node serving it, least loaded first."`
+	Description string `json:"description,omitempty" jsonschema_description:"Display name of the model; the id when empty."`
+	ModelParams
+}
+
+// DisplayName is the model's description, else its id.
+func (m ProxyModel) DisplayName() string { return displayName(m.Description, m.ID) }
+
+// UnmarshalJSON fills model params absent from the JSON with their defaults.
+func (m *ProxyModel) UnmarshalJSON(b []byte) error {
+	type plain ProxyModel
+	p := plain{ModelParams: DefaultModelParams()}
+	err := json.Unmarshal(b, &p)
+	*m = ProxyModel(p)
+	return err
+}
+
+func displayName(description, id string) string {
+	if description != "" {
+		return description
+	}
+	return id
+}
+
+// Upstream is an OpenAI-compatible server that serves a model directly.
+type Upstream struct {
+	BaseURL   string `json:"baseUrl" jsonschema:"required,minLength=1" jsonschema_description:"Base URL of the server's OpenAI API, for example http://127.0.0.1:8000/v1."`
+	APIKey    string `json:"apiKey,omitempty" jsonschema:"minLength=1" jsonschema_description:"Bearer key for the server. Prefer apiKeyEnv."`
+	APIKeyEnv string `json:"apiKeyEnv,omitempty" jsonschema:"minLength=1" jsonschema_description:"Name of the environment variable holding the bearer key."`
+}
+
+// ToolProxy is the policy for tools other nodes run on this node.
+type ToolProxy struct {
+	Enabled        bool     `json:"enabled" jsonschema:"default=false" jsonschema_description:"Let other nodes run tools on this node."`
+	Allow          []string `json:"allow" jsonschema_description:"OpenClaw tool names allowed (exec, read, write, or any tool for cluster_tool). Empty or [\"*\"] allows all."`
+	Deny           []string `json:"deny" jsonschema_description:"OpenClaw tool names refused; deny wins over allow."`
+	MaxOutputBytes int      `json:"maxOutputBytes" jsonschema:"minimum=1,default=1048576" jsonschema_description:"Output beyond this many bytes is cut, with a note saying so."`
+	MaxTimeoutMs   int      `json:"maxTimeoutMs" jsonschema:"minimum=1,default=600000" jsonschema_description:"Upper bound on the timeoutMs a caller may ask for."`
+}
+
+// Allows reports whether the policy lets other nodes run the named tool.
+func (p ToolProxy) Allows(tool string) bool {
+	if !p.Enabled {
+		return false
+	}
+	for _, d := range p.Deny {
+		if d == tool || d == "*" {
+			return false
+		}
+	}
+	if len(p.Allow) == 0 {
+		return true
+	}
+	for _, a := range p.Allow {
+		if a == tool || a == "*" {
+			return true
+		}
+	}
+	return false
+}
+
+// MeshTiming sets how fast mesh links detect a dead peer.
+type MeshTiming struct {
+	PingIntervalMs int `json:"pingIntervalMs" jsonschema:"minimum=1,default=1000" jsonschema_description:"Mean interval between pings on each link (jittered)."`
+	DeadAfterMs    int `json:"deadAfterMs" jsonschema:"minimum=1,default=4000" jsonschema_description:"A link with no pong for this long is declared dead. Must exceed pingIntervalMs."`
+}
+
+// defaultConfig is the starting point Parse decodes over, so that every field
+// absent from the JSON keeps its default while explicit values (even 0 for a
+// port) are kept.
+func defaultConfig() Config {
+	return Config{
+		ListenHost:        DefaultListenHost,
+		ListenPort:        DefaultListenPort,
+		ProxyPort:         DefaultProxyPort,
+		ToolProxy:         ToolProxy{MaxOutputBytes: DefaultMaxOutputBytes, MaxTimeoutMs: DefaultMaxTimeoutMs},
+		OpenclawBin:       DefaultOpenclawBin,
+		MaxConcurrentRuns: DefaultMaxConcurrentRuns,
+		Mesh:              MeshTiming{PingIntervalMs: DefaultPingIntervalMs, DeadAfterMs: DefaultDeadAfterMs},
+	}
+}
+
+// fillEmpty turns absent lists into empty ones, so the config reads and
+// marshals the same whether or not a list was written out.
+func (c *Config) fillEmpty() {
+	orEmpty := func(s *[]string) {
+		if *s == nil {
+			*s = []string{}
+		}
+	}
+	if c.Peers == nil {
+		c.Peers = []Peer{}
+	}
+	if c.Agents == nil {
+		c.Agents = []Agent{}
+	}
+	if c.Models == nil {
+		c.Models = []Model{}
+	}
+	if c.ProxyModels == nil {
+		c.ProxyModels = []ProxyModel{}
+	}
+	orEmpty(&c.Tags)
+	orEmpty(&c.ToolProxy.Allow)
+	orEmpty(&c.ToolProxy.Deny)
+	for i := range c.Agents {
+		orEmpty(&c.Agents[i].Tags)
+	}
+}
+
+// CatalogModel is one model as OpenClaw's provider catalogue lists it.
+type CatalogModel struct {
+	ID            string   `json:"id"`
+	Name          string   `json:"name"`
+	API           string   `json:"api"`
+	Reasoning     bool     `json:"reasoning"`
+	Input         []string `json:"input"`
+	Cost          Cost     `json:"cost"`
+	ContextWindow int      `json:"contextWindow"`
+	MaxTokens     int      `json:"maxTokens"`
+}
+
+// CatalogModels returns the models this node offers its OpenClaw as provider
+// clawmatrix: models, then proxyModels, by id, the first entry of an id
+// winning (SPEC §6).
+func (c *Config) CatalogModels() []CatalogModel {
+	out := make([]CatalogModel, 0, len(c.Models)+len(c.ProxyModels))
+	seen := make(map[string]bool, cap(out))
+	add := func(id, name string, p ModelParams) {
+		if seen[id] {
+			return
+		}
+		seen[id] = true
+		out = append(out, CatalogModel{
+			ID: id, Name: name, API: p.API, Reasoning: p.Reasoning,
+			Input: append([]string(nil), p.Input...), Cost: p.Cost,
+			ContextWindow: p.ContextWindow, MaxTokens: p.MaxTokens,
+		})
+	}
+	for _, m := range c.Models {
+		add(m.ID, m.DisplayName(), m.ModelParams)
+	}
+	for _, m := range c.ProxyModels {
+		add(m.ID, m.DisplayName(), m.ModelParams)
+	}
+	return out
+}
+
+// Redacted returns a copy with every secret (the cluster secret, the proxy
+// key, upstream API keys) replaced, for printing or logging a config.
+func (c Config) Redacted() Config {
+	const mask = "[redacted]"
+	if c.Secret != "" {
+		c.Secret = mask
+	}
+	if c.ProxyKey != "" {
+		c.ProxyKey = mask
+	}
+	models := make([]Model, len(c.Models))
+	for i, m := range c.Models {
+		if m.Upstream != nil && m.Upstream.APIKey != "" {
+			u := *m.Upstream
+			u.APIKey = mask
+			m.Upstream = &u
+		}
+		models[i] = m
+	}
+	if c.Models != nil {
+		c.Models = models
+	}
+	return c
+}

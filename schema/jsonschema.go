@@ -1,0 +1,188 @@
+package schema
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/invopop/jsonschema"
+	sjs "github.com/santhosh-tekuri/jsonschema/v5"
+)
+
+// reflectSchema generates the JSON Schema of v's type: inlined (no $ref or
+// $defs, which OpenClaw's tool parameters and plugin config UI do not
+// resolve), additionalProperties false on every object, required only where a
+// field is tagged so.
+func reflectSchema(v any) *jsonschema.Schema {
+	r := &jsonschema.Reflector{
+		Anonymous:                  true,
+		DoNotReference:             true,
+		ExpandedStruct:             true,
+		RequiredFromJSONSchemaTags: true,
+	}
+	return r.Reflect(v)
+}
+
+// configSchema is the generated schema of Config as a Go value.
+var configSchema = sync.OnceValue(func() *jsonschema.Schema {
+	s := reflectSchema(&Config{})
+	s.Title = "clawmatrix plugin config"
+	s.Description = "Joins this OpenClaw gateway to a clawmatrix cluster: mesh identity and peers, " +
+		"the agents, models and tools this node offers, and the remote models it uses."
+	defaultEmptyLists(s)
+	return s
+})
+
+// defaultEmptyLists gives every list without a default the default [], so that
+// the schema documents what Parse does with an absent list.
+func defaultEmptyLists(s *jsonschema.Schema) {
+	if s == nil {
+		return
+	}
+	if s.Type == "array" && s.Default == nil {
+		s.Default = []any{}
+	}
+	defaultEmptyLists(s.Items)
+	if s.Properties != nil {
+		for p := s.Properties.Oldest(); p != nil; p = p.Next() {
+			defaultEmptyLists(p.Value)
+		}
+	}
+}
+
+// ConfigSchema returns the JSON Schema of the plugin config, generated from
+// the Go types. It is the manifest's configSchema and what Parse validates
+// against. The bytes are shared: do not modify them.
+func ConfigSchema() []byte { return configSchemaJSON() }
+
+var configSchemaJSON = sync.OnceValue(func() []byte {
+	return marshalIndent(configSchema())
+})
+
+// compiledConfigSchema is compiled once: Parse stays cheap.
+var compiledConfigSchema = sync.OnceValue(func() *compiled {
+	return mustCompile("clawmatrix-config.json", ConfigSchema())
+})
+
+// compiled is a validator together with the decoded schema document, which
+// error reporting walks to name allowed values and known fields.
+type compiled struct {
+	schema *sjs.Schema
+	doc    any
+}
+
+func mustCompile(name string, schemaJSON []byte) *compiled {
+	c := sjs.NewCompiler()
+	c.Draft = sjs.Draft2020
+	if err := c.AddResource(name, bytes.NewReader(schemaJSON)); err != nil {
+		panic(fmt.Sprintf("schema: generated schema %s does not load: %v", name, err))
+	}
+	s, err := c.Compile(name)
+	if err != nil {
+		panic(fmt.Sprintf("schema: generated schema %s does not compile: %v", name, err))
+	}
+	doc, err := decodeJSON(schemaJSON)
+	if err != nil {
+		panic(fmt.Sprintf("schema: generated schema %s is not JSON: %v", name, err))
+	}
+	return &compiled{schema: s, doc: doc}
+}
+
+// marshalIndent is the one JSON style of every generated file: 2-space
+// indent, no HTML escaping, a final newline.
+func marshalIndent(v any) []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		panic(fmt.Sprintf("schema: cannot marshal %T: %v", v, err))
+	}
+	return buf.Bytes()
+}
+
+// decodeJSON decodes exactly one JSON value, numbers kept exact, as the
+// validator wants it.
+func decodeJSON(raw []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err == nil {
+		return nil, fmt.Errorf("unexpected data after the top-level value at byte %d", dec.InputOffset())
+	}
+	return v, nil
+}
+
+// schemaAt resolves a JSON pointer (an error's keyword location) in a schema
+// document without $refs.
+func schemaAt(doc any, pointer string) any {
+	cur := doc
+	if pointer == "" {
+		return cur
+	}
+	for _, seg := range strings.Split(strings.TrimPrefix(pointer, "/"), "/") {
+		seg = unescapePointer(seg)
+		switch v := cur.(type) {
+		case map[string]any:
+			cur = v[seg]
+		case []any:
+			var i int
+			if _, err := fmt.Sscanf(seg, "%d", &i); err != nil || i < 0 || i >= len(v) {
+				return nil
+			}
+			cur = v[i]
+		default:
+			return nil
+		}
+	}
+	return cur
+}
+
+func unescapePointer(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "~1", "/"), "~0", "~")
+}
+
+// fieldPaths lists every field path of a schema in the style of Problem.Path
+// ("peers[].url"), in schema order; llms.txt is checked against it.
+func fieldPaths(doc any) []string {
+	var out []string
+	var walk func(prefix string, s map[string]any)
+	walk = func(prefix string, s map[string]any) {
+		if items, ok := s["items"].(map[string]any); ok {
+			walk(prefix+"[]", items)
+		}
+		props, _ := s["properties"].(map[string]any)
+		if len(props) == 0 {
+			return
+		}
+		for _, name := range sortedKeys(props) {
+			p := name
+			if prefix != "" {
+				p = prefix + "." + name
+			}
+			out = append(out, p)
+			if sub, ok := props[name].(map[string]any); ok {
+				walk(p, sub)
+			}
+		}
+	}
+	if m, ok := doc.(map[string]any); ok {
+		walk("", m)
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

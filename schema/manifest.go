@@ -1,0 +1,85 @@
+package schema
+
+import (
+	"encoding/json"
+	"sync"
+)
+
+// ProxyKeyEnv is the environment variable through which OpenClaw sees the
+// provider credential of the clawmatrix model proxy (openclaw.md, provider
+// registration).
+const ProxyKeyEnv = "CLAWMATRIX_PROXY_KEY"
+
+// uiHint is the shape of a manifest uiHints entry (OpenClaw docs,
+// plugins/manifest/setup-and-auth.md).
+type uiHint struct {
+	Label       string `json:"label,omitempty"`
+	Help        string `json:"help,omitempty"`
+	Placeholder string `json:"placeholder,omitempty"`
+	Advanced    bool   `json:"advanced,omitempty"`
+	Sensitive   bool   `json:"sensitive,omitempty"`
+}
+
+type setupProvider struct {
+	ID      string   `json:"id"`
+	EnvVars []string `json:"envVars"`
+}
+
+// manifest is openclaw.plugin.json. Field order is the file's key order.
+type manifest struct {
+	ID          string   `json:"id"`
+	Name        string   `json:"name"`
+	Description string   `json:"description"`
+	Version     string   `json:"version"`
+	Providers   []string `json:"providers"`
+	Activation  struct {
+		OnStartup bool `json:"onStartup"`
+	} `json:"activation"`
+	Contracts struct {
+		Tools []string `json:"tools"`
+	} `json:"contracts"`
+	Setup struct {
+		Providers []setupProvider `json:"providers"`
+	} `json:"setup"`
+	UIHints      map[string]uiHint `json:"uiHints"`
+	ConfigSchema json.RawMessage   `json:"configSchema"`
+}
+
+// Manifest returns the exact bytes of openclaw.plugin.json.
+func Manifest() []byte { return manifestJSON() }
+
+var manifestJSON = sync.OnceValue(func() []byte {
+	m := manifest{
+		ID:   PluginID,
+		Name: "ClawMatrix",
+		Description: "Joins OpenClaw gateways on different machines into one cluster: agents see each other, " +
+			"use models other nodes serve, run tools on other nodes and hand tasks to their agents.",
+		Version:      Version,
+		Providers:    []string{PluginID},
+		ConfigSchema: ConfigSchema(),
+	}
+	m.Activation.OnStartup = true
+	m.Contracts.Tools = ToolNames()
+	m.Setup.Providers = []setupProvider{{ID: PluginID, EnvVars: []string{ProxyKeyEnv}}}
+	m.UIHints = map[string]uiHint{
+		"nodeId":      {Label: "Node id", Placeholder: "laptop"},
+		"secret":      {Label: "Cluster secret", Help: "Same on every node, at least 16 characters.", Sensitive: true},
+		"listen":      {Label: "Accept peers"},
+		"listenHost":  {Label: "Listen address", Advanced: true},
+		"listenPort":  {Label: "Listen port"},
+		"tls":         {Label: "TLS", Advanced: true},
+		"peers":       {Label: "Peers to dial"},
+		"agents":      {Label: "Agents offered"},
+		"models":      {Label: "Models served"},
+		"proxyModels": {Label: "Remote models used"},
+		"tags":        {Label: "Node tags"},
+		"proxyPort":   {Label: "Model proxy port", Advanced: true},
+		"proxyKey": {Label: "Model proxy key", Help: "Leave empty for a random key per start.",
+			Sensitive: true, Advanced: true},
+		"toolProxy":         {Label: "Remote tools on this node"},
+		"openclawBin":       {Label: "OpenClaw CLI", Advanced: true},
+		"maxConcurrentRuns": {Label: "Concurrent handoff runs", Advanced: true},
+		"mesh":              {Label: "Failure detection timing", Advanced: true},
+	}
+	return marshalIndent(m)
+})

@@ -1,0 +1,236 @@
+package schema
+
+import (
+	"encoding/json"
+	"strings"
+	"sync"
+)
+
+// Tool is one tool offered to agents (SPEC §7).
+type Tool struct {
+	Name  string
+	Label string
+	// Description is written for the model: when to use the tool, what comes
+	// back, what the arguments mean.
+	Description string
+	// Args points to the argument struct the tool's parameters are generated
+	// from; arguments decode into a value of that type.
+	Args any
+}
+
+// Tool names (contract).
+const (
+	ToolPeers   = "cluster_peers"
+	ToolExec    = "cluster_exec"
+	ToolRead    = "cluster_read"
+	ToolWrite   = "cluster_write"
+	ToolTool    = "cluster_tool"
+	ToolHandoff = "cluster_handoff"
+	ToolSend    = "cluster_send"
+)
+
+// PeersArgs are the arguments of cluster_peers: none.
+type PeersArgs struct{}
+
+// ExecArgs are the arguments of cluster_exec.
+type ExecArgs struct {
+	Node      string `json:"node" jsonschema:"required,minLength=1" jsonschema_description:"Node id to run the command on (see cluster_peers)."`
+	Command   string `json:"command" jsonschema:"required,minLength=1" jsonschema_description:"Shell command, run with sh -c on the target node."`
+	Cwd       string `json:"cwd,omitempty" jsonschema_description:"Working directory on the target node. Default: that node's OpenClaw workspace."`
+	TimeoutMs int    `json:"timeoutMs,omitempty" jsonschema:"minimum=1" jsonschema_description:"Kill the command after this many milliseconds. Default 120000; the target node caps it."`
+}
+
+// ReadArgs are the arguments of cluster_read.
+type ReadArgs struct {
+	Node   string `json:"node" jsonschema:"required,minLength=1" jsonschema_description:"Node id to read the file on."`
+	Path   string `json:"path" jsonschema:"required,minLength=1" jsonschema_description:"File path on the target node; relative paths start at that node's OpenClaw workspace."`
+	Offset int    `json:"offset,omitempty" jsonschema:"minimum=1" jsonschema_description:"Line number to start reading at (1 = first line). Default 1."`
+	Limit  int    `json:"limit,omitempty" jsonschema:"minimum=1" jsonschema_description:"Maximum number of lines to return. Default: to the end of the file, within the node's output cap."`
+}
+
+// WriteArgs are the arguments of cluster_write.
+type WriteArgs struct {
+	Node    string `json:"node" jsonschema:"required,minLength=1" jsonschema_description:"Node id to write the file on."`
+	Path    string `json:"path" jsonschema:"required,minLength=1" jsonschema_description:"File path on the target node; relative paths start at that node's OpenClaw workspace. Missing parent directories are created."`
+	Content string `json:"content" jsonschema:"required" jsonschema_description:"Text to write."`
+	Append  bool   `json:"append,omitempty" jsonschema_description:"Add content to the end of the file instead of replacing it. Default false."`
+}
+
+// ToolArgs are the arguments of cluster_tool.
+type ToolArgs struct {
+	Node string         `json:"node" jsonschema:"required,minLength=1" jsonschema_description:"Node id to run the tool on."`
+	Tool string         `json:"tool" jsonschema:"required,minLength=1" jsonschema_description:"Name of the OpenClaw tool on the target node, for example web_fetch."`
+	Args map[string]any `json:"args,omitempty" jsonschema_description:"Arguments for that tool, as the tool itself defines them. Default {}."`
+}
+
+// HandoffArgs are the arguments of cluster_handoff.
+type HandoffArgs struct {
+	Agent     string `json:"agent,omitempty" jsonschema:"minLength=1" jsonschema_description:"Id of the remote agent to give the task to. Give agent or node."`
+	Node      string `json:"node,omitempty" jsonschema:"minLength=1" jsonschema_description:"Node id whose main (first) agent gets the task, when no agent is named. Give agent or node."`
+	Task      string `json:"task" jsonschema:"required,minLength=1" jsonschema_description:"The task, stated completely: the remote agent sees nothing of this conversation."`
+	Context   string `json:"context,omitempty" jsonschema_description:"Background the remote agent needs: facts, constraints, expected form of the answer."`
+	TimeoutMs int    `json:"timeoutMs,omitempty" jsonschema:"minimum=1" jsonschema_description:"Give up after this many milliseconds. Default 600000."`
+}
+
+// SendArgs are the arguments of cluster_send.
+type SendArgs struct {
+	Agent   string `json:"agent,omitempty" jsonschema:"minLength=1" jsonschema_description:"Id of the remote agent to message. Give agent or node."`
+	Node    string `json:"node,omitempty" jsonschema:"minLength=1" jsonschema_description:"Node id whose main (first) agent gets the message, when no agent is named. Give agent or node."`
+	Message string `json:"message" jsonschema:"required,minLength=1" jsonschema_description:"The message; the remote agent handles it as a new turn."`
+}
+
+var tools = []Tool{
+	{
+		Name:  ToolPeers,
+		Label: "Cluster peers",
+		Description: "Show the clawmatrix cluster: every node this gateway can reach, whether it is connected " +
+			"directly or through a relay, its round-trip time, tags, agents (with what they do) and models. " +
+			"Use it to find the node or agent for a job before calling the other cluster_ tools. Takes no arguments.",
+		Args: &PeersArgs{},
+	},
+	{
+		Name:  ToolExec,
+		Label: "Cluster exec",
+		Description: "Run one shell command on another node of the cluster and get back its exit code, stdout and stderr. " +
+			"Use it for simple operations there (inspect, build, run a script); for multi-step work that needs " +
+			"judgement on that machine, use cluster_handoff. The target node must allow remote tools (toolProxy), " +
+			"and output beyond its cap is cut with a note.",
+		Args: &ExecArgs{},
+	},
+	{
+		Name:  ToolRead,
+		Label: "Cluster read",
+		Description: "Read a text file on another node of the cluster and get back its content (a range of lines with " +
+			"offset and limit for big files). Says so when the file is binary. The target node must allow remote tools (toolProxy).",
+		Args: &ReadArgs{},
+	},
+	{
+		Name:  ToolWrite,
+		Label: "Cluster write",
+		Description: "Write a text file on another node of the cluster, replacing it atomically, or appending with append: true. " +
+			"Returns the number of bytes written. The target node must allow remote tools (toolProxy).",
+		Args: &WriteArgs{},
+	},
+	{
+		Name:  ToolTool,
+		Label: "Cluster tool",
+		Description: "Run any other OpenClaw tool (web_fetch, browser, memory, ...) on another node of the cluster, " +
+			"through that node's gateway, and get back the tool's result. Use cluster_exec, cluster_read and " +
+			"cluster_write for shell commands and files. The target node must allow the tool (toolProxy), and its " +
+			"gateway may still refuse tools it blocks over HTTP.",
+		Args: &ToolArgs{},
+	},
+	{
+		Name:  ToolHandoff,
+		Label: "Cluster handoff",
+		Description: "Give a task to an agent on another node and wait for its answer, returned as text. Use it for " +
+			"multi-step work that should happen on that machine with its own tools, files and models; use " +
+			"cluster_exec, cluster_read or cluster_write for a single simple operation. Name the agent, or a node " +
+			"(its main agent takes the task); one of agent or node is required. State the task completely: the " +
+			"remote agent does not see this conversation.",
+		Args: &HandoffArgs{},
+	},
+	{
+		Name:  ToolSend,
+		Label: "Cluster send",
+		Description: "Send a one-way message to an agent on another node. Returns as soon as that node accepted it; " +
+			"no answer comes back (use cluster_handoff to wait for one). Name the agent, or a node (its main agent " +
+			"gets the message); one of agent or node is required.",
+		Args: &SendArgs{},
+	},
+}
+
+// Tools returns the seven tools in SPEC §7 order. The slice is a copy; the
+// Args values are shared templates: decode into a fresh value of their type.
+func Tools() []Tool { return append([]Tool(nil), tools...) }
+
+// ToolNames returns the tool names in SPEC §7 order.
+func ToolNames() []string {
+	names := make([]string, len(tools))
+	for i, t := range tools {
+		names[i] = t.Name
+	}
+	return names
+}
+
+// toolSchemas holds each tool's generated parameters and their compiled
+// validator, built once.
+var toolSchemas = sync.OnceValue(func() map[string]toolSchema {
+	out := make(map[string]toolSchema, len(tools))
+	for _, t := range tools {
+		s := reflectSchema(t.Args)
+		s.Version = "" // a plain object schema, as OpenClaw's registerTool takes it
+		raw, err := json.Marshal(s)
+		if err != nil {
+			panic("schema: cannot marshal parameters of " + t.Name + ": " + err.Error())
+		}
+		out[t.Name] = toolSchema{raw: raw, compiled: mustCompile(t.Name+".json", raw)}
+	}
+	return out
+})
+
+type toolSchema struct {
+	raw      json.RawMessage
+	compiled *compiled
+}
+
+// ToolParameters returns the JSON Schema of the named tool's arguments (a
+// plain object schema without $ref or $defs), or nil for an unknown tool.
+func ToolParameters(name string) []byte {
+	s, ok := toolSchemas()[name]
+	if !ok {
+		return nil
+	}
+	return append([]byte(nil), s.raw...)
+}
+
+// ValidateToolArgs checks args (a JSON object; empty or null counts as {})
+// against the named tool's schema and the rule that handoff and send need an
+// agent or a node. An unknown tool gets one problem listing the valid names.
+func ValidateToolArgs(name string, args []byte) []Problem {
+	s, ok := toolSchemas()[name]
+	if !ok {
+		return []Problem{{Message: "unknown tool " + quote(name) + "; valid tools: " + strings.Join(ToolNames(), ", ")}}
+	}
+	trimmed := strings.TrimSpace(string(args))
+	if trimmed == "" || trimmed == "null" {
+		args = []byte("{}")
+	}
+	inst, err := decodeJSON(args)
+	if err != nil {
+		return []Problem{{Message: "arguments are not valid JSON: " + describeJSONError(args, err)}}
+	}
+	problems, _ := validate(s.compiled, inst)
+	if obj, ok := inst.(map[string]any); ok && (name == ToolHandoff || name == ToolSend) {
+		_, hasAgent := obj["agent"]
+		_, hasNode := obj["node"]
+		if !hasAgent && !hasNode {
+			problems = append(problems, Problem{Message: `missing "agent" or "node": name the remote agent, or the node whose main agent should take it (see cluster_peers)`})
+		}
+	}
+	return sortProblems(problems)
+}
+
+func quote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// ToolCatalogue returns the bytes of openclaw.tools.json: every tool as
+// {name, label, description, parameters}, in SPEC §7 order, so the OpenClaw
+// adapter can register the tools without starting the sidecar.
+func ToolCatalogue() []byte { return toolCatalogueJSON() }
+
+var toolCatalogueJSON = sync.OnceValue(func() []byte {
+	type entry struct {
+		Name        string          `json:"name"`
+		Label       string          `json:"label"`
+		Description string          `json:"description"`
+		Parameters  json.RawMessage `json:"parameters"`
+	}
+	entries := make([]entry, len(tools))
+	for i, t := range tools {
+		entries[i] = entry{t.Name, t.Label, t.Description, toolSchemas()[t.Name].raw}
+	}
+	return marshalIndent(entries)
+})
