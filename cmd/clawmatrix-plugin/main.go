@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/clawmatrix/clawmatrix/cluster"
+	"github.com/clawmatrix/clawmatrix/internal/demo"
 	"github.com/clawmatrix/clawmatrix/plugin"
 	"github.com/clawmatrix/clawmatrix/schema"
 )
@@ -31,6 +32,7 @@ func commands() []command {
 		{"manifest", "manifest                   print openclaw.plugin.json", runManifest},
 		{"tools", "tools                      print openclaw.tools.json, the tool catalogue the OpenClaw adapter registers", runTools},
 		{"validate-config", "validate-config FILE       check a plugin config (JSON); exit 2 with one 'path: message' line per problem", runValidate},
+		{"demo", "demo                       start a three-node cluster on loopback, show every feature, then exit", runDemo},
 		{"node", "node --config FILE         run a standalone mesh node until SIGINT/SIGTERM", runNode},
 		{"version", "version                    print the version", runVersion},
 	}
@@ -164,6 +166,14 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	log.Info("shutting down", "node", rt.NodeID())
 	if err := rt.Close(); err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(stderr, "clawmatrix-plugin node: shutdown:", err)
+		return 1
+	}
+	return 0
+}
+
+func runDemo(ctx context.Context, _ []string, stdout, stderr io.Writer) int {
+	if err := demo.Run(ctx, stdout); err != nil {
+		fmt.Fprintln(stderr, "clawmatrix-plugin demo:", err)
 		return 1
 	}
 	return 0
