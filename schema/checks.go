@@ -122,7 +122,7 @@ func checkURL(raw string, schemes ...string) string {
 	if u.Scheme != schemes[0] && u.Scheme != schemes[1] {
 		return "must start with " + want
 	}
-	if u.Host == "" {
+	if u.Hostname() == "" {
 		return "has no host; expected " + u.Scheme + "://host:port"
 	}
 	if _, err := strconv.Atoi(u.Port()); u.Port() != "" && err != nil {

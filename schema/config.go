@@ -46,12 +46,12 @@ var APIs = []string{
 
 // nodeIDPattern is the charset of node ids; its length (1..64) is a separate
 // keyword so that each failure gets its own plain message.
-const nodeIDPattern = `^[A-Za-z0-9._-]+$`
+const nodeIDPattern = `^[A-Za-z0-9._-]*$`
 
 // Config is the plugin config object (SPEC §4): plugins.entries.clawmatrix.config
 // in OpenClaw, or the file given to `clawmatrix-plugin node --config`.
 type Config struct {
-	NodeID            string       `json:"nodeId" jsonschema:"required,minLength=1,maxLength=64,pattern=^[A-Za-z0-9._-]+$" jsonschema_description:"Unique name of this node in the cluster: 1-64 letters, digits, '.', '_' or '-'."`
+	NodeID            string       `json:"nodeId" jsonschema:"required,minLength=1,maxLength=64,pattern=^[A-Za-z0-9._-]*$" jsonschema_description:"Unique name of this node in the cluster: 1-64 letters, digits, '.', '_' or '-'."`
 	Secret            string       `json:"secret" jsonschema:"required,minLength=16" jsonschema_description:"Shared cluster secret, at least 16 characters, the same on every node. Both sides of every link prove they know it; it is never sent, logged or shown."`
 	Listen            bool         `json:"listen" jsonschema:"default=false" jsonschema_description:"Accept inbound peer connections on listenHost:listenPort."`
 	ListenHost        string       `json:"listenHost" jsonschema:"minLength=1,default=0.0.0.0" jsonschema_description:"Address to accept peers on when listen is true."`
@@ -67,7 +67,7 @@ type Config struct {
 	ToolProxy         ToolProxy    `json:"toolProxy" jsonschema_description:"Remote tool execution on this node, requested by other nodes' agents. Disabled by default."`
 	OpenclawBin       string       `json:"openclawBin" jsonschema:"minLength=1,default=openclaw" jsonschema_description:"The OpenClaw CLI used on this node to run handed-off tasks and sent messages."`
 	MaxConcurrentRuns int          `json:"maxConcurrentRuns" jsonschema:"minimum=1,default=2" jsonschema_description:"How many handoff or send runs this node executes at once; further runs wait in a queue."`
-	Mesh              MeshTiming   `json:"mesh" jsonschema_description:"Failure-detection timing of mesh links. The defaults find a silent peer dead within about 4-5 seconds."`
+	Mesh              MeshTiming   `json:"mesh" jsonschema_description:"Failure detection on mesh links: how often to ping, and how long a silent link lives before it is declared dead."`
 }
 
 // TLS configures wss:// for the mesh.
@@ -80,7 +80,7 @@ type TLS struct {
 // Peer is a node this node dials.
 type Peer struct {
 	URL    string `json:"url" jsonschema:"required,minLength=1" jsonschema_description:"WebSocket URL of the peer's listener: ws://host:port or wss://host:port."`
-	NodeID string `json:"nodeId,omitempty" jsonschema:"minLength=1,maxLength=64,pattern=^[A-Za-z0-9._-]+$" jsonschema_description:"Expected node id of the peer; the link is refused if the peer says otherwise."`
+	NodeID string `json:"nodeId,omitempty" jsonschema:"minLength=1,maxLength=64,pattern=^[A-Za-z0-9._-]*$" jsonschema_description:"Expected node id of the peer; the link is refused if the peer says otherwise."`
 }
 
 // Agent is an OpenClaw agent this node offers to the cluster.
@@ -157,7 +157,7 @@ func (m *Model) UnmarshalJSON(b []byte) error {
 // ProxyModel is a model served by another node that this node wants to use.
 type ProxyModel struct {
 	ID          string `json:"id" jsonschema:"required,minLength=1" jsonschema_description:"Model id, as the serving node lists it under models."`
-	NodeID      string `json:"nodeId,omitempty" jsonschema:"minLength=1,maxLength=64,pattern=^[A-Za-z0-9._-]+$" jsonschema_description:"Pin the node that serves the model; otherwise any node serving it, least loaded first."`
+	NodeID      string `json:"nodeId,omitempty" jsonschema:"minLength=1,maxLength=64,pattern=^[A-Za-z0-9._-]*$" jsonschema_description:"Pin the node that serves the model; otherwise any node serving it, least loaded first."`
 	Description string `json:"description,omitempty" jsonschema_description:"Display name of the model; the id when empty."`
 	ModelParams
 }

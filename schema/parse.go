@@ -196,7 +196,10 @@ func describeSchemaError(doc, inst any, e *sjs.ValidationError) []Problem {
 	case "maximum":
 		return []Problem{{path, fmt.Sprintf("must be at most %s (got %s)", numberString(parent["maximum"]), numberString(value))}}
 	case "minItems":
-		return []Problem{{path, "must have at least " + numberString(parent["minItems"]) + " item(s)"}}
+		if n := numberString(parent["minItems"]); n != "1" {
+			return []Problem{{path, "must list at least " + n + " values"}}
+		}
+		return []Problem{{path, "must not be empty"}}
 	case "uniqueItems":
 		return []Problem{{path, "must not list the same value twice"}}
 	}
@@ -216,18 +219,44 @@ func unknownFieldMessage(name string, known []string) string {
 }
 
 // closest returns the known name a typo most likely meant: the same name in
-// another case, or one within two edits.
+// another case, a known name it abbreviates ("peer" for peers, "cmd" for
+// command), or one within two edits.
 func closest(name string, known []string) string {
-	best, bestD := "", 3
+	lname := strings.ToLower(name)
 	for _, k := range known {
 		if strings.EqualFold(k, name) {
 			return k
 		}
-		if d := editDistance(strings.ToLower(name), strings.ToLower(k)); d < bestD {
+	}
+	if len(name) >= 3 {
+		abbrev := ""
+		for _, k := range known {
+			lk := strings.ToLower(k)
+			if lk[0] == lname[0] && isSubsequence(lname, lk) && (abbrev == "" || len(k) < len(abbrev)) {
+				abbrev = k
+			}
+		}
+		if abbrev != "" {
+			return abbrev
+		}
+	}
+	best, bestD := "", 3
+	for _, k := range known {
+		if d := editDistance(lname, strings.ToLower(k)); d < bestD {
 			best, bestD = k, d
 		}
 	}
 	return best
+}
+
+func isSubsequence(short, long string) bool {
+	i := 0
+	for j := 0; i < len(short) && j < len(long); j++ {
+		if short[i] == long[j] {
+			i++
+		}
+	}
+	return i == len(short)
 }
 
 func editDistance(a, b string) int {

@@ -1,0 +1,169 @@
+package schema
+
+import (
+	"encoding/json"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestToolsInSpecOrder(t *testing.T) {
+	want := []string{"cluster_peers", "cluster_exec", "cluster_read", "cluster_write", "cluster_tool", "cluster_handoff", "cluster_send"}
+	if got := ToolNames(); !slices.Equal(got, want) {
+		t.Fatalf("ToolNames() = %v, want %v", got, want)
+	}
+	for i, tool := range Tools() {
+		if tool.Name != want[i] || tool.Label == "" || len(tool.Description) < 80 || tool.Args == nil {
+			t.Errorf("tool %d (%s): name, label, a real description and Args are all needed: %+v", i, tool.Name, tool)
+		}
+		if reflect.TypeOf(tool.Args).Kind() != reflect.Pointer {
+			t.Errorf("%s: Args must point to the argument struct, got %T", tool.Name, tool.Args)
+		}
+	}
+}
+
+// TestToolParametersArePlainObjectSchemas checks the shape OpenClaw's
+// registerTool and model providers accept.
+func TestToolParametersArePlainObjectSchemas(t *testing.T) {
+	for _, name := range ToolNames() {
+		raw := ToolParameters(name)
+		var s map[string]any
+		if err := json.Unmarshal(raw, &s); err != nil {
+			t.Fatalf("%s: parameters are not JSON: %v", name, err)
+		}
+		if s["type"] != "object" || s["additionalProperties"] != false {
+			t.Errorf("%s: want type object with additionalProperties false, got %s", name, raw)
+		}
+		for _, banned := range []string{`"$ref"`, `"$defs"`, `"$schema"`, `"$id"`} {
+			if strings.Contains(string(raw), banned) {
+				t.Errorf("%s: parameters contain %s: %s", name, banned, raw)
+			}
+		}
+		props, _ := s["properties"].(map[string]any)
+		for prop, v := range props {
+			if d, _ := v.(map[string]any)["description"].(string); d == "" {
+				t.Errorf("%s.%s has no description", name, prop)
+			}
+		}
+	}
+	if ToolParameters("nope") != nil {
+		t.Error("ToolParameters of an unknown tool should be nil")
+	}
+}
+
+func TestToolRequiredArguments(t *testing.T) {
+	want := map[string][]string{
+		ToolPeers:   nil,
+		ToolExec:    {"node", "command"},
+		ToolRead:    {"node", "path"},
+		ToolWrite:   {"node", "path", "content"},
+		ToolTool:    {"node", "tool"},
+		ToolHandoff: {"task"},
+		ToolSend:    {"message"},
+	}
+	for name, req := range want {
+		var s struct {
+			Required []string `json:"required"`
+		}
+		if err := json.Unmarshal(ToolParameters(name), &s); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(s.Required, req) {
+			t.Errorf("%s: required = %v, want %v", name, s.Required, req)
+		}
+	}
+}
+
+func TestValidateToolArgs(t *testing.T) {
+	tests := []struct {
+		tool string
+		args string
+		want []string
+	}{
+		{ToolPeers, ``, nil},
+		{ToolPeers, `null`, nil},
+		{ToolPeers, `{}`, nil},
+		{ToolPeers, `{"verbose": true}`, []string{`verbose: unknown field "verbose" (this object takes no fields)`}},
+		{ToolExec, `{"node": "b", "command": "ls"}`, nil},
+		{ToolExec, `{"node": "b", "command": "ls", "cwd": "/tmp", "timeoutMs": 1}`, nil},
+		{ToolExec, `{"node": "b"}`, []string{"command: missing required field"}},
+		{ToolExec, `{"node": "b", "command": "ls", "timeoutMs": 0}`, []string{"timeoutMs: must be at least 1 (got 0)"}},
+		{ToolExec, `{"node": "b", "command": "ls", "timeoutMs": "5s"}`, []string{"timeoutMs: must be a whole number, not a string"}},
+		{ToolExec, `{"node": "", "command": "ls"}`, []string{"node: must not be empty"}},
+		{ToolExec, `{"node": "b", "cmd": "ls"}`, []string{"cmd: unknown field \"cmd\" (did you mean \"command\"?)", "command: missing required field"}},
+		{ToolRead, `{"node": "b", "path": "/etc/hosts", "offset": 10, "limit": 5}`, nil},
+		{ToolRead, `{"node": "b"}`, []string{"path: missing required field"}},
+		{ToolWrite, `{"node": "b", "path": "x", "content": ""}`, nil},
+		{ToolWrite, `{"node": "b", "path": "x"}`, []string{"content: missing required field"}},
+		{ToolWrite, `{"node": "b", "path": "x", "content": "y", "append": "yes"}`, []string{"append: must be true or false, not a string"}},
+		{ToolTool, `{"node": "b", "tool": "web_fetch", "args": {"url": "https://example.com"}}`, nil},
+		{ToolTool, `{"node": "b", "tool": "web_fetch", "args": "url"}`, []string{"args: must be an object, not a string"}},
+		{ToolTool, `{"node": "b"}`, []string{"tool: missing required field"}},
+		{ToolHandoff, `{"agent": "coder", "task": "fix the build"}`, nil},
+		{ToolHandoff, `{"node": "b", "task": "fix the build", "context": "CI is red", "timeoutMs": 60000}`, nil},
+		{ToolHandoff, `{"task": "fix the build"}`, []string{`missing "agent" or "node": name the remote agent, or the node whose main agent should take it (see cluster_peers)`}},
+		{ToolHandoff, `{}`, []string{`missing "agent" or "node": name the remote agent, or the node whose main agent should take it (see cluster_peers)`, "task: missing required field"}},
+		{ToolSend, `{"agent": "ops", "message": "disk is full"}`, nil},
+		{ToolSend, `{"message": "hi"}`, []string{`missing "agent" or "node": name the remote agent, or the node whose main agent should take it (see cluster_peers)`}},
+		{ToolSend, `["hi"]`, []string{"must be an object, not a list"}},
+		{ToolSend, `{"agent": "ops", "message": "hi"`, []string{"arguments are not valid JSON: unexpected end of input"}},
+		{"cluster_nope", `{}`, []string{`unknown tool "cluster_nope"; valid tools: cluster_peers, cluster_exec, cluster_read, cluster_write, cluster_tool, cluster_handoff, cluster_send`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.tool+" "+tt.args, func(t *testing.T) {
+			problems := ValidateToolArgs(tt.tool, []byte(tt.args))
+			got := make([]string, len(problems))
+			for i, p := range problems {
+				got[i] = p.String()
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("problems:\n got %q\nwant %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestValidArgsDecodeIntoArgStructs checks that arguments the schema accepts
+// decode into the tool's Args type, field for field.
+func TestValidArgsDecodeIntoArgStructs(t *testing.T) {
+	tests := []struct {
+		tool string
+		args string
+		want any
+	}{
+		{ToolExec, `{"node": "b", "command": "ls", "cwd": "/tmp", "timeoutMs": 5}`, &ExecArgs{Node: "b", Command: "ls", Cwd: "/tmp", TimeoutMs: 5}},
+		{ToolRead, `{"node": "b", "path": "p", "offset": 2, "limit": 3}`, &ReadArgs{Node: "b", Path: "p", Offset: 2, Limit: 3}},
+		{ToolWrite, `{"node": "b", "path": "p", "content": "c", "append": true}`, &WriteArgs{Node: "b", Path: "p", Content: "c", Append: true}},
+		{ToolTool, `{"node": "b", "tool": "t", "args": {"k": "v"}}`, &ToolArgs{Node: "b", Tool: "t", Args: map[string]any{"k": "v"}}},
+		{ToolHandoff, `{"agent": "a", "node": "b", "task": "t", "context": "c", "timeoutMs": 9}`, &HandoffArgs{Agent: "a", Node: "b", Task: "t", Context: "c", TimeoutMs: 9}},
+		{ToolSend, `{"agent": "a", "message": "m"}`, &SendArgs{Agent: "a", Message: "m"}},
+		{ToolPeers, `{}`, &PeersArgs{}},
+	}
+	byName := map[string]Tool{}
+	for _, tool := range Tools() {
+		byName[tool.Name] = tool
+	}
+	for _, tt := range tests {
+		if p := ValidateToolArgs(tt.tool, []byte(tt.args)); p != nil {
+			t.Fatalf("%s: %v", tt.tool, p)
+		}
+		dst := reflect.New(reflect.TypeOf(byName[tt.tool].Args).Elem()).Interface()
+		dec := json.NewDecoder(strings.NewReader(tt.args))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(dst); err != nil {
+			t.Fatalf("%s: decode: %v", tt.tool, err)
+		}
+		if !reflect.DeepEqual(dst, tt.want) {
+			t.Errorf("%s: decoded %+v, want %+v", tt.tool, dst, tt.want)
+		}
+	}
+}
+
+func TestToolsReturnsACopy(t *testing.T) {
+	ts := Tools()
+	ts[0].Name = "changed"
+	if Tools()[0].Name != ToolPeers {
+		t.Error("Tools() exposes the package's slice")
+	}
+}
