@@ -1,0 +1,15 @@
+// Package proxy is the cluster model proxy (SPEC §6).
+//
+// The front (Server) is an OpenAI-compatible HTTP server on 127.0.0.1 that
+// local clients such as OpenClaw call; it picks a node serving the requested
+// model and forwards the request over the mesh. The serving side (Serving,
+// registered on every node with RegisterServing) answers those mesh requests
+// by calling the model's upstream, the OpenClaw provider the host passed, or
+// the local OpenClaw gateway.
+//
+// On the mesh a request is the client's body, byte for byte. The response is
+// a head message (HTTP status and headers, see head) followed by the body: for
+// SSE one message per batch of complete events, otherwise the bytes as they
+// arrive. A failure after the head ends the mesh stream with an error, which
+// the front turns into an SSE error event or a 502.
+package proxy

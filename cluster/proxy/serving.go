@@ -1,0 +1,333 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/clawmatrix/clawmatrix/cluster/mesh"
+	"github.com/clawmatrix/clawmatrix/schema"
+)
+
+// Provider is an OpenClaw model provider as the host passes it in initialize.
+type Provider struct {
+	BaseURL string
+	API     string
+	APIKey  string
+}
+
+// Gateway is the local OpenClaw gateway, the last resort for serving a model:
+// a request through it runs a full agent turn of Agent.
+type Gateway struct {
+	URL   string // e.g. http://127.0.0.1:18789
+	Token string
+	Agent string // requests go to model "openclaw/<Agent>"
+}
+
+// Default upstream timeouts.
+const (
+	DefaultConnectTimeout   = 10 * time.Second
+	DefaultFirstByteTimeout = 5 * time.Minute
+	DefaultRequestTimeout   = 10 * time.Minute
+)
+
+// ServingConfig configures the serving side of the proxy on one node.
+type ServingConfig struct {
+	// Models are the models this node serves to the cluster.
+	Models []schema.Model
+	// Providers are the host's OpenClaw providers by id.
+	Providers map[string]Provider
+	// Gateway is the local OpenClaw gateway; nil when there is none.
+	Gateway *Gateway
+	// Client makes the upstream requests; nil means a client owned by the
+	// Serving, with ConnectTimeout applied to dialing.
+	Client *http.Client
+	// ConnectTimeout bounds dialing an upstream (own client only).
+	ConnectTimeout time.Duration
+	// FirstByteTimeout bounds the wait for the upstream's response headers.
+	FirstByteTimeout time.Duration
+	// RequestTimeout bounds a whole upstream request, body included.
+	RequestTimeout time.Duration
+	Logger         *slog.Logger
+}
+
+// Serving answers model.chat requests for the models of one node.
+type Serving struct {
+	nodeID   string
+	models   map[string]schema.Model
+	names    []string
+	cfg      ServingConfig
+	client   *http.Client
+	ownTrans *http.Transport
+	log      *slog.Logger
+}
+
+// HandlerRegistry is where the serving side registers its mesh handler;
+// *mesh.Node is one.
+type HandlerRegistry interface {
+	ID() string
+	Handle(method string, h mesh.Handler)
+}
+
+// RegisterServing makes node serve cfg.Models to the cluster under
+// MethodChat. Close the returned Serving after the node to release idle
+// upstream connections.
+func RegisterServing(node HandlerRegistry, cfg ServingConfig) *Serving {
+	s := NewServing(node.ID(), cfg)
+	node.Handle(MethodChat, s)
+	return s
+}
+
+// NewServing builds the serving side for node nodeID without registering it.
+func NewServing(nodeID string, cfg ServingConfig) *Serving {
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.FirstByteTimeout <= 0 {
+		cfg.FirstByteTimeout = DefaultFirstByteTimeout
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
+	}
+	s := &Serving{nodeID: nodeID, models: make(map[string]schema.Model, len(cfg.Models)), cfg: cfg, log: cfg.Logger}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	for _, m := range cfg.Models {
+		if _, dup := s.models[m.ID]; !dup {
+			s.models[m.ID] = m
+			s.names = append(s.names, m.ID)
+		}
+	}
+	sort.Strings(s.names)
+	s.client = cfg.Client
+	if s.client == nil {
+		s.ownTrans = &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+			ForceAttemptHTTP2:     true,
+			MaxIdleConns:          256,
+			MaxIdleConnsPerHost:   64,
+			IdleConnTimeout:       90 * time.Second,
+			TLSHandshakeTimeout:   cfg.ConnectTimeout,
+			ExpectContinueTimeout: time.Second,
+			// Upstreams are near; compressing a token stream only adds latency.
+			DisableCompression: true,
+		}
+		s.client = &http.Client{Transport: s.ownTrans}
+	}
+	return s
+}
+
+// Close releases the idle upstream connections of the Serving's own client.
+func (s *Serving) Close() error {
+	if s.ownTrans != nil {
+		s.ownTrans.CloseIdleConnections()
+	}
+	return nil
+}
+
+// target is where one model's requests go.
+type target struct {
+	url    string
+	key    string
+	model  string // the body's "model" for the upstream
+	header http.Header
+	via    string // for errors and logs; never holds a secret
+}
+
+// target picks how to serve m: its upstream, else the host's OpenClaw
+// provider when it speaks OpenAI chat completions, else the local gateway.
+func (s *Serving) target(m schema.Model) (target, error) {
+	if u := m.Upstream; u != nil && u.BaseURL != "" {
+		t := target{url: chatURL(u.BaseURL), key: u.APIKey, model: m.ID, via: "upstream " + redact(u.BaseURL)}
+		if t.key == "" && u.APIKeyEnv != "" {
+			t.key = os.Getenv(u.APIKeyEnv)
+			if t.key == "" {
+				return t, fmt.Errorf("model %q on node %q: environment variable %s (upstream.apiKeyEnv) is empty or unset; set it for the node's process or put the key in upstream.apiKey", m.ID, s.nodeID, u.APIKeyEnv)
+			}
+		}
+		return t, nil
+	}
+	p, havep := s.cfg.Providers[m.Provider]
+	if havep && p.BaseURL != "" && (p.API == "" || p.API == schema.DefaultAPI) {
+		return target{url: chatURL(p.BaseURL), key: p.APIKey, model: m.ID, via: fmt.Sprintf("provider %q", m.Provider)}, nil
+	}
+	if g := s.cfg.Gateway; g != nil && g.URL != "" {
+		agent := g.Agent
+		if agent == "" {
+			agent = "default"
+		}
+		h := http.Header{}
+		h.Set("x-openclaw-model", m.Provider+"/"+m.ID)
+		return target{url: strings.TrimRight(g.URL, "/") + "/v1/chat/completions", key: g.Token, model: "openclaw/" + agent, header: h, via: "OpenClaw gateway (agent " + agent + ")"}, nil
+	}
+	why := fmt.Sprintf("the host passed no provider %q", m.Provider)
+	if havep {
+		why = fmt.Sprintf("provider %q has api %q, not openai-completions", m.Provider, p.API)
+	}
+	return target{}, fmt.Errorf("node %q cannot serve model %q: it has no upstream, %s, and there is no OpenClaw gateway; set models[].upstream.baseUrl to an OpenAI-compatible server", s.nodeID, m.ID, why)
+}
+
+func chatURL(base string) string {
+	return strings.TrimRight(base, "/") + "/chat/completions"
+}
+
+// redact drops credentials and query from a URL shown in errors.
+func redact(raw string) string {
+	if i := strings.Index(raw, "://"); i >= 0 {
+		if at := strings.LastIndex(raw[i+3:], "@"); at >= 0 && !strings.Contains(raw[i+3:i+3+at], "/") {
+			raw = raw[:i+3] + raw[i+3+at+1:]
+		}
+	}
+	if q := strings.IndexAny(raw, "?#"); q >= 0 {
+		raw = raw[:q]
+	}
+	return raw
+}
+
+// ServeMesh serves one model.chat request: it sends the upstream's status
+// and headers, then relays the body as it arrives. Each Write waits for the
+// caller under the mesh's flow control, so a slow client slows the upstream
+// read instead of filling memory.
+func (s *Serving) ServeMesh(ctx context.Context, w mesh.ResponseWriter, r *mesh.Request) error {
+	cr, err := parseChatRequest(r.Payload)
+	if err != nil {
+		return mesh.Errorf(mesh.CodeBadRequest, "%v", err)
+	}
+	m, ok := s.models[cr.Model]
+	if !ok {
+		return mesh.Errorf(mesh.CodeNotFound, "node %q does not serve model %q (it serves %s)", s.nodeID, cr.Model, listOrNone(s.names))
+	}
+	t, err := s.target(m)
+	if err != nil {
+		return mesh.Errorf(mesh.CodeUnavailable, "%v", err)
+	}
+	callerCtx := ctx
+	ctx, cancel := context.WithTimeoutCause(ctx, s.cfg.RequestTimeout,
+		fmt.Errorf("no complete response within %v", s.cfg.RequestTimeout))
+	defer cancel()
+	ctx, cancelFirst := context.WithCancelCause(ctx)
+	defer cancelFirst(nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.url, bytes.NewReader(withModel(r.Payload, cr, t.model)))
+	if err != nil {
+		return mesh.Errorf(mesh.CodeUnavailable, "model %q on node %q: bad URL for %s: %v", m.ID, s.nodeID, t.via, err)
+	}
+	for k, v := range t.header {
+		req.Header[k] = v
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if cr.Stream {
+		req.Header.Set("Accept", "text/event-stream")
+	} else {
+		req.Header.Set("Accept", "application/json")
+	}
+	if t.key != "" {
+		req.Header.Set("Authorization", "Bearer "+t.key)
+	}
+
+	first := time.AfterFunc(s.cfg.FirstByteTimeout, func() {
+		cancelFirst(fmt.Errorf("no response within %v", s.cfg.FirstByteTimeout))
+	})
+	resp, err := s.client.Do(req)
+	first.Stop()
+	if err != nil {
+		if callerCtx.Err() != nil {
+			return callerCtx.Err() // the caller went away; nobody reads this
+		}
+		if c := context.Cause(ctx); c != nil {
+			err = c
+		}
+		s.log.Warn("model upstream failed", "model", m.ID, "via", t.via, "err", err)
+		return mesh.Errorf(mesh.CodeUnavailable, "node %q: %s for model %q: %v", s.nodeID, t.via, m.ID, err)
+	}
+	defer resp.Body.Close()
+	if err := w.Write(encodeHead(resp.StatusCode, resp.Header)); err != nil {
+		return err
+	}
+	if err := relay(w, resp.Body, isEventStream(resp.Header.Get("Content-Type"))); err != nil {
+		if errors.Is(err, errWrite) || callerCtx.Err() != nil {
+			return err
+		}
+		if c := context.Cause(ctx); c != nil {
+			err = c
+		}
+		s.log.Warn("model upstream broke off", "model", m.ID, "via", t.via, "err", err)
+		return mesh.Errorf(mesh.CodeUnavailable, "node %q: %s broke off the response for model %q: %v", s.nodeID, t.via, m.ID, err)
+	}
+	return nil
+}
+
+func listOrNone(names []string) string {
+	if len(names) == 0 {
+		return "no models"
+	}
+	return strings.Join(names, ", ")
+}
+
+// errWrite marks a failed Write to the mesh (the caller is gone).
+var errWrite = errors.New("mesh write failed")
+
+const (
+	readChunk = 32 << 10
+	// maxEvent bounds how much of an unfinished SSE event is held back
+	// before it is sent anyway.
+	maxEvent = 1 << 20
+)
+
+// relay copies body to w: for SSE in batches of whole events, otherwise as
+// the bytes arrive. It holds at most maxEvent bytes.
+func relay(w mesh.ResponseWriter, body io.Reader, sse bool) error {
+	buf := make([]byte, 0, readChunk)
+	send := func(n int) error {
+		msg := bytes.Clone(buf[:n])
+		rest := copy(buf, buf[n:])
+		buf = buf[:rest]
+		if err := w.Write(msg); err != nil {
+			return fmt.Errorf("%w: %v", errWrite, err)
+		}
+		return nil
+	}
+	for {
+		if len(buf) == cap(buf) {
+			if cap(buf) >= maxEvent {
+				if err := send(len(buf)); err != nil {
+					return err
+				}
+			} else {
+				buf = append(buf, make([]byte, cap(buf))...)[:len(buf)]
+			}
+		}
+		n, rerr := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if n > 0 {
+			end := len(buf)
+			if sse {
+				end = eventsEnd(buf)
+			}
+			if end > 0 {
+				if err := send(end); err != nil {
+					return err
+				}
+			}
+		}
+		if rerr == io.EOF {
+			if len(buf) > 0 {
+				return send(len(buf))
+			}
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
