@@ -20,7 +20,7 @@ func TestGeneratedFilesMatchCommitted(t *testing.T) {
 		cmd  string
 	}{
 		{repoRoot + "/openclaw.plugin.json", Manifest, "go run ./cmd/clawmatrix-plugin manifest > openclaw.plugin.json"},
-		{repoRoot + "/openclaw.tools.json", ToolCatalogue, "go test ./schema -run TestGeneratedFilesMatchCommitted -update"},
+		{repoRoot + "/openclaw.tools.json", ToolCatalogue, "go run ./cmd/clawmatrix-plugin tools > openclaw.tools.json"},
 	}
 	for _, f := range files {
 		got := f.gen()
