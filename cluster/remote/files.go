@@ -1,0 +1,304 @@
+package remote
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/clawmatrix/clawmatrix/schema"
+)
+
+// resolvePath makes p absolute: "~/" is the home directory, and relative
+// paths start at the workspace. There is no sandbox: the toolProxy policy
+// decides whether a caller may read or write at all.
+func (t *Target) resolvePath(p string) string {
+	if p == "~" || strings.HasPrefix(p, "~/") {
+		if home, err := os.UserHomeDir(); err == nil {
+			p = filepath.Join(home, strings.TrimPrefix(p, "~"))
+		}
+	}
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(t.baseDir, p)
+	}
+	return filepath.Clean(p)
+}
+
+// ReadDetails are the details of a cluster_read result.
+type ReadDetails struct {
+	Node      string `json:"node"`
+	Path      string `json:"path"`
+	SizeBytes int64  `json:"sizeBytes"`
+	Binary    bool   `json:"binary,omitempty"`
+	// Offset is the first line returned (1-based); Lines how many follow.
+	Offset int `json:"offset,omitempty"`
+	Lines  int `json:"lines"`
+	// NextOffset is where to continue reading; 0 at the end of the file.
+	NextOffset int   `json:"nextOffset,omitempty"`
+	Truncated  bool  `json:"truncated,omitempty"`
+	CutBytes   int64 `json:"cutBytes,omitempty"`
+}
+
+// sniffLen is how much of a file decides whether it is text.
+const sniffLen = 8 << 10
+
+// read returns lines of a text file: offset is the 1-based first line
+// (default 1) and limit the number of lines (default: to the end), like
+// OpenClaw's own read tool. The text stops at maxOutputBytes with a note.
+func (t *Target) read(a schema.ReadArgs) Result {
+	if err := checkPolicy(t.policy, t.nodeID, "read"); err != nil {
+		return errorResult(err.Error())
+	}
+	path := t.resolvePath(a.Path)
+	f, err := os.Open(path)
+	if err != nil {
+		return errorResult(t.fileError("read", path, err))
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return errorResult(t.fileError("read", path, err))
+	}
+	if fi.IsDir() {
+		return errorResult(fmt.Sprintf("%q on node %q is a directory, not a file; list it with cluster_exec (e.g. ls -la %s)",
+			path, t.nodeID, shellQuote(path)))
+	}
+	d := ReadDetails{Node: t.nodeID, Path: path, SizeBytes: fi.Size()}
+
+	br := bufio.NewReaderSize(f, 64<<10)
+	head, _ := br.Peek(sniffLen)
+	if kind, binary := sniffBinary(head); binary {
+		d.Binary = true
+		return Result{
+			Text: fmt.Sprintf("%q on node %q is a binary file (%d bytes, %s); cluster_read returns text only. "+
+				"To look inside, use cluster_exec with e.g. `xxd %s | head -50` or `base64 %s`.",
+				path, t.nodeID, fi.Size(), kind, shellQuote(path), shellQuote(path)),
+			Details: d, IsError: true,
+		}
+	}
+
+	offset := max(a.Offset, 1)
+	var out bytes.Buffer
+	line := 0     // lines read so far
+	lastFull := 0 // last line shown in full
+	var cutBytes int64
+	more := false // lines follow the requested range
+	for {
+		if a.Limit > 0 && line == offset-1+a.Limit {
+			_, err := br.Peek(1)
+			more = err == nil
+			break
+		}
+		if cutBytes > 0 && a.Limit == 0 {
+			// Everything up to the end of the file is cut; count it
+			// without reading it.
+			cutBytes += fi.Size() - consumed(fi.Size(), br, f)
+			break
+		}
+		inRange := line+1 >= offset
+		n, err := nextLine(br, func(chunk []byte) {
+			if !inRange {
+				return
+			}
+			if cutBytes > 0 {
+				cutBytes += int64(len(chunk))
+				return
+			}
+			kept, dropped := cut(chunk, t.maxOutput-out.Len())
+			out.Write(kept)
+			cutBytes += int64(dropped)
+		})
+		if err != nil && !errors.Is(err, io.EOF) {
+			return errorResult(t.fileError("read", path, err))
+		}
+		if n == 0 {
+			break
+		}
+		line++
+		if inRange && cutBytes == 0 {
+			lastFull = line
+		}
+		if err != nil {
+			break
+		}
+	}
+	if line < offset {
+		if fi.Size() == 0 {
+			return Result{Text: fmt.Sprintf("%q on node %q is empty.", path, t.nodeID), Details: d}
+		}
+		return errorResult(fmt.Sprintf("%q on node %q has only %d lines; offset %d is past the end. "+
+			"Read from offset 1, or a smaller offset.", path, t.nodeID, line, offset))
+	}
+	d.Offset = offset
+	text := out.String()
+	if cutBytes > 0 {
+		d.Truncated, d.CutBytes = true, cutBytes
+		d.Lines = max(lastFull-offset+1, 0)
+		text += cutNote(cutBytes, t.maxOutput)
+		if lastFull >= offset {
+			d.NextOffset = lastFull + 1
+			text += fmt.Sprintf("\n[lines %d-%d are shown in full; to continue, read with offset %d]", offset, lastFull, d.NextOffset)
+		} else {
+			text += fmt.Sprintf("\n[line %d alone is longer than the output limit; use cluster_exec (e.g. cut or fold) to see it]", offset)
+		}
+		return Result{Text: text, Details: d}
+	}
+	d.Lines = line - offset + 1
+	if more {
+		d.NextOffset = line + 1
+		text += fmt.Sprintf("\n[more lines follow; to continue, read with offset %d]", d.NextOffset)
+	}
+	return Result{Text: text, Details: d}
+}
+
+// consumed is how many bytes of the file have been read past (the file
+// position minus what the buffered reader still holds).
+func consumed(size int64, br *bufio.Reader, f *os.File) int64 {
+	pos, err := f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return size
+	}
+	return pos - int64(br.Buffered())
+}
+
+// nextLine reads one line including its '\n', handing it to emit in pieces
+// so that a huge line never sits in memory whole. It returns the line's
+// length and io.EOF when the file ended (n > 0 for a last line without '\n').
+func nextLine(br *bufio.Reader, emit func([]byte)) (int, error) {
+	n := 0
+	for {
+		chunk, err := br.ReadSlice('\n')
+		n += len(chunk)
+		if len(chunk) > 0 {
+			emit(chunk)
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		return n, err
+	}
+}
+
+// sniffBinary reports whether the start of a file looks binary: a NUL byte
+// or invalid UTF-8 (ignoring a rune cut at the end of the sample).
+func sniffBinary(head []byte) (string, bool) {
+	if len(head) == 0 {
+		return "", false
+	}
+	sample := head
+	if len(sample) == sniffLen {
+		for i := 0; i < utf8.UTFMax && len(sample) > 0 && !utf8.Valid(sample); i++ {
+			sample = sample[:len(sample)-1]
+		}
+	}
+	if bytes.IndexByte(head, 0) < 0 && utf8.Valid(sample) {
+		return "", false
+	}
+	return http.DetectContentType(head), true
+}
+
+// WriteDetails are the details of a cluster_write result.
+type WriteDetails struct {
+	Node     string `json:"node"`
+	Path     string `json:"path"`
+	Bytes    int    `json:"bytes"`
+	Appended bool   `json:"appended,omitempty"`
+	Created  bool   `json:"created,omitempty"`
+}
+
+// write replaces the file atomically (a temp file in the same directory,
+// then rename), or appends to it; missing parent directories are created.
+// Writing through a symlink writes the file it points to.
+func (t *Target) write(a schema.WriteArgs) Result {
+	if err := checkPolicy(t.policy, t.nodeID, "write"); err != nil {
+		return errorResult(err.Error())
+	}
+	path := t.resolvePath(a.Path)
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real
+	}
+	mode := fs.FileMode(0o644)
+	fi, statErr := os.Stat(path)
+	created := statErr != nil
+	if statErr == nil {
+		if fi.IsDir() {
+			return errorResult(fmt.Sprintf("%q on node %q is a directory; give a file path inside it", path, t.nodeID))
+		}
+		mode = fi.Mode().Perm()
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return errorResult(t.fileError("write", path, err))
+	}
+	d := WriteDetails{Node: t.nodeID, Path: path, Bytes: len(a.Content), Appended: a.Append, Created: created}
+	if a.Append {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, mode)
+		if err == nil {
+			_, err = f.WriteString(a.Content)
+			err = errors.Join(err, f.Close())
+		}
+		if err != nil {
+			return errorResult(t.fileError("write", path, err))
+		}
+		return Result{Text: fmt.Sprintf("appended %d bytes to %q on node %q", len(a.Content), path, t.nodeID), Details: d}
+	}
+	if err := writeAtomic(path, []byte(a.Content), mode); err != nil {
+		return errorResult(t.fileError("write", path, err))
+	}
+	verb := "replaced"
+	if created {
+		verb = "created"
+	}
+	return Result{Text: fmt.Sprintf("%s %q on node %q (%d bytes)", verb, path, t.nodeID, len(a.Content)), Details: d}
+}
+
+func writeAtomic(path string, data []byte, mode fs.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if err == nil {
+		err = tmp.Chmod(mode)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+	}
+	return err
+}
+
+// fileError explains a file-system failure in terms the agent can act on.
+func (t *Target) fileError(op, path string, err error) string {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Sprintf("cannot %s %q on node %q: no such file or directory. Check the path (relative paths start at %q); "+
+			"list the directory with cluster_exec to find the file.", op, path, t.nodeID, t.baseDir)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Sprintf("cannot %s %q on node %q: permission denied for the clawmatrix process there.", op, path, t.nodeID)
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return fmt.Sprintf("cannot %s %q on node %q: %v", op, path, t.nodeID, err)
+}
+
+// shellQuote quotes s for sh, for commands suggested to the agent.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

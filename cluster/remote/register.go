@@ -1,0 +1,22 @@
+//go:build meshnode
+
+package remote
+
+import "github.com/clawmatrix/clawmatrix/cluster/mesh"
+
+// Register installs the remote-tool handlers on node and returns the Target
+// that owns their work.
+func Register(node *mesh.Node, cfg TargetConfig) (*Target, error) {
+	t, err := newTarget(node.ID(), cfg)
+	if err != nil {
+		return nil, err
+	}
+	node.Handle(MethodExec, t.handler(ToolExec, t.serveExec))
+	node.Handle(MethodRead, t.handler(ToolRead, t.serveRead))
+	node.Handle(MethodWrite, t.handler(ToolWrite, t.serveWrite))
+	node.Handle(MethodTool, t.handler(ToolTool, t.serveTool))
+	node.Handle(MethodHandoff, t.handler(ToolHandoff, t.serveHandoff))
+	node.Handle(MethodSend, t.handler(ToolSend, t.serveSend))
+	return t, nil
+}
+

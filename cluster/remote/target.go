@@ -1,0 +1,238 @@
+package remote
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/clawmatrix/clawmatrix/cluster/mesh"
+	"github.com/clawmatrix/clawmatrix/schema"
+)
+
+// TargetConfig is what a node needs to serve remote tools and agent runs.
+type TargetConfig struct {
+	// ToolProxy is the node's policy for exec, read, write and cluster_tool.
+	ToolProxy schema.ToolProxy
+	// WorkspaceDir is where relative paths and commands start (the host's
+	// OpenClaw workspace). Empty means the process's working directory.
+	WorkspaceDir string
+	// Gateway is the local OpenClaw gateway for cluster_tool; nil on a
+	// standalone node, which then refuses cluster_tool.
+	Gateway *Gateway
+	// OpenclawBin is the CLI that runs handoff and send turns ("openclaw").
+	OpenclawBin string
+	// Agents are the agents this node offers; handoff and send accept only
+	// these, and a node without agents accepts none.
+	Agents []schema.Agent
+	// MaxConcurrentRuns bounds handoff and send runs at once (default 2);
+	// further runs wait their turn.
+	MaxConcurrentRuns int
+	// Secrets are further values (e.g. the cluster secret) scrubbed from
+	// every result; the gateway token always is.
+	Secrets []string
+	// Logger receives run outcomes and failures; nil discards them.
+	Logger *slog.Logger
+}
+
+// Target serves remote tool and agent-run requests on one node. It owns the
+// processes it starts: Close ends them and waits.
+type Target struct {
+	nodeID      string
+	policy      schema.ToolProxy
+	maxOutput   int
+	maxTimeout  time.Duration
+	baseDir     string
+	gateway     *Gateway
+	gatewayURL  *url.URL
+	http        *http.Client
+	openclawBin string
+	agents      []schema.Agent
+	log         *slog.Logger
+	redact      redactor
+
+	slots chan struct{} // one token per running handoff/send
+
+	ctx    context.Context // ends on Close; parent of every run
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	closed bool
+	runs   sync.WaitGroup // background send runs and in-flight handlers
+}
+
+func newTarget(nodeID string, cfg TargetConfig) (*Target, error) {
+	t := &Target{
+		nodeID:      nodeID,
+		policy:      cfg.ToolProxy,
+		maxOutput:   cfg.ToolProxy.MaxOutputBytes,
+		maxTimeout:  time.Duration(cfg.ToolProxy.MaxTimeoutMs) * time.Millisecond,
+		baseDir:     cfg.WorkspaceDir,
+		openclawBin: cfg.OpenclawBin,
+		agents:      cfg.Agents,
+		log:         cfg.Logger,
+		// The gateway's own timeouts and the request context bound each
+		// call; the client needs no overall timeout of its own.
+		http: &http.Client{},
+	}
+	if t.maxOutput <= 0 {
+		t.maxOutput = DefaultMaxOutputBytes
+	}
+	if t.maxTimeout <= 0 {
+		t.maxTimeout = DefaultMaxTimeout
+	}
+	if t.openclawBin == "" {
+		t.openclawBin = "openclaw"
+	}
+	if t.log == nil {
+		t.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if t.baseDir == "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			return nil, fmt.Errorf("remote: no workspace dir given and the working directory is unknown: %w", err)
+		}
+		t.baseDir = wd
+	}
+	secrets := append([]string(nil), cfg.Secrets...)
+	if cfg.Gateway != nil && cfg.Gateway.URL != "" {
+		u, err := url.Parse(strings.TrimRight(cfg.Gateway.URL, "/"))
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("remote: gateway URL %q is not an http(s) URL", cfg.Gateway.URL)
+		}
+		t.gateway, t.gatewayURL = cfg.Gateway, u
+		secrets = append(secrets, cfg.Gateway.Token)
+	}
+	t.redact = newRedactor(secrets...)
+	runs := cfg.MaxConcurrentRuns
+	if runs <= 0 {
+		runs = DefaultMaxRuns
+	}
+	t.slots = make(chan struct{}, runs)
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	return t, nil
+}
+
+// Close stops taking requests, kills every running command and agent run
+// (their process groups), and waits until they are gone.
+func (t *Target) Close() {
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
+	t.cancel()
+	t.runs.Wait()
+}
+
+// begin registers one unit of work; false once the target is closed.
+func (t *Target) begin() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.runs.Add(1)
+	return true
+}
+
+// handler adapts one serve function to a mesh handler: it checks the
+// arguments against the tool's schema (they come from the network), scrubs
+// secrets from the result and writes it as the single response message.
+func (t *Target) handler(tool string, serve func(ctx context.Context, from string, args []byte) Result) mesh.Handler {
+	return mesh.HandlerFunc(func(ctx context.Context, w mesh.ResponseWriter, r *mesh.Request) error {
+		if !t.begin() {
+			return mesh.Errorf(mesh.CodeUnavailable, "node %q is shutting down; try again later or use another node", t.nodeID)
+		}
+		defer t.runs.Done()
+		// Work started for a request also ends when the target closes.
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stop := context.AfterFunc(t.ctx, cancel)
+		defer stop()
+
+		var res Result
+		if problems := schema.ValidateToolArgs(tool, r.Payload); len(problems) > 0 {
+			res = errorResult(fmt.Sprintf("node %q refused %s: invalid arguments: %s. Fix them and call again.",
+				t.nodeID, tool, formatProblems(problems)))
+		} else {
+			res = serve(ctx, r.From, r.Payload)
+		}
+		msg, err := t.redact.result(res).wire()
+		if err != nil {
+			return fmt.Errorf("encoding the %s result: %w", tool, err)
+		}
+		return w.Write(msg)
+	})
+}
+
+func formatProblems(problems []schema.Problem) string {
+	parts := make([]string, len(problems))
+	for i, p := range problems {
+		parts[i] = p.String()
+	}
+	return strings.Join(parts, "; ")
+}
+
+// decodeArgs decodes validated arguments; a failure here means the schema
+// and the struct disagree, which the caller reports as a bad request.
+func decodeArgs[T any](nodeID, tool string, raw []byte) (T, *Result) {
+	var v T
+	if err := json.Unmarshal(raw, &v); err != nil {
+		r := errorResult(fmt.Sprintf("node %q could not decode the %s arguments: %v", nodeID, tool, err))
+		return v, &r
+	}
+	return v, nil
+}
+
+func (t *Target) serveExec(ctx context.Context, _ string, raw []byte) Result {
+	a, bad := decodeArgs[schema.ExecArgs](t.nodeID, ToolExec, raw)
+	if bad != nil {
+		return *bad
+	}
+	return t.exec(ctx, a)
+}
+
+func (t *Target) serveRead(_ context.Context, _ string, raw []byte) Result {
+	a, bad := decodeArgs[schema.ReadArgs](t.nodeID, ToolRead, raw)
+	if bad != nil {
+		return *bad
+	}
+	return t.read(a)
+}
+
+func (t *Target) serveWrite(_ context.Context, _ string, raw []byte) Result {
+	a, bad := decodeArgs[schema.WriteArgs](t.nodeID, ToolWrite, raw)
+	if bad != nil {
+		return *bad
+	}
+	return t.write(a)
+}
+
+func (t *Target) serveTool(ctx context.Context, _ string, raw []byte) Result {
+	a, bad := decodeArgs[schema.ToolArgs](t.nodeID, ToolTool, raw)
+	if bad != nil {
+		return *bad
+	}
+	return t.invokeTool(ctx, a)
+}
+
+func (t *Target) serveHandoff(ctx context.Context, from string, raw []byte) Result {
+	a, bad := decodeArgs[schema.HandoffArgs](t.nodeID, ToolHandoff, raw)
+	if bad != nil {
+		return *bad
+	}
+	return t.handoff(ctx, from, a)
+}
+
+func (t *Target) serveSend(ctx context.Context, from string, raw []byte) Result {
+	a, bad := decodeArgs[schema.SendArgs](t.nodeID, ToolSend, raw)
+	if bad != nil {
+		return *bad
+	}
+	return t.send(ctx, from, a)
+}
