@@ -148,36 +148,6 @@ func unescapePointer(s string) string {
 	return strings.ReplaceAll(strings.ReplaceAll(s, "~1", "/"), "~0", "~")
 }
 
-// fieldPaths lists every field path of a schema in the style of Problem.Path
-// ("peers[].url"), in schema order; llms.txt is checked against it.
-func fieldPaths(doc any) []string {
-	var out []string
-	var walk func(prefix string, s map[string]any)
-	walk = func(prefix string, s map[string]any) {
-		if items, ok := s["items"].(map[string]any); ok {
-			walk(prefix+"[]", items)
-		}
-		props, _ := s["properties"].(map[string]any)
-		if len(props) == 0 {
-			return
-		}
-		for _, name := range sortedKeys(props) {
-			p := name
-			if prefix != "" {
-				p = prefix + "." + name
-			}
-			out = append(out, p)
-			if sub, ok := props[name].(map[string]any); ok {
-				walk(p, sub)
-			}
-		}
-	}
-	if m, ok := doc.(map[string]any); ok {
-		walk("", m)
-	}
-	return out
-}
-
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {

@@ -174,3 +174,30 @@ func BenchmarkParse(b *testing.B) {
 		}
 	}
 }
+
+// FuzzParse checks the contract of Parse on any input: no panic, either a
+// config or problems (never both, never neither), and every problem has a
+// message.
+func FuzzParse(f *testing.F) {
+	for _, dir := range []string{"valid", "invalid"} {
+		files, _ := filepath.Glob("../testdata/configs/" + dir + "/*.json")
+		for _, file := range files {
+			raw, err := os.ReadFile(file)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(raw)
+		}
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		cfg, problems := Parse(raw)
+		if (cfg == nil) == (len(problems) == 0) {
+			t.Fatalf("config nil = %v with %d problems", cfg == nil, len(problems))
+		}
+		for _, p := range problems {
+			if p.Message == "" {
+				t.Fatalf("problem without a message at %q", p.Path)
+			}
+		}
+	})
+}
