@@ -219,3 +219,13 @@ func TestToolProxyAllows(t *testing.T) {
 		}
 	}
 }
+
+func TestAPIsMatchSchemaEnum(t *testing.T) {
+	doc := mustDecode(t, ConfigSchema())
+	for _, list := range []string{"models", "proxyModels"} {
+		enum := stringList(mapOf(mapOf(mapOf(mapOf(mapOf(mapOf(doc)["properties"])[list])["items"])["properties"])["api"])["enum"])
+		if !reflect.DeepEqual(enum, APIs) {
+			t.Errorf("%s[].api enum = %v, APIs = %v", list, enum, APIs)
+		}
+	}
+}
