@@ -1,0 +1,251 @@
+package mesh
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// PeerAddr is a peer this node dials.
+type PeerAddr struct {
+	// URL is ws://host:port or wss://host:port (any path is accepted).
+	URL string
+	// NodeID, when set, is the id the peer must prove; a listener that
+	// answers with another id is refused (close code CloseWrongNode).
+	NodeID string
+}
+
+// Config configures a Node. Start from DefaultLANConfig or
+// DefaultLocalConfig and set NodeID, Secret, ListenAddr and Peers.
+type Config struct {
+	NodeID string
+	// Secret is the shared cluster secret (at least MinSecretLen bytes). It
+	// only ever keys HMACs; it is never logged, sent or put in an error.
+	Secret string
+	// ListenAddr is where to accept peers, e.g. "0.0.0.0:19000" or
+	// "127.0.0.1:0"; "" means do not listen.
+	ListenAddr string
+	// ServerTLS, when non-nil, makes the listener serve wss.
+	ServerTLS *tls.Config
+	// ClientTLS is used for wss:// peers; nil means system roots.
+	ClientTLS *tls.Config
+	Peers     []PeerAddr
+
+	Capabilities Capabilities
+
+	// PingInterval is the mean time between pings on a link (jittered ±20%).
+	PingInterval time.Duration
+	// DeadAfter is how long a link may stay silent (no frame of any kind,
+	// pongs included) before it is declared dead. A silent peer is found dead
+	// within DeadAfter + 1.2*PingInterval.
+	DeadAfter time.Duration
+	// AuthTimeout bounds the whole handshake; a connection that has not
+	// authenticated by then is closed with CloseAuthTimeout.
+	AuthTimeout time.Duration
+	// ReconnectMin and ReconnectMax bound the dialers' jittered exponential
+	// backoff.
+	ReconnectMin, ReconnectMax time.Duration
+	// WriteTimeout bounds one frame write; a peer that does not take a frame
+	// for that long is closed as slow (CloseSlowPeer). Zero means DeadAfter.
+	WriteTimeout time.Duration
+
+	// RequestWindow is the number of response messages a handler may have
+	// in flight (sent but not yet consumed by the caller's Recv).
+	RequestWindow int
+	// MaxFrameBytes is the largest WebSocket message accepted or sent; a
+	// bigger one closes the link with CloseFrameTooLarge.
+	MaxFrameBytes int
+	// ChunkBytes is the largest piece of a message carried by one frame
+	// (before base64). Small chunks interleave streams more finely.
+	ChunkBytes int
+	// MaxMessageBytes bounds one reassembled message (request or response).
+	MaxMessageBytes int
+	// MaxQueueBytes bounds the frames queued for one link. Local senders
+	// wait when half of it is used; relayed traffic that would overflow it
+	// closes that link with CloseSlowPeer.
+	MaxQueueBytes int
+	// MaxHops is the TTL given to routed frames.
+	MaxHops int
+	// DedupSize is how many recent routed frame ids are remembered.
+	DedupSize int
+	// NonceCacheSize is how many recent handshake nonces are remembered to
+	// refuse replays.
+	NonceCacheSize int
+	// MaxPendingAuth bounds connections that are upgraded but not yet
+	// authenticated; more are refused with HTTP 503.
+	MaxPendingAuth int
+	// MaxConns bounds accepted TCP connections of any state; more are closed
+	// at once.
+	MaxConns int
+	// MaxNodes bounds the topology table (reachable and remembered nodes).
+	MaxNodes int
+
+	// Logger receives diagnostics; nil discards them.
+	Logger *slog.Logger
+}
+
+// MinSecretLen is the shortest secret accepted.
+const MinSecretLen = 16
+
+// DefaultLANConfig returns timings for a real network: a silent peer is
+// declared dead within about 5.2 s (DeadAfter 4 s + one jittered ping
+// interval), inside the 6 s the spec asks for.
+func DefaultLANConfig() Config {
+	return Config{
+		PingInterval:    time.Second,
+		DeadAfter:       4 * time.Second,
+		AuthTimeout:     10 * time.Second,
+		ReconnectMin:    500 * time.Millisecond,
+		ReconnectMax:    30 * time.Second,
+		RequestWindow:   16,
+		MaxFrameBytes:   1 << 20,
+		ChunkBytes:      32 << 10,
+		MaxMessageBytes: 64 << 20,
+		MaxQueueBytes:   16 << 20,
+		MaxHops:         32,
+		DedupSize:       16384,
+		NonceCacheSize:  4096,
+		MaxPendingAuth:  64,
+		MaxConns:        1024,
+		MaxNodes:        1024,
+	}
+}
+
+// DefaultLocalConfig returns fast timings for tests and demos on loopback.
+func DefaultLocalConfig() Config {
+	c := DefaultLANConfig()
+	c.PingInterval = 50 * time.Millisecond
+	c.DeadAfter = 300 * time.Millisecond
+	c.AuthTimeout = 2 * time.Second
+	c.ReconnectMin = 20 * time.Millisecond
+	c.ReconnectMax = 200 * time.Millisecond
+	return c
+}
+
+// frameOverhead is room for the JSON envelope and stream fields around a
+// chunk's base64 data.
+const frameOverhead = 1024
+
+func (c *Config) validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if err := checkNodeID(c.NodeID); err != nil {
+		bad("NodeID: %v", err)
+	}
+	if len(c.Secret) < MinSecretLen {
+		bad("Secret: must be at least %d characters (got %d); use a long random string shared by all nodes", MinSecretLen, len(c.Secret))
+	}
+	for i, p := range c.Peers {
+		if err := checkPeerURL(p.URL); err != nil {
+			bad("Peers[%d].URL: %v", i, err)
+		}
+		if p.NodeID != "" {
+			if err := checkNodeID(p.NodeID); err != nil {
+				bad("Peers[%d].NodeID: %v", i, err)
+			} else if p.NodeID == c.NodeID {
+				bad("Peers[%d].NodeID: %q is this node's own id", i, p.NodeID)
+			}
+		}
+	}
+	pos := func(name string, d time.Duration) {
+		if d <= 0 {
+			bad("%s: must be positive (got %v); start from DefaultLANConfig()", name, d)
+		}
+	}
+	pos("PingInterval", c.PingInterval)
+	pos("DeadAfter", c.DeadAfter)
+	pos("AuthTimeout", c.AuthTimeout)
+	pos("ReconnectMin", c.ReconnectMin)
+	pos("ReconnectMax", c.ReconnectMax)
+	if c.DeadAfter > 0 && c.PingInterval > 0 && c.DeadAfter < 2*c.PingInterval {
+		bad("DeadAfter: %v must be at least twice PingInterval (%v) or healthy links would be declared dead", c.DeadAfter, c.PingInterval)
+	}
+	if c.ReconnectMax < c.ReconnectMin {
+		bad("ReconnectMax: %v is below ReconnectMin %v", c.ReconnectMax, c.ReconnectMin)
+	}
+	if c.WriteTimeout < 0 {
+		bad("WriteTimeout: must not be negative")
+	}
+	posInt := func(name string, v int) {
+		if v <= 0 {
+			bad("%s: must be positive (got %d); start from DefaultLANConfig()", name, v)
+		}
+	}
+	posInt("RequestWindow", c.RequestWindow)
+	posInt("MaxFrameBytes", c.MaxFrameBytes)
+	posInt("ChunkBytes", c.ChunkBytes)
+	posInt("MaxMessageBytes", c.MaxMessageBytes)
+	posInt("MaxQueueBytes", c.MaxQueueBytes)
+	posInt("MaxHops", c.MaxHops)
+	posInt("DedupSize", c.DedupSize)
+	posInt("NonceCacheSize", c.NonceCacheSize)
+	posInt("MaxPendingAuth", c.MaxPendingAuth)
+	posInt("MaxConns", c.MaxConns)
+	posInt("MaxNodes", c.MaxNodes)
+	if c.MaxFrameBytes > 0 && c.MaxFrameBytes < 4096 {
+		bad("MaxFrameBytes: %d is too small; use at least 4096", c.MaxFrameBytes)
+	}
+	if c.ChunkBytes > 0 && c.MaxFrameBytes > 0 && c.ChunkBytes*4/3+frameOverhead > c.MaxFrameBytes {
+		bad("ChunkBytes: %d does not fit in MaxFrameBytes %d once base64-encoded; use at most %d", c.ChunkBytes, c.MaxFrameBytes, (c.MaxFrameBytes-frameOverhead)*3/4)
+	}
+	if c.MaxQueueBytes > 0 && c.MaxFrameBytes > 0 && c.MaxQueueBytes < 4*c.MaxFrameBytes {
+		bad("MaxQueueBytes: %d must be at least 4*MaxFrameBytes (%d)", c.MaxQueueBytes, 4*c.MaxFrameBytes)
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) writeTimeout() time.Duration {
+	if c.WriteTimeout > 0 {
+		return c.WriteTimeout
+	}
+	return c.DeadAfter
+}
+
+// MaxNodeIDLen is the longest node id accepted.
+const MaxNodeIDLen = 128
+
+// checkNodeID keeps node ids printable and short, because they appear in
+// logs, prompts and close reasons.
+func checkNodeID(id string) error {
+	if id == "" {
+		return errors.New("must not be empty")
+	}
+	if len(id) > MaxNodeIDLen {
+		return fmt.Errorf("is %d bytes long; use at most %d", len(id), MaxNodeIDLen)
+	}
+	for _, r := range id {
+		if r < 0x21 || r == 0x7f || r == '"' || r == '\\' {
+			return fmt.Errorf("%q contains a space, control character, quote or backslash; use letters, digits, '-', '_' or '.'", id)
+		}
+	}
+	return nil
+}
+
+func checkPeerURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL: %v", s, err)
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "ws", "wss":
+	default:
+		return fmt.Errorf("%q must start with ws:// or wss://", s)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("%q has no host", s)
+	}
+	if u.User != nil {
+		return fmt.Errorf("%q must not carry credentials; the cluster secret authenticates peers", redactURL(u))
+	}
+	return nil
+}
+
+func redactURL(u *url.URL) string {
+	c := *u
+	c.User = nil
+	return c.String()
+}

@@ -1,0 +1,226 @@
+package mesh
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Topology gossip (peer_sync).
+//
+// Every node owns one entry: its direct links and its capabilities, with a
+// version that only grows. The version starts at the node's start time in
+// nanoseconds, so a restarted node's entries supersede its old ones. An entry
+// is re-announced on every change of the node's links or capabilities and
+// flooded: a node that receives a newer entry than it holds stores it and
+// passes it to all its other links; an older or equal one stops there, which
+// is what ends the flood. A new link starts with a full exchange of entries.
+// Pending entries are coalesced per origin in each link's queue, so a burst
+// of changes costs one frame per link.
+
+// nodeEntry is one origin's gossiped state.
+type nodeEntry struct {
+	Origin  string       `json:"origin"`
+	Version uint64       `json:"version"`
+	Links   []linkEntry  `json:"links"`
+	Caps    Capabilities `json:"caps"`
+}
+
+// linkEntry is one direct link of an origin.
+type linkEntry struct {
+	Peer string `json:"peer"`
+	// Since identifies the link (it changes when the link is replaced).
+	Since uint64 `json:"since"`
+	// RTTMicros is the link's round-trip time when measured.
+	RTTMicros int64 `json:"rttUs,omitempty"`
+}
+
+type storedEntry struct {
+	nodeEntry
+	raw     json.RawMessage
+	updated time.Time
+}
+
+type topology struct {
+	entries map[string]*storedEntry
+	version uint64 // this node's own entry version
+}
+
+type peerSyncPayload struct {
+	Entries []json.RawMessage `json:"entries"`
+}
+
+// appendPeerSync encodes a peer_sync frame carrying raw entries.
+func (n *Node) appendPeerSync(b []byte, entries []json.RawMessage) []byte {
+	size := 16
+	for _, e := range entries {
+		size += len(e) + 1
+	}
+	payload := make([]byte, 0, size)
+	payload = append(payload, `{"entries":[`...)
+	for i, e := range entries {
+		if i > 0 {
+			payload = append(payload, ',')
+		}
+		payload = append(payload, e...)
+	}
+	payload = append(payload, "]}"...)
+	f := Frame{Type: typePeerSync, ID: n.newFrameID(), From: n.id, Timestamp: time.Now().UnixMilli(), Payload: payload}
+	return appendFrame(b, &f)
+}
+
+// announceSelfLocked publishes a new version of this node's entry to every
+// link.
+func (n *Node) announceSelfLocked() {
+	n.topo.version++
+	e := nodeEntry{Origin: n.id, Version: n.topo.version, Caps: n.caps}
+	for _, l := range n.sortedLinksLocked() {
+		e.Links = append(e.Links, linkEntry{Peer: l.peer, Since: l.epoch, RTTMicros: l.rtt.Load() / 1e3})
+	}
+	if e.Links == nil {
+		e.Links = []linkEntry{}
+	}
+	raw, err := json.Marshal(e)
+	if err != nil {
+		n.log.Error("mesh: encode own topology entry", "err", err)
+		return
+	}
+	n.topo.entries[n.id] = &storedEntry{nodeEntry: e, raw: raw, updated: time.Now()}
+	for _, l := range n.links {
+		l.q.pushGossip(n.id, raw)
+	}
+}
+
+var errBadEntry = errors.New("bad topology entry")
+
+func (n *Node) checkEntry(e *nodeEntry) error {
+	if err := checkNodeID(e.Origin); err != nil {
+		return fmt.Errorf("%w: origin: %v", errBadEntry, err)
+	}
+	if e.Version == 0 {
+		return fmt.Errorf("%w: %q has version 0", errBadEntry, e.Origin)
+	}
+	if len(e.Links) > n.cfg.MaxNodes {
+		return fmt.Errorf("%w: %q lists %d links", errBadEntry, e.Origin, len(e.Links))
+	}
+	for _, le := range e.Links {
+		if err := checkNodeID(le.Peer); err != nil {
+			return fmt.Errorf("%w: %q link: %v", errBadEntry, e.Origin, err)
+		}
+	}
+	if err := checkCaps(&e.Caps); err != nil {
+		return fmt.Errorf("%w: %q: %v", errBadEntry, e.Origin, err)
+	}
+	return nil
+}
+
+// handlePeerSync merges entries from a direct peer and floods the news on.
+func (n *Node) handlePeerSync(l *link, f *Frame) {
+	if f.From != l.peer {
+		n.stats.spoofed.Add(1)
+		return
+	}
+	var p peerSyncPayload
+	if err := json.Unmarshal(f.Payload, &p); err != nil {
+		n.log.Warn("mesh: malformed peer_sync", "peer", l.peer, "err", err)
+		l.close(CloseProtocol, "malformed peer_sync")
+		return
+	}
+	entries := make([]nodeEntry, len(p.Entries))
+	for i, raw := range p.Entries {
+		if err := json.Unmarshal(raw, &entries[i]); err != nil {
+			n.log.Warn("mesh: malformed peer_sync entry", "peer", l.peer, "err", err)
+			l.close(CloseProtocol, "malformed peer_sync entry")
+			return
+		}
+		if err := n.checkEntry(&entries[i]); err != nil {
+			n.log.Warn("mesh: invalid peer_sync entry", "peer", l.peer, "err", err)
+			l.close(CloseProtocol, "invalid peer_sync entry")
+			return
+		}
+	}
+	n.mu.Lock()
+	if n.closing {
+		n.mu.Unlock()
+		return
+	}
+	changed := false
+	for i := range entries {
+		e := &entries[i]
+		if e.Origin == n.id {
+			if e.Version >= n.topo.version {
+				// Someone announced a version of this node's entry that this
+				// run did not make: another process uses this id, or this
+				// node restarted with a clock behind its previous run. Move
+				// past it so this node's view wins.
+				n.log.Warn("mesh: saw a newer entry for this node's own id; another node may be using it", "via", l.peer)
+				n.topo.version = e.Version
+				n.announceSelfLocked()
+			}
+			continue
+		}
+		cur := n.topo.entries[e.Origin]
+		if cur != nil && e.Version <= cur.Version {
+			continue
+		}
+		if cur == nil && len(n.topo.entries) >= n.cfg.MaxNodes && !n.evictLocked() {
+			n.log.Warn("mesh: topology table full, ignoring node", "origin", e.Origin, "max_nodes", n.cfg.MaxNodes)
+			continue
+		}
+		raw := p.Entries[i]
+		n.topo.entries[e.Origin] = &storedEntry{nodeEntry: *e, raw: raw, updated: time.Now()}
+		for _, other := range n.links {
+			if other != l {
+				other.q.pushGossip(e.Origin, raw)
+			}
+		}
+		changed = true
+	}
+	if changed {
+		n.recomputeLocked()
+	}
+	n.mu.Unlock()
+	if changed {
+		n.checkStreams()
+	}
+}
+
+// evictLocked drops the least recently updated unreachable entry.
+func (n *Node) evictLocked() bool {
+	rt := n.routes.Load()
+	var victim string
+	var oldest time.Time
+	for id, e := range n.topo.entries {
+		if id == n.id {
+			continue
+		}
+		if _, ok := rt.index[id]; ok {
+			continue
+		}
+		if victim == "" || e.updated.Before(oldest) {
+			victim, oldest = id, e.updated
+		}
+	}
+	if victim == "" {
+		return false
+	}
+	delete(n.topo.entries, victim)
+	return true
+}
+
+// debugTopology renders the table for logs and test failures.
+func (n *Node) debugTopology() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s := n.id + ":"
+	for id, e := range n.topo.entries {
+		s += " " + id + "@" + strconv.FormatUint(e.Version%100000, 10) + "["
+		for _, le := range e.Links {
+			s += le.Peer + ","
+		}
+		s += "]"
+	}
+	return s
+}

@@ -1,0 +1,120 @@
+package mesh
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const testSecret = "test-secret-0123456789abcdef"
+
+// testLogger logs to stderr when MESH_TEST_LOG is set, else discards.
+func testLogger() *slog.Logger {
+	if os.Getenv("MESH_TEST_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func testConfig(id string) Config {
+	c := DefaultLocalConfig()
+	c.NodeID = id
+	c.Secret = testSecret
+	c.ListenAddr = "127.0.0.1:0"
+	c.Logger = testLogger()
+	return c
+}
+
+// startNode creates and starts a node that is closed when the test ends.
+func startNode(t testing.TB, cfg Config) *Node {
+	t.Helper()
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New(%s): %v", cfg.NodeID, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := n.Start(ctx); err != nil {
+		t.Fatalf("Start(%s): %v", cfg.NodeID, err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	return n
+}
+
+// startNodes starts one listening node per id.
+func startNodes(t testing.TB, ids ...string) []*Node {
+	t.Helper()
+	out := make([]*Node, len(ids))
+	for i, id := range ids {
+		out[i] = startNode(t, testConfig(id))
+	}
+	return out
+}
+
+// link makes a dial b.
+func dial(t testing.TB, a, b *Node) {
+	t.Helper()
+	if err := a.AddPeer(PeerAddr{URL: b.URL(), NodeID: b.ID()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitUntil waits, without sleeping, until cond holds for n's topology.
+func waitUntil(t testing.TB, n *Node, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		ch := n.Changed()
+		if cond() {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			t.Fatalf("%s: timed out after %v waiting for %s; peers=%v; topo=%s", n.ID(), timeout, what, peerIDs(n), n.debugTopology())
+		}
+	}
+}
+
+func peerIDs(n *Node) []string {
+	var ids []string
+	for _, p := range n.Peers() {
+		ids = append(ids, p.NodeID)
+	}
+	return ids
+}
+
+// waitPeers waits until n sees exactly the given peers.
+func waitPeers(t testing.TB, n *Node, timeout time.Duration, ids ...string) {
+	t.Helper()
+	want := slices.Clone(ids)
+	slices.Sort(want)
+	waitUntil(t, n, timeout, "peers "+strings.Join(want, ","), func() bool {
+		return slices.Equal(peerIDs(n), want)
+	})
+}
+
+// waitAll waits until every node sees all the others.
+func waitAll(t testing.TB, nodes []*Node, timeout time.Duration) {
+	t.Helper()
+	for _, n := range nodes {
+		var ids []string
+		for _, o := range nodes {
+			if o != n {
+				ids = append(ids, o.ID())
+			}
+		}
+		waitPeers(t, n, timeout, ids...)
+	}
+}

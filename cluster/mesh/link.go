@@ -1,0 +1,342 @@
+package mesh
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// closeGrace is how long a closing side waits for the peer's close frame
+// before dropping the TCP connection; waiting lets the peer read our close
+// code instead of a reset.
+const closeGrace = 250 * time.Millisecond
+
+// link is one authenticated connection to a direct peer. It owns two
+// goroutines: the reader (which also reports the link's end to the node) and
+// the writer (which drains the send queue and runs the heartbeat).
+type link struct {
+	n           *Node
+	conn        *websocket.Conn
+	peer        string
+	outbound    bool // this node dialed
+	incarnation uint64
+	caps        Capabilities
+	epoch       uint64 // unique id of this link, gossiped as "since"
+	q           *sendQueue
+
+	lastRecv atomic.Int64 // node-relative nanoseconds of the last frame received
+	rtt      atomic.Int64 // nanoseconds, 0 until the first pong
+	pongs    chan struct{}
+
+	done      chan struct{} // closed when the link starts closing
+	exited    chan struct{} // closed after the node has processed the link's end
+	closeOnce sync.Once
+	closeMu   sync.Mutex
+	sentCode  int    // close code this side sent, 0 if none
+	sentWhy   string // its reason
+	peerCode  int    // close code received from the peer, 0 if none
+	peerWhy   string
+	gone      atomic.Bool // reader has exited; the link is no longer usable
+	readBuf   []byte
+	startedAt time.Time
+}
+
+func (n *Node) newLink(conn *websocket.Conn, peer string, outbound bool, inc uint64, caps Capabilities) *link {
+	l := &link{
+		n:           n,
+		conn:        conn,
+		peer:        peer,
+		outbound:    outbound,
+		incarnation: inc,
+		caps:        caps,
+		epoch:       n.nextID(),
+		q:           newSendQueue(n.cfg.MaxQueueBytes),
+		pongs:       make(chan struct{}, 1),
+		done:        make(chan struct{}),
+		exited:      make(chan struct{}),
+		startedAt:   time.Now(),
+	}
+	l.lastRecv.Store(n.mono())
+	return l
+}
+
+// start runs the link's goroutines; they end after close.
+func (l *link) start() {
+	l.n.wg.Add(2)
+	go l.readLoop()
+	go l.writeLoop()
+}
+
+// close starts closing the link with a code and reason sent to the peer. It
+// is safe to call from any goroutine, any number of times.
+func (l *link) close(code int, reason string) {
+	l.closeOnce.Do(func() {
+		if reason == "" {
+			reason = closeReasons[code]
+		}
+		l.closeMu.Lock()
+		l.sentCode, l.sentWhy = code, reason
+		l.closeMu.Unlock()
+		close(l.done)
+		l.q.close()
+		_ = l.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, truncReason(reason)), time.Now().Add(closeGrace))
+		// The reader sees the peer's close frame or this deadline, then
+		// closes the socket and reports the link down.
+		_ = l.conn.SetReadDeadline(time.Now().Add(closeGrace))
+	})
+}
+
+// truncReason keeps a close reason within the 123 bytes a close frame allows.
+func truncReason(s string) string {
+	if len(s) <= 120 {
+		return s
+	}
+	return s[:120]
+}
+
+func (l *link) isDown() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return l.gone.Load()
+	}
+}
+
+func (l *link) readLoop() {
+	defer l.n.wg.Done()
+	defer func() {
+		l.gone.Store(true)
+		l.closeOnce.Do(func() { // the socket ended without this side closing
+			close(l.done)
+			l.q.close()
+		})
+		_ = l.conn.Close()
+		l.n.linkDown(l)
+	}()
+	max := l.n.cfg.MaxFrameBytes
+	for {
+		mt, r, err := l.conn.NextReader()
+		if err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				l.closeMu.Lock()
+				l.peerCode, l.peerWhy = ce.Code, ce.Text
+				l.closeMu.Unlock()
+				l.n.log.Debug("mesh: peer closed link", "peer", l.peer, "code", ce.Code, "reason", ce.Text)
+			} else if !l.isDown() {
+				l.n.log.Debug("mesh: link read failed", "peer", l.peer, "err", err)
+			}
+			return
+		}
+		data, err := readLimited(r, l.readBuf[:0], max)
+		l.readBuf = data[:0]
+		if cap(l.readBuf) > 64<<10 {
+			l.readBuf = nil // do not keep a big buffer on an idle link
+		}
+		if err != nil {
+			if errors.Is(err, errTooLarge) {
+				l.n.log.Warn("mesh: frame too large", "peer", l.peer, "limit", max)
+				l.close(CloseFrameTooLarge, "frame larger than "+strconv.Itoa(max)+" bytes")
+				continue // drain until the peer's close or the grace deadline
+			}
+			l.n.log.Debug("mesh: link read failed", "peer", l.peer, "err", err)
+			return
+		}
+		if l.isDown() {
+			continue
+		}
+		if mt != websocket.TextMessage {
+			l.close(CloseProtocol, "binary frames are not part of the protocol")
+			continue
+		}
+		l.lastRecv.Store(l.n.mono())
+		f, err := decodeFrame(data)
+		if err != nil {
+			l.n.log.Warn("mesh: malformed frame", "peer", l.peer, "err", err)
+			l.close(CloseProtocol, "malformed frame")
+			continue
+		}
+		l.n.handleFrame(l, f)
+	}
+}
+
+var errTooLarge = errors.New("frame too large")
+
+// readLimited reads one message into buf, refusing more than max bytes
+// without buffering them.
+func readLimited(r io.Reader, buf []byte, max int) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			if len(buf) > max {
+				return buf, errTooLarge
+			}
+			grow := cap(buf)
+			if grow < 512 {
+				grow = 512
+			}
+			if cap(buf)+grow > max+1 {
+				grow = max + 1 - cap(buf)
+				if grow <= 0 {
+					grow = 1
+				}
+			}
+			buf = append(buf, make([]byte, grow)...)[:len(buf)]
+		}
+		k, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+k]
+		if len(buf) > max {
+			return buf, errTooLarge
+		}
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+type pingPayload struct {
+	T int64 `json:"t"`
+}
+
+func (l *link) writeLoop() {
+	defer l.n.wg.Done()
+	cfg := &l.n.cfg
+	ping := time.NewTimer(jitter(cfg.PingInterval))
+	defer ping.Stop()
+	var buf []byte
+	for {
+		select {
+		case <-l.done:
+			return
+		case <-ping.C:
+			l.heartbeat()
+			ping.Reset(jitter(cfg.PingInterval))
+		case <-l.q.wake:
+		}
+		for {
+			select {
+			case <-ping.C:
+				l.heartbeat()
+				ping.Reset(jitter(cfg.PingInterval))
+			default:
+			}
+			item, ok := l.q.pop(cfg.MaxFrameBytes / 2)
+			if !ok {
+				break
+			}
+			data := item.data
+			if item.gossip != nil {
+				buf = l.n.appendPeerSync(buf[:0], item.gossip)
+				data = buf
+			}
+			_ = l.conn.SetWriteDeadline(time.Now().Add(cfg.writeTimeout()))
+			if err := l.conn.WriteMessage(websocket.TextMessage, data); err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					l.close(CloseSlowPeer, "write timed out")
+				} else {
+					l.close(CloseProtocol, "write failed")
+				}
+				return
+			}
+			if cap(buf) > 64<<10 {
+				buf = nil
+			}
+		}
+	}
+}
+
+// heartbeat declares the link dead after DeadAfter of silence, else pings.
+func (l *link) heartbeat() {
+	now := l.n.mono()
+	if time.Duration(now-l.lastRecv.Load()) > l.n.cfg.DeadAfter {
+		l.n.log.Info("mesh: peer silent, closing link", "peer", l.peer, "silent_for", time.Duration(now-l.lastRecv.Load()))
+		l.close(CloseDead, "")
+		return
+	}
+	l.sendPing()
+}
+
+func (l *link) sendPing() {
+	p, _ := json.Marshal(pingPayload{T: l.n.mono()})
+	f := Frame{Type: typePing, ID: l.n.newFrameID(), From: l.n.id, Timestamp: time.Now().UnixMilli(), Payload: p}
+	if err := l.q.pushCtrl(encodeFrame(&f)); errors.Is(err, errQueueOverflow) {
+		l.close(CloseSlowPeer, "control queue overflow")
+	}
+}
+
+func (l *link) handlePing(f *Frame) {
+	pf := Frame{Type: typePong, ID: f.ID, From: l.n.id, Timestamp: time.Now().UnixMilli(), Payload: f.Payload}
+	if err := l.q.pushCtrl(encodeFrame(&pf)); errors.Is(err, errQueueOverflow) {
+		l.close(CloseSlowPeer, "control queue overflow")
+	}
+}
+
+func (l *link) handlePong(f *Frame) {
+	var p pingPayload
+	if json.Unmarshal(f.Payload, &p) == nil && p.T > 0 {
+		if d := l.n.mono() - p.T; d >= 0 {
+			l.rtt.Store(d)
+		}
+	}
+	select {
+	case l.pongs <- struct{}{}:
+	default:
+	}
+}
+
+// probe reports whether the peer answers a ping within d. It is used to
+// tell a live link from a stale one when another link claims the same id.
+func (l *link) probe(d time.Duration) bool {
+	if l.isDown() {
+		return false
+	}
+	select { // forget pongs that answered earlier pings
+	case <-l.pongs:
+	default:
+	}
+	l.sendPing()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-l.pongs:
+		return true
+	case <-l.done:
+		return false
+	case <-t.C:
+		return false
+	}
+}
+
+// jitter returns d ±20%.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	return d*8/10 + time.Duration(rand.Int64N(int64(d)*4/10+1))
+}
+
+// closeConn refuses a connection that never became a link: it sends the
+// close code and waits briefly for the peer's close so the code arrives.
+func closeConn(conn *websocket.Conn, code int, reason string) {
+	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, truncReason(reason)), time.Now().Add(closeGrace))
+	_ = conn.SetReadDeadline(time.Now().Add(closeGrace))
+	conn.SetReadLimit(4096)
+	for i := 0; i < 16; i++ {
+		if _, _, err := conn.NextReader(); err != nil {
+			break
+		}
+	}
+	_ = conn.Close()
+}

@@ -1,0 +1,712 @@
+package mesh
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"runtime/debug"
+	"strconv"
+	"sync"
+)
+
+// Streams.
+//
+// Open sends a request (one message, fragmented into "req" chunks) and
+// returns a Stream; the target runs the handler, whose Writes come back as
+// "res" chunks, and ends with "end" (carrying the handler's error, if any).
+// Every chunk carries a per-direction sequence number: a gap means frames
+// were lost with a link, and fails the stream instead of corrupting it.
+//
+// Flow control: the caller announces a window W (messages) in the request;
+// the handler's Write blocks while W messages are unconsumed, and the
+// caller's Recv returns credit with cumulative "ack" frames every W/2
+// messages. So a slow reader holds at most W messages in memory, and a slow
+// relay link holds what its queue bound allows.
+//
+// Cancellation: Stream.Close or the caller's ctx sends "cancel"; the target
+// cancels the handler's context. A side that receives frames for a stream it
+// does not know answers "no_stream", which ends the stream on the other side.
+
+// streamMsg is the payload of all stream frames.
+type streamMsg struct {
+	S    uint64       `json:"s"`              // stream id, chosen by the caller
+	Q    uint64       `json:"q,omitempty"`    // sequence number within the direction
+	M    string       `json:"m,omitempty"`    // method (first request chunk)
+	W    int          `json:"w,omitempty"`    // window (first request chunk)
+	D    []byte       `json:"d,omitempty"`    // message bytes (base64 in JSON)
+	More bool         `json:"more,omitempty"` // the message continues in the next chunk
+	N    uint64       `json:"n,omitempty"`    // ack: messages consumed so far
+	E    *RemoteError `json:"e,omitempty"`    // end: the handler's error
+}
+
+// maxWindow bounds the window a caller may ask for.
+const maxWindow = 1024
+
+var errStreamClosed = errors.New("mesh: stream closed")
+
+// Stream is the caller's side of a request: Recv returns the handler's
+// messages in order. A Stream must be closed (or read to its end).
+type Stream struct {
+	n      *Node
+	id     uint64
+	to     string
+	window int
+	lane   string
+	stop   func() bool // stops the ctx watcher
+
+	mu       sync.Mutex
+	msgs     [][]byte
+	partial  []byte
+	nextQ    uint64
+	finished bool  // no more frames will be accepted
+	err      error // returned once msgs are drained
+	closed   bool
+	consumed uint64
+	acked    uint64
+	inLink   *link // link responses arrive on
+	outLink  *link // link requests and acks leave on
+	notify   chan struct{}
+}
+
+// Handle registers h for method, replacing any earlier handler; a nil h
+// removes it.
+func (n *Node) Handle(method string, h Handler) {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	if h == nil {
+		delete(n.handlers, method)
+		return
+	}
+	n.handlers[method] = h
+}
+
+func (n *Node) handler(method string) Handler {
+	n.hmu.RLock()
+	defer n.hmu.RUnlock()
+	return n.handlers[method]
+}
+
+// Open sends a request to node `to` (this node's own id works too, through
+// the same handlers) and returns the stream of response messages. It fails
+// with ErrUnknownNode when no route to `to` is known. ctx covers the whole
+// stream: cancelling it cancels the remote handler and ends Recv with the
+// context's error.
+func (n *Node) Open(ctx context.Context, to, method string, payload []byte) (*Stream, error) {
+	if method == "" {
+		return nil, errors.New("mesh: Open: empty method")
+	}
+	if len(payload) > n.cfg.MaxMessageBytes {
+		return nil, fmt.Errorf("mesh: Open: payload of %d bytes exceeds MaxMessageBytes %d", len(payload), n.cfg.MaxMessageBytes)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if n.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
+	if to != n.id {
+		if n.routes.Load().next[to] == nil {
+			return nil, fmt.Errorf("mesh: %w: %q", ErrUnknownNode, to)
+		}
+	}
+	s := &Stream{
+		n:      n,
+		id:     n.nextID(),
+		to:     to,
+		window: n.cfg.RequestWindow,
+		notify: make(chan struct{}, 1),
+	}
+	s.lane = "c" + strconv.FormatUint(s.id, 36)
+	n.smu.Lock()
+	if n.ctx.Err() != nil {
+		n.smu.Unlock()
+		return nil, ErrClosed
+	}
+	n.clients[s.id] = s
+	n.smu.Unlock()
+
+	chunk := n.cfg.ChunkBytes
+	for q, off := uint64(0), 0; ; q++ {
+		end := min(off+chunk, len(payload))
+		m := &streamMsg{S: s.id, Q: q, D: payload[off:end], More: end < len(payload)}
+		if q == 0 {
+			m.M, m.W = method, s.window
+		}
+		l, err := n.sendRouted(ctx, to, typeReq, s.lane, m)
+		if err != nil {
+			s.finish(err)
+			n.removeClient(s)
+			if q > 0 {
+				s.sendCancel()
+			}
+			return nil, err
+		}
+		s.setOutLink(l)
+		off = end
+		if off >= len(payload) {
+			break
+		}
+	}
+	stop := context.AfterFunc(ctx, func() {
+		if s.finish(context.Cause(ctx)) {
+			s.sendCancel()
+		}
+		n.removeClient(s)
+	})
+	s.mu.Lock()
+	s.stop = stop
+	ended := s.finished
+	s.mu.Unlock()
+	if ended {
+		stop()
+	}
+	return s, nil
+}
+
+// Call sends a unary request: the handler must write exactly one message.
+func (n *Node) Call(ctx context.Context, to, method string, payload []byte) ([]byte, error) {
+	s, err := n.Open(ctx, to, method, payload)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	msg, err := s.Recv()
+	if err == io.EOF {
+		return nil, fmt.Errorf("mesh: Call %s on %q: the handler returned no message", method, to)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.Recv(); err != io.EOF {
+		if err == nil {
+			return nil, fmt.Errorf("mesh: Call %s on %q: the handler wrote more than one message", method, to)
+		}
+		return nil, err
+	}
+	return msg, nil
+}
+
+// Node returns the node the stream talks to.
+func (s *Stream) Node() string { return s.to }
+
+// Recv returns the next message. At the normal end it returns io.EOF; when
+// the handler failed, a *RemoteError; when the node became unreachable, an
+// error wrapping ErrUnreachable; when the caller's ctx ended, its error.
+func (s *Stream) Recv() ([]byte, error) {
+	for {
+		s.mu.Lock()
+		if len(s.msgs) > 0 {
+			m := s.msgs[0]
+			s.msgs[0] = nil
+			s.msgs = s.msgs[1:]
+			s.consumed++
+			var ack uint64
+			if !s.finished && s.consumed-s.acked >= uint64(max(1, s.window/2)) {
+				s.acked = s.consumed
+				ack = s.consumed
+			}
+			s.mu.Unlock()
+			if ack > 0 {
+				_, _ = s.n.sendRouted(nil, s.to, typeAck, "", &streamMsg{S: s.id, N: ack})
+			}
+			return m, nil
+		}
+		if s.finished {
+			err := s.err
+			s.mu.Unlock()
+			return nil, err
+		}
+		s.mu.Unlock()
+		<-s.notify
+	}
+}
+
+// Close ends the stream; if the handler is still running it is cancelled.
+// Close is idempotent.
+func (s *Stream) Close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	s.msgs = nil
+	s.mu.Unlock()
+	s.stopWatch()
+	if s.finish(errStreamClosed) {
+		s.sendCancel()
+	}
+	s.n.removeClient(s)
+}
+
+// finish ends the stream with err unless it has ended already; it reports
+// whether this call ended it.
+func (s *Stream) finish(err error) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.finished {
+		return false
+	}
+	s.finished = true
+	s.err = err
+	s.partial = nil
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// stopWatch stops watching the caller's ctx once the stream has ended.
+func (s *Stream) stopWatch() {
+	s.mu.Lock()
+	stop := s.stop
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
+func (s *Stream) setOutLink(l *link) {
+	s.mu.Lock()
+	s.outLink = l
+	s.mu.Unlock()
+}
+
+func (s *Stream) sendCancel() {
+	_, _ = s.n.sendRouted(nil, s.to, typeCancel, "", &streamMsg{S: s.id})
+}
+
+func (n *Node) removeClient(s *Stream) {
+	n.smu.Lock()
+	if n.clients[s.id] == s {
+		delete(n.clients, s.id)
+	}
+	n.smu.Unlock()
+}
+
+// serverKey names a stream on the target: the caller's id and its stream id.
+type serverKey struct {
+	from string
+	s    uint64
+}
+
+// serverStream is the target's side of a request.
+type serverStream struct {
+	n      *Node
+	key    serverKey
+	method string
+	window uint64
+	lane   string
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	mu      sync.Mutex
+	req     []byte
+	reqQ    uint64
+	started bool
+	sent    uint64
+	acked   uint64
+	outQ    uint64
+	inLink  *link
+	outLink *link
+	credit  chan struct{}
+	writeMu sync.Mutex
+}
+
+var errCancelled = errors.New("mesh: request cancelled by the caller")
+
+// deliver handles a stream frame addressed to this node. l is the link it
+// arrived on, nil for this node's own requests.
+func (n *Node) deliver(l *link, f *Frame) {
+	var m streamMsg
+	if err := json.Unmarshal(f.Payload, &m); err != nil {
+		n.log.Debug("mesh: malformed stream frame", "from", f.From, "type", f.Type, "err", err)
+		return
+	}
+	switch f.Type {
+	case typeReq:
+		n.onReq(l, f.From, &m)
+	case typeAck:
+		if ss := n.server(f.From, m.S); ss != nil {
+			ss.mu.Lock()
+			if m.N > ss.acked {
+				ss.acked = m.N
+			}
+			ss.mu.Unlock()
+			select {
+			case ss.credit <- struct{}{}:
+			default:
+			}
+		}
+	case typeCancel:
+		if ss := n.server(f.From, m.S); ss != nil {
+			ss.cancel(errCancelled)
+			n.removeServer(ss)
+		}
+	case typeRes, typeEnd:
+		n.onRes(l, f, &m)
+	case typeNoStream:
+		if ss := n.server(f.From, m.S); ss != nil {
+			ss.cancel(errCancelled)
+			n.removeServer(ss)
+		}
+		n.smu.Lock()
+		s := n.clients[m.S]
+		n.smu.Unlock()
+		if s != nil && s.to == f.From {
+			s.finish(unreachable(f.From, "the node lost the stream"))
+			n.removeClient(s)
+		}
+	}
+}
+
+func (n *Node) server(from string, id uint64) *serverStream {
+	n.smu.Lock()
+	defer n.smu.Unlock()
+	return n.servers[serverKey{from, id}]
+}
+
+func (n *Node) removeServer(ss *serverStream) {
+	n.smu.Lock()
+	if n.servers[ss.key] == ss {
+		delete(n.servers, ss.key)
+	}
+	n.smu.Unlock()
+}
+
+// maxServerStreams bounds concurrent requests served by one node.
+const maxServerStreams = 8192
+
+func (n *Node) onReq(l *link, from string, m *streamMsg) {
+	key := serverKey{from, m.S}
+	n.smu.Lock()
+	ss := n.servers[key]
+	if ss == nil {
+		if m.Q != 0 || n.ctx.Err() != nil {
+			n.smu.Unlock()
+			if m.Q != 0 {
+				_, _ = n.sendRouted(nil, from, typeNoStream, "", &streamMsg{S: m.S})
+			}
+			return
+		}
+		if len(n.servers) >= maxServerStreams {
+			n.smu.Unlock()
+			n.sendEnd(from, m.S, 0, &RemoteError{Code: CodeUnavailable, Message: "too many concurrent requests"})
+			return
+		}
+		w := m.W
+		if w <= 0 {
+			w = 1
+		}
+		ctx, cancel := context.WithCancelCause(n.ctx)
+		ss = &serverStream{
+			n:      n,
+			key:    key,
+			method: m.M,
+			window: uint64(min(w, maxWindow)),
+			lane:   "s" + from + ":" + strconv.FormatUint(m.S, 36),
+			ctx:    ctx,
+			cancel: cancel,
+			credit: make(chan struct{}, 1),
+		}
+		n.servers[key] = ss
+	}
+	n.smu.Unlock()
+
+	ss.mu.Lock()
+	if ss.started || m.Q != ss.reqQ {
+		ss.mu.Unlock()
+		ss.cancel(unreachable(from, "request frames lost"))
+		n.removeServer(ss)
+		return
+	}
+	ss.reqQ++
+	ss.inLink = l
+	if len(ss.req)+len(m.D) > n.cfg.MaxMessageBytes {
+		ss.mu.Unlock()
+		ss.cancel(errors.New("request too large"))
+		n.removeServer(ss)
+		n.sendEnd(from, m.S, 0, &RemoteError{Code: CodeBadRequest, Message: "request exceeds MaxMessageBytes"})
+		return
+	}
+	ss.req = append(ss.req, m.D...)
+	if m.More {
+		ss.mu.Unlock()
+		return
+	}
+	ss.started = true
+	req := &Request{From: from, Method: ss.method, Payload: ss.req}
+	if req.Payload == nil {
+		req.Payload = []byte{}
+	}
+	ss.req = nil
+	ss.mu.Unlock()
+
+	n.smu.Lock()
+	if n.ctx.Err() != nil {
+		n.smu.Unlock()
+		n.removeServer(ss)
+		return
+	}
+	n.wg.Add(1)
+	n.smu.Unlock()
+	go ss.serve(req)
+}
+
+func (ss *serverStream) serve(req *Request) {
+	n := ss.n
+	defer n.wg.Done()
+	defer ss.cancel(nil)
+	var err error
+	if h := n.handler(req.Method); h == nil {
+		err = Errorf(CodeNoHandler, "no handler for method %q on node %q", req.Method, n.id)
+	} else {
+		err = ss.run(h, req)
+	}
+	if ss.ctx.Err() != nil {
+		// Cancelled by the caller, lost route or node close: nobody waits
+		// for an end frame, or the caller has failed the stream itself.
+		n.removeServer(ss)
+		return
+	}
+	var re *RemoteError
+	if err != nil {
+		if !errors.As(err, &re) {
+			re = &RemoteError{Code: CodeInternal, Message: err.Error()}
+		} else {
+			re = &RemoteError{Code: re.Code, Message: re.Message}
+		}
+		if re.Code == "" {
+			re.Code = CodeInternal
+		}
+		re.Node = n.id
+	}
+	ss.mu.Lock()
+	q := ss.outQ
+	ss.outQ++
+	ss.mu.Unlock()
+	n.removeServer(ss)
+	n.sendEnd(ss.key.from, ss.key.s, q, re)
+}
+
+// run calls the handler, turning a panic into an internal error so one bad
+// request cannot take the node down.
+func (ss *serverStream) run(h Handler, req *Request) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			ss.n.log.Error("mesh: handler panicked", "method", req.Method, "panic", p, "stack", string(debug.Stack()))
+			err = Errorf(CodeInternal, "handler for %q failed", req.Method)
+		}
+	}()
+	return h.ServeMesh(ss.ctx, ss, req)
+}
+
+func (n *Node) sendEnd(to string, sid, q uint64, e *RemoteError) {
+	lane := "s" + to + ":" + strconv.FormatUint(sid, 36)
+	_, _ = n.sendRouted(n.ctx, to, typeEnd, lane, &streamMsg{S: sid, Q: q, E: e})
+}
+
+// Write sends one message to the caller. It blocks while the caller has
+// RequestWindow messages unconsumed, and fails once the request is
+// cancelled or the caller is unreachable.
+func (ss *serverStream) Write(msg []byte) error {
+	ss.writeMu.Lock()
+	defer ss.writeMu.Unlock()
+	n := ss.n
+	if len(msg) > n.cfg.MaxMessageBytes {
+		return fmt.Errorf("mesh: message of %d bytes exceeds MaxMessageBytes %d", len(msg), n.cfg.MaxMessageBytes)
+	}
+	for {
+		if err := ss.ctx.Err(); err != nil {
+			return fmt.Errorf("mesh: write to %q: %w", ss.key.from, context.Cause(ss.ctx))
+		}
+		ss.mu.Lock()
+		ok := ss.sent-ss.acked < ss.window
+		ss.mu.Unlock()
+		if ok {
+			break
+		}
+		select {
+		case <-ss.credit:
+		case <-ss.ctx.Done():
+		}
+	}
+	chunk := n.cfg.ChunkBytes
+	for off := 0; ; {
+		end := min(off+chunk, len(msg))
+		ss.mu.Lock()
+		q := ss.outQ
+		ss.outQ++
+		ss.mu.Unlock()
+		l, err := n.sendRouted(ss.ctx, ss.key.from, typeRes, ss.lane, &streamMsg{S: ss.key.s, Q: q, D: msg[off:end], More: end < len(msg)})
+		if err != nil {
+			ss.cancel(err)
+			return fmt.Errorf("mesh: write to %q: %w", ss.key.from, err)
+		}
+		ss.mu.Lock()
+		ss.outLink = l
+		ss.mu.Unlock()
+		off = end
+		if off >= len(msg) {
+			break
+		}
+	}
+	ss.mu.Lock()
+	ss.sent++
+	ss.mu.Unlock()
+	return nil
+}
+
+// onRes handles a response chunk or the end of a stream this node opened.
+func (n *Node) onRes(l *link, f *Frame, m *streamMsg) {
+	n.smu.Lock()
+	s := n.clients[m.S]
+	n.smu.Unlock()
+	if s == nil || s.to != f.From {
+		if f.Type == typeRes {
+			// The caller forgot the stream (closed, cancelled): stop the handler.
+			_, _ = n.sendRouted(nil, f.From, typeNoStream, "", &streamMsg{S: m.S})
+		}
+		return
+	}
+	s.mu.Lock()
+	if s.finished {
+		s.mu.Unlock()
+		return
+	}
+	s.inLink = l
+	var fail error
+	switch {
+	case m.Q != s.nextQ:
+		fail = unreachable(s.to, "response frames lost in transit")
+	case f.Type == typeEnd:
+		s.finished = true
+		if m.E != nil {
+			e := *m.E
+			e.Node = f.From
+			s.err = &e
+		} else {
+			s.err = io.EOF
+		}
+	case len(s.partial)+len(m.D) > n.cfg.MaxMessageBytes:
+		fail = fmt.Errorf("mesh: response message from %q exceeds MaxMessageBytes %d", s.to, n.cfg.MaxMessageBytes)
+	default:
+		s.partial = append(s.partial, m.D...)
+		if !m.More {
+			msg := s.partial
+			if msg == nil {
+				msg = []byte{}
+			}
+			s.msgs = append(s.msgs, msg)
+			s.partial = nil
+			if len(s.msgs) > s.window+1 {
+				fail = fmt.Errorf("mesh: node %q sent more than the flow-control window", s.to)
+			}
+		}
+	}
+	s.nextQ++
+	done := s.finished
+	s.mu.Unlock()
+	if fail != nil {
+		if s.finish(fail) {
+			s.sendCancel()
+		}
+		n.removeClient(s)
+		return
+	}
+	if done {
+		n.removeClient(s)
+		s.stopWatch()
+	}
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+}
+
+// checkStreams fails the streams whose peer is no longer reachable.
+func (n *Node) checkStreams() {
+	rt := n.routes.Load()
+	var lostC []*Stream
+	var lostS []*serverStream
+	n.smu.Lock()
+	for _, s := range n.clients {
+		if s.to != n.id && rt.next[s.to] == nil {
+			lostC = append(lostC, s)
+		}
+	}
+	for _, ss := range n.servers {
+		if ss.key.from != n.id && rt.next[ss.key.from] == nil {
+			lostS = append(lostS, ss)
+		}
+	}
+	n.smu.Unlock()
+	for _, s := range lostC {
+		s.finish(unreachable(s.to, "no route"))
+		n.removeClient(s)
+	}
+	for _, ss := range lostS {
+		ss.cancel(unreachable(ss.key.from, "no route"))
+		n.removeServer(ss)
+	}
+}
+
+// failStreamsOnLink fails the streams whose frames travelled over l: frames
+// in flight on it are lost, so those streams cannot continue intact even if
+// another route exists. The other side is told with best effort.
+func (n *Node) failStreamsOnLink(l *link) {
+	var lostC []*Stream
+	var lostS []*serverStream
+	n.smu.Lock()
+	for _, s := range n.clients {
+		s.mu.Lock()
+		if s.inLink == l || s.outLink == l {
+			lostC = append(lostC, s)
+		}
+		s.mu.Unlock()
+	}
+	for _, ss := range n.servers {
+		ss.mu.Lock()
+		if ss.inLink == l || ss.outLink == l {
+			lostS = append(lostS, ss)
+		}
+		ss.mu.Unlock()
+	}
+	n.smu.Unlock()
+	for _, s := range lostC {
+		if s.finish(unreachable(s.to, "link to "+l.peer+" lost")) {
+			s.sendCancel()
+		}
+		n.removeClient(s)
+	}
+	for _, ss := range lostS {
+		ss.cancel(unreachable(ss.key.from, "link to "+l.peer+" lost"))
+		n.removeServer(ss)
+		n.sendEnd(ss.key.from, ss.key.s, 0, &RemoteError{Code: CodeUnavailable, Message: "link to " + l.peer + " lost mid-stream"})
+	}
+}
+
+// failAllStreams ends every stream when the node closes.
+func (n *Node) failAllStreams() {
+	n.smu.Lock()
+	cs := make([]*Stream, 0, len(n.clients))
+	for _, s := range n.clients {
+		cs = append(cs, s)
+	}
+	ss := make([]*serverStream, 0, len(n.servers))
+	for _, s := range n.servers {
+		ss = append(ss, s)
+	}
+	n.smu.Unlock()
+	for _, s := range cs {
+		s.finish(ErrClosed)
+		n.removeClient(s)
+	}
+	for _, s := range ss {
+		s.cancel(ErrClosed)
+		n.removeServer(s)
+	}
+}

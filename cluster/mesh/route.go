@@ -1,0 +1,257 @@
+package mesh
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+)
+
+// routeTable is an immutable snapshot of where every reachable node is. It
+// is rebuilt under Node.mu on every topology change and read lock-free on
+// the hot path.
+type routeTable struct {
+	next  map[string]*link // next-hop link per reachable node
+	peers []PeerInfo       // sorted by NodeID
+	index map[string]int   // NodeID -> position in peers
+}
+
+// recomputeLocked runs a breadth-first search from this node over its own
+// links and the gossiped links of the nodes it reaches, publishes the new
+// table, and fires Changed when the view changed. Edges are taken from the
+// side that announces them, so a node whose neighbours all dropped it is
+// withdrawn even though its own stale entry still lists them.
+func (n *Node) recomputeLocked() {
+	type hop struct {
+		via  *link
+		hops int
+		rtt  time.Duration
+	}
+	reach := make(map[string]hop, len(n.topo.entries))
+	queue := make([]string, 0, len(n.topo.entries))
+	for _, l := range n.sortedLinksLocked() {
+		reach[l.peer] = hop{via: l, hops: 1, rtt: time.Duration(l.rtt.Load())}
+		queue = append(queue, l.peer)
+	}
+	for i := 0; i < len(queue); i++ {
+		u := queue[i]
+		e := n.topo.entries[u]
+		if e == nil {
+			continue
+		}
+		hu := reach[u]
+		for _, le := range e.Links {
+			v := le.Peer
+			if v == n.id {
+				continue
+			}
+			if _, ok := reach[v]; ok {
+				continue
+			}
+			reach[v] = hop{via: hu.via, hops: hu.hops + 1, rtt: hu.rtt + time.Duration(le.RTTMicros)*time.Microsecond}
+			queue = append(queue, v)
+		}
+	}
+	rt := &routeTable{
+		next:  make(map[string]*link, len(reach)),
+		peers: make([]PeerInfo, 0, len(reach)),
+		index: make(map[string]int, len(reach)),
+	}
+	for id, h := range reach {
+		rt.next[id] = h.via
+		p := PeerInfo{NodeID: id, Hops: h.hops, RTT: h.rtt}
+		if h.hops == 1 {
+			p.Status = StatusConnected
+		} else {
+			p.Status = StatusRelay
+			p.Via = h.via.peer
+		}
+		if e := n.topo.entries[id]; e != nil {
+			p.Capabilities = e.Caps
+		} else if h.hops == 1 {
+			p.Capabilities = h.via.caps
+		}
+		rt.peers = append(rt.peers, p)
+	}
+	sort.Slice(rt.peers, func(i, j int) bool { return rt.peers[i].NodeID < rt.peers[j].NodeID })
+	for i, p := range rt.peers {
+		rt.index[p.NodeID] = i
+	}
+	old := n.routes.Swap(rt)
+	if !samePeers(old.peers, rt.peers) {
+		close(n.changed)
+		n.changed = make(chan struct{})
+	}
+}
+
+// samePeers compares two views, ignoring RTT.
+func samePeers(a, b []PeerInfo) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		if x.NodeID != y.NodeID || x.Status != y.Status || x.Via != y.Via || x.Hops != y.Hops || !sameCaps(x.Capabilities, y.Capabilities) {
+			return false
+		}
+	}
+	return true
+}
+
+func sameCaps(a, b Capabilities) bool {
+	if !slices.Equal(a.Tags, b.Tags) || !slices.Equal(a.Models, b.Models) || len(a.Agents) != len(b.Agents) {
+		return false
+	}
+	for i := range a.Agents {
+		x, y := a.Agents[i], b.Agents[i]
+		if x.ID != y.ID || x.Description != y.Description || !slices.Equal(x.Tags, y.Tags) {
+			return false
+		}
+	}
+	return true
+}
+
+// dedupSet remembers recent routed frame ids (origin, id) in bounded memory.
+type dedupSet struct {
+	mu   sync.Mutex
+	set  map[dedupKey]struct{}
+	ring []dedupKey
+	next int
+}
+
+type dedupKey struct{ from, id string }
+
+func newDedupSet(size int) *dedupSet {
+	return &dedupSet{set: make(map[dedupKey]struct{}, size), ring: make([]dedupKey, size)}
+}
+
+// add records k and reports false if it was seen already.
+func (d *dedupSet) add(k dedupKey) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.set[k]; ok {
+		return false
+	}
+	if old := d.ring[d.next]; old.id != "" || old.from != "" {
+		delete(d.set, old)
+	}
+	d.ring[d.next] = k
+	d.next = (d.next + 1) % len(d.ring)
+	d.set[k] = struct{}{}
+	return true
+}
+
+// handleFrame dispatches one frame read from an authenticated link.
+func (n *Node) handleFrame(l *link, f *Frame) {
+	switch f.Type {
+	case typePing:
+		if f.From == l.peer {
+			l.handlePing(f)
+		}
+	case typePong:
+		if f.From == l.peer {
+			l.handlePong(f)
+		}
+	case typePeerSync:
+		n.handlePeerSync(l, f)
+	case typeAuthChallenge, typeAuth, typeAuthOK:
+		l.close(CloseProtocol, "handshake frame on an authenticated link")
+	default:
+		if f.To != "" {
+			n.route(l, f)
+			return
+		}
+		// An unknown hop-local type from a newer peer: ignore it.
+		n.log.Debug("mesh: ignoring frame of unknown type", "peer", l.peer, "type", f.Type)
+	}
+}
+
+// route delivers a routed frame here or relays it toward its destination.
+func (n *Node) route(l *link, f *Frame) {
+	rt := n.routes.Load()
+	if f.From != l.peer {
+		if _, known := rt.index[f.From]; !known || f.From == n.id {
+			n.stats.spoofed.Add(1)
+			n.log.Debug("mesh: dropped frame with spoofed from", "peer", l.peer, "from", f.From)
+			return
+		}
+	}
+	if f.ID == "" || !n.dedup.add(dedupKey{f.From, f.ID}) {
+		n.stats.dup.Add(1)
+		return
+	}
+	if f.To == n.id {
+		n.deliver(l, f)
+		return
+	}
+	if f.TTL <= 1 {
+		n.stats.ttl.Add(1)
+		return
+	}
+	next := rt.next[f.To]
+	if next == nil {
+		n.stats.noRoute.Add(1)
+		return
+	}
+	f.TTL--
+	data := encodeFrame(f)
+	var err error
+	if isControl(f.Type) {
+		err = next.q.pushCtrl(data)
+	} else {
+		err = next.q.pushData(nil, f.From+">"+f.To, data)
+	}
+	if errors.Is(err, errQueueOverflow) {
+		n.log.Warn("mesh: relay queue overflow, closing link", "peer", next.peer)
+		next.close(CloseSlowPeer, "relay queue overflow")
+		return
+	}
+	if err == nil {
+		n.stats.relayed.Add(1)
+	}
+}
+
+// unreachable makes the error for a stream whose peer cannot be reached.
+func unreachable(node, why string) error {
+	return fmt.Errorf("mesh: %w: %q (%s)", ErrUnreachable, node, why)
+}
+
+// sendRouted sends a stream frame from this node to `to`. Control frames
+// never wait; data frames wait for room in the link's queue until ctx ends.
+// It returns the link used (nil when to is this node).
+func (n *Node) sendRouted(ctx context.Context, to, typ, lane string, msg *streamMsg) (*link, error) {
+	payload, err := json.Marshal(msg)
+	if err != nil {
+		return nil, err
+	}
+	f := &Frame{Type: typ, ID: n.newFrameID(), From: n.id, To: to, TTL: n.cfg.MaxHops, Timestamp: time.Now().UnixMilli(), Payload: payload}
+	if to == n.id {
+		n.deliver(nil, f)
+		return nil, nil
+	}
+	l := n.routes.Load().next[to]
+	if l == nil {
+		return nil, unreachable(to, "no route")
+	}
+	data := encodeFrame(f)
+	if isControl(typ) {
+		err = l.q.pushCtrl(data)
+	} else {
+		err = l.q.pushData(ctx, lane, data)
+	}
+	switch {
+	case err == nil:
+		return l, nil
+	case errors.Is(err, errQueueOverflow):
+		l.close(CloseSlowPeer, "write queue overflow")
+		return l, unreachable(to, "link to "+l.peer+" overflowed")
+	case errors.Is(err, errLinkClosed):
+		return l, unreachable(to, "link to "+l.peer+" closed")
+	default:
+		return l, err
+	}
+}
