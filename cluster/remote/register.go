@@ -19,4 +19,3 @@ func Register(node *mesh.Node, cfg TargetConfig) (*Target, error) {
 	node.Handle(MethodSend, t.handler(ToolSend, t.serveSend))
 	return t, nil
 }
-

@@ -1,0 +1,249 @@
+package remote
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/clawmatrix/clawmatrix/schema"
+)
+
+// agentTarget is a target offering agents "coder" and "writer", with the
+// fake openclaw CLI; dir holds what the fake records.
+func agentTarget(t *testing.T, maxRuns int) (*Target, string) {
+	t.Helper()
+	dir := t.TempDir()
+	tg := newTestTarget(t, "n1", TargetConfig{
+		OpenclawBin:       fakeOpenclaw(t, dir),
+		Agents:            []schema.Agent{{ID: "coder"}, {ID: "writer"}},
+		MaxConcurrentRuns: maxRuns,
+		// The tool proxy stays disabled: agent runs do not depend on it.
+	})
+	return tg, dir
+}
+
+func TestHandoff(t *testing.T) {
+	tg, dir := agentTarget(t, 2)
+	cases := []struct {
+		name    string
+		args    schema.HandoffArgs
+		isError bool
+		text    []string
+	}{
+		{"reply", schema.HandoffArgs{Agent: "writer", Task: "write a poem"}, false, []string{"done by writer"}},
+		{"first agent by default", schema.HandoffArgs{Task: "anything"}, false, []string{"done by coder"}},
+		{"log lines before the JSON", schema.HandoffArgs{Agent: "coder", Task: "LOGS"}, false, []string{"after logs"}},
+		{"no text reply", schema.HandoffArgs{Agent: "coder", Task: "EMPTY"}, false, []string{"finished the task without a text reply"}},
+		{"unknown agent", schema.HandoffArgs{Agent: "painter", Task: "x"}, true, []string{`node "n1" has no agent "painter"; its agents: coder, writer`}},
+		{"failing agent", schema.HandoffArgs{Agent: "coder", Task: "FAIL"}, true,
+			[]string{`agent "coder" on node "n1" failed (exit code 1): agent exploded`, "stderr (last lines):\nstarting\nfatal: model unavailable"}},
+		{"unparsable output", schema.HandoffArgs{Agent: "coder", Task: "GARBAGE"}, true,
+			[]string{"its output is not the JSON `openclaw agent --json` prints", `Output began: "this is not json"`}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := tg.handoff(t.Context(), "caller", tc.args)
+			if r.IsError != tc.isError {
+				t.Fatalf("isError = %v, want %v: %s", r.IsError, tc.isError, r.Text)
+			}
+			for _, w := range tc.text {
+				if !strings.Contains(r.Text, w) {
+					t.Errorf("text %q lacks %q", r.Text, w)
+				}
+			}
+		})
+	}
+
+	// The agent reads the task, then the context; --timeout follows timeoutMs.
+	r := tg.handoff(t.Context(), "caller", schema.HandoffArgs{Agent: "writer", Task: "the task", Context: "some facts", TimeoutMs: 90500})
+	if r.IsError {
+		t.Fatal(r.Text)
+	}
+	if msg := readString(t, filepath.Join(dir, "msg.writer")); msg != "the task\n\nContext:\nsome facts" {
+		t.Errorf("message %q", msg)
+	}
+	if to := readString(t, filepath.Join(dir, "timeout.writer")); to != "91" {
+		t.Errorf("--timeout %q, want 91", to)
+	}
+	if d := detailsMap(t, r); d["agent"] != "writer" || d["node"] != "n1" || !strings.HasPrefix(d["runId"].(string), "run-") {
+		t.Errorf("details %v", d)
+	}
+}
+
+func TestHandoffNoAgents(t *testing.T) {
+	tg := newTestTarget(t, "relay", TargetConfig{OpenclawBin: "/bin/false"})
+	r := tg.handoff(t.Context(), "caller", schema.HandoffArgs{Task: "x"})
+	if !r.IsError || !strings.Contains(r.Text, `node "relay" offers no agents`) {
+		t.Errorf("got %+v", r)
+	}
+}
+
+func TestHandoffMissingCLI(t *testing.T) {
+	tg := newTestTarget(t, "n1", TargetConfig{OpenclawBin: "openclaw-not-installed-here", Agents: []schema.Agent{{ID: "a"}}})
+	r := tg.handoff(t.Context(), "caller", schema.HandoffArgs{Task: "x"})
+	if !r.IsError || !strings.Contains(r.Text, `the OpenClaw CLI "openclaw-not-installed-here" was not found`) {
+		t.Errorf("got %+v", r)
+	}
+}
+
+func TestHandoffTimeoutKillsRun(t *testing.T) {
+	tg, dir := agentTarget(t, 2)
+	done := make(chan Result, 1)
+	go func() {
+		done <- tg.handoff(t.Context(), "caller", schema.HandoffArgs{Agent: "coder", Task: "SLEEP", TimeoutMs: 500})
+	}()
+	pid, child := readPid(t, filepath.Join(dir, "pid.coder")), readPid(t, filepath.Join(dir, "child.coder"))
+	r := <-done
+	if !r.IsError || !strings.Contains(r.Text, `agent "coder" on node "n1" did not finish within 500ms`) {
+		t.Fatalf("got %+v", r)
+	}
+	waitGone(t, pid, "timed-out openclaw run")
+	waitGone(t, child, "child of a timed-out openclaw run")
+}
+
+func TestHandoffCancelKillsRun(t *testing.T) {
+	tg, dir := agentTarget(t, 2)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan Result, 1)
+	go func() { done <- tg.handoff(ctx, "caller", schema.HandoffArgs{Agent: "coder", Task: "SLEEP"}) }()
+	pid, child := readPid(t, filepath.Join(dir, "pid.coder")), readPid(t, filepath.Join(dir, "child.coder"))
+	cancel()
+	if r := <-done; !r.IsError || !strings.Contains(r.Text, "cancelled") {
+		t.Fatalf("got %+v", r)
+	}
+	waitGone(t, pid, "cancelled openclaw run")
+	waitGone(t, child, "child of a cancelled openclaw run")
+}
+
+// More handoffs than MaxConcurrentRuns wait their turn: the fake CLI
+// records how many runs overlap.
+func TestHandoffConcurrencyLimit(t *testing.T) {
+	const limit, runs = 2, 5
+	tg, dir := agentTarget(t, limit)
+	var wg sync.WaitGroup
+	results := make([]Result, runs)
+	for i := range runs {
+		wg.Go(func() {
+			results[i] = tg.handoff(t.Context(), "caller", schema.HandoffArgs{Agent: "coder", Task: "TRACK"})
+		})
+	}
+	wg.Wait()
+	queued := 0
+	for _, r := range results {
+		if r.IsError || r.Text != "tracked" {
+			t.Fatalf("got %+v", r)
+		}
+		if q, _ := detailsMap(t, r)["queuedMs"].(float64); q > 0 {
+			queued++
+		}
+	}
+	var seen []int
+	for _, f := range strings.Fields(readString(t, filepath.Join(dir, "seen"))) {
+		n, _ := strconv.Atoi(f)
+		seen = append(seen, n)
+	}
+	if len(seen) != runs || slices.Max(seen) != limit {
+		t.Errorf("overlapping runs seen by each run: %v; want %d runs, at most and at some point exactly %d at once", seen, runs, limit)
+	}
+	if queued < runs-limit {
+		t.Errorf("%d runs report queueing, want at least %d", queued, runs-limit)
+	}
+}
+
+// A handoff waiting for a run slot gives up when its caller does.
+func TestHandoffQueueRespectsContext(t *testing.T) {
+	tg, dir := agentTarget(t, 1)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	first := make(chan Result, 1)
+	go func() { first <- tg.handoff(ctx, "caller", schema.HandoffArgs{Agent: "coder", Task: "SLEEP"}) }()
+	readPid(t, filepath.Join(dir, "pid.coder"))
+
+	waitCtx, waitCancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer waitCancel()
+	r := tg.handoff(waitCtx, "caller", schema.HandoffArgs{Agent: "writer", Task: "x"})
+	if !r.IsError || !strings.Contains(r.Text, "cancelled while waiting for a free run slot (the node runs at most 1 at once)") {
+		t.Errorf("got %+v", r)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "msg.writer")); err == nil {
+		t.Error("the queued run started anyway")
+	}
+	cancel()
+	<-first
+}
+
+// cluster_send answers as soon as the run started; the run goes on, owned
+// by the target, until it ends or the target closes.
+func TestSend(t *testing.T) {
+	dir := t.TempDir()
+	tg, err := newTarget("n1", TargetConfig{
+		WorkspaceDir: dir, OpenclawBin: fakeOpenclaw(t, dir),
+		Agents: []schema.Agent{{ID: "coder"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	r := tg.send(t.Context(), "caller", schema.SendArgs{Node: "n1", Message: "SLEEP please"})
+	if r.IsError || !strings.Contains(r.Text, `message delivered: agent "coder" on node "n1" is now running it`) {
+		t.Fatalf("got %+v", r)
+	}
+	pid, child := readPid(t, filepath.Join(dir, "pid.coder")), readPid(t, filepath.Join(dir, "child.coder"))
+	if !alive(pid) {
+		t.Fatal("the run is not going on after send returned")
+	}
+	if msg := readString(t, filepath.Join(dir, "msg.coder")); msg != "SLEEP please" {
+		t.Errorf("message %q", msg)
+	}
+	tg.Close()
+	waitGone(t, pid, "send run after Close")
+	waitGone(t, child, "child of a send run after Close")
+
+	if r := tg.send(t.Context(), "caller", schema.SendArgs{Message: "x"}); !r.IsError || !strings.Contains(r.Text, "shutting down") {
+		t.Errorf("send after Close: %+v", r)
+	}
+}
+
+// A send run that finishes frees its slot for the next run.
+func TestSendReleasesSlot(t *testing.T) {
+	tg, _ := agentTarget(t, 1)
+	if r := tg.send(t.Context(), "caller", schema.SendArgs{Agent: "coder", Message: "hello"}); r.IsError {
+		t.Fatal(r.Text)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if r := tg.handoff(ctx, "caller", schema.HandoffArgs{Agent: "coder", Task: "next"}); r.IsError || r.Text != "done by coder" {
+		t.Errorf("got %+v", r)
+	}
+}
+
+func TestParseAgentOutput(t *testing.T) {
+	cases := []struct {
+		name                 string
+		out                  string
+		parsed, failed       bool
+		reply, errMsg, runID string
+	}{
+		{"ok", `{"runId":"r1","status":"ok","result":{"payloads":[{"text":"a"},{"text":"b"}]}}`, true, false, "a\n\nb", "", "r1"},
+		{"pretty printed after logs", "warn: x\n{\n  \"runId\": \"r2\",\n  \"status\": \"ok\",\n  \"result\": {\"payloads\": [{\"text\": \"hi\"}]}\n}\n", true, false, "hi", "", "r2"},
+		{"failure", `{"ok":false,"error":{"message":"no such agent"}}`, true, true, "", "no such agent", ""},
+		{"bad status", `{"runId":"r3","status":"timeout","result":{"payloads":[]}}`, true, true, "", `the run ended with status "timeout"`, "r3"},
+		{"garbage", "hello", false, false, "", "", ""},
+		{"truncated json", `{"runId":"r1","status":"ok","result":{"payl`, false, false, "", "", ""},
+		{"empty", "", false, false, "", "", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			o := parseAgentOutput([]byte(tc.out))
+			if o.parsed != tc.parsed || o.failed != tc.failed || o.reply != tc.reply || o.errMsg != tc.errMsg || o.runID != tc.runID {
+				t.Errorf("got %+v", o)
+			}
+		})
+	}
+}
