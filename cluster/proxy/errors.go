@@ -8,10 +8,11 @@ import (
 
 // apiError is an error in OpenAI's shape: {"error": {message, type, code}}.
 type apiError struct {
-	Status  int    `json:"-"`
-	Message string `json:"message"`
-	Type    string `json:"type"`
-	Code    string `json:"code"`
+	Status  int     `json:"-"`
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Param   *string `json:"param"` // always null; OpenAI's shape has it
+	Code    string  `json:"code"`
 }
 
 func (e *apiError) Error() string { return e.Message }
