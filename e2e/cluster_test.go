@@ -1,0 +1,483 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+var clusterTools = []string{
+	"cluster_peers", "cluster_exec", "cluster_read", "cluster_write",
+	"cluster_tool", "cluster_handoff", "cluster_send",
+}
+
+const (
+	modelID   = "e2e-model"
+	bobAgent  = "bob"
+	nodeA     = "node-a"
+	nodeB     = "node-b"
+	secret    = "e2e-cluster-secret-0123456789"
+	mockProv  = "mockprov"
+	bootLimit = 4 * time.Minute
+	turnLimit = 4 * time.Minute
+)
+
+func nonce(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// cluster is the two-gateway setup shared by the subtests.
+type cluster struct {
+	a, b, bad *gateway
+	llm       *scriptLLM
+	bKey      string // node B's OpenClaw provider key for the mock
+	bOnly     string // a value only node B's processes have in their environment
+}
+
+func modelEntry() map[string]any {
+	return map[string]any{
+		"id": modelID, "name": "mock model", "reasoning": false, "input": []string{"text"},
+		"cost":          map[string]any{"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0},
+		"contextWindow": 128000, "maxTokens": 4096,
+	}
+}
+
+// gatewayConfig is the OpenClaw config both gateways share; the caller adds
+// models, agents and the plugin's config.
+func gatewayConfig(port int, token, pluginDir, workspace string, pluginConfig map[string]any) map[string]any {
+	return map[string]any{
+		"gateway": map[string]any{
+			"mode": "local", "port": port, "bind": "loopback",
+			"auth": map[string]any{"mode": "token", "token": token},
+			"http": map[string]any{"endpoints": map[string]any{"chatCompletions": map[string]any{"enabled": true}}},
+		},
+		// The mock sees the cluster tools directly instead of through tool search.
+		"tools": map[string]any{"toolSearch": false},
+		"agents": map[string]any{
+			"defaults": map[string]any{"workspace": workspace},
+		},
+		"plugins": map[string]any{
+			"load": map[string]any{"paths": []string{pluginDir}},
+			"entries": map[string]any{"clawmatrix": map[string]any{
+				"enabled": true,
+				"hooks":   map[string]any{"allowConversationAccess": true},
+				"config":  pluginConfig,
+			}},
+		},
+	}
+}
+
+func TestTwoGatewayCluster(t *testing.T) {
+	root := repoRoot(t)
+	ocBin := openclawBinDir(t, root)
+
+	deadline, ok := t.Deadline()
+	if !ok {
+		deadline = time.Now().Add(14 * time.Minute)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(-30*time.Second))
+	defer cancel()
+
+	work, err := os.MkdirTemp("", "cmx-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("work dir %s", work)
+
+	sidecar := buildSidecar(ctx, t, root, filepath.Join(work, "build"))
+	pluginDir := filepath.Join(work, "plugin")
+	stagePlugin(t, root, pluginDir)
+
+	llm := newScriptLLM()
+	c := &cluster{llm: llm, bKey: "key-b-" + nonce(t), bOnly: "only-on-b-" + nonce(t)}
+
+	meshPort := freePort(t, 1)
+
+	// Node A: listens for peers, uses B's model through clawmatrix, serves nothing.
+	aDir := filepath.Join(work, "a")
+	aConfig := gatewayConfig(freePort(t, 12), "token-a-"+nonce(t), pluginDir, filepath.Join(aDir, "ws"), map[string]any{
+		"nodeId": nodeA, "secret": secret,
+		"listen": true, "listenHost": "127.0.0.1", "listenPort": meshPort,
+		"proxyPort":   freePort(t, 1),
+		"agents":      []any{map[string]any{"id": "main", "description": "Coordinator on node A", "tags": []string{"coordinator"}}},
+		"proxyModels": []any{map[string]any{"id": modelID, "nodeId": nodeB, "description": "the mock model node B serves"}},
+		"tags":        []string{"e2e-a"},
+	})
+	aConfig["agents"].(map[string]any)["defaults"].(map[string]any)["model"] = map[string]any{"primary": "clawmatrix/" + modelID}
+	c.a = newGateway(t, "A", aDir, ocBin, aConfig["gateway"].(map[string]any)["port"].(int), aConfig)
+
+	// Node B: dials A, serves the model through its OpenClaw provider for the
+	// mock, offers agent bob and runs remote tools.
+	bDir := filepath.Join(work, "b")
+	bConfig := gatewayConfig(freePort(t, 12), "token-b-"+nonce(t), pluginDir, filepath.Join(bDir, "ws"), map[string]any{
+		"nodeId": nodeB, "secret": secret,
+		"peers":       []any{map[string]any{"url": fmt.Sprintf("ws://127.0.0.1:%d", meshPort), "nodeId": nodeA}},
+		"proxyPort":   freePort(t, 1),
+		"agents":      []any{map[string]any{"id": bobAgent, "description": "Builder on node B who knows node B's files", "tags": []string{"builder"}}},
+		"models":      []any{map[string]any{"id": modelID, "provider": mockProv, "description": "mock model on node B"}},
+		"toolProxy":   map[string]any{"enabled": true},
+		"openclawBin": filepath.Join(ocBin, "openclaw"),
+		"tags":        []string{"e2e-b"},
+	})
+	bConfig["models"] = map[string]any{"providers": map[string]any{mockProv: map[string]any{
+		"baseUrl": llm.URL(), "apiKey": c.bKey, "api": "openai-completions", "models": []any{modelEntry()},
+	}}}
+	bAgents := bConfig["agents"].(map[string]any)
+	bAgents["defaults"].(map[string]any)["model"] = map[string]any{"primary": mockProv + "/" + modelID}
+	bAgents["entries"] = map[string]any{bobAgent: map[string]any{"workspace": filepath.Join(bDir, "ws")}}
+	c.b = newGateway(t, "B", bDir, ocBin, bConfig["gateway"].(map[string]any)["port"].(int), bConfig, "E2E_ONLY_ON_B="+c.bOnly)
+
+	// A third config that OpenClaw must refuse: bad plugin config fields.
+	badDir := filepath.Join(work, "bad")
+	badConfig := gatewayConfig(freePort(t, 12), "token-bad-"+nonce(t), pluginDir, filepath.Join(badDir, "ws"), map[string]any{
+		"nodeId": "node c!", "secret": "short", "listenPort": 70000,
+	})
+	c.bad = newGateway(t, "bad", badDir, ocBin, badConfig["gateway"].(map[string]any)["port"].(int), badConfig)
+
+	gateways := []*gateway{c.a, c.b, c.bad}
+	for _, g := range gateways {
+		copyExecutable(t, sidecar, g.bin)
+	}
+	t.Cleanup(func() {
+		for _, g := range gateways {
+			g.kill()
+		}
+		if t.Failed() {
+			for _, g := range gateways {
+				g.dumpLogs(t)
+			}
+			t.Logf("--- mock model requests:\n%s", llm.summary())
+			t.Logf("work dir kept for inspection: %s", work)
+		} else {
+			os.RemoveAll(work)
+		}
+		llm.Close()
+	})
+
+	// Both gateways boot in parallel with the checks that need no gateway.
+	t.Run("boot", func(t *testing.T) {
+		for _, g := range []*gateway{c.a, c.b} {
+			t.Run("gateway "+g.name+" ready", func(t *testing.T) {
+				t.Parallel()
+				if err := g.start(); err != nil {
+					t.Fatal(err)
+				}
+				bootCtx, cancel := context.WithTimeout(ctx, bootLimit)
+				defer cancel()
+				if err := g.waitReady(bootCtx); err != nil {
+					t.Fatal(err)
+				}
+			})
+		}
+		t.Run("plugins inspect", func(t *testing.T) {
+			t.Parallel()
+			testInspect(ctx, t, c.a)
+		})
+		t.Run("invalid config refused", func(t *testing.T) {
+			t.Parallel()
+			testInvalidConfig(ctx, t, c.bad)
+		})
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	t.Run("cluster forms", func(t *testing.T) { testClusterForms(ctx, t, c) })
+	if t.Failed() {
+		t.FailNow()
+	}
+	t.Run("remote model and prompt context", func(t *testing.T) { testRemoteModel(ctx, t, c) })
+	t.Run("cluster_exec on B", func(t *testing.T) { testExec(ctx, t, c) })
+	t.Run("cluster_handoff to B's agent", func(t *testing.T) { testHandoff(ctx, t, c) })
+	t.Run("stop leaves no sidecar", func(t *testing.T) { testStop(t, c) })
+}
+
+// testInspect: OpenClaw loads the package and sees the seven tools, the
+// prompt hook, the service and the provider, and no sidecar starts for it.
+func testInspect(ctx context.Context, t *testing.T, g *gateway) {
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	out, err := g.cli(cctx, "plugins", "inspect", "clawmatrix", "--runtime", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		Plugin struct {
+			Status      string   `json:"status"`
+			ProviderIDs []string `json:"providerIds"`
+		} `json:"plugin"`
+		Tools []struct {
+			Names []string `json:"names"`
+		} `json:"tools"`
+		TypedHooks []struct {
+			Name string `json:"name"`
+		} `json:"typedHooks"`
+		Services    []string `json:"services"`
+		Diagnostics []struct {
+			Level   string `json:"level"`
+			Message string `json:"message"`
+		} `json:"diagnostics"`
+	}
+	if err := json.Unmarshal([]byte(jsonPart(out)), &res); err != nil {
+		t.Fatalf("inspect output is not JSON: %v\n%s", err, tailString(out, 40))
+	}
+	for _, d := range res.Diagnostics {
+		t.Logf("diagnostic %s: %s", d.Level, d.Message)
+		if d.Level == "error" {
+			t.Errorf("inspect reports an error diagnostic: %s", d.Message)
+		}
+	}
+	if res.Plugin.Status != "loaded" {
+		t.Errorf("plugin status = %q, want loaded", res.Plugin.Status)
+	}
+	var tools []string
+	for _, tl := range res.Tools {
+		tools = append(tools, tl.Names...)
+	}
+	slices.Sort(tools)
+	want := slices.Clone(clusterTools)
+	slices.Sort(want)
+	if !slices.Equal(tools, want) {
+		t.Errorf("tools = %v, want %v", tools, want)
+	}
+	if !slices.ContainsFunc(res.TypedHooks, func(h struct {
+		Name string `json:"name"`
+	}) bool {
+		return h.Name == "before_prompt_build"
+	}) {
+		t.Errorf("typed hooks = %+v, want before_prompt_build", res.TypedHooks)
+	}
+	if !slices.Contains(res.Services, "clawmatrix") {
+		t.Errorf("services = %v, want clawmatrix", res.Services)
+	}
+	if !slices.Contains(res.Plugin.ProviderIDs, "clawmatrix") {
+		t.Errorf("provider ids = %v, want clawmatrix", res.Plugin.ProviderIDs)
+	}
+}
+
+// testInvalidConfig: OpenClaw validates the plugin config against the
+// manifest's schema and names the fields; the gateway refuses to start and
+// no sidecar is spawned.
+func testInvalidConfig(ctx context.Context, t *testing.T, g *gateway) {
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	cmd := g.command(cctx, "config", "validate")
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("openclaw config validate accepted an invalid plugin config:\n%s", out)
+	}
+	for _, field := range []string{"secret", "nodeId", "listenPort"} {
+		path := "plugins.entries.clawmatrix.config." + field
+		if !strings.Contains(string(out), path) {
+			t.Errorf("config validate output does not name %s:\n%s", path, tailString(string(out), 30))
+		}
+	}
+
+	cmd = g.command(cctx, "gateway", "run", "--port", fmt.Sprint(g.port))
+	out, err = cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("gateway started with an invalid plugin config:\n%s", tailString(string(out), 30))
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 78 {
+		t.Errorf("gateway exit code = %d, want 78 (config error)\n%s", code, tailString(string(out), 30))
+	}
+	if pids := processesOf(g.bin); len(pids) != 0 {
+		t.Errorf("a sidecar runs for the refused config: pids %v", pids)
+	}
+}
+
+// testClusterForms: through OpenClaw's /tools/invoke, each node's
+// cluster_peers lists the other node.
+func testClusterForms(ctx context.Context, t *testing.T, c *cluster) {
+	cctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	for _, p := range []struct {
+		g     *gateway
+		other string
+		also  []string
+	}{
+		{c.a, nodeB, []string{bobAgent, modelID, "e2e-b"}},
+		{c.b, nodeA, []string{"e2e-a"}},
+	} {
+		var text string
+		err := waitFor(cctx, time.Second, func() error {
+			var err error
+			text, err = p.g.invokeTool(cctx, "cluster_peers", map[string]any{})
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(text, p.other) {
+				return fmt.Errorf("cluster_peers on %s does not list %s yet: %s", p.g.name, p.other, text)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range p.also {
+			if !strings.Contains(text, s) {
+				t.Errorf("cluster_peers on %s does not mention %q:\n%s", p.g.name, s, text)
+			}
+		}
+		t.Logf("cluster_peers on %s:\n%s", p.g.name, text)
+	}
+}
+
+// testRemoteModel: A's agent uses clawmatrix/<B's model>; the request reaches
+// the mock with B's provider key (A has no provider for the mock at all),
+// and A's prompt carries the cluster context naming node B and its agent.
+func testRemoteModel(ctx context.Context, t *testing.T, c *cluster) {
+	token := "tok-model-" + nonce(t)
+	want := "answer-from-b-model-" + nonce(t)
+	c.llm.on(token, func(turn) answer { return answer{Text: want} })
+
+	cctx, cancel := context.WithTimeout(ctx, turnLimit)
+	defer cancel()
+	got, err := c.a.agentTurn(cctx, "main", "model-"+token, "Say hello. "+token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(got, want) {
+		t.Errorf("A's reply = %q, want it to contain %q", got, want)
+	}
+	reqs := c.llm.answered(token)
+	if len(reqs) == 0 {
+		t.Fatal("the mock never saw A's prompt")
+	}
+	r := reqs[0]
+	if auth := r.Header.Get("Authorization"); auth != "Bearer "+c.bKey {
+		t.Errorf("A's request reached the mock with Authorization %q, want node B's provider key", redactBearer(auth))
+	}
+	prompt := r.userText()
+	for _, s := range []string{nodeB, bobAgent} {
+		if !strings.Contains(prompt, s) {
+			t.Errorf("the prompt from A does not name %q:\n%s", s, tailString(prompt, 40))
+		}
+	}
+	offered := map[string]bool{}
+	for _, tl := range r.Chat.Tools {
+		offered[tl.Function.Name] = true
+	}
+	for _, name := range clusterTools {
+		if !offered[name] {
+			t.Errorf("A's agent was not offered %s", name)
+		}
+	}
+}
+
+// testExec: the model on A calls cluster_exec on B; the command prints an
+// environment value that only B's processes have.
+func testExec(ctx context.Context, t *testing.T, c *cluster) {
+	token := "tok-exec-" + nonce(t)
+	c.llm.on(token, func(tr turn) answer {
+		if len(tr.ToolResults) > 0 {
+			return answer{Text: "exec said: " + strings.Join(tr.ToolResults, " | ")}
+		}
+		return answer{Call: &toolCall{Name: "cluster_exec", Args: map[string]any{
+			"node": nodeB, "command": `printf 'marker:%s' "$E2E_ONLY_ON_B"`,
+		}}}
+	})
+	cctx, cancel := context.WithTimeout(ctx, turnLimit)
+	defer cancel()
+	got, err := c.a.agentTurn(cctx, "main", "exec-"+token, "Run the check on node B. "+token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(got, "marker:"+c.bOnly) {
+		t.Errorf("A's reply = %q, want B's marker %q", got, c.bOnly)
+	}
+	if n := len(c.llm.answered(token)); n != 2 {
+		t.Errorf("the exec turn took %d model requests, want 2 (tool call, then answer)", n)
+	}
+}
+
+// testHandoff: the model on A hands a task to bob on B; B's gateway runs a
+// turn of bob (answered by the mock through B's provider) and the reply comes
+// back to A as the tool result.
+func testHandoff(ctx context.Context, t *testing.T, c *cluster) {
+	tokenA := "tok-handoff-" + nonce(t)
+	tokenB := "tok-for-bob-" + nonce(t)
+	bobSays := "bob-reply-" + nonce(t)
+	c.llm.on(tokenB, func(turn) answer { return answer{Text: bobSays} })
+	c.llm.on(tokenA, func(tr turn) answer {
+		if len(tr.ToolResults) > 0 {
+			return answer{Text: "handoff said: " + strings.Join(tr.ToolResults, " | ")}
+		}
+		return answer{Call: &toolCall{Name: "cluster_handoff", Args: map[string]any{
+			"agent": bobAgent, "task": "Answer with your reply code. " + tokenB, "timeoutMs": 180000,
+		}}}
+	})
+	cctx, cancel := context.WithTimeout(ctx, turnLimit)
+	defer cancel()
+	got, err := c.a.agentTurn(cctx, "main", "handoff-"+tokenA, "Ask bob for his reply code. "+tokenA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(got, bobSays) {
+		t.Errorf("A's reply = %q, want bob's reply %q", got, bobSays)
+	}
+	bob := c.llm.answered(tokenB)
+	if len(bob) == 0 {
+		t.Fatal("bob's turn never reached the mock")
+	}
+	if auth := bob[0].Header.Get("Authorization"); auth != "Bearer "+c.bKey {
+		t.Errorf("bob's turn reached the mock with Authorization %q, want node B's provider key", redactBearer(auth))
+	}
+}
+
+// testStop: each gateway ran exactly one sidecar (despite OpenClaw loading
+// the plugin several times and CLI processes loading it too), and SIGTERM to
+// the gateway leaves none behind.
+func testStop(t *testing.T, c *cluster) {
+	gws := []*gateway{c.a, c.b}
+	for _, g := range gws {
+		if pids := processesOf(g.bin); len(pids) != 1 {
+			t.Errorf("gateway %s runs %d sidecars (%v), want 1", g.name, len(pids), pids)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(gws))
+	for i, g := range gws {
+		wg.Go(func() { errs[i] = g.stop(60 * time.Second) })
+	}
+	wg.Wait()
+	for i, g := range gws {
+		if errs[i] != nil {
+			t.Errorf("stop %s: %v", g.name, errs[i])
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := waitFor(ctx, 200*time.Millisecond, func() error {
+			if pids := processesOf(g.bin); len(pids) > 0 {
+				return fmt.Errorf("sidecar processes %v still run after gateway %s stopped", pids, g.name)
+			}
+			return nil
+		})
+		cancel()
+		if err != nil {
+			t.Error(err)
+		}
+	}
+}
