@@ -118,3 +118,18 @@ func waitAll(t testing.TB, nodes []*Node, timeout time.Duration) {
 		waitPeers(t, n, timeout, ids...)
 	}
 }
+
+// waitPoll polls cond for state that Changed does not signal (which link
+// carries a peer, counters).
+func waitPoll(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		<-tick.C
+	}
+}

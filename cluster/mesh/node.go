@@ -406,24 +406,9 @@ func (n *Node) acceptHandshake(conn *websocket.Conn) (*link, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := parseAuth(f)
+	p, err := n.verifyAuth(f, nonce)
 	if err != nil {
 		return nil, err
-	}
-	if p.NodeID == n.id {
-		return nil, authFail(CloseWrongNode, "node %q dialed itself", n.id)
-	}
-	if p.Nonce == nonce || n.nonces.seen(p.Nonce) {
-		return nil, authFail(CloseReplayedNonce, "")
-	}
-	if !checkProof(n.cfg.Secret, roleDialer, nonce, p.NodeID, n.id, p.Proof) {
-		return nil, authFail(CloseBadProof, "")
-	}
-	if !n.nonces.add(p.Nonce) {
-		return nil, authFail(CloseReplayedNonce, "")
-	}
-	if err := checkCaps(&p.Caps); err != nil {
-		return nil, authFail(CloseProtocol, "capabilities of %q: %v", p.NodeID, err)
 	}
 	l := n.newLink(conn, p.NodeID, false, p.Incarnation, p.Caps)
 	n.mu.Lock()
@@ -448,6 +433,49 @@ func (n *Node) acceptHandshake(conn *websocket.Conn) (*link, error) {
 	}
 	_ = conn.SetReadDeadline(time.Time{})
 	return l, nil
+}
+
+// verifyAuth checks a dialer's auth frame against the challenge nonce this
+// node sent, and records the dialer's nonce so it cannot be used again.
+func (n *Node) verifyAuth(f *Frame, challenge string) (*authPayload, error) {
+	p, err := parseAuth(f)
+	if err != nil {
+		return nil, err
+	}
+	if p.NodeID == n.id {
+		return nil, authFail(CloseWrongNode, "node %q dialed itself", n.id)
+	}
+	if p.Nonce == challenge || n.nonces.seen(p.Nonce) {
+		return nil, authFail(CloseReplayedNonce, "")
+	}
+	if !checkProof(n.cfg.Secret, roleDialer, challenge, p.NodeID, n.id, p.Proof) {
+		return nil, authFail(CloseBadProof, "")
+	}
+	if err := checkCaps(&p.Caps); err != nil {
+		return nil, authFail(CloseProtocol, "capabilities of %q: %v", p.NodeID, err)
+	}
+	if !n.nonces.add(p.Nonce) {
+		return nil, authFail(CloseReplayedNonce, "")
+	}
+	return p, nil
+}
+
+// verifyAuthOK checks a listener's auth_ok against the nonce this node sent.
+func (n *Node) verifyAuthOK(f *Frame, peer, myNonce string) (*authOKPayload, error) {
+	ok, err := parseAuthOK(f)
+	if err != nil {
+		return nil, err
+	}
+	if ok.NodeID != peer {
+		return nil, authFail(CloseProtocol, "auth_ok from %q, challenge from %q", ok.NodeID, peer)
+	}
+	if !checkProof(n.cfg.Secret, roleListener, myNonce, peer, n.id, ok.Proof) {
+		return nil, authFail(CloseBadProof, "")
+	}
+	if err := checkCaps(&ok.Caps); err != nil {
+		return nil, authFail(CloseProtocol, "capabilities of %q: %v", peer, err)
+	}
+	return ok, nil
 }
 
 // dialOnce connects to p and runs the dialer side of the handshake. It
@@ -522,18 +550,9 @@ func (n *Node) dialHandshake(conn *websocket.Conn, pa PeerAddr) (string, *link, 
 	if err != nil {
 		return peer, nil, err
 	}
-	ok, err := parseAuthOK(f)
+	ok, err := n.verifyAuthOK(f, peer, myNonce)
 	if err != nil {
 		return peer, nil, err
-	}
-	if ok.NodeID != peer {
-		return peer, nil, authFail(CloseProtocol, "auth_ok from %q, challenge from %q", ok.NodeID, peer)
-	}
-	if !checkProof(n.cfg.Secret, roleListener, myNonce, peer, n.id, ok.Proof) {
-		return peer, nil, authFail(CloseBadProof, "")
-	}
-	if err := checkCaps(&ok.Caps); err != nil {
-		return peer, nil, authFail(CloseProtocol, "capabilities of %q: %v", peer, err)
 	}
 	l := n.newLink(conn, peer, true, ok.Incarnation, ok.Caps)
 	if err := n.register(l); err != nil {
@@ -653,14 +672,15 @@ func (n *Node) probeTimeout() time.Duration {
 //
 //   - Same incarnation, same direction: the peer redialed because it
 //     considers the old link dead; the new link replaces it (CloseReplaced).
-//   - Otherwise the old link is probed with a ping. If it does not answer,
-//     it is stale (the peer restarted, or the network dropped it silently)
-//     and the new link replaces it (CloseReplaced).
-//   - If it answers and the incarnations differ, a second live process
-//     claims the id: the newcomer is refused (CloseDuplicateNode).
-//   - If it answers and the incarnation is the same, both nodes dialed each
-//     other at once: the link dialed by the node with the smaller id is kept
-//     on both sides (CloseDuplicateLink for the other), so they settle on one.
+//   - Same incarnation, opposite directions: both nodes dialed each other.
+//     The link dialed by the node with the smaller id is kept on both sides
+//     (CloseDuplicateLink for the other), so they settle on one link
+//     whatever order the handshakes finish in.
+//   - Different incarnation: the old link is probed with a ping. If it does
+//     not answer, it is stale (the peer restarted, or the network dropped it
+//     silently) and the new link replaces it (CloseReplaced). If it answers,
+//     a second live process claims the id, and the newcomer is refused
+//     (CloseDuplicateNode).
 func (n *Node) register(l *link) error {
 	unlock := n.lockPeer(l.peer)
 	defer unlock()
@@ -683,13 +703,11 @@ func (n *Node) register(l *link) error {
 		switch {
 		case old.incarnation == l.incarnation && old.outbound == l.outbound:
 			replace = true
-		case !old.probe(n.probeTimeout()):
-			replace = true
-		case old.incarnation != l.incarnation:
-			n.log.Warn("mesh: refused a second live node claiming an existing id", "peer", l.peer)
-			return authFail(CloseDuplicateNode, "duplicate node id %q: a live node with this id is connected", l.peer)
-		default:
-			// Simultaneous dial: keep the link dialed by the smaller id.
+		case old.incarnation == l.incarnation:
+			// Simultaneous dial by the same process (the new handshake
+			// proves it is alive): keep the link dialed by the smaller id,
+			// without a probe, which could not be answered while the
+			// peer is registering its side of the other link.
 			dialerOfNew := l.peer
 			if l.outbound {
 				dialerOfNew = n.id
@@ -704,6 +722,11 @@ func (n *Node) register(l *link) error {
 			n.mu.Unlock()
 			old.close(CloseDuplicateLink, "")
 			continue
+		case !old.probe(n.probeTimeout()):
+			replace = true
+		default:
+			n.log.Warn("mesh: refused a second live node claiming an existing id", "peer", l.peer)
+			return authFail(CloseDuplicateNode, "duplicate node id %q: a live node with this id is connected", l.peer)
 		}
 		if replace {
 			n.mu.Lock()

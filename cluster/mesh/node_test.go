@@ -2,6 +2,10 @@ package mesh
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 )
@@ -67,4 +71,302 @@ func TestSelfCall(t *testing.T) {
 	if err != nil || string(got) != "a:me" {
 		t.Fatalf("got %q, %v", got, err)
 	}
+}
+
+func TestStar(t *testing.T) {
+	ns := startNodes(t, "hub", "s1", "s2", "s3", "s4")
+	for _, s := range ns[1:] {
+		dial(t, s, ns[0])
+	}
+	waitAll(t, ns, 5*time.Second)
+	for _, s := range ns[1:] {
+		for _, p := range s.Peers() {
+			want := StatusRelay
+			if p.NodeID == "hub" {
+				want = StatusConnected
+			}
+			if p.Status != want || (want == StatusRelay && p.Via != "hub") {
+				t.Fatalf("%s sees %+v", s.ID(), p)
+			}
+		}
+	}
+	ns[4].Handle("echo", echoHandler())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if got, err := ns[1].Call(ctx, "s4", "echo", []byte("x")); err != nil || string(got) != "s1:x" {
+		t.Fatalf("call s1->s4: %q %v", got, err)
+	}
+}
+
+func TestRing(t *testing.T) {
+	ids := []string{"r0", "r1", "r2", "r3", "r4", "r5"}
+	ns := startNodes(t, ids...)
+	for i := range ns {
+		dial(t, ns[i], ns[(i+1)%len(ns)])
+	}
+	waitAll(t, ns, 5*time.Second)
+	// r0 reaches r3 in three hops either way round.
+	p, _ := ns[0].Peer("r3")
+	if p.Hops != 3 || p.Status != StatusRelay {
+		t.Fatalf("r0 sees r3 as %+v", p)
+	}
+	for _, n := range ns {
+		n.Handle("echo", echoHandler())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, from := range ns {
+		for _, to := range ns {
+			got, err := from.Call(ctx, to.ID(), "echo", []byte("r"))
+			if err != nil || string(got) != from.ID()+":r" {
+				t.Fatalf("%s->%s: %q %v", from.ID(), to.ID(), got, err)
+			}
+		}
+	}
+	// Break one ring link: everyone stays reachable the other way round.
+	ns[1].Close()
+	waitAll(t, append(ns[:1:1], ns[2:]...), 5*time.Second)
+	p, _ = ns[0].Peer("r2")
+	if p.Hops != 4 || p.Via != "r5" {
+		t.Fatalf("after r1 left, r0 sees r2 as %+v", p)
+	}
+}
+
+func TestRandomSparse16(t *testing.T) {
+	const N = 16
+	rng := rand.New(rand.NewPCG(1, 2))
+	ids := make([]string, N)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("n%02d", i)
+	}
+	ns := startNodes(t, ids...)
+	// A random spanning tree plus a few extra edges.
+	for i := 1; i < N; i++ {
+		dial(t, ns[i], ns[rng.IntN(i)])
+	}
+	for k := 0; k < N/4; k++ {
+		i, j := rng.IntN(N), rng.IntN(N)
+		if i != j {
+			dial(t, ns[i], ns[j])
+		}
+	}
+	waitAll(t, ns, 10*time.Second)
+	for _, n := range ns {
+		n.Handle("echo", echoHandler())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for k := 0; k < 20; k++ {
+		a, b := ns[rng.IntN(N)], ns[rng.IntN(N)]
+		got, err := a.Call(ctx, b.ID(), "echo", []byte("q"))
+		if err != nil || string(got) != a.ID()+":q" {
+			t.Fatalf("%s->%s: %q %v", a.ID(), b.ID(), got, err)
+		}
+	}
+}
+
+func TestKilledNodeWithdrawnAndStreamsFail(t *testing.T) {
+	ns := startNodes(t, "a", "b", "c")
+	a, b, c := ns[0], ns[1], ns[2]
+	dial(t, a, b)
+	dial(t, c, b)
+	waitAll(t, ns, 5*time.Second)
+	started := make(chan struct{}, 1)
+	c.Handle("hang", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
+		started <- struct{}{}
+		<-ctx.Done()
+		return ctx.Err()
+	}))
+	s, err := a.Open(context.Background(), "c", "hang", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	<-started
+	c.Close()
+	_, err = s.Recv() // no ctx deadline: it must fail because c is gone
+	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), `"c"`) {
+		t.Fatalf("Recv after c closed: %v", err)
+	}
+	waitPeers(t, a, 5*time.Second, "b")
+	waitPeers(t, b, 5*time.Second, "a")
+	if _, err := a.Open(context.Background(), "c", "hang", nil); !errors.Is(err, ErrUnknownNode) {
+		t.Fatalf("Open to withdrawn node: %v", err)
+	}
+}
+
+func TestKilledRelayFailsStreams(t *testing.T) {
+	ns := startNodes(t, "a", "b", "c")
+	a, b, c := ns[0], ns[1], ns[2]
+	dial(t, a, b)
+	dial(t, c, b)
+	waitAll(t, ns, 5*time.Second)
+	started := make(chan struct{}, 1)
+	cancelled := make(chan struct{})
+	c.Handle("hang", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
+		started <- struct{}{}
+		<-ctx.Done()
+		close(cancelled)
+		return nil
+	}))
+	s, err := a.Open(context.Background(), "c", "hang", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	<-started
+	b.Close()
+	if _, err := s.Recv(); !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("Recv after relay closed: %v", err)
+	}
+	select { // the handler on c learns too: its caller is unreachable
+	case <-cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("handler on c was not cancelled after the relay died")
+	}
+}
+
+func TestSilentPeerDeclaredDead(t *testing.T) {
+	ns := startNodes(t, "a", "b")
+	a, b := ns[0], ns[1]
+	px := newTCPProxy(t, b.Addr().String())
+	if err := a.AddPeer(PeerAddr{URL: px.url(), NodeID: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	waitAll(t, ns, 5*time.Second)
+	px.freeze()
+	// Both sides find the silent link dead (DeadAfter 300ms in the local
+	// profile); the generous bound only keeps a broken build from hanging.
+	waitPeers(t, a, 5*time.Second)
+	waitPeers(t, b, 5*time.Second)
+	px.heal() // forwarding resumes for new connections; a's dialer reconnects
+	px.cut()
+	px.heal()
+	waitAll(t, ns, 5*time.Second)
+}
+
+func TestRestartUnderSameID(t *testing.T) {
+	a := startNode(t, testConfig("a"))
+	b1 := startNode(t, testConfig("b"))
+	dial(t, b1, a)
+	waitPeers(t, a, 5*time.Second, "b")
+	b1.Handle("who", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error { return w.Write([]byte("b1")) }))
+	b1.Close()
+	waitPeers(t, a, 5*time.Second)
+
+	b2 := startNode(t, testConfig("b"))
+	b2.Handle("who", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error { return w.Write([]byte("b2")) }))
+	dial(t, b2, a)
+	waitPeers(t, a, 5*time.Second, "b")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if got, err := a.Call(ctx, "b", "who", nil); err != nil || string(got) != "b2" {
+		t.Fatalf("call to restarted b: %q %v", got, err)
+	}
+}
+
+func TestRestartReplacesSilentOldLink(t *testing.T) {
+	// The old b vanished without closing its socket (frozen proxy): the new
+	// b's link must replace it without waiting for the dead-link timeout
+	// (the probe of the old link fails).
+	cfg := testConfig("a")
+	cfg.DeadAfter = 30 * time.Second // the old link would linger this long otherwise
+	a := startNode(t, cfg)
+	b1 := startNode(t, testConfig("b"))
+	px := newTCPProxy(t, a.Addr().String())
+	if err := b1.AddPeer(PeerAddr{URL: px.url()}); err != nil {
+		t.Fatal(err)
+	}
+	waitPeers(t, a, 5*time.Second, "b")
+	px.freeze()
+	b2 := startNode(t, testConfig("b"))
+	b2.Handle("who", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error { return w.Write([]byte("b2")) }))
+	dial(t, b2, a)
+	waitPoll(t, 5*time.Second, "b2 linked", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		got, err := a.Call(ctx, "b", "who", nil)
+		return err == nil && string(got) == "b2"
+	})
+	b1.Close()
+}
+
+func TestDuplicateLiveNodeRefused(t *testing.T) {
+	a := startNode(t, testConfig("a"))
+	b1 := startNode(t, testConfig("b"))
+	dial(t, b1, a)
+	waitPeers(t, a, 5*time.Second, "b")
+	b1.Handle("who", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error { return w.Write([]byte("b1")) }))
+
+	impostor, err := New(testConfig("b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer impostor.Close()
+	_, l, err := impostor.dialOnce(PeerAddr{URL: a.URL()})
+	var pc *peerClosedError
+	if l != nil || !errors.As(err, &pc) || pc.code != CloseDuplicateNode {
+		t.Fatalf("impostor dial: link=%v err=%v", l != nil, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if got, err := a.Call(ctx, "b", "who", nil); err != nil || string(got) != "b1" {
+		t.Fatalf("after impostor: %q %v", got, err)
+	}
+}
+
+func TestSimultaneousDialSettlesOnOneLink(t *testing.T) {
+	ns := startNodes(t, "a", "b")
+	a, b := ns[0], ns[1]
+	dial(t, a, b)
+	dial(t, b, a)
+	waitAll(t, ns, 5*time.Second)
+	// Whatever the interleaving, both sides end with the link a dialed.
+	waitPoll(t, 5*time.Second, "one link dialed by a", func() bool {
+		la, lb := a.linkTo("b"), b.linkTo("a")
+		return la != nil && lb != nil && la.outbound && !lb.outbound
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	b.Handle("echo", echoHandler())
+	if _, err := a.Call(ctx, "b", "echo", nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPartitionAndHeal(t *testing.T) {
+	ns := startNodes(t, "a", "b", "c", "d")
+	a, b, c, d := ns[0], ns[1], ns[2], ns[3]
+	dial(t, a, b)
+	dial(t, c, d)
+	px := newTCPProxy(t, c.Addr().String())
+	if err := b.AddPeer(PeerAddr{URL: px.url(), NodeID: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	waitAll(t, ns, 5*time.Second)
+	px.cut()
+	waitPeers(t, a, 5*time.Second, "b")
+	waitPeers(t, b, 5*time.Second, "a")
+	waitPeers(t, c, 5*time.Second, "d")
+	waitPeers(t, d, 5*time.Second, "c")
+	px.heal()
+	waitAll(t, ns, 5*time.Second)
+	d.Handle("echo", echoHandler())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if got, err := a.Call(ctx, "d", "echo", []byte("healed")); err != nil || string(got) != "a:healed" {
+		t.Fatalf("a->d after heal: %q %v", got, err)
+	}
+}
+
+func TestCapabilitiesGossiped(t *testing.T) {
+	ns := startNodes(t, "a", "b", "c")
+	dial(t, ns[0], ns[1])
+	dial(t, ns[2], ns[1])
+	waitAll(t, ns, 5*time.Second)
+	ns[2].SetCapabilities(Capabilities{Tags: []string{"gpu"}, Models: []ModelInfo{{ID: "m1", Provider: "p"}}, Agents: []AgentInfo{{ID: "coder", Description: "writes code"}}})
+	waitUntil(t, ns[0], 5*time.Second, "c's caps", func() bool {
+		p, ok := ns[0].Peer("c")
+		return ok && len(p.Tags) == 1 && p.Tags[0] == "gpu" && len(p.Models) == 1 && len(p.Agents) == 1 && p.Agents[0].Description == "writes code"
+	})
 }
