@@ -1,0 +1,495 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/clawmatrix/clawmatrix/cluster/mesh"
+	"github.com/clawmatrix/clawmatrix/schema"
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/shared"
+)
+
+// twoNodes is A (the front, no models) linked to B, which serves "m"
+// through the mock upstream.
+func twoNodes(t *testing.T) (a, b *mesh.Node, up *mockLLM, front *Server) {
+	up = newMockLLM(t, "up-b")
+	b = startNode(t, "b", []schema.Model{upstreamModel("m", up)})
+	a = startNode(t, "a", nil, b)
+	waitServes(t, a, "b", "m")
+	return a, b, up, startFront(t, a)
+}
+
+func TestProxyCompletions(t *testing.T) {
+	_, _, up, front := twoNodes(t)
+	c := newClient(front)
+	ctx := testCtx(t)
+
+	t.Run("plain", func(t *testing.T) {
+		var resp *http.Response
+		out, err := c.Chat.Completions.New(ctx, chatParams("m"), option.WithResponseInto(&resp), option.WithJSONSet("x_vendor", map[string]any{"keep": []int{1, 2}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.Choices[0].Message.Content != "reply from up-b" || out.Usage.TotalTokens != 10 || out.Model != "m" {
+			t.Fatalf("completion = %+v", out)
+		}
+		if servedBy(resp) != "b" || resp.Header.Get("X-Mock-Server") != "up-b" {
+			t.Fatalf("served by %q, upstream header %q", servedBy(resp), resp.Header.Get("X-Mock-Server"))
+		}
+		calls := up.Calls()
+		if last := calls[len(calls)-1]; !bytes.Contains(last.Body, []byte(`"x_vendor":{"keep":[1,2]}`)) {
+			t.Fatalf("unknown field not passed through: %s", last.Body)
+		}
+	})
+
+	t.Run("stream", func(t *testing.T) {
+		p := chatParams("m")
+		p.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
+		st := c.Chat.Completions.NewStreaming(ctx, p)
+		defer st.Close()
+		var acc openai.ChatCompletionAccumulator
+		chunks := 0
+		for st.Next() {
+			acc.AddChunk(st.Current())
+			chunks++
+		}
+		if err := st.Err(); err != nil {
+			t.Fatal(err)
+		}
+		// 3 pieces, the finish chunk and the usage chunk.
+		if chunks != 5 || acc.Choices[0].Message.Content != "reply from up-b" || acc.Usage.TotalTokens != 10 {
+			t.Fatalf("chunks %d, content %q, usage %+v", chunks, acc.Choices[0].Message.Content, acc.Usage)
+		}
+	})
+
+	tool := openai.ChatCompletionFunctionTool(shared.FunctionDefinitionParam{
+		Name:       "get_weather",
+		Parameters: shared.FunctionParameters{"type": "object", "properties": map[string]any{"city": map[string]any{"type": "string"}}},
+	})
+	t.Run("tool calls", func(t *testing.T) {
+		p := chatParams("m")
+		p.Tools = []openai.ChatCompletionToolUnionParam{tool}
+		out, err := c.Chat.Completions.New(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls := out.Choices[0].Message.ToolCalls
+		if out.Choices[0].FinishReason != "tool_calls" || len(calls) != 1 || calls[0].Function.Name != "get_weather" || calls[0].Function.Arguments != `{"city":"Paris"}` {
+			t.Fatalf("tool calls = %+v", out.Choices[0])
+		}
+		// The tool result goes back through the proxy unchanged.
+		p.Messages = append(p.Messages, out.Choices[0].Message.ToParam(), openai.ToolMessage("sunny", calls[0].ID))
+		out, err = c.Chat.Completions.New(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.Choices[0].Message.Content != "reply from up-b" {
+			t.Fatalf("after tool result: %+v", out.Choices[0])
+		}
+		var sent struct {
+			Messages []map[string]any `json:"messages"`
+			Tools    []map[string]any `json:"tools"`
+		}
+		all := up.Calls()
+		if err := json.Unmarshal(all[len(all)-1].Body, &sent); err != nil {
+			t.Fatal(err)
+		}
+		if len(sent.Messages) != 3 || sent.Messages[2]["role"] != "tool" || sent.Messages[2]["tool_call_id"] != "call_1" || len(sent.Tools) != 1 {
+			t.Fatalf("upstream saw %s", all[len(all)-1].Body)
+		}
+	})
+
+	t.Run("streamed tool calls", func(t *testing.T) {
+		p := chatParams("m")
+		p.Tools = []openai.ChatCompletionToolUnionParam{tool}
+		st := c.Chat.Completions.NewStreaming(ctx, p)
+		defer st.Close()
+		var acc openai.ChatCompletionAccumulator
+		for st.Next() {
+			acc.AddChunk(st.Current())
+		}
+		if err := st.Err(); err != nil {
+			t.Fatal(err)
+		}
+		calls := acc.Choices[0].Message.ToolCalls
+		if len(calls) != 1 || calls[0].Function.Name != "get_weather" || calls[0].Function.Arguments != `{"city":"Paris"}` {
+			t.Fatalf("accumulated tool calls = %+v", calls)
+		}
+	})
+
+	t.Run("upstream error passed through", func(t *testing.T) {
+		up.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusTooManyRequests)
+			io.WriteString(w, `{"error":{"message":"slow down","type":"rate_limit_error","param":null,"code":"rate_limited"}}`)
+			return true
+		})
+		defer up.setBefore(nil)
+		_, err := c.Chat.Completions.New(ctx, chatParams("m"))
+		wantAPIError(t, err, http.StatusTooManyRequests, "rate_limited", "slow down")
+	})
+}
+
+func TestProxyRelayAndLocal(t *testing.T) {
+	// a - b - c in a line: a reaches c only through b. a serves "local"
+	// itself, c serves "far".
+	upA, upC := newMockLLM(t, "up-a"), newMockLLM(t, "up-c")
+	b := startNode(t, "b", nil)
+	a := startNode(t, "a", []schema.Model{upstreamModel("local", upA)}, b)
+	c := startNode(t, "c", []schema.Model{upstreamModel("far", upC)}, b)
+	waitServes(t, a, "c", "far")
+	if p, _ := a.Peer("c"); p.Status != mesh.StatusRelay {
+		t.Fatalf("a reaches c as %q, want relay", p.Status)
+	}
+	_ = c
+	front := startFront(t, a)
+	cl := newClient(front)
+	ctx := testCtx(t)
+
+	for _, tt := range []struct{ model, node, text string }{{"far", "c", "reply from up-c"}, {"local", "a", "reply from up-a"}} {
+		var resp *http.Response
+		out, err := cl.Chat.Completions.New(ctx, chatParams(tt.model), option.WithResponseInto(&resp))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.Choices[0].Message.Content != tt.text || servedBy(resp) != tt.node {
+			t.Fatalf("%s: %q from %q", tt.model, out.Choices[0].Message.Content, servedBy(resp))
+		}
+		text, _, err := streamText(ctx, cl, chatParams(tt.model))
+		if err != nil || text != tt.text {
+			t.Fatalf("%s stream: %q, %v", tt.model, text, err)
+		}
+	}
+
+	page, err := cl.Models.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, m := range page.Data {
+		ids = append(ids, m.ID+"@"+m.OwnedBy)
+	}
+	if strings.Join(ids, ",") != "far@c,local@a" {
+		t.Fatalf("models = %v", ids)
+	}
+	if m, err := cl.Models.Get(ctx, "far"); err != nil || m.ID != "far" {
+		t.Fatalf("get far: %+v %v", m, err)
+	}
+	_, err = cl.Models.Get(ctx, "nope")
+	wantAPIError(t, err, http.StatusNotFound, codeModelNotFound, `"nope"`)
+}
+
+func TestProxyPinnedRouting(t *testing.T) {
+	upB, upC := newMockLLM(t, "up-b"), newMockLLM(t, "up-c")
+	b := startNode(t, "b", []schema.Model{upstreamModel("m", upB)})
+	c := startNode(t, "c", []schema.Model{upstreamModel("m", upC)}, b)
+	a := startNode(t, "a", nil, b, c)
+	waitServes(t, a, "b", "m")
+	waitServes(t, a, "c", "m")
+	front := startFront(t, a,
+		schema.ProxyModel{ID: "m", NodeID: "c"},
+		schema.ProxyModel{ID: "ghost-model", NodeID: "ghost"},
+		schema.ProxyModel{ID: "wanted"})
+	cl := newClient(front)
+	ctx := testCtx(t)
+	for i := 0; i < 5; i++ {
+		var resp *http.Response
+		if _, err := cl.Chat.Completions.New(ctx, chatParams("m"), option.WithResponseInto(&resp)); err != nil {
+			t.Fatal(err)
+		}
+		if servedBy(resp) != "c" {
+			t.Fatalf("request %d served by %q, want the pinned c", i, servedBy(resp))
+		}
+	}
+	if len(upB.Calls()) != 0 || len(upC.Calls()) != 5 {
+		t.Fatalf("b got %d, c got %d", len(upB.Calls()), len(upC.Calls()))
+	}
+	_, err := cl.Chat.Completions.New(ctx, chatParams("ghost-model"))
+	wantAPIError(t, err, http.StatusServiceUnavailable, codeModelUnavailable, `pinned to node "ghost"`)
+	_, err = cl.Chat.Completions.New(ctx, chatParams("wanted"))
+	wantAPIError(t, err, http.StatusServiceUnavailable, codeModelUnavailable, `no reachable node serves model "wanted"`)
+}
+
+// holdUntil makes every upstream hold its response until n requests have
+// arrived across all of them (or the test's time runs out).
+type gate struct {
+	n       int32
+	arrived atomic.Int32
+	open    chan struct{}
+	once    sync.Once
+}
+
+func newGate(n int32) *gate { return &gate{n: n, open: make(chan struct{})} }
+
+func (g *gate) hold(w http.ResponseWriter, r *http.Request) bool {
+	if g.arrived.Add(1) >= g.n {
+		g.once.Do(func() { close(g.open) })
+	}
+	select {
+	case <-g.open:
+	case <-r.Context().Done():
+		return true
+	case <-time.After(10 * time.Second):
+	}
+	return false
+}
+
+func TestProxyLoadSpread(t *testing.T) {
+	upB, upC := newMockLLM(t, "up-b"), newMockLLM(t, "up-c")
+	b := startNode(t, "b", []schema.Model{upstreamModel("m", upB)})
+	c := startNode(t, "c", []schema.Model{upstreamModel("m", upC)}, b)
+	a := startNode(t, "a", nil, b, c)
+	waitServes(t, a, "b", "m")
+	waitServes(t, a, "c", "m")
+	front := startFront(t, a)
+	cl := newClient(front)
+	ctx := testCtx(t)
+
+	const n = 6
+	g := newGate(n)
+	upB.setBefore(g.hold)
+	upC.setBefore(g.hold)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := cl.Chat.Completions.New(ctx, chatParams("m"))
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each request found the other node less loaded, so they alternate.
+	if len(upB.Calls()) != n/2 || len(upC.Calls()) != n/2 {
+		t.Fatalf("b got %d, c got %d; want %d each", len(upB.Calls()), len(upC.Calls()), n/2)
+	}
+}
+
+func TestProxyFailover(t *testing.T) {
+	upB, upC := newMockLLM(t, "up-b"), newMockLLM(t, "up-c")
+	b := startNode(t, "b", []schema.Model{upstreamModel("m", upB)})
+	c := startNode(t, "c", []schema.Model{upstreamModel("m", upC)}, b)
+	a := startNode(t, "a", nil, b, c)
+	waitServes(t, a, "b", "m")
+	waitServes(t, a, "c", "m")
+	front := startFront(t, a)
+	cl := newClient(front)
+	ctx := testCtx(t)
+
+	// The first request holds on whichever node gets it; that node is then
+	// closed before sending a byte, and the request must finish on the other.
+	var first atomic.Bool
+	held := make(chan string, 1)
+	hold := func(name string) func(w http.ResponseWriter, r *http.Request) bool {
+		return func(w http.ResponseWriter, r *http.Request) bool {
+			if first.CompareAndSwap(false, true) {
+				held <- name
+				<-r.Context().Done()
+				return true
+			}
+			return false
+		}
+	}
+	upB.setBefore(hold("b"))
+	upC.setBefore(hold("c"))
+	nodes := map[string]*mesh.Node{"b": b, "c": c}
+	ups := map[string]*mockLLM{"b": upB, "c": upC}
+	go func() {
+		select {
+		case name := <-held:
+			nodes[name].Close()
+		case <-ctx.Done():
+		}
+	}()
+	var resp *http.Response
+	out, err := cl.Chat.Completions.New(ctx, chatParams("m"), option.WithResponseInto(&resp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	survivor := servedBy(resp)
+	dead := map[string]string{"b": "c", "c": "b"}[survivor]
+	if survivor == "" || out.Choices[0].Message.Content != "reply from up-"+survivor {
+		t.Fatalf("served by %q: %+v", survivor, out.Choices[0].Message)
+	}
+	if len(ups[dead].Calls()) != 1 || len(ups[survivor].Calls()) != 1 {
+		t.Fatalf("dead %s saw %d calls, survivor %s saw %d", dead, len(ups[dead].Calls()), survivor, len(ups[survivor].Calls()))
+	}
+	select {
+	case <-ups[dead].cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the closed node's upstream request was not cancelled")
+	}
+	// Once a is told the node is gone, requests keep going to the survivor.
+	waitGone(t, a, dead)
+	text, _, err := streamText(ctx, cl, chatParams("m"))
+	if err != nil || text != "reply from up-"+survivor {
+		t.Fatalf("after failover: %q %v", text, err)
+	}
+}
+
+func TestProxyFailoverUpstreamDown(t *testing.T) {
+	upC := newMockLLM(t, "up-c")
+	b := startNode(t, "b", []schema.Model{model("m", "local", &schema.Upstream{BaseURL: "http://127.0.0.1:1/v1"})})
+	c := startNode(t, "c", []schema.Model{upstreamModel("m", upC)}, b)
+	a := startNode(t, "a", nil, b, c)
+	waitServes(t, a, "b", "m")
+	waitServes(t, a, "c", "m")
+	cl := newClient(startFront(t, a))
+	ctx := testCtx(t)
+	for i := 0; i < 4; i++ {
+		var resp *http.Response
+		out, err := cl.Chat.Completions.New(ctx, chatParams("m"), option.WithResponseInto(&resp))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if servedBy(resp) != "c" || out.Choices[0].Message.Content != "reply from up-c" {
+			t.Fatalf("request %d: %q from %q", i, out.Choices[0].Message.Content, servedBy(resp))
+		}
+	}
+	// With c gone too, the 503 names the model and both nodes' failures.
+	c.Close()
+	waitGone(t, a, "c")
+	_, err := cl.Chat.Completions.New(ctx, chatParams("m"))
+	ae := wantAPIError(t, err, http.StatusServiceUnavailable, codeModelUnavailable, `no node could serve model "m"; tried b`)
+	if !strings.Contains(ae.Message, "connection refused") {
+		t.Fatalf("503 does not say why b failed: %s", ae.Message)
+	}
+}
+
+func TestProxyNodeDiesMidResponse(t *testing.T) {
+	a, b, up, front := twoNodes(t)
+	cl := newClient(front)
+	ctx := testCtx(t)
+	died := make(chan struct{})
+	var closeOnce sync.Once
+	kill := func() { closeOnce.Do(func() { b.Close(); close(died) }) }
+
+	t.Run("stream", func(t *testing.T) {
+		up.setPieces([]string{"one ", "two ", "three"})
+		up.setBetween(func(r *http.Request, i int) {
+			if i == 1 {
+				<-r.Context().Done() // hold after two pieces
+			}
+		})
+		st := cl.Chat.Completions.NewStreaming(ctx, chatParams("m"))
+		defer st.Close()
+		text := ""
+		for st.Next() {
+			text += st.Current().Choices[0].Delta.Content
+			if text == "one two " {
+				go kill()
+			}
+		}
+		err := st.Err()
+		if err == nil || !strings.Contains(err.Error(), `broke off the response`) || !strings.Contains(err.Error(), "unreachable") {
+			t.Fatalf("stream ended with %v after %q; want an error event", err, text)
+		}
+		if text != "one two " {
+			t.Fatalf("text %q", text)
+		}
+		select {
+		case <-up.cancelled:
+		case <-time.After(5 * time.Second):
+			t.Fatal("upstream request was not cancelled when its node closed")
+		}
+	})
+
+	t.Run("plain", func(t *testing.T) {
+		// A second serving node that sends half a body, then dies.
+		up2 := newMockLLM(t, "up-d")
+		arrived := make(chan struct{}, 1)
+		up2.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"id":"chatcmpl-1","object":"chat.completion","choices":[`)
+			w.(http.Flusher).Flush()
+			arrived <- struct{}{}
+			<-r.Context().Done()
+			return true
+		})
+		d := startNode(t, "d", []schema.Model{upstreamModel("m2", up2)}, a)
+		waitServes(t, a, "d", "m2")
+		go func() {
+			select {
+			case <-arrived:
+				time.Sleep(20 * time.Millisecond) // let the head and the half body reach a
+				d.Close()
+			case <-ctx.Done():
+			}
+		}()
+		_, err := cl.Chat.Completions.New(ctx, chatParams("m2"))
+		wantAPIError(t, err, http.StatusBadGateway, codeUpstream, `node "d" broke off the response`)
+	})
+	<-died
+}
+
+func TestProxyCancelReachesUpstream(t *testing.T) {
+	_, _, up, front := twoNodes(t)
+	cl := newClient(front)
+
+	t.Run("stream", func(t *testing.T) {
+		up.setBetween(func(r *http.Request, i int) {
+			if i == 0 {
+				<-r.Context().Done()
+			}
+		})
+		ctx, cancel := context.WithCancel(testCtx(t))
+		st := cl.Chat.Completions.NewStreaming(ctx, chatParams("m"))
+		if !st.Next() {
+			t.Fatalf("no first chunk: %v", st.Err())
+		}
+		cancel()
+		for st.Next() {
+		}
+		st.Close()
+		select {
+		case <-up.cancelled:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the client's cancel did not reach the upstream")
+		}
+	})
+
+	t.Run("plain", func(t *testing.T) {
+		up.setBetween(nil)
+		up.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+			<-r.Context().Done()
+			return true
+		})
+		ctx, cancel := context.WithCancel(testCtx(t))
+		done := make(chan error, 1)
+		go func() {
+			_, err := cl.Chat.Completions.New(ctx, chatParams("m"))
+			done <- err
+		}()
+		for call := range up.arrived {
+			if !bytes.Contains(call.Body, []byte(`"stream"`)) {
+				break // skip the stream subtest's call
+			}
+		}
+		cancel()
+		if err := <-done; err == nil {
+			t.Fatal("cancelled request succeeded")
+		}
+		select {
+		case <-up.cancelled:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the client's cancel did not reach the upstream")
+		}
+	})
+}
