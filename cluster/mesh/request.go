@@ -19,11 +19,14 @@ import (
 // Every chunk carries a per-direction sequence number: a gap means frames
 // were lost with a link, and fails the stream instead of corrupting it.
 //
-// Flow control: the caller announces a window W (messages) in the request;
-// the handler's Write blocks while W messages are unconsumed, and the
-// caller's Recv returns credit with cumulative "ack" frames every W/2
-// messages. So a slow reader holds at most W messages in memory, and a slow
-// relay link holds what its queue bound allows.
+// Flow control is per stream and direction, in frames: a sender may have W
+// (RequestWindow) frames unacknowledged. The receiver credits a chunk that
+// continues a message as soon as it is reassembled, and a message's last
+// chunk when Recv returns the message, with cumulative "ack" frames every
+// W/2 frames. So a slow reader makes the handler's Write block with at most
+// W complete messages buffered, a big message streams through at W chunks
+// per round trip, and no stream can put more than W frames on any relay
+// link's queue.
 //
 // Cancellation: Stream.Close or the caller's ctx sends "cancel"; the target
 // cancels the handler's context. A side that receives frames for a stream it
@@ -37,7 +40,8 @@ type streamMsg struct {
 	W    int          `json:"w,omitempty"`    // window (first request chunk)
 	D    []byte       `json:"d,omitempty"`    // message bytes (base64 in JSON)
 	More bool         `json:"more,omitempty"` // the message continues in the next chunk
-	N    uint64       `json:"n,omitempty"`    // ack: messages consumed so far
+	N    uint64       `json:"n,omitempty"`    // ack: frames consumed so far
+	R    bool         `json:"r,omitempty"`    // ack: for request frames (target -> caller)
 	E    *RemoteError `json:"e,omitempty"`    // end: the handler's error
 }
 
@@ -63,8 +67,11 @@ type Stream struct {
 	finished bool  // no more frames will be accepted
 	err      error // returned once msgs are drained
 	closed   bool
-	consumed uint64
-	acked    uint64
+	consumed uint64 // response frames credited
+	acked    uint64 // consumed as of the last ack sent
+	reqSent  uint64 // request frames sent
+	reqAcked uint64 // request frames the target credited
+	credit   chan struct{}
 	inLink   *link // link responses arrive on
 	outLink  *link // link requests and acks leave on
 	notify   chan struct{}
@@ -117,6 +124,7 @@ func (n *Node) Open(ctx context.Context, to, method string, payload []byte) (*St
 		to:     to,
 		window: n.cfg.RequestWindow,
 		notify: make(chan struct{}, 1),
+		credit: make(chan struct{}, 1),
 	}
 	s.lane = "c" + strconv.FormatUint(s.id, 36)
 	n.smu.Lock()
@@ -134,6 +142,12 @@ func (n *Node) Open(ctx context.Context, to, method string, payload []byte) (*St
 		if q == 0 {
 			m.M, m.W = method, s.window
 		}
+		if err := s.waitReqCredit(ctx); err != nil {
+			s.finish(err)
+			n.removeClient(s)
+			s.sendCancel()
+			return nil, err
+		}
 		l, err := n.sendRouted(ctx, to, typeReq, s.lane, m)
 		if err != nil {
 			s.finish(err)
@@ -143,7 +157,10 @@ func (n *Node) Open(ctx context.Context, to, method string, payload []byte) (*St
 			}
 			return nil, err
 		}
-		s.setOutLink(l)
+		s.mu.Lock()
+		s.outLink = l
+		s.reqSent++
+		s.mu.Unlock()
 		off = end
 		if off >= len(payload) {
 			break
@@ -201,16 +218,9 @@ func (s *Stream) Recv() ([]byte, error) {
 			m := s.msgs[0]
 			s.msgs[0] = nil
 			s.msgs = s.msgs[1:]
-			s.consumed++
-			var ack uint64
-			if !s.finished && s.consumed-s.acked >= uint64(max(1, s.window/2)) {
-				s.acked = s.consumed
-				ack = s.consumed
-			}
+			ack := s.creditLocked(1)
 			s.mu.Unlock()
-			if ack > 0 {
-				_, _ = s.n.sendRouted(nil, s.to, typeAck, "", &streamMsg{S: s.id, N: ack})
-			}
+			s.sendAck(ack)
 			return m, nil
 		}
 		if s.finished {
@@ -252,8 +262,9 @@ func (s *Stream) finish(err error) bool {
 	s.finished = true
 	s.err = err
 	s.partial = nil
-	select {
-	case s.notify <- struct{}{}:
+	s.signal()
+	select { // wake a sender waiting for request credit
+	case s.credit <- struct{}{}:
 	default:
 	}
 	return true
@@ -269,10 +280,50 @@ func (s *Stream) stopWatch() {
 	}
 }
 
-func (s *Stream) setOutLink(l *link) {
-	s.mu.Lock()
-	s.outLink = l
-	s.mu.Unlock()
+// waitReqCredit waits until the target has credited enough request frames
+// to send one more.
+func (s *Stream) waitReqCredit(ctx context.Context) error {
+	for {
+		s.mu.Lock()
+		ok := s.reqSent-s.reqAcked < uint64(s.window)
+		err := s.err
+		s.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-s.credit:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+}
+
+func (s *Stream) signal() {
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+}
+
+// creditLocked counts k response frames as consumed and returns the
+// cumulative count to acknowledge, or 0 when no ack is due yet.
+func (s *Stream) creditLocked(k uint64) uint64 {
+	s.consumed += k
+	if s.finished || s.consumed-s.acked < uint64(max(1, s.window/2)) {
+		return 0
+	}
+	s.acked = s.consumed
+	return s.consumed
+}
+
+func (s *Stream) sendAck(n uint64) {
+	if n > 0 {
+		_, _ = s.n.sendRouted(nil, s.to, typeAck, "", &streamMsg{S: s.id, N: n})
+	}
 }
 
 func (s *Stream) sendCancel() {
@@ -307,8 +358,9 @@ type serverStream struct {
 	req     []byte
 	reqQ    uint64
 	started bool
-	sent    uint64
-	acked   uint64
+	sent    uint64 // response frames sent
+	acked   uint64 // response frames the caller credited
+	reqAck  uint64 // request frames credited to the caller so far
 	outQ    uint64
 	inLink  *link
 	outLink *link
@@ -330,6 +382,23 @@ func (n *Node) deliver(l *link, f *Frame) {
 	case typeReq:
 		n.onReq(l, f.From, &m)
 	case typeAck:
+		if m.R {
+			n.smu.Lock()
+			s := n.clients[m.S]
+			n.smu.Unlock()
+			if s != nil && s.to == f.From {
+				s.mu.Lock()
+				if m.N > s.reqAcked {
+					s.reqAcked = m.N
+				}
+				s.mu.Unlock()
+				select {
+				case s.credit <- struct{}{}:
+				default:
+				}
+			}
+			return
+		}
 		if ss := n.server(f.From, m.S); ss != nil {
 			ss.mu.Lock()
 			if m.N > ss.acked {
@@ -434,7 +503,16 @@ func (n *Node) onReq(l *link, from string, m *streamMsg) {
 	}
 	ss.req = append(ss.req, m.D...)
 	if m.More {
+		// Credit request chunks as they are reassembled.
+		var ack uint64
+		if ss.reqQ-ss.reqAck >= ss.window/2 || ss.window < 2 {
+			ss.reqAck = ss.reqQ
+			ack = ss.reqQ
+		}
 		ss.mu.Unlock()
+		if ack > 0 {
+			_, _ = n.sendRouted(nil, from, typeAck, "", &streamMsg{S: m.S, N: ack, R: true})
+		}
 		return
 	}
 	ss.started = true
@@ -510,8 +588,8 @@ func (n *Node) sendEnd(to string, sid, q uint64, e *RemoteError) {
 }
 
 // Write sends one message to the caller. It blocks while the caller has
-// RequestWindow messages unconsumed, and fails once the request is
-// cancelled or the caller is unreachable.
+// RequestWindow frames unacknowledged (a slow reader), and fails once the
+// request is cancelled or the caller is unreachable.
 func (ss *serverStream) Write(msg []byte) error {
 	ss.writeMu.Lock()
 	defer ss.writeMu.Unlock()
@@ -519,27 +597,16 @@ func (ss *serverStream) Write(msg []byte) error {
 	if len(msg) > n.cfg.MaxMessageBytes {
 		return fmt.Errorf("mesh: message of %d bytes exceeds MaxMessageBytes %d", len(msg), n.cfg.MaxMessageBytes)
 	}
-	for {
-		if err := ss.ctx.Err(); err != nil {
-			return fmt.Errorf("mesh: write to %q: %w", ss.key.from, context.Cause(ss.ctx))
-		}
-		ss.mu.Lock()
-		ok := ss.sent-ss.acked < ss.window
-		ss.mu.Unlock()
-		if ok {
-			break
-		}
-		select {
-		case <-ss.credit:
-		case <-ss.ctx.Done():
-		}
-	}
 	chunk := n.cfg.ChunkBytes
 	for off := 0; ; {
+		if err := ss.waitCredit(); err != nil {
+			return err
+		}
 		end := min(off+chunk, len(msg))
 		ss.mu.Lock()
 		q := ss.outQ
 		ss.outQ++
+		ss.sent++
 		ss.mu.Unlock()
 		l, err := n.sendRouted(ss.ctx, ss.key.from, typeRes, ss.lane, &streamMsg{S: ss.key.s, Q: q, D: msg[off:end], More: end < len(msg)})
 		if err != nil {
@@ -551,13 +618,29 @@ func (ss *serverStream) Write(msg []byte) error {
 		ss.mu.Unlock()
 		off = end
 		if off >= len(msg) {
-			break
+			return nil
 		}
 	}
-	ss.mu.Lock()
-	ss.sent++
-	ss.mu.Unlock()
-	return nil
+}
+
+// waitCredit waits until the caller has credited enough frames to send one
+// more.
+func (ss *serverStream) waitCredit() error {
+	for {
+		if ss.ctx.Err() != nil {
+			return fmt.Errorf("mesh: write to %q: %w", ss.key.from, context.Cause(ss.ctx))
+		}
+		ss.mu.Lock()
+		ok := ss.sent-ss.acked < ss.window
+		ss.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ss.credit:
+		case <-ss.ctx.Done():
+		}
+	}
 }
 
 // onRes handles a response chunk or the end of a stream this node opened.
@@ -579,6 +662,7 @@ func (n *Node) onRes(l *link, f *Frame, m *streamMsg) {
 	}
 	s.inLink = l
 	var fail error
+	var ack uint64
 	switch {
 	case m.Q != s.nextQ:
 		fail = unreachable(s.to, "response frames lost in transit")
@@ -595,7 +679,9 @@ func (n *Node) onRes(l *link, f *Frame, m *streamMsg) {
 		fail = fmt.Errorf("mesh: response message from %q exceeds MaxMessageBytes %d", s.to, n.cfg.MaxMessageBytes)
 	default:
 		s.partial = append(s.partial, m.D...)
-		if !m.More {
+		if m.More {
+			ack = s.creditLocked(1)
+		} else {
 			msg := s.partial
 			if msg == nil {
 				msg = []byte{}
@@ -610,6 +696,7 @@ func (n *Node) onRes(l *link, f *Frame, m *streamMsg) {
 	s.nextQ++
 	done := s.finished
 	s.mu.Unlock()
+	s.sendAck(ack)
 	if fail != nil {
 		if s.finish(fail) {
 			s.sendCancel()
