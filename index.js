@@ -73,7 +73,7 @@ function isExecutable(file) {
 }
 
 function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref?.());
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function resolveStateDir(api, ctx) {
@@ -417,13 +417,7 @@ class Supervisor {
 
   async #start() {
     const { api } = this.host;
-    let bin;
-    try {
-      bin = resolveBinary(api);
-    } catch (err) {
-      this.#log("error", errorText(err));
-      throw err;
-    }
+    const bin = resolveBinary(api); // callers log a failure where it matters to them
     const params = this.#initParams();
     const logFile = this.#openLog(params.stateDir);
     const child = spawn(bin, ["serve"], {
@@ -540,7 +534,7 @@ class Supervisor {
       await this.#terminate(child);
     }
     process.removeListener("exit", this.onProcessExit);
-    this.#log("info", "sidecar stopped");
+    if (child) this.#log("info", "sidecar stopped");
   }
 }
 
@@ -595,6 +589,7 @@ function registerTools(api) {
           if (r?.isError) details.isError = true;
           return { content: Array.isArray(r?.content) ? r.content : [], details };
         } catch (err) {
+          api.logger.error(`clawmatrix: ${t.name}: ${errorText(err)}`);
           const text = `${t.name} failed: clawmatrix is unavailable on this node (${errorText(err)}). ` +
             `Tell the user; the gateway log has details.`;
           return { content: [{ type: "text", text }], details: { isError: true } };

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -51,6 +52,7 @@ func nonce(t *testing.T) string {
 // cluster is the two-gateway setup shared by the subtests.
 type cluster struct {
 	a, b, bad *gateway
+	insp      *gateway // A's config in a state dir of its own
 	llm       *scriptLLM
 	bKey      string // node B's OpenClaw provider key for the mock
 	bOnly     string // a value only node B's processes have in their environment
@@ -116,17 +118,25 @@ func TestTwoGatewayCluster(t *testing.T) {
 	meshPort := freePort(t, 1)
 
 	// Node A: listens for peers, uses B's model through clawmatrix, serves nothing.
+	aPort, aToken, aProxyPort := freePort(t, 12), "token-a-"+nonce(t), freePort(t, 1)
+	aConfig := func(dir string) map[string]any {
+		cfg := gatewayConfig(aPort, aToken, pluginDir, filepath.Join(dir, "ws"), map[string]any{
+			"nodeId": nodeA, "secret": secret,
+			"listen": true, "listenHost": "127.0.0.1", "listenPort": meshPort,
+			"proxyPort":   aProxyPort,
+			"agents":      []any{map[string]any{"id": "main", "description": "Coordinator on node A", "tags": []string{"coordinator"}}},
+			"proxyModels": []any{map[string]any{"id": modelID, "nodeId": nodeB, "description": "the mock model node B serves"}},
+			"tags":        []string{"e2e-a"},
+		})
+		cfg["agents"].(map[string]any)["defaults"].(map[string]any)["model"] = map[string]any{"primary": "clawmatrix/" + modelID}
+		return cfg
+	}
 	aDir := filepath.Join(work, "a")
-	aConfig := gatewayConfig(freePort(t, 12), "token-a-"+nonce(t), pluginDir, filepath.Join(aDir, "ws"), map[string]any{
-		"nodeId": nodeA, "secret": secret,
-		"listen": true, "listenHost": "127.0.0.1", "listenPort": meshPort,
-		"proxyPort":   freePort(t, 1),
-		"agents":      []any{map[string]any{"id": "main", "description": "Coordinator on node A", "tags": []string{"coordinator"}}},
-		"proxyModels": []any{map[string]any{"id": modelID, "nodeId": nodeB, "description": "the mock model node B serves"}},
-		"tags":        []string{"e2e-a"},
-	})
-	aConfig["agents"].(map[string]any)["defaults"].(map[string]any)["model"] = map[string]any{"primary": "clawmatrix/" + modelID}
-	c.a = newGateway(t, "A", aDir, ocBin, aConfig["gateway"].(map[string]any)["port"].(int), aConfig)
+	c.a = newGateway(t, "A", aDir, ocBin, aPort, aConfig(aDir))
+	// The same config in its own state dir for `plugins inspect`, which would
+	// otherwise hold A's database while A starts ("database is locked").
+	inspDir := filepath.Join(work, "inspect")
+	c.insp = newGateway(t, "inspect", inspDir, ocBin, aPort, aConfig(inspDir))
 
 	// Node B: dials A, serves the model through its OpenClaw provider for the
 	// mock, offers agent bob and runs remote tools.
@@ -156,7 +166,7 @@ func TestTwoGatewayCluster(t *testing.T) {
 	})
 	c.bad = newGateway(t, "bad", badDir, ocBin, badConfig["gateway"].(map[string]any)["port"].(int), badConfig)
 
-	gateways := []*gateway{c.a, c.b, c.bad}
+	gateways := []*gateway{c.a, c.b, c.bad, c.insp}
 	for _, g := range gateways {
 		copyExecutable(t, sidecar, g.bin)
 	}
@@ -193,7 +203,7 @@ func TestTwoGatewayCluster(t *testing.T) {
 		}
 		t.Run("plugins inspect", func(t *testing.T) {
 			t.Parallel()
-			testInspect(ctx, t, c.a)
+			testInspect(ctx, t, c.insp)
 		})
 		t.Run("invalid config refused", func(t *testing.T) {
 			t.Parallel()
@@ -211,6 +221,7 @@ func TestTwoGatewayCluster(t *testing.T) {
 	t.Run("remote model and prompt context", func(t *testing.T) { testRemoteModel(ctx, t, c) })
 	t.Run("cluster_exec on B", func(t *testing.T) { testExec(ctx, t, c) })
 	t.Run("cluster_handoff to B's agent", func(t *testing.T) { testHandoff(ctx, t, c) })
+	t.Run("sidecar restarts after a crash", func(t *testing.T) { testRestart(ctx, t, c) })
 	t.Run("stop leaves no sidecar", func(t *testing.T) { testStop(t, c) })
 }
 
@@ -444,6 +455,40 @@ func testHandoff(ctx context.Context, t *testing.T, c *cluster) {
 	}
 	if auth := bob[0].Header.Get("Authorization"); auth != "Bearer "+c.bKey {
 		t.Errorf("bob's turn reached the mock with Authorization %q, want node B's provider key", redactBearer(auth))
+	}
+}
+
+// testRestart: when A's sidecar dies, the adapter starts a new one and A
+// rejoins the cluster without a gateway restart.
+func testRestart(ctx context.Context, t *testing.T, c *cluster) {
+	old := processesOf(c.a.bin)
+	if len(old) != 1 {
+		t.Fatalf("gateway A runs %d sidecars (%v), want 1", len(old), old)
+	}
+	if err := syscall.Kill(old[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	err := waitFor(cctx, 500*time.Millisecond, func() error {
+		now := processesOf(c.a.bin)
+		if len(now) != 1 || now[0] == old[0] {
+			return fmt.Errorf("sidecars of A: %v (killed %d)", now, old[0])
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("no new sidecar after the crash: %v", err)
+	}
+	err = waitFor(cctx, time.Second, func() error {
+		text, err := c.a.invokeTool(cctx, "cluster_peers", map[string]any{})
+		if err == nil && !strings.Contains(text, nodeB) {
+			err = fmt.Errorf("cluster_peers on A does not list %s: %s", nodeB, text)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("A did not rejoin the cluster after the restart: %v", err)
 	}
 }
 

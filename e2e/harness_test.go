@@ -422,8 +422,27 @@ func (g *gateway) dumpLogs(t *testing.T) {
 			t.Logf("--- %s %s: %v", g.name, f.label, err)
 			continue
 		}
-		t.Logf("--- %s %s (%s), last lines:\n%s", g.name, f.label, f.path, tailString(string(data), 60))
+		t.Logf("--- %s %s (%s), last lines:\n%s", g.name, f.label, f.path, tailString(readableLog(string(data)), 60))
 	}
+}
+
+// readableLog turns OpenClaw's JSON log lines into "time level message";
+// other lines pass unchanged.
+func readableLog(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		var rec struct {
+			Time    string `json:"time"`
+			Message string `json:"message"`
+			Meta    struct {
+				Level string `json:"logLevelName"`
+			} `json:"_meta"`
+		}
+		if json.Unmarshal([]byte(l), &rec) == nil && rec.Time != "" {
+			lines[i] = rec.Time + " " + rec.Meta.Level + " " + rec.Message
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 // processesOf lists the live processes running the executable at path.
