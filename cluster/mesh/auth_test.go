@@ -462,3 +462,84 @@ func TestManyIdleConnectionsBounded(t *testing.T) {
 	dial(t, c, b)
 	waitPeers(t, b, 5*time.Second, "a", "c")
 }
+
+func TestProofBinding(t *testing.T) {
+	base := computeProof(testSecret, roleDialer, "n", "a", "b")
+	for name, other := range map[string]string{
+		"secret":   computeProof(testSecret+"x", roleDialer, "n", "a", "b"),
+		"role":     computeProof(testSecret, roleListener, "n", "a", "b"),
+		"nonce":    computeProof(testSecret, roleDialer, "m", "a", "b"),
+		"swapped":  computeProof(testSecret, roleDialer, "n", "b", "a"),
+		"boundary": computeProof(testSecret, roleDialer, "n", "a|", "b"),
+	} {
+		if other == base {
+			t.Errorf("proof does not depend on %s", name)
+		}
+	}
+	if !checkProof(testSecret, roleDialer, "n", "a", "b", base) || checkProof(testSecret, roleDialer, "n", "a", "b", base[:len(base)-1]) {
+		t.Fatal("checkProof")
+	}
+	if strings.Contains(base, testSecret) {
+		t.Fatal("secret in proof")
+	}
+}
+
+func TestNonceCacheBounded(t *testing.T) {
+	c := newNonceCache(3)
+	for _, n := range []string{"a", "b", "c"} {
+		if !c.add(n) {
+			t.Fatalf("fresh %s refused", n)
+		}
+	}
+	if c.add("a") || !c.seen("b") {
+		t.Fatal("replay accepted")
+	}
+	c.add("d") // evicts a
+	if c.seen("a") || len(c.set) != 3 {
+		t.Fatalf("cache not bounded: %v", c.set)
+	}
+}
+
+// FuzzHandshake feeds arbitrary frames to both sides of the handshake: it
+// never panics, never accepts a frame whose proof is not the HMAC of the
+// secret, and never accepts the same nonce twice.
+func FuzzHandshake(f *testing.F) {
+	const challenge = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+	valid, _ := json.Marshal(authPayload{Proto: 1, NodeID: "d", Nonce: "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB", Proof: computeProof(testSecret, roleDialer, challenge, "d", "l")})
+	f.Add([]byte(encodeFrame(&Frame{Type: typeAuth, ID: "1", From: "d", Payload: valid})))
+	f.Add([]byte(`{"type":"auth","id":"1","from":"d","timestamp":1,"payload":{"proto":1,"nodeId":"d","nonce":"x","proof":"y"}}`))
+	f.Add([]byte(`{"type":"auth_challenge","id":"1","from":"l","timestamp":1,"payload":{"proto":1,"nodeId":"l","nonce":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}}`))
+	f.Add([]byte(`{"type":"auth_ok","id":"1","from":"l","timestamp":1,"payload":{"nodeId":"l","proof":"z","caps":{"tags":["a"]}}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg := testConfig("l")
+		cfg.Logger = nil
+		n, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close()
+		fr, err := decodeFrame(data)
+		if err != nil {
+			return
+		}
+		_, _ = parseChallenge(fr)
+		if ok, err := n.verifyAuthOK(fr, fr.From, challenge); err == nil {
+			if ok.Proof != computeProof(testSecret, roleListener, challenge, fr.From, "l") {
+				t.Fatalf("accepted a forged auth_ok proof")
+			}
+		}
+		p, err := n.verifyAuth(fr, challenge)
+		if err != nil {
+			if closeCodeOf(err) == 0 {
+				t.Fatalf("refusal without a close code: %v", err)
+			}
+			return
+		}
+		if p.Proof != computeProof(testSecret, roleDialer, challenge, p.NodeID, "l") {
+			t.Fatalf("accepted a forged proof")
+		}
+		if _, err := n.verifyAuth(fr, challenge); closeCodeOf(err) != CloseReplayedNonce {
+			t.Fatalf("replay accepted: %v", err)
+		}
+	})
+}
