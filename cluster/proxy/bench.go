@@ -1,0 +1,602 @@
+package proxy
+
+// Measurement harness shared by the package's Go benchmarks and the `bench`
+// command: a synthetic upstream, a two-node loopback cluster
+// (client -> A's proxy -> mesh -> B -> upstream), and load runs whose results
+// are compared with the same load sent to the upstream directly.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/clawmatrix/clawmatrix/cluster/mesh"
+	"github.com/clawmatrix/clawmatrix/schema"
+)
+
+// SyntheticUpstream is an OpenAI-compatible chat completions server that
+// answers at once, so that a measurement shows the proxy's own cost. Streamed
+// responses carry Chunks events whose contents are "t0 ", "t1 ", ... so a
+// reader can check that none was lost or reordered.
+type SyntheticUpstream struct {
+	// URL is the OpenAI base URL, http://127.0.0.1:PORT/v1.
+	URL    string
+	Chunks int
+
+	srv  *http.Server
+	ln   net.Listener
+	done chan struct{}
+
+	mu      sync.Mutex
+	release chan struct{} // non-nil while streams are held after their first chunk
+}
+
+// StartSyntheticUpstream listens on 127.0.0.1 and serves until Close.
+func StartSyntheticUpstream(chunks int) (*SyntheticUpstream, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	if chunks < 1 {
+		chunks = 1
+	}
+	u := &SyntheticUpstream{URL: "http://" + ln.Addr().String() + "/v1", Chunks: chunks, ln: ln, done: make(chan struct{})}
+	u.srv = &http.Server{Handler: u, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		defer close(u.done)
+		u.srv.Serve(ln)
+	}()
+	return u, nil
+}
+
+// Close stops the server and ends held streams.
+func (u *SyntheticUpstream) Close() error {
+	u.Hold(false)
+	err := u.srv.Close()
+	<-u.done
+	return err
+}
+
+// Hold makes new and running streams stop after their first chunk until
+// Hold(false).
+func (u *SyntheticUpstream) Hold(on bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if on && u.release == nil {
+		u.release = make(chan struct{})
+	} else if !on && u.release != nil {
+		close(u.release)
+		u.release = nil
+	}
+}
+
+var syntheticCompletion = []byte(`{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"a short synthetic reply"},"finish_reason":"stop"}],"usage":{"prompt_tokens":8,"completion_tokens":4,"total_tokens":12}}`)
+
+func (u *SyntheticUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return
+	}
+	if !bytes.Contains(body, []byte(`"stream":true`)) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(syntheticCompletion)))
+		w.Write(syntheticCompletion)
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	fl := w.(http.Flusher)
+	buf := make([]byte, 0, 256)
+	for i := 0; i < u.Chunks; i++ {
+		buf = append(buf[:0], `data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1,"model":"bench","choices":[{"index":0,"delta":{"content":"t`...)
+		buf = strconv.AppendInt(buf, int64(i), 10)
+		buf = append(buf, " \"},\"finish_reason\":null}]}\n\n"...)
+		if _, err := w.Write(buf); err != nil {
+			return
+		}
+		fl.Flush()
+		if i == 0 {
+			u.mu.Lock()
+			rel := u.release
+			u.mu.Unlock()
+			if rel != nil {
+				select {
+				case <-rel:
+				case <-r.Context().Done():
+					return
+				}
+			}
+		}
+	}
+	io.WriteString(w, "data: [DONE]\n\n")
+}
+
+// BenchModel is the model the bench cluster serves.
+const BenchModel = "bench"
+
+// BenchCluster is client -> A (proxy) -> mesh link -> B (serving) -> upstream,
+// all on 127.0.0.1.
+type BenchCluster struct {
+	Upstream *SyntheticUpstream
+	A, B     *mesh.Node
+	Front    *Server
+	// Key is the front's bearer key.
+	Key     string
+	serving *Serving
+}
+
+// StartBenchCluster starts the cluster with LAN mesh timings and waits until
+// A sees B serving BenchModel.
+func StartBenchCluster(ctx context.Context, chunks int) (*BenchCluster, error) {
+	c := &BenchCluster{}
+	ok := false
+	defer func() {
+		if !ok {
+			c.Close()
+		}
+	}()
+	var err error
+	if c.Upstream, err = StartSyntheticUpstream(chunks); err != nil {
+		return nil, err
+	}
+	secret := randomHex(16)
+	c.Key = randomHex(16)
+	models := []schema.Model{{ID: BenchModel, Provider: "bench", ModelParams: schema.DefaultModelParams(), Upstream: &schema.Upstream{BaseURL: c.Upstream.URL}}}
+
+	cfg := mesh.DefaultLANConfig()
+	cfg.NodeID, cfg.Secret, cfg.ListenAddr = "bench-b", secret, "127.0.0.1:0"
+	cfg.Capabilities = mesh.Capabilities{Models: []mesh.ModelInfo{{ID: BenchModel, Provider: "bench"}}}
+	if c.B, err = mesh.New(cfg); err != nil {
+		return nil, err
+	}
+	c.serving = RegisterServing(c.B, ServingConfig{Models: models})
+	if err = c.B.Start(ctx); err != nil {
+		return nil, err
+	}
+	cfg = mesh.DefaultLANConfig()
+	cfg.NodeID, cfg.Secret = "bench-a", secret
+	cfg.Peers = []mesh.PeerAddr{{URL: c.B.URL(), NodeID: "bench-b"}}
+	if c.A, err = mesh.New(cfg); err != nil {
+		return nil, err
+	}
+	if err = c.A.Start(ctx); err != nil {
+		return nil, err
+	}
+	for {
+		ch := c.A.Changed()
+		if p, found := c.A.Peer("bench-b"); found && slices.ContainsFunc(p.Models, func(m mesh.ModelInfo) bool { return m.ID == BenchModel }) {
+			break
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("bench cluster: node A never saw node B: %w", ctx.Err())
+		}
+	}
+	if c.Front, err = NewServer(ServerConfig{Node: c.A, Addr: "127.0.0.1:0", APIKey: c.Key}); err != nil {
+		return nil, err
+	}
+	if err = c.Front.Start(ctx); err != nil {
+		return nil, err
+	}
+	ok = true
+	return c, nil
+}
+
+// Close stops everything the cluster started.
+func (c *BenchCluster) Close() {
+	if c.Front != nil {
+		c.Front.Close()
+	}
+	if c.A != nil {
+		c.A.Close()
+	}
+	if c.B != nil {
+		c.B.Close()
+	}
+	if c.serving != nil {
+		c.serving.Close()
+	}
+	if c.Upstream != nil {
+		c.Upstream.Close()
+	}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// LoadOptions describes one load run.
+type LoadOptions struct {
+	// URL is an OpenAI base URL (…/v1); APIKey its bearer key, if any.
+	URL, APIKey string
+	Model       string
+	Concurrency int
+	// Requests is the total number of requests, spread over the workers.
+	Requests int
+	Stream   bool
+}
+
+// LoadResult summarises a load run.
+type LoadResult struct {
+	Requests int
+	Elapsed  time.Duration
+	// Latency percentiles of whole requests (response fully read).
+	P50, P90, P99 time.Duration
+	// FirstChunkP50 is the median time to the first SSE event (streams only).
+	FirstChunkP50 time.Duration
+}
+
+// PerSecond is the request throughput.
+func (r LoadResult) PerSecond() float64 {
+	if r.Elapsed <= 0 {
+		return 0
+	}
+	return float64(r.Requests) / r.Elapsed.Seconds()
+}
+
+func (r LoadResult) String() string {
+	s := fmt.Sprintf("%6.0f req/s  p50 %v  p90 %v  p99 %v", r.PerSecond(), r.P50.Round(time.Microsecond), r.P90.Round(time.Microsecond), r.P99.Round(time.Microsecond))
+	if r.FirstChunkP50 > 0 {
+		s += fmt.Sprintf("  first chunk p50 %v", r.FirstChunkP50.Round(time.Microsecond))
+	}
+	return s
+}
+
+// NewLoadClient returns an HTTP client that keeps enough idle connections
+// for the given concurrency.
+func NewLoadClient(concurrency int) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		MaxIdleConns:        concurrency * 2,
+		MaxIdleConnsPerHost: concurrency * 2,
+		IdleConnTimeout:     30 * time.Second,
+		DisableCompression:  true,
+	}}
+}
+
+// RunLoad sends o.Requests chat completions with o.Concurrency workers and
+// measures them. Any failed request fails the run.
+func RunLoad(ctx context.Context, client *http.Client, o LoadOptions) (LoadResult, error) {
+	if o.Concurrency < 1 {
+		o.Concurrency = 1
+	}
+	body := []byte(`{"model":"` + o.Model + `","messages":[{"role":"user","content":"say something short"}],"max_tokens":16}`)
+	if o.Stream {
+		body = []byte(`{"model":"` + o.Model + `","stream":true,"messages":[{"role":"user","content":"say something short"}],"max_tokens":16}`)
+	}
+	url := strings.TrimRight(o.URL, "/") + "/chat/completions"
+	lat := make([]time.Duration, o.Requests)
+	first := make([]time.Duration, o.Requests)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, o.Concurrency)
+	start := time.Now()
+	for w := 0; w < o.Concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 32<<10)
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= o.Requests {
+					return
+				}
+				t0 := time.Now()
+				ttfc, err := oneRequest(ctx, client, url, o.APIKey, body, o.Stream, buf)
+				if err != nil {
+					errs <- fmt.Errorf("request %d: %w", i, err)
+					next.Store(int64(o.Requests))
+					return
+				}
+				lat[i] = time.Since(t0)
+				first[i] = ttfc
+			}
+		}()
+	}
+	wg.Wait()
+	res := LoadResult{Requests: o.Requests, Elapsed: time.Since(start)}
+	close(errs)
+	if err := <-errs; err != nil {
+		return res, err
+	}
+	slices.Sort(lat)
+	res.P50, res.P90, res.P99 = pct(lat, 50), pct(lat, 90), pct(lat, 99)
+	if o.Stream {
+		slices.Sort(first)
+		res.FirstChunkP50 = pct(first, 50)
+	}
+	return res, nil
+}
+
+func pct(sorted []time.Duration, p int) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[(len(sorted)-1)*p/100]
+}
+
+// oneRequest sends one completion and reads the whole response; for a
+// stream it returns the time to the end of the first event.
+func oneRequest(ctx context.Context, client *http.Client, url, key string, body []byte, stream bool, buf []byte) (time.Duration, error) {
+	t0 := time.Now()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return 0, fmt.Errorf("status %d: %s", resp.StatusCode, b)
+	}
+	var ttfc time.Duration
+	prevNL := false
+	for {
+		n, err := resp.Body.Read(buf)
+		if stream && ttfc == 0 && n > 0 {
+			// The first chunk has arrived when its event's blank line has.
+			if (prevNL && buf[0] == '\n') || bytes.Contains(buf[:n], []byte("\n\n")) {
+				ttfc = time.Since(t0)
+			}
+			prevNL = buf[n-1] == '\n'
+		}
+		if err == io.EOF {
+			return ttfc, nil
+		}
+		if err != nil {
+			return ttfc, err
+		}
+	}
+}
+
+// CompareReport is the same load sent directly to the upstream and through
+// the proxy (A -> B -> upstream), in one run.
+type CompareReport struct {
+	Direct1, Proxy1   LoadResult // 1 client
+	Direct16, Proxy16 LoadResult // 16 concurrent clients
+	DirectStream      LoadResult // 1 client, streamed
+	ProxyStream       LoadResult
+}
+
+// ThroughputRatio16 is proxied over direct throughput at 16 clients.
+func (r CompareReport) ThroughputRatio16() float64 {
+	return r.Proxy16.PerSecond() / r.Direct16.PerSecond()
+}
+
+// AddedP50 is the median latency the proxy adds at 1 client.
+func (r CompareReport) AddedP50() time.Duration { return r.Proxy1.P50 - r.Direct1.P50 }
+
+// AddedFirstChunk is the median time to first chunk the proxy adds.
+func (r CompareReport) AddedFirstChunk() time.Duration {
+	return r.ProxyStream.FirstChunkP50 - r.DirectStream.FirstChunkP50
+}
+
+func (r CompareReport) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "direct    1 client : %v\n", r.Direct1)
+	fmt.Fprintf(&b, "proxied   1 client : %v\n", r.Proxy1)
+	fmt.Fprintf(&b, "direct   16 clients: %v\n", r.Direct16)
+	fmt.Fprintf(&b, "proxied  16 clients: %v\n", r.Proxy16)
+	fmt.Fprintf(&b, "direct   stream    : %v\n", r.DirectStream)
+	fmt.Fprintf(&b, "proxied  stream    : %v\n", r.ProxyStream)
+	fmt.Fprintf(&b, "throughput at 16 clients: %.2fx direct (goal >= 0.4x)\n", r.ThroughputRatio16())
+	fmt.Fprintf(&b, "added p50 at 1 client: %v (goal <= 300µs)\n", r.AddedP50().Round(time.Microsecond))
+	fmt.Fprintf(&b, "added time to first chunk: %v (goal <= 1ms)\n", r.AddedFirstChunk().Round(time.Microsecond))
+	return b.String()
+}
+
+// Compare runs each load directly against the upstream and through the
+// proxy, alternating, with requests requests per run (after a warm-up).
+func Compare(ctx context.Context, c *BenchCluster, requests int) (CompareReport, error) {
+	var r CompareReport
+	direct := LoadOptions{URL: c.Upstream.URL, Model: BenchModel, Requests: requests}
+	proxied := LoadOptions{URL: c.Front.URL(), APIKey: c.Key, Model: BenchModel, Requests: requests}
+	client := NewLoadClient(16)
+	defer client.CloseIdleConnections()
+	runs := []struct {
+		dst         *LoadResult
+		o           LoadOptions
+		concurrency int
+		stream      bool
+	}{
+		{&r.Direct1, direct, 1, false}, {&r.Proxy1, proxied, 1, false},
+		{&r.Direct16, direct, 16, false}, {&r.Proxy16, proxied, 16, false},
+		{&r.DirectStream, direct, 1, true}, {&r.ProxyStream, proxied, 1, true},
+	}
+	for _, run := range runs {
+		o := run.o
+		o.Concurrency, o.Stream = run.concurrency, run.stream
+		warm := o
+		warm.Requests = max(requests/10, o.Concurrency)
+		if _, err := RunLoad(ctx, client, warm); err != nil {
+			return r, err
+		}
+		res, err := RunLoad(ctx, client, o)
+		if err != nil {
+			return r, err
+		}
+		*run.dst = res
+	}
+	return r, nil
+}
+
+// CheckStreams opens n concurrent streams at url and reads them all,
+// failing on any lost, duplicated or reordered chunk. Every stream must carry
+// chunks "t0 " .. "t<chunks-1> " and end with [DONE].
+func CheckStreams(ctx context.Context, url, key string, n, chunks int) error {
+	client := NewLoadClient(n)
+	defer client.CloseIdleConnections()
+	body := []byte(`{"model":"` + BenchModel + `","stream":true,"messages":[{"role":"user","content":"count"}]}`)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := checkStream(ctx, client, strings.TrimRight(url, "/")+"/chat/completions", key, body, chunks); err != nil {
+				errs <- fmt.Errorf("stream %d: %w", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	if len(all) > 0 {
+		return fmt.Errorf("%d of %d streams failed; first: %w", len(all), n, all[0])
+	}
+	return nil
+}
+
+func checkStream(ctx context.Context, client *http.Client, url, key string, body []byte, chunks int) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("status %d: %s", resp.StatusCode, b)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	want := 0
+	done := false
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "data: ") {
+			continue
+		}
+		if line == "data: [DONE]" {
+			done = true
+			continue
+		}
+		i := strings.Index(line, `"content":"t`)
+		if i < 0 {
+			return fmt.Errorf("unexpected event %q", line)
+		}
+		rest := line[i+len(`"content":"t`):]
+		got, err := strconv.Atoi(rest[:strings.IndexByte(rest, ' ')])
+		if err != nil || got != want {
+			return fmt.Errorf("chunk %d arrived where chunk %d was due", got, want)
+		}
+		want++
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	if want != chunks || !done {
+		return fmt.Errorf("got %d of %d chunks (done=%v)", want, chunks, done)
+	}
+	return nil
+}
+
+// StreamMemory opens n streams at url that the upstream holds after their
+// first chunk and returns the in-process memory (heap plus goroutine stacks)
+// per open stream. Everything in the process counts: client, proxy, mesh
+// nodes and upstream, so compare with the same measure taken directly
+// against the upstream.
+func StreamMemory(ctx context.Context, up *SyntheticUpstream, url, key string, n int) (uint64, error) {
+	client := NewLoadClient(n)
+	defer client.CloseIdleConnections()
+	body := []byte(`{"model":"` + BenchModel + `","stream":true,"messages":[{"role":"user","content":"hold"}]}`)
+	before := inUse()
+	up.Hold(true)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var opened, finished sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		opened.Add(1)
+		finished.Add(1)
+		go func() {
+			defer finished.Done()
+			first := true
+			defer func() {
+				if first {
+					opened.Done()
+				}
+			}()
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(url, "/")+"/chat/completions", bytes.NewReader(body))
+			if err != nil {
+				errs <- err
+				return
+			}
+			if key != "" {
+				req.Header.Set("Authorization", "Bearer "+key)
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			br := bufio.NewReader(resp.Body)
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if line == "\n" && first {
+					first = false
+					opened.Done()
+				}
+			}
+		}()
+	}
+	opened.Wait()
+	close(errs)
+	var during uint64
+	if err := <-errs; err == nil {
+		during = inUse()
+	} else {
+		up.Hold(false)
+		finished.Wait()
+		return 0, err
+	}
+	up.Hold(false)
+	finished.Wait()
+	if during < before {
+		return 0, errors.New("memory shrank while streams were open; measure again")
+	}
+	return (during - before) / uint64(n), nil
+}
+
+func inUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse + ms.StackInuse
+}
