@@ -14,6 +14,9 @@ import (
 	"github.com/clawmatrix/clawmatrix/schema"
 )
 
+// sendQueueWait bounds how long a cluster_send waits for a run slot.
+const sendQueueWait = 10 * time.Minute
+
 // Limits on what an `openclaw agent` run may print.
 const (
 	maxAgentStdout = 16 << 20
@@ -67,6 +70,13 @@ func (t *Target) acquire(ctx context.Context) error {
 	}
 }
 
+// acquireBy is acquire with a deadline.
+func (t *Target) acquireBy(ctx context.Context, deadline time.Time) error {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	return t.acquire(ctx)
+}
+
 func (t *Target) release() { <-t.slots }
 
 // agentMessage is what the remote agent reads: the task, then the context.
@@ -80,7 +90,8 @@ func agentMessage(task, context string) string {
 // agentRun is one started `openclaw agent` process.
 type agentRun struct {
 	agent   string
-	timeout time.Duration
+	timeout time.Duration // what is left of the time limit
+	limit   time.Duration // the time limit as the caller gave it
 	proc    *groupProc
 	stdout  *limitedBuffer
 	stderr  *tailBuffer
@@ -90,13 +101,13 @@ type agentRun struct {
 // startRun starts `<openclawBin> agent --agent <id> --message <msg> --json`.
 // --timeout tells the gateway to stop the turn at the same time we stop
 // waiting for it.
-func (t *Target) startRun(agent, message string, timeout time.Duration) (*agentRun, error) {
+func (t *Target) startRun(agent, message string, timeout, limit time.Duration) (*agentRun, error) {
 	secs := int64((timeout + time.Second - 1) / time.Second)
 	cmd := exec.Command(t.openclawBin, "agent", "--agent", agent, "--message", message, "--json",
 		"--timeout", strconv.FormatInt(secs, 10))
 	cmd.Dir = t.baseDir
 	r := &agentRun{
-		agent: agent, timeout: timeout,
+		agent: agent, timeout: timeout, limit: limit,
 		stdout:  &limitedBuffer{max: maxAgentStdout},
 		stderr:  &tailBuffer{max: stderrTail},
 		started: time.Now(),
@@ -124,7 +135,7 @@ func (t *Target) waitRun(ctx context.Context, r *agentRun) (reply, runID string,
 		return "", "", fmt.Errorf("the run of agent %q on node %q was cancelled and stopped", r.agent, t.nodeID)
 	case errors.Is(runCtx.Err(), context.DeadlineExceeded):
 		return "", "", fmt.Errorf("agent %q on node %q did not finish within %s and was stopped. "+
-			"Split the task into smaller steps, or pass a larger timeoutMs", r.agent, t.nodeID, r.timeout)
+			"Split the task into smaller steps, or pass a larger timeoutMs", r.agent, t.nodeID, r.limit)
 	}
 	out := parseAgentOutput(r.stdout.buf)
 	exit := exitOf(r.proc, waitErr)
@@ -227,15 +238,22 @@ func (t *Target) handoff(ctx context.Context, from string, a schema.HandoffArgs)
 	if a.TimeoutMs > 0 {
 		timeout = time.Duration(a.TimeoutMs) * time.Millisecond
 	}
-	d := RunDetails{Node: t.nodeID, Agent: agent}
+	// The time limit covers the wait for a run slot too: it is how long
+	// the caller is prepared to wait in all.
 	queued := time.Now()
-	if err := t.acquire(ctx); err != nil {
-		return errorResult(fmt.Sprintf("the handoff to agent %q on node %q was cancelled while waiting for a free run slot "+
-			"(the node runs at most %d at once)", agent, t.nodeID, cap(t.slots)))
+	deadline := queued.Add(timeout)
+	d := RunDetails{Node: t.nodeID, Agent: agent}
+	if err := t.acquireBy(ctx, deadline); err != nil {
+		if ctx.Err() != nil {
+			return errorResult(fmt.Sprintf("the handoff to agent %q on node %q was cancelled while waiting for a free run slot "+
+				"(the node runs at most %d at once)", agent, t.nodeID, cap(t.slots)))
+		}
+		return errorResult(fmt.Sprintf("agent %q on node %q never started: all %d run slots stayed busy for %s (timeoutMs). "+
+			"Try again later, pass a larger timeoutMs, or pick an agent on another node.", agent, t.nodeID, cap(t.slots), timeout))
 	}
 	defer t.release()
 	d.QueuedMs = time.Since(queued).Milliseconds()
-	run, err := t.startRun(agent, agentMessage(a.Task, a.Context), timeout)
+	run, err := t.startRun(agent, agentMessage(a.Task, a.Context), time.Until(deadline), timeout)
 	if err != nil {
 		return errorResult(err.Error())
 	}
@@ -273,11 +291,15 @@ func (t *Target) send(ctx context.Context, from string, a schema.SendArgs) Resul
 		}
 	}()
 	queued := time.Now()
-	if err := t.acquire(ctx); err != nil {
-		return errorResult(fmt.Sprintf("the message to agent %q on node %q was not delivered: cancelled while waiting for "+
-			"a free run slot (the node runs at most %d at once)", agent, t.nodeID, cap(t.slots)))
+	if err := t.acquireBy(ctx, queued.Add(sendQueueWait)); err != nil {
+		if ctx.Err() != nil {
+			return errorResult(fmt.Sprintf("the message to agent %q on node %q was not delivered: cancelled while waiting for "+
+				"a free run slot (the node runs at most %d at once)", agent, t.nodeID, cap(t.slots)))
+		}
+		return errorResult(fmt.Sprintf("the message to agent %q on node %q was not delivered: all %d run slots stayed busy for %s. "+
+			"Try again later.", agent, t.nodeID, cap(t.slots), sendQueueWait))
 	}
-	run, err := t.startRun(agent, a.Message, DefaultRunTimeout)
+	run, err := t.startRun(agent, a.Message, DefaultRunTimeout, DefaultRunTimeout)
 	if err != nil {
 		t.release()
 		return errorResult(err.Error())

@@ -1,5 +1,3 @@
-//go:build meshnode
-
 package remote
 
 import "github.com/clawmatrix/clawmatrix/cluster/mesh"

@@ -1,0 +1,214 @@
+package remote
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/clawmatrix/clawmatrix/cluster/mesh"
+)
+
+// Client runs the remote tools for agents on this node.
+type Client struct {
+	Node *mesh.Node
+}
+
+// answerGrace is how much longer than the target's own time limit the
+// caller waits for an answer, to cover the trip and the kill.
+const answerGrace = 30 * time.Second
+
+// Deadlines for tools without a caller-given time limit.
+const (
+	fileDeadline = 2*time.Minute + answerGrace
+	toolDeadline = DefaultMaxTimeout + answerGrace
+	sendDeadline = sendQueueWait + answerGrace
+)
+
+var toolMethods = map[string]string{
+	ToolExec:    MethodExec,
+	ToolRead:    MethodRead,
+	ToolWrite:   MethodWrite,
+	ToolTool:    MethodTool,
+	ToolHandoff: MethodHandoff,
+	ToolSend:    MethodSend,
+}
+
+// Call runs one cluster tool (cluster_exec, cluster_read, cluster_write,
+// cluster_tool, cluster_handoff, cluster_send) with its arguments, already
+// validated against the tool's schema. Every outcome, including mesh
+// failures, comes back as a Result whose text tells the agent what happened
+// and what to do next.
+func (c *Client) Call(ctx context.Context, tool string, args []byte) Result {
+	method, ok := toolMethods[tool]
+	if !ok {
+		return errorResult(fmt.Sprintf("%q is not a remote cluster tool; the remote tools are cluster_exec, cluster_read, "+
+			"cluster_write, cluster_tool, cluster_handoff and cluster_send", tool))
+	}
+	var sel struct {
+		Node      string `json:"node"`
+		Agent     string `json:"agent"`
+		TimeoutMs int    `json:"timeoutMs"`
+	}
+	if err := json.Unmarshal(args, &sel); err != nil {
+		return errorResult(fmt.Sprintf("the %s arguments are not a JSON object: %v", tool, err))
+	}
+
+	var to string
+	switch tool {
+	case ToolHandoff, ToolSend:
+		node, err := c.agentNode(sel.Agent, sel.Node)
+		if err != nil {
+			return errorResult(err.Error())
+		}
+		to = node
+	default:
+		if !c.known(sel.Node) {
+			return errorResult(c.unknownNode(sel.Node))
+		}
+		to = sel.Node
+	}
+
+	limit := deadlineFor(tool, sel.TimeoutMs)
+	callCtx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	msg, err := c.Node.Call(callCtx, to, method, args)
+	if err != nil {
+		return c.failure(ctx, callCtx, tool, to, limit, err)
+	}
+	var w wireResult
+	if err := json.Unmarshal(msg, &w); err != nil {
+		return errorResult(fmt.Sprintf("node %q answered %s with something clawmatrix cannot read (%v); "+
+			"it may run an incompatible clawmatrix version", to, tool, err))
+	}
+	res := Result{Text: w.Text, IsError: w.IsError}
+	if len(w.Details) > 0 {
+		res.Details = w.Details
+	}
+	return res
+}
+
+// deadlineFor is how long the caller waits for the target's answer.
+func deadlineFor(tool string, timeoutMs int) time.Duration {
+	given := time.Duration(timeoutMs) * time.Millisecond
+	switch tool {
+	case ToolExec:
+		if given <= 0 {
+			given = DefaultExecTimeout
+		}
+		return given + answerGrace
+	case ToolHandoff:
+		if given <= 0 {
+			given = DefaultRunTimeout
+		}
+		return given + answerGrace
+	case ToolSend:
+		return sendDeadline
+	case ToolTool:
+		return toolDeadline
+	default:
+		return fileDeadline
+	}
+}
+
+// known reports whether id is this node or a reachable one.
+func (c *Client) known(id string) bool {
+	if id == c.Node.ID() {
+		return true
+	}
+	_, ok := c.Node.Peer(id)
+	return ok
+}
+
+// nodeIDs lists this node and every reachable node, sorted.
+func (c *Client) nodeIDs() []string {
+	ids := []string{c.Node.ID()}
+	for _, p := range c.Node.Peers() {
+		ids = append(ids, p.NodeID)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func (c *Client) unknownNode(id string) string {
+	return fmt.Sprintf("no node named %q in the cluster; known nodes: %s. Use cluster_peers to see them with their agents and tags.",
+		id, strings.Join(c.nodeIDs(), ", "))
+}
+
+// agentNode picks the node for a handoff or send: the named node (whose
+// first agent takes it when no agent is named), or else the one node that
+// advertises the agent.
+func (c *Client) agentNode(agent, node string) (string, error) {
+	if node != "" {
+		if !c.known(node) {
+			return "", errors.New(c.unknownNode(node))
+		}
+		return node, nil
+	}
+	if agent == "" {
+		return "", errors.New(`name the remote agent ("agent") or its node ("node"); cluster_peers lists both`)
+	}
+	type offer struct{ node, agent string }
+	var offers []offer
+	add := func(node string, caps mesh.Capabilities) {
+		for _, a := range caps.Agents {
+			offers = append(offers, offer{node, a.ID})
+		}
+	}
+	add(c.Node.ID(), c.Node.Capabilities())
+	for _, p := range c.Node.Peers() {
+		add(p.NodeID, p.Capabilities)
+	}
+	var candidates, all []string
+	for _, o := range offers {
+		if o.agent == agent {
+			candidates = append(candidates, o.node)
+		}
+		all = append(all, fmt.Sprintf("%s (node %s)", o.agent, o.node))
+	}
+	slices.Sort(candidates)
+	switch {
+	case len(candidates) == 1:
+		return candidates[0], nil
+	case len(candidates) > 1:
+		return "", fmt.Errorf("agent %q is offered by several nodes: %s; pass node as well to choose one",
+			agent, strings.Join(candidates, ", "))
+	case len(all) == 0:
+		return "", fmt.Errorf("no node in the cluster offers agent %q; no node offers any agent right now "+
+			"(reachable nodes: %s)", agent, strings.Join(c.nodeIDs(), ", "))
+	}
+	slices.Sort(all)
+	return "", fmt.Errorf("no node in the cluster offers agent %q; the agents on offer: %s", agent, strings.Join(all, ", "))
+}
+
+// failure explains a request that got no answer.
+func (c *Client) failure(parent, callCtx context.Context, tool, node string, limit time.Duration, err error) Result {
+	var re *mesh.RemoteError
+	switch {
+	case parent.Err() != nil:
+		return errorResult(fmt.Sprintf("%s on node %q was cancelled; whatever it started there was stopped.", tool, node))
+	case errors.Is(callCtx.Err(), context.DeadlineExceeded):
+		return errorResult(fmt.Sprintf("no answer from node %q for %s within %s; the request was cancelled there. "+
+			"The node may be overloaded; check it with cluster_peers and try again.", node, tool, limit))
+	case errors.Is(err, mesh.ErrUnknownNode):
+		return errorResult(c.unknownNode(node))
+	case errors.Is(err, mesh.ErrUnreachable):
+		return errorResult(fmt.Sprintf("node %q became unreachable during %s, before it answered; the request may have "+
+			"partly run there. Check cluster_peers, and when the node is back, verify its state before retrying.", node, tool))
+	case errors.Is(err, mesh.ErrClosed):
+		return errorResult("this node is shutting down, so cluster tools are unavailable now.")
+	case errors.As(err, &re):
+		switch re.Code {
+		case mesh.CodeNoHandler:
+			return errorResult(fmt.Sprintf("node %q does not serve %s (its clawmatrix runs without remote tools, "+
+				"or is an older version); use another node.", node, tool))
+		case mesh.CodeUnavailable:
+			return errorResult(re.Message)
+		}
+		return errorResult(fmt.Sprintf("node %q failed %s: %s", node, tool, re.Message))
+	}
+	return errorResult(fmt.Sprintf("%s on node %q failed: %v", tool, node, err))
+}

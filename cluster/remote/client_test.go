@@ -1,0 +1,377 @@
+package remote
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/clawmatrix/clawmatrix/cluster/mesh"
+	"github.com/clawmatrix/clawmatrix/schema"
+)
+
+const testClusterSecret = "cluster-secret-0123456789abcdef"
+
+// testNode is one real mesh node on 127.0.0.1 with a Target and a Client.
+type testNode struct {
+	node   *mesh.Node
+	target *Target
+	client *Client
+	dir    string // workspace, also where the fake openclaw records runs
+	agents []string
+}
+
+type nodeSpec struct {
+	id       string
+	dial     []*testNode // peers this node dials
+	agents   []string
+	noTarget bool
+	config   func(*TargetConfig)
+}
+
+// startTestNode starts a mesh node with DefaultLocalConfig; it and its
+// Target are closed when the test ends.
+func startTestNode(t *testing.T, spec nodeSpec) *testNode {
+	t.Helper()
+	tn := &testNode{dir: t.TempDir(), agents: spec.agents}
+	cfg := mesh.DefaultLocalConfig()
+	cfg.NodeID, cfg.Secret, cfg.ListenAddr = spec.id, testClusterSecret, "127.0.0.1:0"
+	// Multi-megabyte results under -race can starve the heartbeats of all
+	// nodes in this one process for a few hundred ms; these tests are not
+	// about silent-peer detection (a closed node is detected at once).
+	cfg.DeadAfter = 2 * time.Second
+	if os.Getenv("REMOTE_TEST_LOG") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	for _, p := range spec.dial {
+		cfg.Peers = append(cfg.Peers, mesh.PeerAddr{URL: p.node.URL(), NodeID: p.node.ID()})
+	}
+	var agents []schema.Agent
+	for _, a := range spec.agents {
+		agents = append(agents, schema.Agent{ID: a})
+		cfg.Capabilities.Agents = append(cfg.Capabilities.Agents, mesh.AgentInfo{ID: a})
+	}
+	n, err := mesh.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.node = n
+	t.Cleanup(func() { n.Close() })
+	if !spec.noTarget {
+		tc := TargetConfig{
+			ToolProxy: openPolicy(), WorkspaceDir: tn.dir, OpenclawBin: fakeOpenclaw(t, tn.dir),
+			Agents: agents, Secrets: []string{testClusterSecret},
+		}
+		if spec.config != nil {
+			spec.config(&tc)
+		}
+		tn.target, err = Register(n, tc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(tn.target.Close)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if err := n.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tn.client = &Client{Node: n}
+	return tn
+}
+
+// waitReach waits until n sees every node in ids, with the agents that
+// node offers (with a deadline).
+func waitReach(t *testing.T, n *testNode, others ...*testNode) {
+	t.Helper()
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	for {
+		ch := n.node.Changed()
+		var missing []string
+		for _, o := range others {
+			if p, ok := n.node.Peer(o.node.ID()); !ok || len(p.Agents) != len(o.agents) {
+				missing = append(missing, o.node.ID())
+			}
+		}
+		if len(missing) == 0 {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			t.Fatalf("%s does not reach %v (with their agents) within 10s", n.node.ID(), missing)
+		}
+	}
+}
+
+// line starts a-b-c where a and c only reach each other through b.
+func line(t *testing.T, a, b, c nodeSpec) (*testNode, *testNode, *testNode) {
+	t.Helper()
+	nb := startTestNode(t, b)
+	a.dial, c.dial = []*testNode{nb}, []*testNode{nb}
+	na, nc := startTestNode(t, a), startTestNode(t, c)
+	waitReach(t, na, nb, nc)
+	waitReach(t, nc, na, nb)
+	waitReach(t, nb, na, nc)
+	if p, _ := na.node.Peer("c"); p.Status != mesh.StatusRelay {
+		t.Fatalf("a reaches c as %q, want through a relay", p.Status)
+	}
+	return na, nb, nc
+}
+
+func call(t *testing.T, c *Client, tool string, args any) Result {
+	t.Helper()
+	return c.Call(t.Context(), tool, mustJSON(t, args))
+}
+
+func TestRemoteToolsAcrossRelay(t *testing.T) {
+	a, _, c := line(t, nodeSpec{id: "a"}, nodeSpec{id: "b"}, nodeSpec{id: "c", config: func(tc *TargetConfig) {
+		tc.ToolProxy.MaxOutputBytes = 4 << 20
+	}})
+
+	r := call(t, a.client, ToolExec, schema.ExecArgs{Node: "c", Command: "pwd; echo err >&2; exit 2"})
+	if r.IsError || !strings.Contains(r.Text, "exit code 2") || !strings.Contains(r.Text, c.dir+"\n") || !strings.Contains(r.Text, "err") {
+		t.Fatalf("exec on c: %+v", r)
+	}
+	var d ExecDetails
+	if err := json.Unmarshal(r.Details.(json.RawMessage), &d); err != nil || d.Node != "c" || d.ExitCode != 2 {
+		t.Errorf("details %s: %v", r.Details, err)
+	}
+
+	// A 3 MB output crosses two links whole (the mesh fragments it).
+	r = call(t, a.client, ToolExec, schema.ExecArgs{Node: "c", Command: "head -c 3000000 /dev/zero | tr '\\0' q"})
+	if r.IsError || strings.Count(r.Text, "q") != 3000000 {
+		t.Fatalf("big exec output: isError %v, %d bytes of output: %.300s", r.IsError, strings.Count(r.Text, "q"), r.Text)
+	}
+
+	r = call(t, a.client, ToolWrite, schema.WriteArgs{Node: "c", Path: "notes/hello.txt", Content: "one\ntwo\n"})
+	if r.IsError || readString(t, filepath.Join(c.dir, "notes", "hello.txt")) != "one\ntwo\n" {
+		t.Fatalf("write on c: %+v", r)
+	}
+	r = call(t, a.client, ToolRead, schema.ReadArgs{Node: "c", Path: "notes/hello.txt", Offset: 2})
+	if r.IsError || r.Text != "two\n" {
+		t.Fatalf("read on c: %+v", r)
+	}
+
+	// A node runs tools for its own agents through the same path.
+	r = call(t, c.client, ToolExec, schema.ExecArgs{Node: "c", Command: "echo local"})
+	if r.IsError || !strings.Contains(r.Text, "local") {
+		t.Fatalf("exec on self: %+v", r)
+	}
+}
+
+func TestRemoteErrors(t *testing.T) {
+	a, _, c := line(t, nodeSpec{id: "a"}, nodeSpec{id: "b", config: func(tc *TargetConfig) { tc.ToolProxy = schema.ToolProxy{} }},
+		nodeSpec{id: "c", config: func(tc *TargetConfig) { tc.ToolProxy.Deny = []string{"write"} }})
+	d := startTestNode(t, nodeSpec{id: "d", dial: []*testNode{c}, noTarget: true})
+	waitReach(t, a, d)
+	waitReach(t, d, a)
+
+	cases := []struct {
+		name string
+		tool string
+		args any
+		text string
+	}{
+		{"unknown node", ToolExec, schema.ExecArgs{Node: "zz", Command: "true"},
+			`no node named "zz" in the cluster; known nodes: a, b, c, d`},
+		{"policy disabled on the relay", ToolRead, schema.ReadArgs{Node: "b", Path: "x"},
+			`set toolProxy.enabled: true in node "b"'s clawmatrix config`},
+		{"denied", ToolWrite, schema.WriteArgs{Node: "c", Path: "x", Content: "x"},
+			`node "c" refuses tool "write": it is in the node's toolProxy.deny list`},
+		{"no handler", ToolExec, schema.ExecArgs{Node: "d", Command: "true"},
+			`node "d" does not serve cluster_exec`},
+		{"invalid arguments reach the target", ToolExec, map[string]any{"node": "c", "command": ""},
+			`node "c" refused cluster_exec: invalid arguments: command:`},
+		{"not a remote tool", "cluster_peers", map[string]any{}, `"cluster_peers" is not a remote cluster tool`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := call(t, a.client, tc.tool, tc.args)
+			if !r.IsError || !strings.Contains(r.Text, tc.text) {
+				t.Errorf("got %+v, want an error containing %q", r, tc.text)
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(c.dir, "x")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the denied write happened: %v", err)
+	}
+}
+
+func TestHandoffAcrossMesh(t *testing.T) {
+	a, _, c := line(t, nodeSpec{id: "a", agents: []string{"main"}},
+		nodeSpec{id: "b", agents: []string{"helper", "reviewer"}},
+		nodeSpec{id: "c", agents: []string{"coder", "helper"}})
+	cases := []struct {
+		name    string
+		args    schema.HandoffArgs
+		isError bool
+		text    string
+	}{
+		{"by agent through a relay", schema.HandoffArgs{Agent: "coder", Task: "fix it"}, false, "done by coder"},
+		{"by node: its first agent", schema.HandoffArgs{Node: "b", Task: "x"}, false, "done by helper"},
+		{"agent and node", schema.HandoffArgs{Agent: "helper", Node: "c", Task: "x"}, false, "done by helper"},
+		{"own agent", schema.HandoffArgs{Agent: "main", Task: "x"}, false, "done by main"},
+		{"ambiguous agent", schema.HandoffArgs{Agent: "helper", Task: "x"}, true,
+			`agent "helper" is offered by several nodes: b, c; pass node as well to choose one`},
+		{"unknown agent", schema.HandoffArgs{Agent: "painter", Task: "x"}, true,
+			`no node in the cluster offers agent "painter"; the agents on offer: coder (node c), helper (node b), helper (node c), main (node a), reviewer (node b)`},
+		{"agent not on that node", schema.HandoffArgs{Agent: "coder", Node: "b", Task: "x"}, true,
+			`node "b" has no agent "coder"; its agents: helper, reviewer`},
+		{"unknown node", schema.HandoffArgs{Node: "zz", Task: "x"}, true, `no node named "zz" in the cluster; known nodes: a, b, c`},
+		{"failing agent", schema.HandoffArgs{Agent: "coder", Task: "FAIL"}, true,
+			`agent "coder" on node "c" failed (exit code 1): agent exploded`},
+		{"unparsable output", schema.HandoffArgs{Agent: "coder", Task: "GARBAGE"}, true, "is not the JSON `openclaw agent --json` prints"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := call(t, a.client, ToolHandoff, tc.args)
+			if r.IsError != tc.isError || !strings.Contains(r.Text, tc.text) {
+				t.Errorf("got isError=%v %q; want isError=%v containing %q", r.IsError, r.Text, tc.isError, tc.text)
+			}
+		})
+	}
+	if msg := readString(t, filepath.Join(c.dir, "msg.coder")); !strings.Contains(msg, "GARBAGE") {
+		t.Errorf("c's coder last got %q", msg)
+	}
+}
+
+func TestHandoffCancelAcrossMesh(t *testing.T) {
+	a, _, c := line(t, nodeSpec{id: "a"}, nodeSpec{id: "b"}, nodeSpec{id: "c", agents: []string{"coder"}})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan Result, 1)
+	go func() {
+		done <- a.client.Call(ctx, ToolHandoff, mustJSON(t, schema.HandoffArgs{Agent: "coder", Task: "SLEEP"}))
+	}()
+	pid, child := readPid(t, filepath.Join(c.dir, "pid.coder")), readPid(t, filepath.Join(c.dir, "child.coder"))
+	cancel()
+	if r := <-done; !r.IsError || !strings.Contains(r.Text, `cluster_handoff on node "c" was cancelled`) {
+		t.Fatalf("got %+v", r)
+	}
+	waitGone(t, pid, "openclaw run on c after the caller cancelled")
+	waitGone(t, child, "child of the run on c after the caller cancelled")
+}
+
+// More handoffs than the target's MaxConcurrentRuns wait in its queue.
+func TestHandoffQueueAcrossMesh(t *testing.T) {
+	a := startTestNode(t, nodeSpec{id: "a"})
+	c := startTestNode(t, nodeSpec{id: "c", dial: []*testNode{a}, agents: []string{"coder"},
+		config: func(tc *TargetConfig) { tc.MaxConcurrentRuns = 1 }})
+	waitReach(t, a, c)
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			if r := call(t, a.client, ToolHandoff, schema.HandoffArgs{Agent: "coder", Task: "TRACK"}); r.IsError || r.Text != "tracked" {
+				t.Errorf("got %+v", r)
+			}
+		})
+	}
+	wg.Wait()
+	if seen := strings.Fields(readString(t, filepath.Join(c.dir, "seen"))); !slices.Equal(seen, []string{"1", "1", "1"}) {
+		t.Errorf("runs at once as each run saw it: %v, want 1 1 1", seen)
+	}
+}
+
+func TestSendAcrossMesh(t *testing.T) {
+	a, _, c := line(t, nodeSpec{id: "a"}, nodeSpec{id: "b"}, nodeSpec{id: "c", agents: []string{"coder"}})
+	r := call(t, a.client, ToolSend, schema.SendArgs{Agent: "coder", Message: "SLEEP on it"})
+	if r.IsError || !strings.Contains(r.Text, `message delivered: agent "coder" on node "c" is now running it`) {
+		t.Fatalf("got %+v", r)
+	}
+	pid := readPid(t, filepath.Join(c.dir, "pid.coder"))
+	if !alive(pid) {
+		t.Fatal("the sent run is not going on")
+	}
+	c.target.Close()
+	waitGone(t, pid, "send run after the target closed")
+	r = call(t, a.client, ToolSend, schema.SendArgs{Agent: "coder", Message: "again"})
+	if !r.IsError || !strings.Contains(r.Text, `node "c" is shutting down`) {
+		t.Errorf("send to a closed target: %+v", r)
+	}
+}
+
+// A target that drops out of the mesh mid-call fails the call at once.
+func TestNodeLostMidCall(t *testing.T) {
+	a, _, c := line(t, nodeSpec{id: "a"}, nodeSpec{id: "b"}, nodeSpec{id: "c"})
+	done := make(chan Result, 1)
+	go func() {
+		done <- call(t, a.client, ToolExec, schema.ExecArgs{Node: "c", Command: "echo $$ > pid; exec sleep 60"})
+	}()
+	pid := readPid(t, filepath.Join(c.dir, "pid"))
+	c.node.Close()
+	select {
+	case r := <-done:
+		if !r.IsError || !strings.Contains(r.Text, `node "c" became unreachable during cluster_exec`) {
+			t.Errorf("got %+v", r)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the call hangs after its target left the mesh")
+	}
+	waitGone(t, pid, "command on a node that closed")
+}
+
+// Secrets never appear in what agents see, whatever path a result takes.
+func TestSecretsNeverInResults(t *testing.T) {
+	gw := newFakeGateway(t)
+	a, _, _ := line(t, nodeSpec{id: "a"}, nodeSpec{id: "b", config: func(tc *TargetConfig) { tc.ToolProxy = schema.ToolProxy{} }},
+		nodeSpec{id: "c", agents: []string{"coder"}, config: func(tc *TargetConfig) {
+			tc.Gateway = &Gateway{URL: gw.URL, Token: testGatewayToken}
+		}})
+	calls := []struct {
+		tool string
+		args any
+	}{
+		{ToolExec, schema.ExecArgs{Node: "c", Command: "echo " + testClusterSecret + " " + testGatewayToken}},
+		{ToolExec, schema.ExecArgs{Node: "c", Command: "sleep 5", TimeoutMs: 50}},
+		{ToolExec, schema.ExecArgs{Node: "b", Command: "true"}},
+		{ToolExec, schema.ExecArgs{Node: "nope", Command: "true"}},
+		{ToolWrite, schema.WriteArgs{Node: "c", Path: "s.txt", Content: testGatewayToken}},
+		{ToolRead, schema.ReadArgs{Node: "c", Path: "s.txt"}},
+		{ToolRead, schema.ReadArgs{Node: "c", Path: testGatewayToken}},
+		{ToolTool, schema.ToolArgs{Node: "c", Tool: "leaky"}},
+		{ToolTool, schema.ToolArgs{Node: "c", Tool: "missing"}},
+		{ToolTool, schema.ToolArgs{Node: "c", Tool: "web_fetch", Args: map[string]any{"url": testGatewayToken}}},
+		{ToolTool, schema.ToolArgs{Node: "b", Tool: "web_fetch"}},
+		{ToolHandoff, schema.HandoffArgs{Agent: "coder", Task: "FAIL"}},
+		{ToolHandoff, schema.HandoffArgs{Agent: "coder", Task: "x " + testGatewayToken}},
+		{ToolSend, schema.SendArgs{Agent: "coder", Message: "hello"}},
+	}
+	for _, cl := range calls {
+		r := call(t, a.client, cl.tool, cl.args)
+		blob := r.Text + string(mustJSON(t, r.Details))
+		for _, secret := range []string{testGatewayToken, testClusterSecret} {
+			if strings.Contains(blob, secret) {
+				t.Errorf("%s %+v: result holds a secret: %s", cl.tool, cl.args, blob)
+			}
+		}
+	}
+}
+
+func TestClientDeadlines(t *testing.T) {
+	cases := []struct {
+		tool      string
+		timeoutMs int
+		want      time.Duration
+	}{
+		{ToolExec, 0, DefaultExecTimeout + answerGrace},
+		{ToolExec, 5000, 5*time.Second + answerGrace},
+		{ToolHandoff, 0, DefaultRunTimeout + answerGrace},
+		{ToolHandoff, 1000, time.Second + answerGrace},
+		{ToolRead, 0, fileDeadline},
+		{ToolSend, 0, sendDeadline},
+		{ToolTool, 0, toolDeadline},
+	}
+	for _, tc := range cases {
+		if got := deadlineFor(tc.tool, tc.timeoutMs); got != tc.want {
+			t.Errorf("deadlineFor(%s, %d) = %v, want %v", tc.tool, tc.timeoutMs, got, tc.want)
+		}
+	}
+}
