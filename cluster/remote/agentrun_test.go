@@ -174,6 +174,12 @@ func TestHandoffQueueRespectsContext(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "msg.writer")); err == nil {
 		t.Error("the queued run started anyway")
 	}
+
+	// timeoutMs covers the wait in the queue.
+	r = tg.handoff(t.Context(), "caller", schema.HandoffArgs{Agent: "writer", Task: "x", TimeoutMs: 100})
+	if !r.IsError || !strings.Contains(r.Text, `agent "writer" on node "n1" never started: all 1 run slots stayed busy for 100ms`) {
+		t.Errorf("got %+v", r)
+	}
 	cancel()
 	<-first
 }

@@ -155,6 +155,7 @@ func (t *Target) handler(tool string, serve func(ctx context.Context, from strin
 		stop := context.AfterFunc(t.ctx, cancel)
 		defer stop()
 
+		start := time.Now()
 		var res Result
 		if problems := schema.ValidateToolArgs(tool, r.Payload); len(problems) > 0 {
 			res = errorResult(fmt.Sprintf("node %q refused %s: invalid arguments: %s. Fix them and call again.",
@@ -162,6 +163,9 @@ func (t *Target) handler(tool string, serve func(ctx context.Context, from strin
 		} else {
 			res = serve(ctx, r.From, r.Payload)
 		}
+		// Arguments are not logged: they may hold file contents or secrets.
+		t.log.Debug("remote request served", "tool", tool, "from", r.From,
+			"durationMs", time.Since(start).Milliseconds(), "isError", res.IsError)
 		msg, err := t.redact.result(res).wire()
 		if err != nil {
 			return fmt.Errorf("encoding the %s result: %w", tool, err)

@@ -1,0 +1,91 @@
+package remote
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/clawmatrix/clawmatrix/schema"
+)
+
+// Whatever arrives from the network, the handler answers with a tool error
+// and runs nothing.
+func TestHandlerRejectsBadPayloads(t *testing.T) {
+	tg := newTestTarget(t, "n1", TargetConfig{ToolProxy: openPolicy(), Agents: []schema.Agent{{ID: "a"}}, OpenclawBin: "/bin/false"})
+	cases := []struct {
+		tool    string
+		payload string
+		text    string
+	}{
+		{ToolExec, `not json`, "arguments are not valid JSON"},
+		{ToolExec, `{"node":"n1"}`, "command: missing required field"},
+		{ToolExec, `{"node":"n1","command":"true","timeoutMs":-5}`, "timeoutMs"},
+		{ToolRead, `[1,2]`, "invalid arguments"},
+		{ToolWrite, `{"node":"n1","path":"x"}`, "content: missing"},
+		{ToolTool, `{"node":"n1","tool":7}`, "tool"},
+		{ToolHandoff, `{"task":"x"}`, `missing "agent" or "node"`},
+		{ToolSend, `{"agent":"a"}`, "message: missing"},
+	}
+	handlers := map[string]func(context.Context, string, []byte) Result{
+		ToolExec: tg.serveExec, ToolRead: tg.serveRead, ToolWrite: tg.serveWrite,
+		ToolTool: tg.serveTool, ToolHandoff: tg.serveHandoff, ToolSend: tg.serveSend,
+	}
+	for _, tc := range cases {
+		w := &recorder{}
+		if err := tg.handler(tc.tool, handlers[tc.tool]).ServeMesh(t.Context(), w, meshRequest("x", []byte(tc.payload))); err != nil {
+			t.Fatal(err)
+		}
+		r := w.result(t)
+		if !r.IsError || !strings.Contains(r.Text, `node "n1" refused `+tc.tool+": invalid arguments") || !strings.Contains(r.Text, tc.text) {
+			t.Errorf("%s %s: got %+v, want a refusal mentioning %q", tc.tool, tc.payload, r, tc.text)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// The outcome of a sent message is logged on the target, without secrets.
+func TestSendOutcomeLogged(t *testing.T) {
+	dir := t.TempDir()
+	var logs syncBuffer
+	tg := newTestTarget(t, "n1", TargetConfig{
+		WorkspaceDir: dir, OpenclawBin: fakeOpenclaw(t, dir), Agents: []schema.Agent{{ID: "coder"}},
+		Gateway: &Gateway{URL: "http://127.0.0.1:1", Token: testGatewayToken},
+		Logger:  slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	for _, msg := range []string{"hello", "FAIL " + testGatewayToken} {
+		if r := tg.send(t.Context(), "caller", schema.SendArgs{Agent: "coder", Message: msg}); r.IsError {
+			t.Fatal(r.Text)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !(strings.Contains(logs.String(), "cluster_send run finished") && strings.Contains(logs.String(), "cluster_send run failed")) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no outcome logged: %s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if l := logs.String(); !strings.Contains(l, "agent exploded") || strings.Contains(l, testGatewayToken) {
+		t.Errorf("log: %s", l)
+	}
+}
