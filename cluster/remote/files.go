@@ -57,12 +57,9 @@ func (t *Target) read(a schema.ReadArgs) Result {
 		return errorResult(err.Error())
 	}
 	path := t.resolvePath(a.Path)
-	f, err := os.Open(path)
-	if err != nil {
-		return errorResult(t.fileError("read", path, err))
-	}
-	defer f.Close()
-	fi, err := f.Stat()
+	// Stat before opening: opening a FIFO would block, and a device may
+	// never end.
+	fi, err := os.Stat(path)
 	if err != nil {
 		return errorResult(t.fileError("read", path, err))
 	}
@@ -70,6 +67,15 @@ func (t *Target) read(a schema.ReadArgs) Result {
 		return errorResult(fmt.Sprintf("%q on node %q is a directory, not a file; list it with cluster_exec (e.g. ls -la %s)",
 			path, t.nodeID, shellQuote(path)))
 	}
+	if !fi.Mode().IsRegular() {
+		return errorResult(fmt.Sprintf("%q on node %q is not a regular file (%s); cluster_read reads files only. "+
+			"Use cluster_exec with a bounded command (e.g. head -c 4096 %s) instead.", path, t.nodeID, fi.Mode().Type(), shellQuote(path)))
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return errorResult(t.fileError("read", path, err))
+	}
+	defer f.Close()
 	d := ReadDetails{Node: t.nodeID, Path: path, SizeBytes: fi.Size()}
 
 	br := bufio.NewReaderSize(f, 64<<10)
@@ -230,6 +236,10 @@ func (t *Target) write(a schema.WriteArgs) Result {
 	if statErr == nil {
 		if fi.IsDir() {
 			return errorResult(fmt.Sprintf("%q on node %q is a directory; give a file path inside it", path, t.nodeID))
+		}
+		if !fi.Mode().IsRegular() {
+			return errorResult(fmt.Sprintf("%q on node %q is not a regular file (%s); cluster_write writes files only",
+				path, t.nodeID, fi.Mode().Type()))
 		}
 		mode = fi.Mode().Perm()
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/clawmatrix/clawmatrix/schema"
@@ -199,4 +200,20 @@ func readString(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// A FIFO would block an open for ever; it is refused before opening.
+func TestReadWriteRefuseSpecialFiles(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Skip("no mkfifo here:", err)
+	}
+	tg := newTestTarget(t, "n1", TargetConfig{ToolProxy: openPolicy(), WorkspaceDir: dir})
+	if r := tg.read(schema.ReadArgs{Path: "fifo"}); !r.IsError || !strings.Contains(r.Text, "is not a regular file") {
+		t.Errorf("read: %+v", r)
+	}
+	if r := tg.write(schema.WriteArgs{Path: "fifo", Content: "x", Append: true}); !r.IsError || !strings.Contains(r.Text, "is not a regular file") {
+		t.Errorf("write: %+v", r)
+	}
 }

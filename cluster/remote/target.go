@@ -77,9 +77,11 @@ func newTarget(nodeID string, cfg TargetConfig) (*Target, error) {
 		openclawBin: cfg.OpenclawBin,
 		agents:      cfg.Agents,
 		log:         cfg.Logger,
-		// The gateway's own timeouts and the request context bound each
-		// call; the client needs no overall timeout of its own.
-		http: &http.Client{},
+		// The request context (capped at maxTimeout) bounds each call. The
+		// gateway is local: no proxy from the environment applies.
+		http: &http.Client{Transport: &http.Transport{
+			MaxIdleConns: 4, IdleConnTimeout: 90 * time.Second,
+		}},
 	}
 	if t.maxOutput <= 0 {
 		t.maxOutput = DefaultMaxOutputBytes
@@ -127,6 +129,7 @@ func (t *Target) Close() {
 	t.mu.Unlock()
 	t.cancel()
 	t.runs.Wait()
+	t.http.CloseIdleConnections()
 }
 
 // begin registers one unit of work; false once the target is closed.
