@@ -30,14 +30,17 @@ var clusterTools = []string{
 }
 
 const (
-	modelID   = "e2e-model"
-	bobAgent  = "bob"
-	nodeA     = "node-a"
-	nodeB     = "node-b"
-	secret    = "e2e-cluster-secret-0123456789"
-	mockProv  = "mockprov"
-	bootLimit = 4 * time.Minute
-	turnLimit = 4 * time.Minute
+	modelID  = "e2e-model"
+	bobAgent = "bob"
+	nodeA    = "node-a"
+	nodeB    = "node-b"
+	secret   = "e2e-cluster-secret-0123456789"
+	mockProv = "mockprov"
+
+	aAgentDesc = "Coordinator on node A"
+	bAgentDesc = "Builder on node B who knows node B's files"
+	bootLimit  = 4 * time.Minute
+	turnLimit  = 4 * time.Minute
 )
 
 func nonce(t *testing.T) string {
@@ -124,7 +127,7 @@ func TestTwoGatewayCluster(t *testing.T) {
 			"nodeId": nodeA, "secret": secret,
 			"listen": true, "listenHost": "127.0.0.1", "listenPort": meshPort,
 			"proxyPort":   aProxyPort,
-			"agents":      []any{map[string]any{"id": "main", "description": "Coordinator on node A", "tags": []string{"coordinator"}}},
+			"agents":      []any{map[string]any{"id": "main", "description": aAgentDesc, "tags": []string{"coordinator"}}},
 			"proxyModels": []any{map[string]any{"id": modelID, "nodeId": nodeB, "description": "the mock model node B serves"}},
 			"tags":        []string{"e2e-a"},
 		})
@@ -145,7 +148,7 @@ func TestTwoGatewayCluster(t *testing.T) {
 		"nodeId": nodeB, "secret": secret,
 		"peers":       []any{map[string]any{"url": fmt.Sprintf("ws://127.0.0.1:%d", meshPort), "nodeId": nodeA}},
 		"proxyPort":   freePort(t, 1),
-		"agents":      []any{map[string]any{"id": bobAgent, "description": "Builder on node B who knows node B's files", "tags": []string{"builder"}}},
+		"agents":      []any{map[string]any{"id": bobAgent, "description": bAgentDesc, "tags": []string{"builder"}}},
 		"models":      []any{map[string]any{"id": modelID, "provider": mockProv, "description": "mock model on node B"}},
 		"toolProxy":   map[string]any{"enabled": true},
 		"openclawBin": filepath.Join(ocBin, "openclaw"),
@@ -180,7 +183,7 @@ func TestTwoGatewayCluster(t *testing.T) {
 			}
 			t.Logf("--- mock model requests:\n%s", llm.summary())
 			t.Logf("work dir kept for inspection: %s", work)
-		} else {
+		} else if os.Getenv("CLAWMATRIX_E2E_KEEP") == "" {
 			os.RemoveAll(work)
 		}
 		llm.Close()
@@ -382,7 +385,7 @@ func testRemoteModel(ctx context.Context, t *testing.T, c *cluster) {
 		t.Errorf("A's request reached the mock with Authorization %q, want node B's provider key", redactBearer(auth))
 	}
 	prompt := r.userText()
-	for _, s := range []string{nodeB, bobAgent} {
+	for _, s := range []string{nodeB, bobAgent, bAgentDesc} {
 		if !strings.Contains(prompt, s) {
 			t.Errorf("the prompt from A does not name %q:\n%s", s, tailString(prompt, 40))
 		}
@@ -455,6 +458,12 @@ func testHandoff(ctx context.Context, t *testing.T, c *cluster) {
 	}
 	if auth := bob[0].Header.Get("Authorization"); auth != "Bearer "+c.bKey {
 		t.Errorf("bob's turn reached the mock with Authorization %q, want node B's provider key", redactBearer(auth))
+	}
+	// OpenClaw tells the model its workspace: bob's turn ran in B's gateway,
+	// not as a local turn on A.
+	body := string(bob[0].Body)
+	if !strings.Contains(body, c.b.workspace()) || strings.Contains(body, c.a.workspace()) {
+		t.Errorf("bob's turn does not carry B's workspace %s (or carries A's)", c.b.workspace())
 	}
 }
 
