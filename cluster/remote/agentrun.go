@@ -124,7 +124,7 @@ func (t *Target) startRun(agent, message string, timeout, limit time.Duration) (
 	return r, nil
 }
 
-// wait waits for the run to end (killing its process group when ctx ends
+// waitRun waits for the run to end (killing its process group when ctx ends
 // or the timeout passes) and returns the agent's reply text.
 func (t *Target) waitRun(ctx context.Context, r *agentRun) (reply, runID string, err error) {
 	runCtx, cancel := context.WithTimeout(ctx, r.timeout)

@@ -38,7 +38,7 @@ type nodeSpec struct {
 
 // startTestNode starts a mesh node with DefaultLocalConfig; it and its
 // Target are closed when the test ends.
-func startTestNode(t *testing.T, spec nodeSpec) *testNode {
+func startTestNode(t testing.TB, spec nodeSpec) *testNode {
 	t.Helper()
 	tn := &testNode{dir: t.TempDir(), agents: spec.agents}
 	cfg := mesh.DefaultLocalConfig()
@@ -89,7 +89,7 @@ func startTestNode(t *testing.T, spec nodeSpec) *testNode {
 
 // waitReach waits until n sees every node in ids, with the agents that
 // node offers (with a deadline).
-func waitReach(t *testing.T, n *testNode, others ...*testNode) {
+func waitReach(t testing.TB, n *testNode, others ...*testNode) {
 	t.Helper()
 	deadline := time.NewTimer(10 * time.Second)
 	defer deadline.Stop()
@@ -113,7 +113,7 @@ func waitReach(t *testing.T, n *testNode, others ...*testNode) {
 }
 
 // line starts a-b-c where a and c only reach each other through b.
-func line(t *testing.T, a, b, c nodeSpec) (*testNode, *testNode, *testNode) {
+func line(t testing.TB, a, b, c nodeSpec) (*testNode, *testNode, *testNode) {
 	t.Helper()
 	nb := startTestNode(t, b)
 	a.dial, c.dial = []*testNode{nb}, []*testNode{nb}
@@ -127,7 +127,7 @@ func line(t *testing.T, a, b, c nodeSpec) (*testNode, *testNode, *testNode) {
 	return na, nb, nc
 }
 
-func call(t *testing.T, c *Client, tool string, args any) Result {
+func call(t testing.TB, c *Client, tool string, args any) Result {
 	t.Helper()
 	return c.Call(t.Context(), tool, mustJSON(t, args))
 }

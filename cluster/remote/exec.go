@@ -38,11 +38,11 @@ func (t *Target) exec(ctx context.Context, a schema.ExecArgs) Result {
 	if a.TimeoutMs > 0 {
 		timeout = time.Duration(a.TimeoutMs) * time.Millisecond
 	}
-	if timeout > t.maxTimeout {
+	if timeout > t.maxTimeout && a.TimeoutMs > 0 {
 		capNote = fmt.Sprintf("[timeoutMs %d is above node %q's limit; it was lowered to %d (toolProxy.maxTimeoutMs)]\n",
 			a.TimeoutMs, t.nodeID, t.maxTimeout.Milliseconds())
-		timeout = t.maxTimeout
 	}
+	timeout = min(timeout, t.maxTimeout)
 	cwd := t.resolvePath(a.Cwd)
 	if fi, err := os.Stat(cwd); err != nil || !fi.IsDir() {
 		return errorResult(fmt.Sprintf("working directory %q does not exist on node %q (or is not a directory); "+

@@ -92,6 +92,7 @@ func (t *Target) read(a schema.ReadArgs) Result {
 
 	offset := max(a.Offset, 1)
 	var out bytes.Buffer
+	out.Grow(int(min(fi.Size(), int64(t.maxOutput))) + 1)
 	line := 0     // lines read so far
 	lastFull := 0 // last line shown in full
 	var cutBytes int64

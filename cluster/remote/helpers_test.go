@@ -22,7 +22,7 @@ func openPolicy() schema.ToolProxy {
 }
 
 // newTestTarget makes a Target without a mesh node, for the executors.
-func newTestTarget(t *testing.T, nodeID string, cfg TargetConfig) *Target {
+func newTestTarget(t testing.TB, nodeID string, cfg TargetConfig) *Target {
 	t.Helper()
 	if cfg.WorkspaceDir == "" {
 		cfg.WorkspaceDir = t.TempDir()
@@ -36,7 +36,7 @@ func newTestTarget(t *testing.T, nodeID string, cfg TargetConfig) *Target {
 }
 
 // mustJSON encodes v or fails the test.
-func mustJSON(t *testing.T, v any) []byte {
+func mustJSON(t testing.TB, v any) []byte {
 	t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -46,7 +46,7 @@ func mustJSON(t *testing.T, v any) []byte {
 }
 
 // detailsMap turns a Result's details into a generic map.
-func detailsMap(t *testing.T, r Result) map[string]any {
+func detailsMap(t testing.TB, r Result) map[string]any {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal(mustJSON(t, r.Details), &m); err != nil {
@@ -67,7 +67,7 @@ func detailsMap(t *testing.T, r Result) map[string]any {
 //	other    replies "done by <agent>"
 //
 // Every run records its message and --timeout in dir.
-func fakeOpenclaw(t *testing.T, dir string) string {
+func fakeOpenclaw(t testing.TB, dir string) string {
 	t.Helper()
 	script := `#!/bin/sh
 dir='` + dir + `'
