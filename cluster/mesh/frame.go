@@ -66,11 +66,42 @@ func isControl(t string) bool {
 
 var errFrameSyntax = errors.New("frame is not a JSON object with type, id and from")
 
-// decodeFrame parses one wire frame. It never panics, and it rejects frames
-// missing the envelope fields the mesh relies on.
+// decodeFrame parses one wire frame in a single pass. It never panics, and
+// it rejects frames missing the envelope fields the mesh relies on. The
+// payload is copied but not parsed: relays pass it on as it came, and the
+// node it is for parses it.
 func decodeFrame(data []byte) (*Frame, error) {
 	var f Frame
-	if err := json.Unmarshal(data, &f); err != nil {
+	err := walkObject(data, func(key string, v []byte) error {
+		var err error
+		switch key {
+		case "type":
+			f.Type, err = jsonString(v)
+		case "id":
+			f.ID, err = jsonString(v)
+		case "from":
+			f.From, err = jsonString(v)
+		case "to":
+			f.To, err = jsonString(v)
+		case "ttl":
+			var ttl int64
+			ttl, err = jsonInt(v)
+			if err == nil && (ttl < 0 || ttl > 1<<16) {
+				err = errors.New("ttl out of range")
+			}
+			f.TTL = int(ttl)
+		case "timestamp":
+			f.Timestamp, err = jsonInt(v)
+		case "payload":
+			if isNull(v) {
+				f.Payload = nil
+			} else {
+				f.Payload = append(json.RawMessage(nil), v...)
+			}
+		}
+		return err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errFrameSyntax, err)
 	}
 	if f.Type == "" || f.From == "" {
@@ -78,9 +109,6 @@ func decodeFrame(data []byte) (*Frame, error) {
 	}
 	if len(f.Type) > 64 || len(f.ID) > 128 || len(f.From) > MaxNodeIDLen || len(f.To) > MaxNodeIDLen {
 		return nil, fmt.Errorf("%w: an envelope field is too long", errFrameSyntax)
-	}
-	if f.TTL < 0 {
-		return nil, fmt.Errorf("%w: negative ttl", errFrameSyntax)
 	}
 	return &f, nil
 }

@@ -2,7 +2,6 @@ package mesh
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -374,7 +373,7 @@ var errCancelled = errors.New("mesh: request cancelled by the caller")
 // arrived on, nil for this node's own requests.
 func (n *Node) deliver(l *link, f *Frame) {
 	var m streamMsg
-	if err := json.Unmarshal(f.Payload, &m); err != nil {
+	if err := decodeStreamMsg(f.Payload, &m); err != nil {
 		n.log.Debug("mesh: malformed stream frame", "from", f.From, "type", f.Type, "err", err)
 		return
 	}

@@ -2,7 +2,6 @@ package mesh
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -224,10 +223,7 @@ func unreachable(node, why string) error {
 // never wait; data frames wait for room in the link's queue until ctx ends.
 // It returns the link used (nil when to is this node).
 func (n *Node) sendRouted(ctx context.Context, to, typ, lane string, msg *streamMsg) (*link, error) {
-	payload, err := json.Marshal(msg)
-	if err != nil {
-		return nil, err
-	}
+	payload := encodeStreamMsg(msg)
 	f := &Frame{Type: typ, ID: n.newFrameID(), From: n.id, To: to, TTL: n.cfg.MaxHops, Timestamp: time.Now().UnixMilli(), Payload: payload}
 	if to == n.id {
 		n.deliver(nil, f)
@@ -238,6 +234,7 @@ func (n *Node) sendRouted(ctx context.Context, to, typ, lane string, msg *stream
 		return nil, unreachable(to, "no route")
 	}
 	data := encodeFrame(f)
+	var err error
 	if isControl(typ) {
 		err = l.q.pushCtrl(data)
 	} else {
