@@ -194,12 +194,9 @@ func TestTwoGatewayCluster(t *testing.T) {
 		for _, g := range []*gateway{c.a, c.b} {
 			t.Run("gateway "+g.name+" ready", func(t *testing.T) {
 				t.Parallel()
-				if err := g.start(); err != nil {
-					t.Fatal(err)
-				}
 				bootCtx, cancel := context.WithTimeout(ctx, bootLimit)
 				defer cancel()
-				if err := g.waitReady(bootCtx); err != nil {
+				if err := g.startWithRetry(bootCtx, t); err != nil {
 					t.Fatal(err)
 				}
 			})
