@@ -100,7 +100,7 @@ func New(cfg Config) (*Node, error) {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.idSeq.Store(n.inc)
 	n.topo = topology{entries: make(map[string]*storedEntry), version: n.inc}
-	n.routes.Store(&routeTable{next: map[string]*link{}, index: map[string]int{}})
+	n.routes.Store(&routeTable{self: n.id, next: map[string]*link{}, index: map[string]int{}, parent: map[string]string{}, edges: map[edgeKey]uint64{}})
 	n.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.AuthTimeout,
 		ReadBufferSize:   4096,

@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"time"
 )
 
 // Streams.
@@ -71,8 +72,11 @@ type Stream struct {
 	reqSent  uint64 // request frames sent
 	reqAcked uint64 // request frames the target credited
 	credit   chan struct{}
-	inLink   *link // link responses arrive on
-	outLink  *link // link requests and acks leave on
+	stash    map[uint64]resFrame // response frames that arrived early
+	gap      *time.Timer         // fails the stream if a gap stays open
+	path     []pathEdge          // the route the request took
+	inLink   *link               // link responses arrive on
+	outLink  *link               // link requests and acks leave on
 	notify   chan struct{}
 }
 
@@ -112,10 +116,9 @@ func (n *Node) Open(ctx context.Context, to, method string, payload []byte) (*St
 	if n.ctx.Err() != nil {
 		return nil, ErrClosed
 	}
-	if to != n.id {
-		if n.routes.Load().next[to] == nil {
-			return nil, fmt.Errorf("mesh: %w: %q", ErrUnknownNode, to)
-		}
+	rt := n.routes.Load()
+	if to != n.id && rt.next[to] == nil {
+		return nil, fmt.Errorf("mesh: %w: %q", ErrUnknownNode, to)
 	}
 	s := &Stream{
 		n:      n,
@@ -124,6 +127,9 @@ func (n *Node) Open(ctx context.Context, to, method string, payload []byte) (*St
 		window: n.cfg.RequestWindow,
 		notify: make(chan struct{}, 1),
 		credit: make(chan struct{}, 1),
+	}
+	if to != n.id {
+		s.path = rt.path(to)
 	}
 	s.lane = "c" + strconv.FormatUint(s.id, 36)
 	n.smu.Lock()
@@ -261,6 +267,10 @@ func (s *Stream) finish(err error) bool {
 	s.finished = true
 	s.err = err
 	s.partial = nil
+	if s.gap != nil {
+		s.gap.Stop()
+		s.gap = nil
+	}
 	s.signal()
 	select { // wake a sender waiting for request credit
 	case s.credit <- struct{}{}:
@@ -363,6 +373,7 @@ type serverStream struct {
 	outQ    uint64
 	inLink  *link
 	outLink *link
+	path    []pathEdge // the route back to the caller
 	credit  chan struct{}
 	writeMu sync.Mutex
 }
@@ -493,6 +504,9 @@ func (n *Node) onReq(l *link, from string, m *streamMsg) {
 	}
 	ss.reqQ++
 	ss.inLink = l
+	if ss.path == nil && from != n.id {
+		ss.path = n.routes.Load().path(from)
+	}
 	if len(ss.req)+len(m.D) > n.cfg.MaxMessageBytes {
 		ss.mu.Unlock()
 		ss.cancel(errors.New("request too large"))
@@ -655,44 +669,55 @@ func (n *Node) onRes(l *link, f *Frame, m *streamMsg) {
 		return
 	}
 	s.mu.Lock()
-	if s.finished {
+	if s.finished || m.Q < s.nextQ {
 		s.mu.Unlock()
 		return
 	}
 	s.inLink = l
 	var fail error
 	var ack uint64
-	switch {
-	case m.Q != s.nextQ:
-		fail = unreachable(s.to, "response frames lost in transit")
-	case f.Type == typeEnd:
-		s.finished = true
-		if m.E != nil {
-			e := *m.E
-			e.Node = f.From
-			s.err = &e
+	cur := resFrame{end: f.Type == typeEnd, m: *m}
+	if m.Q > s.nextQ {
+		// Overtaken on a new, shorter route: hold it until the gap fills.
+		if len(s.stash) >= s.window+2 {
+			fail = unreachable(s.to, "response frames lost in transit")
 		} else {
-			s.err = io.EOF
+			if s.stash == nil {
+				s.stash = make(map[uint64]resFrame)
+			}
+			s.stash[m.Q] = cur
+			if s.gap == nil {
+				s.gap = time.AfterFunc(n.cfg.DeadAfter, func() {
+					if s.finish(unreachable(s.to, "response frames lost in transit")) {
+						s.sendCancel()
+					}
+					n.removeClient(s)
+				})
+			}
 		}
-	case len(s.partial)+len(m.D) > n.cfg.MaxMessageBytes:
-		fail = fmt.Errorf("mesh: response message from %q exceeds MaxMessageBytes %d", s.to, n.cfg.MaxMessageBytes)
-	default:
-		s.partial = append(s.partial, m.D...)
-		if m.More {
-			ack = s.creditLocked(1)
-		} else {
-			msg := s.partial
-			if msg == nil {
-				msg = []byte{}
+	} else {
+		for {
+			var a uint64
+			a, fail = s.applyLocked(&cur, f.From)
+			if a > 0 {
+				ack = a
 			}
-			s.msgs = append(s.msgs, msg)
-			s.partial = nil
-			if len(s.msgs) > s.window+1 {
-				fail = fmt.Errorf("mesh: node %q sent more than the flow-control window", s.to)
+			s.nextQ++
+			if fail != nil || s.finished {
+				break
 			}
+			next, ok := s.stash[s.nextQ]
+			if !ok {
+				break
+			}
+			delete(s.stash, s.nextQ)
+			cur = next
+		}
+		if len(s.stash) == 0 && s.gap != nil {
+			s.gap.Stop()
+			s.gap = nil
 		}
 	}
-	s.nextQ++
 	done := s.finished
 	s.mu.Unlock()
 	s.sendAck(ack)
@@ -707,37 +732,106 @@ func (n *Node) onRes(l *link, f *Frame, m *streamMsg) {
 		n.removeClient(s)
 		s.stopWatch()
 	}
-	select {
-	case s.notify <- struct{}{}:
-	default:
-	}
+	s.signal()
 }
 
-// checkStreams fails the streams whose peer is no longer reachable.
+// resFrame is a response frame held for reordering.
+type resFrame struct {
+	end bool
+	m   streamMsg
+}
+
+// applyLocked applies the next in-order response frame; it returns the
+// cumulative credit to acknowledge (0 for none) or a reason to fail.
+func (s *Stream) applyLocked(r *resFrame, from string) (uint64, error) {
+	m := &r.m
+	switch {
+	case r.end:
+		s.finished = true
+		if m.E != nil {
+			e := *m.E
+			e.Node = from
+			s.err = &e
+		} else {
+			s.err = io.EOF
+		}
+		if s.gap != nil {
+			s.gap.Stop()
+			s.gap = nil
+		}
+		return 0, nil
+	case len(s.partial)+len(m.D) > s.n.cfg.MaxMessageBytes:
+		return 0, fmt.Errorf("mesh: response message from %q exceeds MaxMessageBytes %d", s.to, s.n.cfg.MaxMessageBytes)
+	}
+	s.partial = append(s.partial, m.D...)
+	if m.More {
+		return s.creditLocked(1), nil
+	}
+	msg := s.partial
+	if msg == nil {
+		msg = []byte{}
+	}
+	s.msgs = append(s.msgs, msg)
+	s.partial = nil
+	if len(s.msgs) > s.window+1 {
+		return 0, fmt.Errorf("mesh: node %q sent more than the flow-control window", s.to)
+	}
+	return 0, nil
+}
+
+// checkStreams fails the streams whose peer is no longer reachable, or
+// whose route lost a link: frames in flight on that link are gone, so the
+// stream cannot continue intact even if another route exists. The other
+// side learns it from its own view, or from the no_stream answer to its
+// next frame.
 func (n *Node) checkStreams() {
 	rt := n.routes.Load()
-	var lostC []*Stream
-	var lostS []*serverStream
+	type lost struct {
+		c   *Stream
+		s   *serverStream
+		err error
+	}
+	var gone []lost
 	n.smu.Lock()
 	for _, s := range n.clients {
-		if s.to != n.id && rt.next[s.to] == nil {
-			lostC = append(lostC, s)
+		if s.to == n.id {
+			continue
+		}
+		if rt.next[s.to] == nil {
+			gone = append(gone, lost{c: s, err: unreachable(s.to, "no route")})
+		} else if e, ok := rt.intact(s.path); !ok {
+			gone = append(gone, lost{c: s, err: unreachable(s.to, "link "+e.u+"-"+e.v+" on the route was lost")})
 		}
 	}
 	for _, ss := range n.servers {
-		if ss.key.from != n.id && rt.next[ss.key.from] == nil {
-			lostS = append(lostS, ss)
+		if ss.key.from == n.id {
+			continue
+		}
+		if rt.next[ss.key.from] == nil {
+			gone = append(gone, lost{s: ss, err: unreachable(ss.key.from, "no route")})
+		} else if e, ok := rt.intact(ss.pathLocked()); !ok {
+			gone = append(gone, lost{s: ss, err: unreachable(ss.key.from, "link "+e.u+"-"+e.v+" on the route was lost")})
 		}
 	}
 	n.smu.Unlock()
-	for _, s := range lostC {
-		s.finish(unreachable(s.to, "no route"))
-		n.removeClient(s)
+	for _, g := range gone {
+		if g.c != nil {
+			if g.c.finish(g.err) {
+				g.c.sendCancel()
+			}
+			n.removeClient(g.c)
+			continue
+		}
+		g.s.cancel(g.err)
+		n.removeServer(g.s)
+		n.sendEnd(g.s.key.from, g.s.key.s, 0, &RemoteError{Code: CodeUnavailable, Message: "the route to the caller lost a link mid-stream"})
 	}
-	for _, ss := range lostS {
-		ss.cancel(unreachable(ss.key.from, "no route"))
-		n.removeServer(ss)
-	}
+}
+
+func (ss *serverStream) pathLocked() []pathEdge {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.path
 }
 
 // failStreamsOnLink fails the streams whose frames travelled over l: frames

@@ -14,9 +14,47 @@ import (
 // is rebuilt under Node.mu on every topology change and read lock-free on
 // the hot path.
 type routeTable struct {
-	next  map[string]*link // next-hop link per reachable node
-	peers []PeerInfo       // sorted by NodeID
-	index map[string]int   // NodeID -> position in peers
+	self   string
+	next   map[string]*link   // next-hop link per reachable node
+	peers  []PeerInfo         // sorted by NodeID
+	index  map[string]int     // NodeID -> position in peers
+	parent map[string]string  // previous node on the shortest path
+	edges  map[edgeKey]uint64 // usable links, as announced by their first node
+}
+
+// edgeKey is a directed link u -> v as u announces it.
+type edgeKey struct{ u, v string }
+
+// pathEdge is one link of a recorded route, with the id (Since) of the link
+// that carried it, so a replaced link counts as broken.
+type pathEdge struct {
+	edgeKey
+	since uint64
+}
+
+// path returns the links from this node to `to` on the current route.
+func (rt *routeTable) path(to string) []pathEdge {
+	var p []pathEdge
+	for v := to; v != rt.self; {
+		u, ok := rt.parent[v]
+		if !ok || len(p) > len(rt.parent) {
+			return nil
+		}
+		k := edgeKey{u, v}
+		p = append(p, pathEdge{k, rt.edges[k]})
+		v = u
+	}
+	return p
+}
+
+// intact reports whether every link of p still exists as it was.
+func (rt *routeTable) intact(p []pathEdge) (edgeKey, bool) {
+	for _, e := range p {
+		if since, ok := rt.edges[e.edgeKey]; !ok || since != e.since {
+			return e.edgeKey, false
+		}
+	}
+	return edgeKey{}, true
 }
 
 // recomputeLocked runs a breadth-first search from this node over its own
@@ -32,9 +70,13 @@ func (n *Node) recomputeLocked() {
 	}
 	reach := make(map[string]hop, len(n.topo.entries))
 	queue := make([]string, 0, len(n.topo.entries))
+	parent := make(map[string]string, len(n.topo.entries))
+	edges := make(map[edgeKey]uint64)
 	for _, l := range n.sortedLinksLocked() {
 		reach[l.peer] = hop{via: l, hops: 1, rtt: time.Duration(l.rtt.Load())}
 		queue = append(queue, l.peer)
+		parent[l.peer] = n.id
+		edges[edgeKey{n.id, l.peer}] = l.epoch
 	}
 	for i := 0; i < len(queue); i++ {
 		u := queue[i]
@@ -45,6 +87,7 @@ func (n *Node) recomputeLocked() {
 		hu := reach[u]
 		for _, le := range e.Links {
 			v := le.Peer
+			edges[edgeKey{u, v}] = le.Since
 			if v == n.id {
 				continue
 			}
@@ -53,12 +96,16 @@ func (n *Node) recomputeLocked() {
 			}
 			reach[v] = hop{via: hu.via, hops: hu.hops + 1, rtt: hu.rtt + time.Duration(le.RTTMicros)*time.Microsecond}
 			queue = append(queue, v)
+			parent[v] = u
 		}
 	}
 	rt := &routeTable{
-		next:  make(map[string]*link, len(reach)),
-		peers: make([]PeerInfo, 0, len(reach)),
-		index: make(map[string]int, len(reach)),
+		self:   n.id,
+		parent: parent,
+		edges:  edges,
+		next:   make(map[string]*link, len(reach)),
+		peers:  make([]PeerInfo, 0, len(reach)),
+		index:  make(map[string]int, len(reach)),
 	}
 	for id, h := range reach {
 		rt.next[id] = h.via
