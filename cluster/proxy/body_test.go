@@ -75,3 +75,32 @@ func TestWithModel(t *testing.T) {
 		}
 	}
 }
+
+// The fast scan and the decoder must agree on every valid body.
+func FuzzParseChatRequest(f *testing.F) {
+	for _, s := range []string{
+		`{"model":"m","messages":[]}`, `{"stream":true,"model":"a\"b"}`, `{"x":{"model":"in"},"model":"out"}`,
+		`{"model":3}`, `{"model":"m","stream":"yes"}`, `{ "model" : "m" , "stream" : null }`, `[]`, `"s"`,
+		`{"mod\u0065l":"esc"}`, `{"model":"m","model":"n"}`, `{"a":[1,{"b":"]}"}],"model":"x"}`, `{}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		got, err := parseChatRequest(body)
+		if !json.Valid(body) {
+			return
+		}
+		want, werr := decodeChatRequest(body)
+		if (err == nil) != (werr == nil) || got.Model != want.Model || got.Stream != want.Stream {
+			t.Fatalf("%s: scan %+v %v, decode %+v %v", body, got, err, want, werr)
+		}
+		if err != nil {
+			return
+		}
+		out := withModel(body, got, "replaced")
+		var v map[string]any
+		if err := json.Unmarshal(out, &v); err != nil || v["model"] != "replaced" {
+			t.Fatalf("withModel(%s) = %s: %v", body, out, err)
+		}
+	})
+}
