@@ -1,0 +1,114 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"math"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// buildNodeBin builds clawmatrix-plugin into a temp dir for the suites to
+// start nodes with (the test binary itself has no `node` command).
+func buildNodeBin(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "clawmatrix-plugin")
+	out, err := exec.Command("go", "build", "-o", bin, "../../cmd/clawmatrix-plugin").CombinedOutput()
+	if err != nil {
+		t.Fatalf("building clawmatrix-plugin: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func metricByName(t *testing.T, ms []Metric, name string) Metric {
+	t.Helper()
+	for _, m := range ms {
+		if m.Name == name {
+			return m
+		}
+	}
+	t.Fatalf("no metric %q among %d", name, len(ms))
+	return Metric{}
+}
+
+func checkFinite(t *testing.T, ms []Metric) {
+	t.Helper()
+	if len(ms) == 0 {
+		t.Fatal("no metrics")
+	}
+	for _, m := range ms {
+		if math.IsNaN(m.Value) || math.IsInf(m.Value, 0) || m.Value < 0 {
+			t.Errorf("metric %q = %v, want a finite non-negative number", m.Name, m.Value)
+		}
+		if m.Unit == "" && m.Name == "" {
+			t.Errorf("metric without name and unit: %+v", m)
+		}
+	}
+}
+
+func TestFailoverQuick(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	o := Options{Quick: true, NodeBin: buildNodeBin(t)}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	run, err := failover(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The kill really happened: the victim was reaped, ended by SIGKILL,
+	// and its pid no longer names a process of ours.
+	st := run.victimState
+	if st == nil {
+		t.Fatal("the killed node was never reaped")
+	}
+	if ws, ok := st.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("killed node ended with %v, want death by SIGKILL", st)
+	}
+	if err := syscall.Kill(run.victimPid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Fatalf("signal 0 to the killed node's pid %d: %v, want ESRCH", run.victimPid, err)
+	}
+
+	ms := run.metrics()
+	checkFinite(t, ms)
+	s := run.summary()
+	if s.okBefore == 0 || s.okAfter == 0 {
+		t.Fatalf("load did not run on both sides of the kill: %d ok before, %d ok after", s.okBefore, s.okAfter)
+	}
+	// Every node served before the kill; after it, the killed one served
+	// nothing and the two others everything.
+	for _, id := range run.nodes {
+		if s.shareBefore[id] == 0 {
+			t.Errorf("node %s served nothing before the kill: %v", id, s.shareBefore)
+		}
+	}
+	if n := s.shareAft[run.victim]; n != 0 {
+		t.Errorf("killed node %s served %d requests started after the kill", run.victim, n)
+	}
+	if got := metricByName(t, ms, "share after the kill, "+run.victim).Value; got != 0 {
+		t.Errorf("reported share of the killed node after the kill = %v%%", got)
+	}
+	if s.mismatched != 0 {
+		t.Errorf("%d mismatched responses", s.mismatched)
+	}
+	// Errors are a measured outcome with a goal, reported by the suite;
+	// log them here so a regression is visible in the test output.
+	if s.errors > 0 {
+		t.Logf("%d client-visible errors; first: %s", s.errors, s.firstError)
+	}
+	moved := metricByName(t, ms, "time until the killed node's share moved").Value
+	if moved <= 0 || moved > float64(run.end.Sub(run.kill).Milliseconds()) {
+		t.Errorf("share moved after %v ms, want within the %s after the kill", moved, run.profile.after)
+	}
+	for _, m := range ms {
+		if m.Note != "" && strings.Contains(m.Note, "not reaped") {
+			t.Errorf("metric %q: %s", m.Name, m.Note)
+		}
+	}
+}
