@@ -80,16 +80,21 @@ func gatewayConfig(port int, token, pluginDir, workspace string, pluginConfig ma
 		},
 		// The mock sees the cluster tools directly instead of through tool search.
 		"tools": map[string]any{"toolSearch": false},
+		// No background turns (heartbeat, memory dreaming): each one is an
+		// unscripted model call that a stopping gateway would wait for.
 		"agents": map[string]any{
-			"defaults": map[string]any{"workspace": workspace},
+			"defaults": map[string]any{"workspace": workspace, "heartbeat": map[string]any{"every": "0m"}},
 		},
 		"plugins": map[string]any{
 			"load": map[string]any{"paths": []string{pluginDir}},
-			"entries": map[string]any{"clawmatrix": map[string]any{
-				"enabled": true,
-				"hooks":   map[string]any{"allowConversationAccess": true},
-				"config":  pluginConfig,
-			}},
+			"entries": map[string]any{
+				"clawmatrix": map[string]any{
+					"enabled": true,
+					"hooks":   map[string]any{"allowConversationAccess": true},
+					"config":  pluginConfig,
+				},
+				"memory-core": map[string]any{"config": map[string]any{"dreaming": map[string]any{"enabled": false}}},
+			},
 		},
 	}
 }
