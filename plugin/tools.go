@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,14 +25,6 @@ func toolInfos() []ToolInfo {
 	return infos
 }
 
-func toolNames() []string {
-	var names []string
-	for _, t := range schema.Tools() {
-		names = append(names, t.Name)
-	}
-	return names
-}
-
 func (s *Server) toolsCall(ctx context.Context, req *jsonrpc2.Request) (any, error) {
 	rt, err := s.ready()
 	if err != nil {
@@ -41,12 +34,8 @@ func (s *Server) toolsCall(ctx context.Context, req *jsonrpc2.Request) (any, err
 	if err := decodeParams(req, &p); err != nil {
 		return nil, err
 	}
-	known := false
-	for _, name := range toolNames() {
-		known = known || name == p.Name
-	}
-	if !known {
-		return nil, invalidParams("unknown tool %q; the sidecar serves %s", p.Name, strings.Join(toolNames(), ", "))
+	if names := schema.ToolNames(); !slices.Contains(names, p.Name) {
+		return nil, invalidParams("unknown tool %q; the sidecar serves %s", p.Name, strings.Join(names, ", "))
 	}
 	args := []byte(p.Arguments)
 	if len(args) == 0 || string(args) == "null" {
