@@ -790,9 +790,8 @@ func (n *Node) Capabilities() Capabilities {
 func (n *Node) Peers() []PeerInfo {
 	rt := n.routes.Load()
 	out := make([]PeerInfo, len(rt.peers))
-	for i, p := range rt.peers {
-		out[i] = p
-		out[i].Capabilities = cloneCaps(p.Capabilities)
+	for i := range rt.peers {
+		out[i] = rt.peerAt(i)
 	}
 	return out
 }
@@ -804,9 +803,7 @@ func (n *Node) Peer(id string) (PeerInfo, bool) {
 	if !ok {
 		return PeerInfo{}, false
 	}
-	p := rt.peers[i]
-	p.Capabilities = cloneCaps(p.Capabilities)
-	return p, true
+	return rt.peerAt(i), true
 }
 
 // Changed returns a channel that is closed at the next change of the set of

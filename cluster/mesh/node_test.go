@@ -370,3 +370,23 @@ func TestCapabilitiesGossiped(t *testing.T) {
 		return ok && len(p.Tags) == 1 && p.Tags[0] == "gpu" && len(p.Models) == 1 && len(p.Agents) == 1 && p.Agents[0].Description == "writes code"
 	})
 }
+
+// RTT follows the pings: it shows up after the first pong even when the
+// topology does not change again, for direct and relayed peers alike.
+func TestRTTMeasuredWithoutTopologyChange(t *testing.T) {
+	ns := startNodes(t, "a", "b", "c")
+	a, b, c := ns[0], ns[1], ns[2]
+	dial(t, a, b)
+	dial(t, b, c)
+	waitAll(t, ns, 5*time.Second)
+	waitPoll(t, 5*time.Second, "a measures the RTT to b (direct) and c (relay)", func() bool {
+		pb, okb := a.Peer("b")
+		pc, okc := a.Peer("c")
+		return okb && okc && pb.RTT > 0 && pc.RTT >= pb.RTT
+	})
+	for _, p := range a.Peers() {
+		if p.RTT <= 0 {
+			t.Errorf("Peers() reports no RTT for %s: %+v", p.NodeID, p)
+		}
+	}
+}

@@ -17,6 +17,7 @@ type routeTable struct {
 	self   string
 	next   map[string]*link   // next-hop link per reachable node
 	peers  []PeerInfo         // sorted by NodeID
+	beyond []time.Duration    // per peers entry: RTT past the first hop, as gossiped
 	index  map[string]int     // NodeID -> position in peers
 	parent map[string]string  // previous node on the shortest path
 	edges  map[edgeKey]uint64 // usable links, as announced by their first node
@@ -64,16 +65,16 @@ func (rt *routeTable) intact(p []pathEdge) (edgeKey, bool) {
 // withdrawn even though its own stale entry still lists them.
 func (n *Node) recomputeLocked() {
 	type hop struct {
-		via  *link
-		hops int
-		rtt  time.Duration
+		via    *link
+		hops   int
+		beyond time.Duration // RTT past the first hop, from gossip
 	}
 	reach := make(map[string]hop, len(n.topo.entries))
 	queue := make([]string, 0, len(n.topo.entries))
 	parent := make(map[string]string, len(n.topo.entries))
 	edges := make(map[edgeKey]uint64)
 	for _, l := range n.sortedLinksLocked() {
-		reach[l.peer] = hop{via: l, hops: 1, rtt: time.Duration(l.rtt.Load())}
+		reach[l.peer] = hop{via: l, hops: 1}
 		queue = append(queue, l.peer)
 		parent[l.peer] = n.id
 		edges[edgeKey{n.id, l.peer}] = l.epoch
@@ -94,7 +95,7 @@ func (n *Node) recomputeLocked() {
 			if _, ok := reach[v]; ok {
 				continue
 			}
-			reach[v] = hop{via: hu.via, hops: hu.hops + 1, rtt: hu.rtt + time.Duration(le.RTTMicros)*time.Microsecond}
+			reach[v] = hop{via: hu.via, hops: hu.hops + 1, beyond: hu.beyond + time.Duration(le.RTTMicros)*time.Microsecond}
 			queue = append(queue, v)
 			parent[v] = u
 		}
@@ -109,7 +110,7 @@ func (n *Node) recomputeLocked() {
 	}
 	for id, h := range reach {
 		rt.next[id] = h.via
-		p := PeerInfo{NodeID: id, Hops: h.hops, RTT: h.rtt}
+		p := PeerInfo{NodeID: id, Hops: h.hops, RTT: h.beyond}
 		if h.hops == 1 {
 			p.Status = StatusConnected
 		} else {
@@ -124,8 +125,10 @@ func (n *Node) recomputeLocked() {
 		rt.peers = append(rt.peers, p)
 	}
 	sort.Slice(rt.peers, func(i, j int) bool { return rt.peers[i].NodeID < rt.peers[j].NodeID })
+	rt.beyond = make([]time.Duration, len(rt.peers))
 	for i, p := range rt.peers {
 		rt.index[p.NodeID] = i
+		rt.beyond[i], rt.peers[i].RTT = p.RTT, 0
 	}
 	old := n.routes.Swap(rt)
 	if !samePeers(old.peers, rt.peers) {
@@ -298,4 +301,15 @@ func (n *Node) sendRouted(ctx context.Context, to, typ, lane string, msg *stream
 	default:
 		return l, err
 	}
+}
+
+// peerAt returns peers[i] with its RTT as of now: the first hop's RTT changes
+// with every pong, without a topology change to rebuild the table.
+func (rt *routeTable) peerAt(i int) PeerInfo {
+	p := rt.peers[i]
+	if first := rt.next[p.NodeID].rtt.Load(); first > 0 {
+		p.RTT = time.Duration(first) + rt.beyond[i]
+	}
+	p.Capabilities = cloneCaps(p.Capabilities)
+	return p
 }
