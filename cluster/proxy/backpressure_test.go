@@ -3,12 +3,15 @@ package proxy
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/clawmatrix/clawmatrix/schema"
 )
 
 // A client that stops reading must stall the upstream through the mesh's
@@ -71,3 +74,79 @@ func TestProxySlowClientStallsUpstream(t *testing.T) {
 		t.Fatal("upstream request was not cancelled after the client hung up")
 	}
 }
+
+// A plain (non-streamed) response longer than MaxBufferedBytes is passed on
+// as it arrives instead of being held whole; if it then breaks, the client
+// sees a cut connection, never a complete-looking body.
+func TestProxyLargePlainResponse(t *testing.T) {
+	up := newMockLLM(t, "up-b")
+	b := startNode(t, "b", []schema.Model{upstreamModel("m", up)})
+	a := startNode(t, "a", nil, b)
+	waitServes(t, a, "b", "m")
+	front, err := NewServer(ServerConfig{Node: a, Addr: "127.0.0.1:0", APIKey: testKey, MaxBufferedBytes: 16 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := front.Start(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	defer front.Close()
+
+	content := strings.Repeat("y", 300<<10)
+	body := `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"` + content + `"},"finish_reason":"stop"}]}`
+	hold := make(chan struct{})
+	var breakOff atomic.Bool
+	up.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+		w.Header().Set("Content-Type", "application/json")
+		if !breakOff.Load() {
+			io.WriteString(w, body)
+			return true
+		}
+		io.WriteString(w, body[:len(body)/2])
+		w.(http.Flusher).Flush()
+		close(hold)
+		<-r.Context().Done()
+		return true
+	})
+
+	post := func() (*http.Response, error) {
+		req, _ := http.NewRequestWithContext(testCtx(t), "POST", front.URL()+"/chat/completions", strings.NewReader(`{"model":"m","messages":[]}`))
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		return http.DefaultClient.Do(req)
+	}
+	resp, err := post()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || string(got) != body {
+		t.Fatalf("status %d, %d of %d bytes, err %v", resp.StatusCode, len(got), len(body), err)
+	}
+
+	breakOff.Store(true)
+	go func() {
+		select {
+		case <-hold:
+			time.Sleep(50 * time.Millisecond) // let the first half reach the client
+			b.Close()
+		case <-time.After(10 * time.Second):
+		}
+	}()
+	resp, err = post()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, err = io.ReadAll(resp.Body)
+	if err == nil {
+		t.Fatalf("a response broken after %d bytes ended cleanly (status %d)", len(got), resp.StatusCode)
+	}
+	if resp.StatusCode != 200 || len(got) < minPassedOn || len(got) >= len(body) {
+		t.Fatalf("status %d, got %d of %d bytes before the cut (%v)", resp.StatusCode, len(got), len(body), err)
+	}
+}
+
+// minPassedOn is the least the client must have received before the
+// break above: more than the front may hold, so it was passed on.
+const minPassedOn = 16 << 10

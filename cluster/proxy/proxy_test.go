@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -492,4 +493,68 @@ func TestProxyCancelReachesUpstream(t *testing.T) {
 			t.Fatal("the client's cancel did not reach the upstream")
 		}
 	})
+}
+
+// An upstream that turns a request away (429, 502, 503) before any byte
+// reached the client sends it to the next node; the last node's answer is
+// passed on as it is.
+func TestProxyFailoverOnUpstreamRefusal(t *testing.T) {
+	// a serves m itself (RTT 0, so it is always tried first) through upB;
+	// c serves it through upC.
+	upB, upC := newMockLLM(t, "up-b"), newMockLLM(t, "up-c")
+	c := startNode(t, "c", []schema.Model{upstreamModel("m", upC)})
+	a := startNode(t, "a", []schema.Model{upstreamModel("m", upB)}, c)
+	waitServes(t, a, "c", "m")
+	cl := newClient(startFront(t, a))
+	ctx := testCtx(t)
+	refuse := func(status int) func(w http.ResponseWriter, r *http.Request) bool {
+		return func(w http.ResponseWriter, r *http.Request) bool {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			fmt.Fprintf(w, `{"error":{"message":"refused with %d","type":"server_error","param":null,"code":"busy"}}`, status)
+			return true
+		}
+	}
+
+	for _, status := range []int{http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable} {
+		upB.setBefore(refuse(status))
+		bBefore := len(upB.Calls())
+		for i := 0; i < 2; i++ {
+			var resp *http.Response
+			out, err := cl.Chat.Completions.New(ctx, chatParams("m"), option.WithResponseInto(&resp))
+			if err != nil {
+				t.Fatalf("b answering %d: %v", status, err)
+			}
+			if servedBy(resp) != "c" || out.Choices[0].Message.Content != "reply from up-c" {
+				t.Fatalf("b answering %d: %q from %q", status, out.Choices[0].Message.Content, servedBy(resp))
+			}
+			text, _, err := streamText(ctx, cl, chatParams("m"))
+			if err != nil || text != "reply from up-c" {
+				t.Fatalf("b answering %d, stream: %q %v", status, text, err)
+			}
+		}
+		if n := len(upB.Calls()) - bBefore; n != 4 {
+			t.Fatalf("b answering %d was asked %d times, want 4 (every request tried there first)", status, n)
+		}
+	}
+
+	// A 500 may mean the model ran: it is not retried elsewhere.
+	upB.setBefore(refuse(http.StatusInternalServerError))
+	upC.setBefore(refuse(http.StatusInternalServerError))
+	bBefore, cBefore := len(upB.Calls()), len(upC.Calls())
+	_, err := cl.Chat.Completions.New(ctx, chatParams("m"))
+	wantAPIError(t, err, http.StatusInternalServerError, "busy", "refused with 500")
+	if n := len(upB.Calls()) - bBefore + len(upC.Calls()) - cBefore; n != 1 {
+		t.Fatalf("a 500 reached %d upstreams, want 1", n)
+	}
+
+	// Both refuse: each is asked once and the client gets the last answer.
+	upC.setBefore(refuse(http.StatusServiceUnavailable))
+	upB.setBefore(refuse(http.StatusServiceUnavailable))
+	bBefore, cBefore = len(upB.Calls()), len(upC.Calls())
+	_, err = cl.Chat.Completions.New(ctx, chatParams("m"))
+	wantAPIError(t, err, http.StatusServiceUnavailable, "busy", "refused with 503")
+	if len(upB.Calls())-bBefore != 1 || len(upC.Calls())-cBefore != 1 {
+		t.Fatalf("b asked %d times, c %d; want once each", len(upB.Calls())-bBefore, len(upC.Calls())-cBefore)
+	}
 }

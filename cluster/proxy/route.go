@@ -155,14 +155,14 @@ func (r *router) candidates(model string) ([]string, *apiError) {
 func (r *router) acquire(cands []string, tried []string) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	idx := r.idx
+	idx := r.currentLocked()
 	best := ""
 	for _, c := range cands {
 		if contains(tried, c) {
 			continue
 		}
 		if best == "" || r.inflight[c] < r.inflight[best] ||
-			(r.inflight[c] == r.inflight[best] && idx != nil && idx.rtt[c] < idx.rtt[best]) {
+			(r.inflight[c] == r.inflight[best] && idx.rtt[c] < idx.rtt[best]) {
 			best = c
 		}
 	}

@@ -355,6 +355,15 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 			fails = append(fails, node+": "+describe(err))
 			continue
 		}
+		if retryStatus(h.Status) && len(tried) < len(cands) {
+			// Nothing has reached the client yet and another node serves
+			// the model; the last node's answer is passed on as it is.
+			st.Close()
+			s.router.release(node)
+			s.log.Debug("model proxy: node's upstream refused the request, trying the next", "model", cr.Model, "node", node, "status", h.Status)
+			fails = append(fails, fmt.Sprintf("%s: upstream answered HTTP %d", node, h.Status))
+			continue
+		}
 		defer s.router.release(node)
 		defer st.Close()
 		s.respond(ctx, w, r, st, h, node, cr.Model)
@@ -382,6 +391,18 @@ func (s *Server) begin(ctx context.Context, node string, body []byte) (*mesh.Str
 	}
 	st.Close()
 	return nil, head{}, err
+}
+
+// retryStatus reports whether an upstream status means the request was not
+// taken up at all (rate limited, or a bad or unavailable upstream behind the
+// node), so another node may serve it. 500 and 504 are passed on: the model
+// may have run.
+func retryStatus(status int) bool {
+	switch status {
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable:
+		return true
+	}
+	return false
 }
 
 func describe(err error) string {
