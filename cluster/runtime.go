@@ -48,6 +48,7 @@ type Runtime struct {
 	cfg    *schema.Config
 	node   *mesh.Node
 	proxy  *proxy.Server
+	serve  *proxy.Serving
 	target *remote.Target
 	client *remote.Client
 	key    string
@@ -85,7 +86,7 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 		gw = &proxy.Gateway{URL: opts.Gateway.URL, Token: opts.Gateway.Token, Agent: agent}
 		rgw = &remote.Gateway{URL: opts.Gateway.URL, Token: opts.Gateway.Token}
 	}
-	proxy.RegisterServing(node, proxy.ServingConfig{Models: cfg.Models, Providers: opts.Providers, Gateway: gw, Logger: log})
+	rt.serve = proxy.RegisterServing(node, proxy.ServingConfig{Models: cfg.Models, Providers: opts.Providers, Gateway: gw, Logger: log})
 	rt.target, err = remote.Register(node, remote.TargetConfig{
 		ToolProxy:         cfg.ToolProxy,
 		WorkspaceDir:      opts.WorkspaceDir,
@@ -93,15 +94,18 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 		OpenclawBin:       cfg.OpenclawBin,
 		Agents:            cfg.Agents,
 		MaxConcurrentRuns: cfg.MaxConcurrentRuns,
+		Secrets:           secrets(opts, rt.key),
 		Logger:            log,
 	})
 	if err != nil {
 		node.Close()
+		rt.serve.Close()
 		return nil, err
 	}
 	if err := node.Start(ctx); err != nil {
 		rt.target.Close()
 		node.Close()
+		rt.serve.Close()
 		return nil, err
 	}
 	rt.proxy, err = proxy.NewServer(proxy.ServerConfig{
@@ -117,6 +121,7 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 	if err != nil {
 		rt.target.Close()
 		node.Close()
+		rt.serve.Close()
 		return nil, fmt.Errorf("model proxy on 127.0.0.1:%d: %w (set proxyPort to a free port)", cfg.ProxyPort, err)
 	}
 	return rt, nil
@@ -185,6 +190,24 @@ func Capabilities(cfg *schema.Config) mesh.Capabilities {
 	return c
 }
 
+// secrets are the values remote tool results and logs must never show,
+// whatever a command prints (a config file, the environment).
+func secrets(opts Options, proxyKey string) []string {
+	out := []string{opts.Config.Secret, proxyKey}
+	for _, m := range opts.Config.Models {
+		if u := m.Upstream; u != nil {
+			out = append(out, u.APIKey)
+			if u.APIKeyEnv != "" {
+				out = append(out, os.Getenv(u.APIKeyEnv))
+			}
+		}
+	}
+	for _, p := range opts.Providers {
+		out = append(out, p.APIKey)
+	}
+	return out
+}
+
 func randomKey() string {
 	b := make([]byte, 24)
 	rand.Read(b)
@@ -221,5 +244,7 @@ func (r *Runtime) CallTool(ctx context.Context, name string, args []byte) remote
 func (r *Runtime) Close() error {
 	err := r.proxy.Close()
 	r.target.Close()
-	return errors.Join(err, r.node.Close())
+	err = errors.Join(err, r.node.Close())
+	r.serve.Close()
+	return err
 }
