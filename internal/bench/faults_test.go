@@ -43,11 +43,11 @@ func checkFinite(t *testing.T, ms []Metric) {
 		t.Fatal("no metrics")
 	}
 	for _, m := range ms {
-		if math.IsNaN(m.Value) || math.IsInf(m.Value, 0) || m.Value < 0 {
-			t.Errorf("metric %q = %v, want a finite non-negative number", m.Name, m.Value)
+		if math.IsNaN(m.Value) || math.IsInf(m.Value, 0) {
+			t.Errorf("metric %q = %v, want a finite number", m.Name, m.Value)
 		}
-		if m.Unit == "" && m.Name == "" {
-			t.Errorf("metric without name and unit: %+v", m)
+		if m.Name == "" || m.Unit == "" {
+			t.Errorf("metric without a name or unit: %+v", m)
 		}
 	}
 }
@@ -109,6 +109,80 @@ func TestFailoverQuick(t *testing.T) {
 	for _, m := range ms {
 		if m.Note != "" && strings.Contains(m.Note, "not reaped") {
 			t.Errorf("metric %q: %s", m.Name, m.Note)
+		}
+	}
+}
+
+func TestSoakQuick(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	o := Options{Quick: true, NodeBin: buildNodeBin(t)}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	run, err := soak(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := run.metrics()
+	checkFinite(t, ms)
+
+	tot := run.totals()
+	if tot.misrouted != 0 {
+		t.Errorf("%d misrouted answers; first: %s", tot.misrouted, tot.firstMisrouted)
+	}
+	if tot.lost != 0 {
+		t.Errorf("%d operations lost; first: %s", tot.lost, tot.firstLost)
+	}
+	if tot.otherErrs != 0 {
+		t.Errorf("%d errors outside restart windows; first: %s", tot.otherErrs, tot.firstOther)
+	}
+	// Every kind of traffic really ran and was checked.
+	for _, k := range soakKinds {
+		if run.kinds[k].ok == 0 {
+			t.Errorf("no %s operation answered correctly", k)
+		}
+	}
+	// Nodes really restarted, both ways, and came back.
+	if run.restarts < 2 || run.killed < 1 || run.restarts-run.killed < 1 {
+		t.Errorf("%d restarts (%d killed) in %s, want at least one kill and one clean shutdown", run.restarts, run.killed, run.duration)
+	}
+	if run.unclean != 0 {
+		t.Errorf("%d unclean shutdowns; first: %s", run.unclean, run.firstUnclean)
+	}
+	if got := metricByName(t, ms, "node restarts").Value; got != float64(run.restarts) {
+		t.Errorf("reported %v restarts, counted %d", got, run.restarts)
+	}
+	// The run's goroutines were all gone when it measured.
+	if d := run.goroutinesAfter - run.goroutinesBefore; d > 0 {
+		t.Errorf("%d goroutines more after the soak than before", d)
+	}
+}
+
+func TestSoakWindows(t *testing.T) {
+	var w windows
+	t0 := time.Now()
+	i := w.open("a")
+	w.list[i].from = t0
+	w.list[i].to = t0.Add(time.Second)
+	open := w.open("b")
+	w.list[open].from = t0.Add(2 * time.Second)
+	for _, c := range []struct {
+		name     string
+		node     string
+		from, to time.Duration
+		want     bool
+	}{
+		{"inside", "a", 100 * time.Millisecond, 200 * time.Millisecond, true},
+		{"straddles the start", "a", -time.Second, 0, true},
+		{"straddles the end", "a", 900 * time.Millisecond, 1100 * time.Millisecond, true},
+		{"before", "a", -2 * time.Second, -time.Second, false},
+		{"after", "a", 1100 * time.Millisecond, 1500 * time.Millisecond, false},
+		{"other node", "c", 100 * time.Millisecond, 200 * time.Millisecond, false},
+		{"any node", "", 100 * time.Millisecond, 200 * time.Millisecond, true},
+		{"open window", "b", time.Hour, 2 * time.Hour, true},
+		{"before the open window", "b", 0, time.Second, false},
+	} {
+		if got := w.overlaps(c.node, t0.Add(c.from), t0.Add(c.to)); got != c.want {
+			t.Errorf("%s: overlaps = %v, want %v", c.name, got, c.want)
 		}
 	}
 }

@@ -219,10 +219,10 @@ func (t *tailWriter) String() string {
 	return string(t.buf)
 }
 
-// startHub starts the in-process node the load comes from: it listens on
-// 127.0.0.1 for the node processes to dial it and wants model through its
-// proxy.
-func startHub(ctx context.Context, id, model string) (*cluster.Runtime, error) {
+// hubConfig is the config of the in-process node the load comes from: it
+// listens on 127.0.0.1 for the node processes to dial it and wants model
+// through its proxy.
+func hubConfig(id, model string) (*schema.Config, error) {
 	raw, err := json.Marshal(map[string]any{
 		"nodeId": id, "secret": benchSecret, "listen": true, "listenHost": "127.0.0.1", "listenPort": 0,
 		"proxyPort": 0, "proxyModels": []any{map[string]any{"id": model}},
@@ -233,6 +233,15 @@ func startHub(ctx context.Context, id, model string) (*cluster.Runtime, error) {
 	cfg, problems := schema.Parse(raw)
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("hub config: %v", problems)
+	}
+	return cfg, nil
+}
+
+// startHub starts the in-process hub node (see hubConfig).
+func startHub(ctx context.Context, id, model string) (*cluster.Runtime, error) {
+	cfg, err := hubConfig(id, model)
+	if err != nil {
+		return nil, err
 	}
 	return cluster.Start(ctx, cluster.Options{Config: cfg})
 }
