@@ -60,6 +60,11 @@ func TestHandoff(t *testing.T) {
 		})
 	}
 
+	// Without timeoutMs a run gets the default 600 s.
+	if to := readString(t, filepath.Join(dir, "timeout.coder")); to != "600" || DefaultRunTimeout != 600*time.Second {
+		t.Errorf("--timeout %q without timeoutMs, want 600", to)
+	}
+
 	// The agent reads the task, then the context; --timeout follows timeoutMs.
 	r := tg.handoff(t.Context(), "caller", schema.HandoffArgs{Agent: "writer", Task: "the task", Context: "some facts", TimeoutMs: 90500})
 	if r.IsError {
@@ -226,6 +231,17 @@ func TestSendReleasesSlot(t *testing.T) {
 	defer cancel()
 	if r := tg.handoff(ctx, "caller", schema.HandoffArgs{Agent: "coder", Task: "next"}); r.IsError || r.Text != "done by coder" {
 		t.Errorf("got %+v", r)
+	}
+}
+
+// Only the end of a run's stderr is kept, however much it prints.
+func TestTailBuffer(t *testing.T) {
+	b := &tailBuffer{max: 8}
+	for _, w := range []string{"abc", "defgh", "ijklmnopqrstu", "vw"} {
+		b.Write([]byte(w))
+	}
+	if string(b.buf) != "pqrstuvw" || b.total != 23 {
+		t.Errorf("kept %q of %d bytes, want the last 8", b.buf, b.total)
 	}
 }
 

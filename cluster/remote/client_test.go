@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -34,6 +35,8 @@ type nodeSpec struct {
 	agents   []string
 	noTarget bool
 	config   func(*TargetConfig)
+	// logs, when set, receives the debug logs of the node's mesh and Target.
+	logs io.Writer
 }
 
 // startTestNode starts a mesh node with DefaultLocalConfig; it and its
@@ -47,9 +50,14 @@ func startTestNode(t testing.TB, spec nodeSpec) *testNode {
 	// nodes in this one process for a few hundred ms; these tests are not
 	// about silent-peer detection (a closed node is detected at once).
 	cfg.DeadAfter = 2 * time.Second
-	if os.Getenv("REMOTE_TEST_LOG") != "" {
-		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var logger *slog.Logger
+	switch {
+	case spec.logs != nil:
+		logger = slog.New(slog.NewTextHandler(spec.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	case os.Getenv("REMOTE_TEST_LOG") != "":
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	cfg.Logger = logger
 	for _, p := range spec.dial {
 		cfg.Peers = append(cfg.Peers, mesh.PeerAddr{URL: p.node.URL(), NodeID: p.node.ID()})
 	}
@@ -67,7 +75,7 @@ func startTestNode(t testing.TB, spec nodeSpec) *testNode {
 	if !spec.noTarget {
 		tc := TargetConfig{
 			ToolProxy: openPolicy(), WorkspaceDir: tn.dir, OpenclawBin: fakeOpenclaw(t, tn.dir),
-			Agents: agents, Secrets: []string{testClusterSecret},
+			Agents: agents, Secrets: []string{testClusterSecret}, Logger: logger,
 		}
 		if spec.config != nil {
 			spec.config(&tc)
@@ -133,8 +141,10 @@ func call(t testing.TB, c *Client, tool string, args any) Result {
 }
 
 func TestRemoteToolsAcrossRelay(t *testing.T) {
+	gw := newFakeGateway(t)
 	a, _, c := line(t, nodeSpec{id: "a"}, nodeSpec{id: "b"}, nodeSpec{id: "c", config: func(tc *TargetConfig) {
 		tc.ToolProxy.MaxOutputBytes = 4 << 20
+		tc.Gateway = &Gateway{URL: gw.URL, Token: testGatewayToken}
 	}})
 
 	r := call(t, a.client, ToolExec, schema.ExecArgs{Node: "c", Command: "pwd; echo err >&2; exit 2"})
@@ -159,6 +169,19 @@ func TestRemoteToolsAcrossRelay(t *testing.T) {
 	r = call(t, a.client, ToolRead, schema.ReadArgs{Node: "c", Path: "notes/hello.txt", Offset: 2})
 	if r.IsError || r.Text != "two\n" {
 		t.Fatalf("read on c: %+v", r)
+	}
+
+	// Any other tool goes to c's gateway (which checks the token).
+	r = call(t, a.client, ToolTool, schema.ToolArgs{Node: "c", Tool: "web_fetch", Args: map[string]any{"url": "http://example.test"}})
+	if r.IsError || r.Text != "fetched http://example.test" {
+		t.Fatalf("cluster_tool on c: %+v", r)
+	}
+	if req := <-gw.requests; req["tool"] != "web_fetch" {
+		t.Fatalf("c's gateway got %v", req)
+	}
+	r = call(t, a.client, ToolTool, schema.ToolArgs{Node: "c", Tool: "teleport"})
+	if !r.IsError || r.Text != `tool "teleport" is not available on node "c" (unknown, or blocked by its gateway policy).` {
+		t.Fatalf("unknown tool on c: %+v", r)
 	}
 
 	// A node runs tools for its own agents through the same path.
@@ -321,8 +344,9 @@ func TestNodeLostMidCall(t *testing.T) {
 // Secrets never appear in what agents see, whatever path a result takes.
 func TestSecretsNeverInResults(t *testing.T) {
 	gw := newFakeGateway(t)
-	a, _, _ := line(t, nodeSpec{id: "a"}, nodeSpec{id: "b", config: func(tc *TargetConfig) { tc.ToolProxy = schema.ToolProxy{} }},
-		nodeSpec{id: "c", agents: []string{"coder"}, config: func(tc *TargetConfig) {
+	var logs syncBuffer
+	a, _, _ := line(t, nodeSpec{id: "a", logs: &logs}, nodeSpec{id: "b", logs: &logs, config: func(tc *TargetConfig) { tc.ToolProxy = schema.ToolProxy{} }},
+		nodeSpec{id: "c", agents: []string{"coder"}, logs: &logs, config: func(tc *TargetConfig) {
 			tc.Gateway = &Gateway{URL: gw.URL, Token: testGatewayToken}
 		}})
 	calls := []struct {
@@ -351,6 +375,20 @@ func TestSecretsNeverInResults(t *testing.T) {
 			if strings.Contains(blob, secret) {
 				t.Errorf("%s %+v: result holds a secret: %s", cl.tool, cl.args, blob)
 			}
+		}
+	}
+	// The sent run's outcome is logged on c; then no log line of any node
+	// holds a secret.
+	deadline := time.Now().Add(10 * time.Second)
+	for l := logs.String(); !strings.Contains(l, "cluster_send run finished") || !strings.Contains(l, "handoff failed"); l = logs.String() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the runs' outcomes are not in the logs:\n%s", l)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, secret := range []string{testGatewayToken, testClusterSecret} {
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("a log line holds a secret:\n%s", logs.String())
 		}
 	}
 }

@@ -44,8 +44,12 @@ func TestExec(t *testing.T) {
 				}
 			}
 			if !tc.isError {
-				if got := detailsMap(t, r)["exitCode"]; got != tc.exit {
+				d := detailsMap(t, r)
+				if got := d["exitCode"]; got != tc.exit {
 					t.Errorf("details exitCode = %v, want %v", got, tc.exit)
+				}
+				if d["timeoutMs"] != float64(DefaultExecTimeout.Milliseconds()) || DefaultExecTimeout != 120*time.Second {
+					t.Errorf("without timeoutMs the limit is %vms, want the default 120000", d["timeoutMs"])
 				}
 			}
 		})
