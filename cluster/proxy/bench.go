@@ -446,6 +446,17 @@ func Compare(ctx context.Context, c *BenchCluster, requests int) (CompareReport,
 // failing on any lost, duplicated or reordered chunk. Every stream must carry
 // chunks "t0 " .. "t<chunks-1> " and end with [DONE].
 func CheckStreams(ctx context.Context, url, key string, n, chunks int) error {
+	bad, first := CountBadStreams(ctx, url, key, n, chunks)
+	if bad > 0 {
+		return fmt.Errorf("%d of %d streams failed; first: %w", bad, n, first)
+	}
+	return nil
+}
+
+// CountBadStreams is CheckStreams returning how many of the n streams failed
+// (lost, duplicated or reordered chunk, missing [DONE], request error) and
+// the first failure.
+func CountBadStreams(ctx context.Context, url, key string, n, chunks int) (bad int, first error) {
 	client := NewLoadClient(n)
 	defer client.CloseIdleConnections()
 	body := []byte(`{"model":"` + BenchModel + `","stream":true,"messages":[{"role":"user","content":"count"}]}`)
@@ -462,14 +473,13 @@ func CheckStreams(ctx context.Context, url, key string, n, chunks int) error {
 	}
 	wg.Wait()
 	close(errs)
-	var all []error
 	for err := range errs {
-		all = append(all, err)
+		if bad == 0 {
+			first = err
+		}
+		bad++
 	}
-	if len(all) > 0 {
-		return fmt.Errorf("%d of %d streams failed; first: %w", len(all), n, all[0])
-	}
-	return nil
+	return bad, first
 }
 
 func checkStream(ctx context.Context, client *http.Client, url, key string, body []byte, chunks int) error {

@@ -40,9 +40,15 @@ func TestCheckStreamsDetectsMissingChunks(t *testing.T) {
 	c := startBench(t, 5)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	// The upstream sends 5 chunks; expecting 6 must fail.
+	// The upstream sends 5 chunks; expecting 6 must fail every stream.
 	if err := CheckStreams(ctx, c.Upstream.URL, "", 3, 6); err == nil {
 		t.Fatal("CheckStreams accepted streams with a missing chunk")
+	}
+	if bad, first := CountBadStreams(ctx, c.Upstream.URL, "", 3, 6); bad != 3 || first == nil {
+		t.Fatalf("CountBadStreams = %d, %v; want all 3 streams bad", bad, first)
+	}
+	if bad, first := CountBadStreams(ctx, c.Upstream.URL, "", 3, 5); bad != 0 {
+		t.Fatalf("CountBadStreams on complete streams = %d, %v", bad, first)
 	}
 }
 
