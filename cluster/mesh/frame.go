@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/clawmatrix/clawmatrix/internal/jsonscan"
 )
 
 // Frame is one message on a link: a WebSocket text message holding
@@ -40,7 +42,7 @@ const (
 	typeEnd      = "end"       // target -> caller: the handler returned
 	typeCancel   = "cancel"    // caller -> target: stop the handler
 	typeAck      = "ack"       // caller -> target: messages consumed (credit)
-	typeNoStream = "no_stream" // either way: that stream is unknown here
+	typeNoStream = "no_stream" // either way: that stream is unknown or given up here ("r": to the caller)
 )
 
 // isRouted reports whether frames of type t travel end to end (and may be
@@ -72,28 +74,28 @@ var errFrameSyntax = errors.New("frame is not a JSON object with type, id and fr
 // node it is for parses it.
 func decodeFrame(data []byte) (*Frame, error) {
 	var f Frame
-	err := walkObject(data, func(key string, v []byte) error {
+	err := jsonscan.WalkObject(data, func(key, v []byte, _ int) error {
 		var err error
-		switch key {
+		switch string(key) {
 		case "type":
-			f.Type, err = jsonString(v)
+			f.Type, err = jsonscan.String(v)
 		case "id":
-			f.ID, err = jsonString(v)
+			f.ID, err = jsonscan.String(v)
 		case "from":
-			f.From, err = jsonString(v)
+			f.From, err = jsonscan.String(v)
 		case "to":
-			f.To, err = jsonString(v)
+			f.To, err = jsonscan.String(v)
 		case "ttl":
 			var ttl int64
-			ttl, err = jsonInt(v)
+			ttl, err = jsonscan.Int(v)
 			if err == nil && (ttl < 0 || ttl > 1<<16) {
 				err = errors.New("ttl out of range")
 			}
 			f.TTL = int(ttl)
 		case "timestamp":
-			f.Timestamp, err = jsonInt(v)
+			f.Timestamp, err = jsonscan.Int(v)
 		case "payload":
-			if isNull(v) {
+			if jsonscan.IsNull(v) {
 				f.Payload = nil
 			} else {
 				f.Payload = append(json.RawMessage(nil), v...)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
-	"unicode/utf8"
 )
 
 func TestFrameRoundTrip(t *testing.T) {
@@ -80,85 +79,5 @@ func FuzzDecodeFrame(f *testing.F) {
 		_ = json.Unmarshal(fr.Payload, &m)
 		var ps peerSyncPayload
 		_ = json.Unmarshal(fr.Payload, &ps)
-	})
-}
-
-func TestWalkObject(t *testing.T) {
-	for _, tc := range []struct {
-		in string
-		ok bool
-	}{
-		{`{}`, true},
-		{` { "a" : 1 , "b":[1,{"c":"}"}], "d":"q\"x", "e":null, "f":true} `, true},
-		{`{"a":{"b":[[]]}}`, true},
-		{`{"a":1,}`, false},
-		{`{"a" 1}`, false},
-		{`{"a":[}`, false},
-		{`{"a":{]}`, false},
-		{`{"a":"x}`, false},
-		{`{"a":1} x`, false},
-		{`{"a":bogus}`, false},
-		{`{"a":` + strings.Repeat("[", maxJSONDepth+1) + strings.Repeat("]", maxJSONDepth+1) + `}`, false},
-		{`[1]`, false},
-		{``, false},
-	} {
-		err := walkObject([]byte(tc.in), func(string, []byte) error { return nil })
-		if (err == nil) != tc.ok {
-			t.Errorf("walkObject(%q) = %v, want ok=%v", tc.in, err, tc.ok)
-		}
-	}
-}
-
-func TestStreamMsgCodec(t *testing.T) {
-	for _, m := range []streamMsg{
-		{S: 1},
-		{S: 1<<64 - 1, Q: 7, M: "model/chat \"x\"", W: 16, D: []byte("hello\x00world"), More: true},
-		{S: 2, N: 99, R: true},
-		{S: 3, Q: 1, E: &RemoteError{Code: CodeNotFound, Message: "nope <&> ü"}},
-	} {
-		data := encodeStreamMsg(&m)
-		var viaJSON streamMsg
-		if err := json.Unmarshal(data, &viaJSON); err != nil {
-			t.Fatalf("%s is not valid JSON: %v", data, err)
-		}
-		var got streamMsg
-		if err := decodeStreamMsg(data, &got); err != nil {
-			t.Fatalf("decode %s: %v", data, err)
-		}
-		for _, g := range []streamMsg{got, viaJSON} {
-			if g.S != m.S || g.Q != m.Q || g.M != m.M || g.W != m.W || !bytes.Equal(g.D, m.D) || g.More != m.More || g.N != m.N || g.R != m.R || (g.E == nil) != (m.E == nil) || (g.E != nil && *g.E != *m.E) {
-				t.Fatalf("round trip of %s: %+v", data, g)
-			}
-		}
-	}
-	// Escaped base64 (as another encoder may write it) still decodes.
-	var m streamMsg
-	if err := decodeStreamMsg([]byte(`{"s":1,"d":"aGk\u003d"}`), &m); err != nil || string(m.D) != "hi" {
-		t.Fatalf("escaped data: %q %v", m.D, err)
-	}
-}
-
-// FuzzStreamMsg: arbitrary payloads never panic the decoder, and every
-// message survives an encode/decode round trip.
-func FuzzStreamMsg(f *testing.F) {
-	f.Add([]byte(`{"s":1,"q":2,"m":"x","w":16,"d":"aGk=","more":true}`), uint64(1), uint64(2), "m", 3, []byte("d"), true)
-	f.Add([]byte(`{"s":1,"e":{"code":"x","message":"y"}}`), uint64(0), uint64(0), "", 0, []byte(nil), false)
-	f.Fuzz(func(t *testing.T, raw []byte, s, q uint64, method string, w int, d []byte, more bool) {
-		var junk streamMsg
-		_ = decodeStreamMsg(raw, &junk)
-		if w < 0 || w > maxWindow {
-			w = 1
-		}
-		m := streamMsg{S: s, Q: q, M: method, W: w, D: d, More: more}
-		var got streamMsg
-		if err := decodeStreamMsg(encodeStreamMsg(&m), &got); err != nil {
-			t.Fatalf("decode: %v", err)
-		}
-		if utf8.ValidString(method) && got.M != method {
-			t.Fatalf("method %q came back as %q", method, got.M)
-		}
-		if got.S != m.S || got.Q != m.Q || got.W != m.W || !bytes.Equal(got.D, m.D) || got.More != m.More {
-			t.Fatalf("round trip: %+v vs %+v", got, m)
-		}
 	})
 }

@@ -6,7 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"unicode/utf8"
+
+	"github.com/clawmatrix/clawmatrix/internal/jsonscan"
 )
 
 // chatRequest is what the proxy reads from a chat completion body. Everything
@@ -23,120 +24,56 @@ type chatRequest struct {
 // "model" and "stream". The error text is meant for the client.
 //
 // It sits in front of every request, so valid bodies take a fast path:
-// json.Valid, then a scan over the top-level keys only.
+// json.Valid, then one walk over the top-level members that decodes only
+// "model" and "stream". Anything the walk cannot settle (not an object,
+// nesting beyond jsonscan.MaxDepth) goes to the decoder, whose errors are
+// more precise.
 func parseChatRequest(body []byte) (chatRequest, error) {
 	if json.Valid(body) {
-		return scanChatRequest(body)
+		cr, err := scanChatRequest(body)
+		if !errors.Is(err, jsonscan.ErrSyntax) && !errors.Is(err, jsonscan.ErrDepth) {
+			return cr, err
+		}
 	}
 	return decodeChatRequest(body)
 }
 
+var (
+	errModel   = errors.New(`"model" must be a non-empty string naming the model`)
+	errStream  = errors.New(`"stream" must be true or false`)
+	errNoModel = errors.New(`request body has no "model"; name the model to use`)
+)
+
 // scanChatRequest is parseChatRequest for a body known to be valid JSON.
+// Like the decoder, it lets the last of duplicate keys win.
 func scanChatRequest(body []byte) (chatRequest, error) {
 	var cr chatRequest
-	i := skipSpace(body, 0)
-	if body[i] != '{' {
-		return cr, errors.New("request body must be a JSON object like {\"model\": \"...\", \"messages\": [...]}")
-	}
 	haveModel := false
-	i = skipSpace(body, i+1)
-	for body[i] != '}' {
-		keyEnd := skipValue(body, i)
-		key := body[i+1 : keyEnd-1]
-		if bytes.IndexByte(key, '\\') >= 0 {
-			var k string
-			json.Unmarshal(body[i:keyEnd], &k)
-			key = []byte(k)
-		}
-		i = skipSpace(body, keyEnd)
-		i = skipSpace(body, i+1) // the colon
-		end := skipValue(body, i)
+	err := jsonscan.WalkObject(body, func(key, v []byte, off int) error {
 		switch string(key) {
 		case "model":
-			cr.Model = ""
-			if body[i] == '"' {
-				if v := body[i+1 : end-1]; bytes.IndexByte(v, '\\') < 0 && utf8.Valid(v) {
-					cr.Model = string(v)
-				} else {
-					json.Unmarshal(body[i:end], &cr.Model)
-				}
+			m, err := jsonscan.String(v)
+			if err != nil || m == "" {
+				return errModel
 			}
-			if cr.Model == "" {
-				return cr, errors.New(`"model" must be a non-empty string naming the model`)
-			}
-			haveModel = true
-			cr.modelStart, cr.modelEnd = i, end
+			cr.Model, haveModel = m, true
+			cr.modelStart, cr.modelEnd = off, off+len(v)
 		case "stream":
-			switch string(body[i:end]) {
-			case "true":
-				cr.Stream = true
-			case "false", "null":
-				cr.Stream = false
-			default:
-				return cr, errors.New(`"stream" must be true or false`)
+			b, err := jsonscan.Bool(v)
+			if err != nil {
+				return errStream
 			}
+			cr.Stream = b
 		}
-		i = skipSpace(body, end)
-		if body[i] == ',' {
-			i = skipSpace(body, i+1)
-		}
+		return nil
+	})
+	if err != nil {
+		return cr, err
 	}
 	if !haveModel {
-		return cr, errors.New(`request body has no "model"; name the model to use`)
+		return cr, errNoModel
 	}
 	return cr, nil
-}
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// skipValue returns the end of the JSON value starting at b[i]; b is valid.
-func skipValue(b []byte, i int) int {
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case '"':
-				i = skipString(b, i) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				if depth--; depth == 0 {
-					return i + 1
-				}
-			}
-		}
-		return i
-	default:
-		for i < len(b) {
-			switch b[i] {
-			case ',', '}', ']', ' ', '\t', '\n', '\r':
-				return i
-			}
-			i++
-		}
-		return i
-	}
-}
-
-// skipString returns the index just past the string starting at b[i].
-func skipString(b []byte, i int) int {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
-		}
-	}
-	return i
 }
 
 // decodeChatRequest is the slow path, for the precise error of an invalid body.
@@ -163,18 +100,17 @@ func decodeChatRequest(body []byte) (chatRequest, error) {
 		}
 		switch key {
 		case "model":
+			cr.Model = "" // null leaves a string as it was
 			if err := json.Unmarshal(raw, &cr.Model); err != nil || cr.Model == "" {
-				return cr, errors.New(`"model" must be a non-empty string naming the model`)
+				return cr, errModel
 			}
 			haveModel = true
 			cr.modelEnd = int(dec.InputOffset())
 			cr.modelStart = cr.modelEnd - len(raw)
 		case "stream":
-			if string(raw) == "null" {
-				continue
-			}
+			cr.Stream = false // null means the default, even after an earlier true
 			if err := json.Unmarshal(raw, &cr.Stream); err != nil {
-				return cr, errors.New(`"stream" must be true or false`)
+				return cr, errStream
 			}
 		}
 	}
@@ -185,7 +121,7 @@ func decodeChatRequest(body []byte) (chatRequest, error) {
 		return cr, errors.New("request body has data after the JSON object")
 	}
 	if !haveModel {
-		return cr, errors.New(`request body has no "model"; name the model to use`)
+		return cr, errNoModel
 	}
 	return cr, nil
 }
