@@ -1,0 +1,245 @@
+package plugin
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const (
+	gatewayToken = "gateway-token-0123456789"
+	providerKey  = "provider-key-0123456789"
+)
+
+// fakeOpenClaw stands in for the host's OpenClaw: its gateway's
+// /v1/chat/completions (checking the gateway token), a provider's OpenAI
+// API under /provider/v1 (checking the provider key), and the
+// `openclaw agent --json` CLI as a script.
+type fakeOpenClaw struct {
+	srv *httptest.Server
+	bin string
+
+	mu    sync.Mutex
+	calls []chatCall
+}
+
+type chatCall struct {
+	path, model, openclawModel string
+}
+
+func newFakeOpenClaw(t *testing.T) *fakeOpenClaw {
+	t.Helper()
+	f := &fakeOpenClaw{}
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		want := map[string]string{"/v1/chat/completions": gatewayToken, "/provider/v1/chat/completions": providerKey}[r.URL.Path]
+		if want == "" || r.Header.Get("Authorization") != "Bearer "+want {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `{"error":{"message":"wrong key or path","type":"auth","code":"unauthorized"}}`)
+			return
+		}
+		var req struct {
+			Model string `json:"model"`
+		}
+		json.NewDecoder(r.Body).Decode(&req)
+		f.mu.Lock()
+		f.calls = append(f.calls, chatCall{r.URL.Path, req.Model, r.Header.Get("x-openclaw-model")})
+		f.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"id":"c1","object":"chat.completion","created":1,"model":%q,"choices":[{"index":0,"message":{"role":"assistant","content":"answer via %s"},"finish_reason":"stop"}]}`, req.Model, r.URL.Path)
+	}))
+	t.Cleanup(f.srv.Close)
+
+	dir := t.TempDir()
+	f.bin = filepath.Join(dir, "openclaw")
+	script := `#!/bin/sh
+agent=""; msg=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --agent) agent="$2"; shift ;;
+    --message) msg="$2"; shift ;;
+  esac
+  shift
+done
+case "$msg" in
+  *FAIL*) echo "boom: the model is down" >&2; exit 3 ;;
+esac
+# One line for the JSON string: newlines become "|".
+printf '{"runId":"r1","status":"ok","result":{"payloads":[{"text":"%s did: %s"}]}}\n' "$agent" "$(printf '%s' "$msg" | tr '\n' '|')"
+`
+	if err := os.WriteFile(f.bin, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *fakeOpenClaw) port() int {
+	var port int
+	fmt.Sscanf(f.srv.URL[strings.LastIndex(f.srv.URL, ":")+1:], "%d", &port)
+	return port
+}
+
+func (f *fakeOpenClaw) lastCall() chatCall {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.calls) == 0 {
+		return chatCall{}
+	}
+	return f.calls[len(f.calls)-1]
+}
+
+// twoGateways starts beta, which has an OpenClaw gateway, a host provider
+// and an agent, and alpha, which dials it; it returns both once alpha sees
+// beta with its agent.
+func twoGateways(t *testing.T) (alpha, beta *sidecar, betaDir string, oc *fakeOpenClaw, alphaInit InitializeResult) {
+	t.Helper()
+	oc = newFakeOpenClaw(t)
+	beta = startSidecar(t)
+	betaDir = t.TempDir()
+	var res InitializeResult
+	err := beta.Call(MethodInitialize, map[string]any{
+		"config": config("beta", map[string]any{
+			"listen": true, "listenHost": "127.0.0.1", "listenPort": 0,
+			"agents":      []any{map[string]any{"id": "coder", "description": "writes code"}},
+			"toolProxy":   map[string]any{"enabled": true, "deny": []string{"write"}},
+			"openclawBin": oc.bin,
+			"models": []any{
+				map[string]any{"id": "via-provider", "provider": "local"},
+				map[string]any{"id": "via-gateway", "provider": "anthropic"},
+			},
+		}),
+		"gateway":      map[string]any{"port": oc.port(), "token": gatewayToken},
+		"providers":    map[string]any{"local": map[string]any{"baseUrl": oc.srv.URL + "/provider/v1", "api": "openai-completions", "apiKey": providerKey}, "anthropic": map[string]any{"baseUrl": oc.srv.URL, "api": "anthropic-messages"}},
+		"workspaceDir": betaDir,
+	}, &res, callTimeout)
+	if err != nil {
+		t.Fatalf("initialize beta: %v", err)
+	}
+	alpha = startSidecar(t)
+	alphaInit = initialize(t, alpha, config("alpha", map[string]any{
+		"peers":       []any{map[string]any{"url": beta.runtime().Mesh().URL(), "nodeId": "beta"}},
+		"proxyModels": []any{map[string]any{"id": "via-provider"}, map[string]any{"id": "via-gateway", "nodeId": "beta"}},
+	}))
+	node := alpha.runtime().Mesh()
+	deadline := time.After(callTimeout)
+	for {
+		changed := node.Changed()
+		if p, ok := node.Peer("beta"); ok && len(p.Agents) == 1 && len(p.Models) == 2 {
+			return alpha, beta, betaDir, oc, alphaInit
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatal("alpha never saw beta with its agent and models")
+		}
+	}
+}
+
+// The remote tools through the host protocol: results, errors and details
+// as the agent sees them, and no secret anywhere.
+func TestRemoteToolCalls(t *testing.T) {
+	alpha, beta, betaDir, _, _ := twoGateways(t)
+	if err := os.WriteFile(filepath.Join(betaDir, "notes.txt"), []byte("one\ntwo\nthree\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		tool    string
+		args    map[string]any
+		isError bool
+		text    string
+		details string // a field the details must have, as JSON
+	}{
+		{"exec: non-zero exit is a result", "cluster_exec", map[string]any{"node": "beta", "command": "pwd; exit 3"}, false,
+			"exit code 3\n--- stdout ---\n" + betaDir, `"exitCode":3`},
+		{"read with offset and limit", "cluster_read", map[string]any{"node": "beta", "path": "notes.txt", "offset": 2, "limit": 1}, false,
+			"two\n\n[more lines follow; to continue, read with offset 3]", `"nextOffset":3`},
+		{"write denied by beta", "cluster_write", map[string]any{"node": "beta", "path": "x.txt", "content": "x"}, true,
+			`node "beta" refuses tool "write": it is in the node's toolProxy.deny list`, ""},
+		{"handoff by agent", "cluster_handoff", map[string]any{"agent": "coder", "task": "fix the bug", "context": "in main.go"}, false,
+			"coder did: fix the bug||Context:|in main.go", `"agent":"coder"`},
+		{"handoff by node", "cluster_handoff", map[string]any{"node": "beta", "task": "hello"}, false, "coder did: hello", `"node":"beta"`},
+		{"failing agent", "cluster_handoff", map[string]any{"agent": "coder", "task": "FAIL"}, true,
+			"failed (exit code 3)\nstderr (last lines):\nboom: the model is down", ""},
+		{"unknown agent", "cluster_handoff", map[string]any{"agent": "painter", "task": "x"}, true,
+			`no node in the cluster offers agent "painter"; the agents on offer: coder (node beta)`, ""},
+		{"send", "cluster_send", map[string]any{"agent": "coder", "message": "FYI"}, false, "message delivered", `"agent":"coder"`},
+		{"arguments checked before anything runs", "cluster_exec", map[string]any{"node": "beta", "command": "touch ran", "timeoutMs": "soon"}, true,
+			"cluster_exec was not run: invalid arguments: timeoutMs", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res := callTool(t, alpha, tc.tool, tc.args)
+			text := res.Content[0].Text
+			if res.IsError != tc.isError || !strings.Contains(text, tc.text) {
+				t.Fatalf("got isError=%v %q; want isError=%v containing %q", res.IsError, text, tc.isError, tc.text)
+			}
+			details, _ := json.Marshal(res.Details)
+			if tc.details != "" && !strings.Contains(string(details), tc.details) {
+				t.Errorf("details %s lack %s", details, tc.details)
+			}
+			for _, secret := range []string{gatewayToken, providerKey, "test-secret-0123456789"} {
+				if strings.Contains(text, secret) || strings.Contains(string(details), secret) {
+					t.Errorf("result shows a secret: %s %s", text, details)
+				}
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(betaDir, "ran")); err == nil {
+		t.Error("a command with invalid arguments ran")
+	}
+	for _, sc := range []*sidecar{alpha, beta} {
+		for _, l := range sc.Logs() {
+			for _, secret := range []string{gatewayToken, providerKey, "test-secret-0123456789"} {
+				if strings.Contains(string(l), secret) {
+					t.Errorf("a log notification shows a secret: %s", l)
+				}
+			}
+		}
+	}
+}
+
+// Models served by another OpenClaw node, in the serving order: the host
+// provider when it speaks OpenAI chat completions, else the gateway running
+// an agent turn with x-openclaw-model.
+func TestProxyThroughHostProviderAndGateway(t *testing.T) {
+	_, _, _, oc, init := twoGateways(t)
+	if len(init.Provider.Models) != 2 || init.Provider.Models[1].ID != "via-gateway" || init.Provider.Models[1].MaxTokens != 4096 {
+		t.Fatalf("alpha's provider models = %+v", init.Provider.Models)
+	}
+	tests := []struct {
+		model string
+		want  chatCall
+	}{
+		{"via-provider", chatCall{"/provider/v1/chat/completions", "via-provider", ""}},
+		{"via-gateway", chatCall{"/v1/chat/completions", "openclaw/coder", "anthropic/via-gateway"}},
+	}
+	for _, tc := range tests {
+		req, err := http.NewRequest("POST", init.Provider.BaseURL+"/chat/completions",
+			strings.NewReader(`{"model":"`+tc.model+`","messages":[{"role":"user","content":"hi"}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+init.Provider.APIKey)
+		resp, err := (&http.Client{Timeout: callTimeout}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), "answer via "+tc.want.path) || resp.Header.Get("X-Clawmatrix-Node") != "beta" {
+			t.Fatalf("%s: %d %s (node %q)", tc.model, resp.StatusCode, body, resp.Header.Get("X-Clawmatrix-Node"))
+		}
+		if got := oc.lastCall(); got != tc.want {
+			t.Errorf("%s: beta's OpenClaw got %+v, want %+v", tc.model, got, tc.want)
+		}
+	}
+}
