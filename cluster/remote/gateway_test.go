@@ -163,3 +163,22 @@ func TestBadGatewayURL(t *testing.T) {
 		}
 	}
 }
+
+// cluster_tool's policy name is the tool it runs: a denied tool is refused
+// on the target before the gateway hears of it, others still run.
+func TestInvokeToolPolicyByToolName(t *testing.T) {
+	gw := newFakeGateway(t)
+	p := openPolicy()
+	p.Deny = []string{"web_fetch"}
+	tg := newTestTarget(t, "n1", TargetConfig{ToolProxy: p, Gateway: &Gateway{URL: gw.URL, Token: testGatewayToken}})
+	r := tg.invokeTool(t.Context(), schema.ToolArgs{Tool: "web_fetch", Args: map[string]any{"url": "x"}})
+	if !r.IsError || !strings.Contains(r.Text, `node "n1" refuses tool "web_fetch": it is in the node's toolProxy.deny list`) {
+		t.Fatalf("denied tool: %+v", r)
+	}
+	if r := tg.invokeTool(t.Context(), schema.ToolArgs{Tool: "images"}); r.IsError {
+		t.Fatalf("a tool not denied was refused: %+v", r)
+	}
+	if req := <-gw.requests; req["tool"] != "images" {
+		t.Fatalf("the gateway got %v; the denied tool must not reach it", req)
+	}
+}
