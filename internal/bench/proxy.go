@@ -13,10 +13,8 @@ import (
 	"github.com/clawmatrix/clawmatrix/cluster/proxy"
 )
 
-// streamChunks is how many chunks each synthetic stream carries.
-const streamChunks = 16
-
 type proxyPlan struct {
+	chunks   int // per synthetic stream
 	requests int // per load run
 	streams  int // concurrent streams over the one link
 	memory   int // streams held open for the memory figure
@@ -24,16 +22,16 @@ type proxyPlan struct {
 
 func planProxy(o Options) proxyPlan {
 	if o.Quick {
-		return proxyPlan{requests: 100, streams: 200, memory: 100}
+		return proxyPlan{chunks: 8, requests: 60, streams: 200, memory: 100}
 	}
-	return proxyPlan{requests: 3000, streams: 1000, memory: 1000}
+	return proxyPlan{chunks: 16, requests: 3000, streams: 1000, memory: 1000}
 }
 
 func runProxy(ctx context.Context, o Options) ([]Metric, error) {
 	plan := planProxy(o)
 	log := o.logger()
 	startCtx, cancel := context.WithTimeout(ctx, waitLimit)
-	c, err := proxy.StartBenchCluster(startCtx, streamChunks)
+	c, err := proxy.StartBenchCluster(startCtx, plan.chunks)
 	cancel()
 	if err != nil {
 		return nil, err
@@ -60,8 +58,8 @@ func runProxy(ctx context.Context, o Options) ([]Metric, error) {
 	)
 
 	log.Info("proxy: concurrent streams over one link", "streams", plan.streams)
-	bad, first := proxy.CountBadStreams(ctx, c.Front.URL(), c.Key, plan.streams, streamChunks)
-	note := fmt.Sprintf("streams with a lost, duplicated or reordered chunk (or failed), of %d concurrent %d-chunk streams over the one A-B link", plan.streams, streamChunks)
+	bad, first := proxy.CountBadStreams(ctx, c.Front.URL(), c.Key, plan.streams, plan.chunks)
+	note := fmt.Sprintf("streams with a lost, duplicated or reordered chunk (or failed), of %d concurrent %d-chunk streams over the one A-B link", plan.streams, plan.chunks)
 	if first != nil {
 		note += "; first: " + first.Error()
 	}
