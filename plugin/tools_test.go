@@ -20,7 +20,8 @@ const (
 )
 
 // fakeOpenClaw stands in for the host's OpenClaw: its gateway's
-// /v1/chat/completions (checking the gateway token), a provider's OpenAI
+// /v1/chat/completions and /tools/invoke (checking the gateway token; only
+// web_search is a tool there), a provider's OpenAI
 // API under /provider/v1 (checking the provider key), and the
 // `openclaw agent --json` CLI as a script.
 type fakeOpenClaw struct {
@@ -39,6 +40,20 @@ func newFakeOpenClaw(t *testing.T) *fakeOpenClaw {
 	t.Helper()
 	f := &fakeOpenClaw{}
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/tools/invoke" && r.Header.Get("Authorization") == "Bearer "+gatewayToken {
+			var req struct {
+				Tool string `json:"tool"`
+			}
+			json.NewDecoder(r.Body).Decode(&req)
+			w.Header().Set("Content-Type", "application/json")
+			if req.Tool != "web_search" {
+				w.WriteHeader(http.StatusNotFound)
+				io.WriteString(w, `{"ok":false,"error":{"type":"not_found","message":"Tool not available"}}`)
+				return
+			}
+			io.WriteString(w, `{"ok":true,"result":{"content":[{"type":"text","text":"searched on beta"}]}}`)
+			return
+		}
 		want := map[string]string{"/v1/chat/completions": gatewayToken, "/provider/v1/chat/completions": providerKey}[r.URL.Path]
 		if want == "" || r.Header.Get("Authorization") != "Bearer "+want {
 			w.Header().Set("Content-Type", "application/json")
@@ -164,6 +179,10 @@ func TestRemoteToolCalls(t *testing.T) {
 			"two\n\n[more lines follow; to continue, read with offset 3]", `"nextOffset":3`},
 		{"write denied by beta", "cluster_write", map[string]any{"node": "beta", "path": "x.txt", "content": "x"}, true,
 			`node "beta" refuses tool "write": it is in the node's toolProxy.deny list`, ""},
+		{"tool through beta's gateway", "cluster_tool", map[string]any{"node": "beta", "tool": "web_search", "args": map[string]any{"q": "go"}}, false,
+			"searched on beta", `"tool":"web_search"`},
+		{"tool beta's gateway lacks", "cluster_tool", map[string]any{"node": "beta", "tool": "teleport"}, true,
+			`tool "teleport" is not available on node "beta" (unknown, or blocked by its gateway policy)`, ""},
 		{"handoff by agent", "cluster_handoff", map[string]any{"agent": "coder", "task": "fix the bug", "context": "in main.go"}, false,
 			"coder did: fix the bug||Context:|in main.go", `"agent":"coder"`},
 		{"handoff by node", "cluster_handoff", map[string]any{"node": "beta", "task": "hello"}, false, "coder did: hello", `"node":"beta"`},
