@@ -16,6 +16,10 @@ import (
 // pick up new RTT measurements (topology changes rebuild it at once).
 const indexMaxAge = time.Second
 
+// unknownRTT ranks a peer whose RTT is not measured yet behind every
+// measured one, so a fresh link to a far node does not look nearest.
+const unknownRTT = time.Duration(1<<63 - 1)
+
 // maxSeen bounds the memory of models seen on nodes that have since gone.
 const maxSeen = 4096
 
@@ -82,7 +86,11 @@ func (r *router) currentLocked() *index {
 	self := r.node.ID()
 	add(self, 0, r.node.Capabilities().Models)
 	for _, p := range r.node.Peers() {
-		add(p.NodeID, p.RTT, p.Models)
+		rtt := p.RTT
+		if rtt <= 0 {
+			rtt = unknownRTT
+		}
+		add(p.NodeID, rtt, p.Models)
 	}
 	sort.Strings(idx.reachable)
 	for m, nodes := range idx.models {

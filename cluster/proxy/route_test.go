@@ -119,6 +119,24 @@ func TestRouterLeastLoaded(t *testing.T) {
 	if len(r2.inflight) != 0 {
 		t.Fatalf("in-flight counts left after release: %v", r2.inflight)
 	}
+
+	// A peer not measured yet (RTT 0) ranks behind measured ones; this
+	// node itself always comes first.
+	topo2 := newFakeTopology("a", "m")
+	topo2.set(peer("fresh", 0, "m"), peer("known", 3*time.Millisecond, "m"))
+	r3 := newRouter(topo2, nil)
+	cands, _ = r3.candidates("m")
+	order = nil
+	for {
+		n := r3.acquire(cands, order)
+		if n == "" {
+			break
+		}
+		order = append(order, n)
+	}
+	if strings.Join(order, ",") != "a,known,fresh" {
+		t.Fatalf("order %v, want a,known,fresh", order)
+	}
 }
 
 // A new RTT measurement changes the choice once the index is rebuilt (a
