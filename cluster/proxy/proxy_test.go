@@ -558,3 +558,44 @@ func TestProxyFailoverOnUpstreamRefusal(t *testing.T) {
 		t.Fatalf("b asked %d times, c %d; want once each", len(upB.Calls())-bBefore, len(upC.Calls())-cBefore)
 	}
 }
+
+// The relay between the front and the serving node dies mid-stream: the
+// client gets an error event at once, and the serving node's upstream
+// request is cancelled.
+func TestProxyRelayDiesMidStream(t *testing.T) {
+	up := newMockLLM(t, "up-c")
+	b := startNode(t, "b", nil)
+	a := startNode(t, "a", nil, b)
+	startNode(t, "c", []schema.Model{upstreamModel("m", up)}, b)
+	waitServes(t, a, "c", "m")
+	if p, _ := a.Peer("c"); p.Status != mesh.StatusRelay {
+		t.Fatalf("a reaches c as %q, want relay", p.Status)
+	}
+	cl := newClient(startFront(t, a))
+	ctx := testCtx(t)
+
+	up.setPieces([]string{"one ", "two ", "three"})
+	up.setBetween(func(r *http.Request, i int) {
+		if i == 1 {
+			<-r.Context().Done()
+		}
+	})
+	st := cl.Chat.Completions.NewStreaming(ctx, chatParams("m"))
+	defer st.Close()
+	text := ""
+	var once sync.Once
+	for st.Next() {
+		text += st.Current().Choices[0].Delta.Content
+		if text == "one two " {
+			once.Do(func() { go b.Close() })
+		}
+	}
+	if err := st.Err(); err == nil || !strings.Contains(err.Error(), `broke off the response`) || !strings.Contains(err.Error(), "unreachable") || text != "one two " {
+		t.Fatalf("stream ended with %v after %q; want an error event after the first two pieces", err, text)
+	}
+	select {
+	case <-up.cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("c's upstream request was not cancelled when the relay died")
+	}
+}
