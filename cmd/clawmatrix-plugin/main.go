@@ -11,9 +11,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/clawmatrix/clawmatrix/cluster"
+	"github.com/clawmatrix/clawmatrix/internal/bench"
 	"github.com/clawmatrix/clawmatrix/internal/demo"
 	"github.com/clawmatrix/clawmatrix/plugin"
 	"github.com/clawmatrix/clawmatrix/schema"
@@ -33,6 +36,7 @@ func commands() []command {
 		{"tools", "tools                      print openclaw.tools.json, the tool catalogue the OpenClaw adapter registers", runTools},
 		{"validate-config", "validate-config FILE       check a plugin config (JSON); exit 2 with one 'path: message' line per problem", runValidate},
 		{"demo", "demo                       start a three-node cluster on loopback, show every feature, then exit", runDemo},
+		{"bench", "bench [--quick] [--soak D] [--only S,...]  measure proxy, mesh, tools, failover and soak on loopback nodes", runBench},
 		{"node", "node --config FILE         run a standalone mesh node until SIGINT/SIGTERM", runNode},
 		{"version", "version                    print the version", runVersion},
 	}
@@ -174,6 +178,42 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func runDemo(ctx context.Context, _ []string, stdout, stderr io.Writer) int {
 	if err := demo.Run(ctx, stdout); err != nil {
 		fmt.Fprintln(stderr, "clawmatrix-plugin demo:", err)
+		return 1
+	}
+	return 0
+}
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	quick := fs.Bool("quick", false, "small runs only (well under a minute in all)")
+	soak := fs.Duration("soak", 0, fmt.Sprintf("how long the soak suite runs (default %s)", bench.DefaultSoak))
+	only := fs.String("only", "", "comma-separated suites to run: "+strings.Join(bench.SuiteNames(), ", "))
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: clawmatrix-plugin bench [--quick] [--soak DURATION] [--only SUITE,...]")
+		fmt.Fprintln(stderr, "\nsuites:")
+		for _, s := range bench.Suites() {
+			fmt.Fprintf(stderr, "  %-9s %s\n", s.Name, s.About)
+		}
+		fmt.Fprintln(stderr, "\nflags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 1
+	}
+	if *soak < 0 || (*soak > 0 && *soak < time.Second) {
+		fmt.Fprintf(stderr, "clawmatrix-plugin bench: --soak %s is too short; give at least 1s (for example --soak 2m)\n", *soak)
+		return 1
+	}
+	o := bench.Options{Quick: *quick, Soak: *soak, Logger: stderrLogger(stderr)}
+	if *only != "" {
+		o.Only = strings.Split(*only, ",")
+	}
+	if _, err := bench.Run(ctx, o, stdout); err != nil {
+		fmt.Fprintln(stderr, "clawmatrix-plugin bench:", err)
 		return 1
 	}
 	return 0

@@ -242,9 +242,12 @@ func TestCommands(t *testing.T) {
 		{[]string{"validate-config", bad}, 2, []string{"peers[1].url: ", "listenPort: "}},
 		{[]string{"validate-config", filepath.Join(dir, "missing.json")}, 2, []string{"cannot read"}},
 		{[]string{"frobnicate"}, 1, []string{`unknown command "frobnicate"`}},
+		{[]string{"bench", "--help"}, 0, []string{"failover", "soak", "--quick"}},
+		{[]string{"bench", "--only", "nope"}, 1, []string{`unknown suite "nope"`, "proxy, mesh"}},
+		{[]string{"bench", "--soak", "10ms"}, 1, []string{"too short"}},
 	}
 	for _, tc := range tests {
-		t.Run(strings.Join(tc.args[:1], " "), func(t *testing.T) {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			out, code := runBinary(t, tc.args...)
 			if code != tc.code {
 				t.Errorf("exit %d, want %d; output:\n%s", code, tc.code, out)
@@ -321,6 +324,16 @@ func TestNodeCommandRunsUntilSignal(t *testing.T) {
 
 // BenchmarkSpawnInitialize measures spawn → initialize answered, and reports
 // the sidecar's resident memory once idle after initialize.
+// BenchmarkSpawnVersion is the baseline for BenchmarkSpawnInitialize: the
+// cost of starting this binary and waiting for it at all.
+func BenchmarkSpawnVersion(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		if out, err := exec.Command(binary, "version").Output(); err != nil || len(out) == 0 {
+			b.Fatalf("version: %v %q", err, out)
+		}
+	}
+}
+
 func BenchmarkSpawnInitialize(b *testing.B) {
 	var rss int64
 	for i := 0; i < b.N; i++ {
@@ -335,4 +348,19 @@ func BenchmarkSpawnInitialize(b *testing.B) {
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(rss)/float64(b.N)/(1<<20), "MB-idle-RSS")
+}
+
+// Every command the binary has is documented for people and for LLMs.
+func TestDocsListEveryCommand(t *testing.T) {
+	for _, doc := range []string{"../../README.md", "../../llms.txt"} {
+		raw, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range commands() {
+			if !strings.Contains(string(raw), "`clawmatrix-plugin "+c.name) {
+				t.Errorf("%s does not document the %q command", doc, c.name)
+			}
+		}
+	}
 }
