@@ -599,3 +599,47 @@ func TestProxyRelayDiesMidStream(t *testing.T) {
 		t.Fatal("c's upstream request was not cancelled when the relay died")
 	}
 }
+
+// Through a relay too, tool calls pass unchanged and a client's cancel
+// reaches the serving node's upstream.
+func TestProxyRelayToolCallsAndCancel(t *testing.T) {
+	up := newMockLLM(t, "up-c")
+	b := startNode(t, "b", nil)
+	a := startNode(t, "a", nil, b)
+	startNode(t, "c", []schema.Model{upstreamModel("m", up)}, b)
+	waitServes(t, a, "c", "m")
+	cl := newClient(startFront(t, a))
+
+	p := chatParams("m")
+	p.Tools = []openai.ChatCompletionToolUnionParam{openai.ChatCompletionFunctionTool(shared.FunctionDefinitionParam{
+		Name:       "get_weather",
+		Parameters: shared.FunctionParameters{"type": "object", "properties": map[string]any{"city": map[string]any{"type": "string"}}},
+	})}
+	out, err := cl.Chat.Completions.New(testCtx(t), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls := out.Choices[0].Message.ToolCalls; len(calls) != 1 || calls[0].Function.Arguments != `{"city":"Paris"}` {
+		t.Fatalf("tool calls through the relay = %+v", out.Choices[0])
+	}
+
+	up.setBetween(func(r *http.Request, i int) {
+		if i == 0 {
+			<-r.Context().Done()
+		}
+	})
+	ctx, cancel := context.WithCancel(testCtx(t))
+	st := cl.Chat.Completions.NewStreaming(ctx, chatParams("m"))
+	if !st.Next() {
+		t.Fatalf("no first chunk: %v", st.Err())
+	}
+	cancel()
+	for st.Next() {
+	}
+	st.Close()
+	select {
+	case <-up.cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the client's cancel did not reach c's upstream through the relay")
+	}
+}
