@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
@@ -219,6 +220,19 @@ func measureDetection(ctx context.Context, fault string) (time.Duration, error) 
 	return time.Since(t0), nil
 }
 
+// detectRuns repeats measureDetection.
+func detectRuns(ctx context.Context, fault string, runs int) ([]time.Duration, error) {
+	var took []time.Duration
+	for range runs {
+		d, err := measureDetection(ctx, fault)
+		if err != nil {
+			return took, err
+		}
+		took = append(took, d)
+	}
+	return took, nil
+}
+
 // idleLink is the in-process cost of one idle authenticated link, both ends
 // included.
 type idleLink struct {
@@ -296,6 +310,21 @@ func runMesh(ctx context.Context, o Options) ([]Metric, error) {
 	log := o.logger()
 	var out []Metric
 
+	// A silent peer takes about 5 s per run to be found, nearly all of it
+	// waiting; those runs go on beside the relay, convergence and killed
+	// peer measurements (two idle nodes with a ping a second disturb them
+	// little) and end before the memory of idle links is measured.
+	log.Info("mesh: failure detection in the background", "fault", faultSilent, "runs", plan.silentRuns)
+	silentCtx, stopSilent := context.WithCancel(ctx)
+	var silent struct {
+		took []time.Duration
+		err  error
+	}
+	var silentDone sync.WaitGroup
+	silentDone.Go(func() { silent.took, silent.err = detectRuns(silentCtx, faultSilent, plan.silentRuns) })
+	defer silentDone.Wait()
+	defer stopSilent()
+
 	log.Info("mesh: relay cost per hop", "calls", plan.calls)
 	hop, err := measureRelayHop(ctx, plan.calls)
 	if err != nil {
@@ -337,17 +366,23 @@ func runMesh(ctx context.Context, o Options) ([]Metric, error) {
 		runs  int
 		goal  float64
 	}{{faultKilled, plan.killedRuns, 1000}, {faultSilent, plan.silentRuns, 6000}} {
-		log.Info("mesh: failure detection", "fault", f.fault, "runs", f.runs)
 		var took []time.Duration
-		for range f.runs {
-			d, err := measureDetection(ctx, f.fault)
-			if err != nil {
-				return out, fmt.Errorf("detection: %w", err)
-			}
-			took = append(took, d)
+		var err error
+		if f.fault == faultSilent {
+			silentDone.Wait()
+			took, err = silent.took, silent.err
+		} else {
+			log.Info("mesh: failure detection", "fault", f.fault, "runs", f.runs)
+			took, err = detectRuns(ctx, f.fault, f.runs)
 		}
-		out = append(out, Metric{Name: "detection of a " + f.fault + " peer", Value: ms(worst(took)), Unit: "ms", Goal: AtMost(f.goal),
-			Note: fmt.Sprintf("worst of %d runs (median %.1f ms), DefaultLANConfig timings", f.runs, ms(median(took)))})
+		if err != nil {
+			return out, fmt.Errorf("detection: %w", err)
+		}
+		note := fmt.Sprintf("worst of %d runs (median %.1f ms), DefaultLANConfig timings", f.runs, ms(median(took)))
+		if f.fault == faultSilent {
+			note += ", run beside the relay, convergence and killed-peer measurements"
+		}
+		out = append(out, Metric{Name: "detection of a " + f.fault + " peer", Value: ms(worst(took)), Unit: "ms", Goal: AtMost(f.goal), Note: note})
 	}
 
 	log.Info("mesh: idle link cost", "pairs", plan.pairs)
