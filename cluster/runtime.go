@@ -79,7 +79,9 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 	var gw *proxy.Gateway
 	var rgw *remote.Gateway
 	if opts.Gateway != nil {
-		agent := "main"
+		// No agents configured: "openclaw/default", the gateway's own
+		// default agent, whatever its id.
+		agent := ""
 		if len(cfg.Agents) > 0 {
 			agent = cfg.Agents[0].ID
 		}

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
+	"github.com/clawmatrix/clawmatrix/cluster/proxy"
 	"github.com/clawmatrix/clawmatrix/schema"
 )
 
@@ -179,6 +180,51 @@ func TestNodeModeServesModels(t *testing.T) {
 		}
 		if strings.Contains(logs.String(), secret) {
 			t.Errorf("the logs show a secret:\n%s", logs.String())
+		}
+	}
+}
+
+// With an OpenClaw gateway and no host provider for the model, the node
+// serves it through the gateway: an agent turn of its first agent, or of
+// the gateway's default agent when the config lists none.
+func TestGatewayFallbackAgent(t *testing.T) {
+	type seen struct{ model, header, auth string }
+	got := make(chan seen, 4)
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Model string `json:"model"`
+		}
+		json.NewDecoder(r.Body).Decode(&req)
+		got <- seen{req.Model, r.Header.Get("x-openclaw-model"), r.Header.Get("Authorization")}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"c1","object":"chat.completion","created":1,"model":"x","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}`)
+	}))
+	defer gw.Close()
+
+	for _, tc := range []struct{ agents, want string }{{`[]`, "openclaw/default"}, {`[{"id":"coder"},{"id":"writer"}]`, "openclaw/coder"}} {
+		cfg, problems := schema.Parse([]byte(fmt.Sprintf(`{"nodeId":"n","secret":%q,"proxyPort":0,"agents":%s,
+			"models":[{"id":"claude","provider":"anthropic"}]}`, testSecret, tc.agents)))
+		if len(problems) > 0 {
+			t.Fatal(problems)
+		}
+		local := mesh.DefaultLocalConfig()
+		ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
+		rt, err := Start(ctx, Options{Config: cfg, Mesh: &local, WorkspaceDir: t.TempDir(),
+			Gateway:   &Gateway{URL: gw.URL, Token: "gw-token-123456"},
+			Providers: map[string]proxy.Provider{"anthropic": {BaseURL: "https://api.anthropic.test", API: "anthropic-messages"}}})
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		cl := openai.NewClient(option.WithBaseURL(rt.ProxyURL()), option.WithAPIKey(rt.ProxyKey()), option.WithMaxRetries(0))
+		_, err = cl.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "claude", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}})
+		rt.Close()
+		cancel()
+		if err != nil {
+			t.Fatalf("agents %s: %v", tc.agents, err)
+		}
+		if s := <-got; s.model != tc.want || s.header != "anthropic/claude" || s.auth != "Bearer gw-token-123456" {
+			t.Errorf("agents %s: gateway saw %+v, want model %s", tc.agents, s, tc.want)
 		}
 	}
 }
