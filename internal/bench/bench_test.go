@@ -166,6 +166,33 @@ func TestRunRejectsUnknownSuite(t *testing.T) {
 	}
 }
 
+// A suite whose context ends fails with an error and leaves nothing
+// running (goleak checks the latter when the package's tests end).
+func TestSuitesStopWhenCancelled(t *testing.T) {
+	for _, s := range Suites() {
+		if !slices.Contains([]string{"proxy", "mesh", "tools"}, s.Name) {
+			continue
+		}
+		t.Run(s.Name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			done := make(chan error, 1)
+			go func() {
+				_, err := s.Run(ctx, Options{Quick: true})
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err == nil {
+					t.Fatal("suite succeeded although its context ended after 300 ms")
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("suite still running 30 s after its context ended")
+			}
+		})
+	}
+}
+
 func TestMeasureDetectionRejectsUnknownFault(t *testing.T) {
 	if _, err := measureDetection(context.Background(), "melted"); err == nil || !strings.Contains(err.Error(), "melted") {
 		t.Fatalf("err = %v", err)

@@ -42,13 +42,13 @@ func startNodes(ctx context.Context, secret string, ids []string, mod func(*mesh
 		}
 		n, err := mesh.New(c)
 		if err == nil {
+			ns = append(ns, n)
 			err = n.Start(ctx)
 		}
 		if err != nil {
 			closeNodes(ns)
 			return nil, fmt.Errorf("start node %s: %w", id, err)
 		}
-		ns = append(ns, n)
 	}
 	return ns, nil
 }
