@@ -16,7 +16,7 @@ import (
 
 // buildNodeBin builds clawmatrix-plugin into a temp dir for the suites to
 // start nodes with (the test binary itself has no `node` command).
-func buildNodeBin(t *testing.T) string {
+func faultsNodeBin(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "clawmatrix-plugin")
 	out, err := exec.Command("go", "build", "-o", bin, "../../cmd/clawmatrix-plugin").CombinedOutput()
@@ -26,7 +26,7 @@ func buildNodeBin(t *testing.T) string {
 	return bin
 }
 
-func metricByName(t *testing.T, ms []Metric, name string) Metric {
+func faultsMetric(t *testing.T, ms []Metric, name string) Metric {
 	t.Helper()
 	for _, m := range ms {
 		if m.Name == name {
@@ -37,7 +37,7 @@ func metricByName(t *testing.T, ms []Metric, name string) Metric {
 	return Metric{}
 }
 
-func checkFinite(t *testing.T, ms []Metric) {
+func faultsFinite(t *testing.T, ms []Metric) {
 	t.Helper()
 	if len(ms) == 0 {
 		t.Fatal("no metrics")
@@ -54,7 +54,7 @@ func checkFinite(t *testing.T, ms []Metric) {
 
 func TestFailoverQuick(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	o := Options{Quick: true, NodeBin: buildNodeBin(t)}
+	o := Options{Quick: true, NodeBin: faultsNodeBin(t)}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	run, err := failover(ctx, o)
@@ -76,7 +76,7 @@ func TestFailoverQuick(t *testing.T) {
 	}
 
 	ms := run.metrics()
-	checkFinite(t, ms)
+	faultsFinite(t, ms)
 	s := run.summary()
 	if s.okBefore == 0 || s.okAfter == 0 {
 		t.Fatalf("load did not run on both sides of the kill: %d ok before, %d ok after", s.okBefore, s.okAfter)
@@ -91,19 +91,28 @@ func TestFailoverQuick(t *testing.T) {
 	if n := s.shareAft[run.victim]; n != 0 {
 		t.Errorf("killed node %s served %d requests started after the kill", run.victim, n)
 	}
-	if got := metricByName(t, ms, "share after the kill, "+run.victim).Value; got != 0 {
+	if got := faultsMetric(t, ms, "share after the kill, "+run.victim).Value; got != 0 {
 		t.Errorf("reported share of the killed node after the kill = %v%%", got)
 	}
 	if s.mismatched != 0 {
 		t.Errorf("%d mismatched responses", s.mismatched)
 	}
-	// Errors are a measured outcome with a goal, reported by the suite;
-	// log them here so a regression is visible in the test output.
-	if s.errors > 0 {
-		t.Logf("%d client-visible errors; first: %s", s.errors, s.firstError)
+	// Client-visible errors are the suite's measured outcome (goal 0). The
+	// one kind seen so far is a response from the killed node that broke
+	// off after its head (see the report in the suite's note); anything
+	// else, or an error away from the kill, is a failure here.
+	for _, q := range run.requests {
+		if q.err == nil {
+			continue
+		}
+		if !strings.Contains(q.err.Error(), `node \"`+run.victim+`\" broke off`) || q.start.After(run.kill.Add(time.Second)) {
+			t.Errorf("request %s..%s failed: %v", q.start.Sub(run.start), q.end.Sub(run.start), q.err)
+		} else {
+			t.Logf("request cut by the kill: %v", q.err)
+		}
 	}
-	moved := metricByName(t, ms, "time until the killed node's share moved").Value
-	if moved <= 0 || moved > float64(run.end.Sub(run.kill).Milliseconds()) {
+	moved := faultsMetric(t, ms, "time until the killed node's share moved").Value
+	if moved < 0 || moved > float64(run.end.Sub(run.kill).Milliseconds()) {
 		t.Errorf("share moved after %v ms, want within the %s after the kill", moved, run.profile.after)
 	}
 	for _, m := range ms {
@@ -115,7 +124,7 @@ func TestFailoverQuick(t *testing.T) {
 
 func TestSoakQuick(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	o := Options{Quick: true, NodeBin: buildNodeBin(t)}
+	o := Options{Quick: true, NodeBin: faultsNodeBin(t)}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	run, err := soak(ctx, o)
@@ -123,7 +132,7 @@ func TestSoakQuick(t *testing.T) {
 		t.Fatal(err)
 	}
 	ms := run.metrics()
-	checkFinite(t, ms)
+	faultsFinite(t, ms)
 
 	tot := run.totals()
 	if tot.misrouted != 0 {
@@ -148,7 +157,7 @@ func TestSoakQuick(t *testing.T) {
 	if run.unclean != 0 {
 		t.Errorf("%d unclean shutdowns; first: %s", run.unclean, run.firstUnclean)
 	}
-	if got := metricByName(t, ms, "node restarts").Value; got != float64(run.restarts) {
+	if got := faultsMetric(t, ms, "node restarts").Value; got != float64(run.restarts) {
 		t.Errorf("reported %v restarts, counted %d", got, run.restarts)
 	}
 	// The run's goroutines were all gone when it measured.
