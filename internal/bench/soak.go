@@ -530,6 +530,8 @@ func (r *soakRun) metrics() []Metric {
 			Note: withFirst(perKind(func(s *kindStats) int { return s.otherErrs }), t.firstOther)},
 		{Name: "errors during restart windows", Value: float64(t.windowErrs), Unit: "ops",
 			Note: withFirst("operations overlapping a node's stop-to-rejoin window (any node for proxy requests): "+perKind(func(s *kindStats) int { return s.windowErrs }), t.firstWindow)},
+		{Name: "non-streamed proxy errors during restarts", Value: float64(r.kinds["proxy"].windowErrs), Unit: "ops", Goal: AtMost(0),
+			Note: withFirst("another node serves the model, so the proxy should fail over", r.kinds["proxy"].firstWindow)},
 		{Name: "node restarts", Value: float64(r.restarts), Unit: "restarts",
 			Note: fmt.Sprintf("one every %s, round robin: %d killed (SIGKILL), %d shut down (SIGTERM)", r.period, r.killed, r.restarts-r.killed)},
 		{Name: "unclean shutdowns on SIGTERM", Value: float64(r.unclean), Unit: "nodes", Goal: AtMost(0),
