@@ -31,6 +31,10 @@ func upstreamModel(id string, m *mockLLM) schema.Model {
 func startNode(t testing.TB, id string, models []schema.Model, peers ...*mesh.Node) *mesh.Node {
 	t.Helper()
 	cfg := mesh.DefaultLocalConfig()
+	// Under -race on a loaded 2-core machine a heartbeat can be late by
+	// more than the local profile's 300 ms; these tests close nodes to kill
+	// them (detected at once) and never rely on silent-peer detection.
+	cfg.DeadAfter = 2 * time.Second
 	cfg.NodeID = id
 	cfg.Secret = testSecret
 	cfg.ListenAddr = "127.0.0.1:0"

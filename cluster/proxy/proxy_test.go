@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -358,6 +359,10 @@ func TestProxyFailoverUpstreamDown(t *testing.T) {
 		var resp *http.Response
 		out, err := cl.Chat.Completions.New(ctx, chatParams("m"), option.WithResponseInto(&resp))
 		if err != nil {
+			var ae *openai.Error
+			if errors.As(err, &ae) {
+				t.Fatalf("request %d: %d %s", i, ae.StatusCode, ae.Message)
+			}
 			t.Fatal(err)
 		}
 		if servedBy(resp) != "c" || out.Choices[0].Message.Content != "reply from up-c" {
