@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -31,6 +32,18 @@ import (
 // Cancellation: Stream.Close or the caller's ctx sends "cancel"; the target
 // cancels the handler's context. A side that receives frames for a stream it
 // does not know answers "no_stream", which ends the stream on the other side.
+// The target also sends "no_stream", with the reason in "e", when it gives
+// up a stream (its route back lost a link): unlike "end" it is a control
+// frame, acted on whatever the sequence, so the caller learns at once even
+// if response frames were lost. "r" marks a no_stream for the caller's side
+// of the stream, so that it is never taken for a stream the receiver serves.
+//
+// Reordering: when a shorter route appears mid-stream, newer response frames
+// can overtake older ones still on the old route. The caller stashes frames
+// that arrive early (at most a window's worth, as the target cannot send
+// more) and fails the stream if a gap stays open for DeadAfter. Each side
+// records every link its stream's frames may have used and fails the stream
+// when one of them is lost, since frames in flight on it are gone.
 
 // streamMsg is the payload of all stream frames.
 type streamMsg struct {
@@ -74,7 +87,8 @@ type Stream struct {
 	credit   chan struct{}
 	stash    map[uint64]resFrame // response frames that arrived early
 	gap      *time.Timer         // fails the stream if a gap stays open
-	path     []pathEdge          // the route the request took
+	gapGen   uint64              // which gap timer is current
+	path     []pathEdge          // every link the stream's frames may have used
 	inLink   *link               // link responses arrive on
 	outLink  *link               // link requests and acks leave on
 	notify   chan struct{}
@@ -267,10 +281,8 @@ func (s *Stream) finish(err error) bool {
 	s.finished = true
 	s.err = err
 	s.partial = nil
-	if s.gap != nil {
-		s.gap.Stop()
-		s.gap = nil
-	}
+	s.stash = nil
+	s.stopGapLocked()
 	s.signal()
 	select { // wake a sender waiting for request credit
 	case s.credit <- struct{}{}:
@@ -335,8 +347,18 @@ func (s *Stream) sendAck(n uint64) {
 	}
 }
 
+// sendCancel tells the target to stop the handler. When the stream failed
+// because the route broke, the reason goes along so that the handler's
+// context says why.
 func (s *Stream) sendCancel() {
-	_, _ = s.n.sendRouted(nil, s.to, typeCancel, "", &streamMsg{S: s.id})
+	m := &streamMsg{S: s.id}
+	s.mu.Lock()
+	var ue *unreachableError
+	if errors.As(s.err, &ue) {
+		m.E = &RemoteError{Code: CodeUnavailable, Message: s.n.id + " gave up the stream: " + ue.why}
+	}
+	s.mu.Unlock()
+	_, _ = s.n.sendRouted(nil, s.to, typeCancel, "", m)
 }
 
 func (n *Node) removeClient(s *Stream) {
@@ -422,22 +444,34 @@ func (n *Node) deliver(l *link, f *Frame) {
 		}
 	case typeCancel:
 		if ss := n.server(f.From, m.S); ss != nil {
-			ss.cancel(errCancelled)
+			var cause error = errCancelled
+			if m.E != nil && m.E.Message != "" {
+				cause = unreachable(f.From, m.E.Message)
+			}
+			ss.cancel(cause)
 			n.removeServer(ss)
 		}
 	case typeRes, typeEnd:
 		n.onRes(l, f, &m)
 	case typeNoStream:
-		if ss := n.server(f.From, m.S); ss != nil {
-			ss.cancel(errCancelled)
-			n.removeServer(ss)
+		if !m.R {
+			if ss := n.server(f.From, m.S); ss != nil {
+				ss.cancel(errCancelled)
+				n.removeServer(ss)
+			}
+			return
 		}
 		n.smu.Lock()
 		s := n.clients[m.S]
 		n.smu.Unlock()
 		if s != nil && s.to == f.From {
-			s.finish(unreachable(f.From, "the node lost the stream"))
+			why := "the node lost the stream"
+			if m.E != nil && m.E.Message != "" {
+				why = m.E.Message
+			}
+			s.finish(unreachable(f.From, why))
 			n.removeClient(s)
+			s.stopWatch()
 		}
 	}
 }
@@ -467,7 +501,7 @@ func (n *Node) onReq(l *link, from string, m *streamMsg) {
 		if m.Q != 0 || n.ctx.Err() != nil {
 			n.smu.Unlock()
 			if m.Q != 0 {
-				_, _ = n.sendRouted(nil, from, typeNoStream, "", &streamMsg{S: m.S})
+				_, _ = n.sendRouted(nil, from, typeNoStream, "", &streamMsg{S: m.S, R: true})
 			}
 			return
 		}
@@ -498,8 +532,7 @@ func (n *Node) onReq(l *link, from string, m *streamMsg) {
 	ss.mu.Lock()
 	if ss.started || m.Q != ss.reqQ {
 		ss.mu.Unlock()
-		ss.cancel(unreachable(from, "request frames lost"))
-		n.removeServer(ss)
+		n.abortServer(ss, unreachable(from, "request frames lost"), "request frames were lost in transit")
 		return
 	}
 	ss.reqQ++
@@ -679,7 +712,9 @@ func (n *Node) onRes(l *link, f *Frame, m *streamMsg) {
 	cur := resFrame{end: f.Type == typeEnd, m: *m}
 	if m.Q > s.nextQ {
 		// Overtaken on a new, shorter route: hold it until the gap fills.
-		if len(s.stash) >= s.window+2 {
+		// The target cannot have more than a window of frames (and the
+		// end) unacknowledged, so anything further ahead is lost or forged.
+		if m.Q-s.nextQ > uint64(s.window)+1 || len(s.stash) > s.window {
 			fail = unreachable(s.to, "response frames lost in transit")
 		} else {
 			if s.stash == nil {
@@ -687,12 +722,7 @@ func (n *Node) onRes(l *link, f *Frame, m *streamMsg) {
 			}
 			s.stash[m.Q] = cur
 			if s.gap == nil {
-				s.gap = time.AfterFunc(n.cfg.DeadAfter, func() {
-					if s.finish(unreachable(s.to, "response frames lost in transit")) {
-						s.sendCancel()
-					}
-					n.removeClient(s)
-				})
+				s.armGapLocked()
 			}
 		}
 	} else {
@@ -713,9 +743,8 @@ func (n *Node) onRes(l *link, f *Frame, m *streamMsg) {
 			delete(s.stash, s.nextQ)
 			cur = next
 		}
-		if len(s.stash) == 0 && s.gap != nil {
-			s.gap.Stop()
-			s.gap = nil
+		if len(s.stash) == 0 {
+			s.stopGapLocked()
 		}
 	}
 	done := s.finished
@@ -733,6 +762,36 @@ func (n *Node) onRes(l *link, f *Frame, m *streamMsg) {
 		s.stopWatch()
 	}
 	s.signal()
+}
+
+// armGapLocked starts the timer that fails the stream if the frames it is
+// missing do not arrive within DeadAfter. A timer that fires after it was
+// stopped (the gap filled meanwhile) finds a newer generation and does
+// nothing.
+func (s *Stream) armGapLocked() {
+	s.gapGen++
+	gen := s.gapGen
+	s.gap = time.AfterFunc(s.n.cfg.DeadAfter, func() {
+		s.mu.Lock()
+		current := s.gap != nil && s.gapGen == gen
+		s.mu.Unlock()
+		if !current {
+			return
+		}
+		if s.finish(unreachable(s.to, "response frames lost in transit")) {
+			s.sendCancel()
+		}
+		s.n.removeClient(s)
+		s.stopWatch()
+	})
+}
+
+func (s *Stream) stopGapLocked() {
+	if s.gap != nil {
+		s.gap.Stop()
+		s.gap = nil
+		s.gapGen++
+	}
 }
 
 // resFrame is a response frame held for reordering.
@@ -755,10 +814,8 @@ func (s *Stream) applyLocked(r *resFrame, from string) (uint64, error) {
 		} else {
 			s.err = io.EOF
 		}
-		if s.gap != nil {
-			s.gap.Stop()
-			s.gap = nil
-		}
+		s.stash = nil
+		s.stopGapLocked()
 		return 0, nil
 	case len(s.partial)+len(m.D) > s.n.cfg.MaxMessageBytes:
 		return 0, fmt.Errorf("mesh: response message from %q exceeds MaxMessageBytes %d", s.to, s.n.cfg.MaxMessageBytes)
@@ -781,15 +838,17 @@ func (s *Stream) applyLocked(r *resFrame, from string) (uint64, error) {
 
 // checkStreams fails the streams whose peer is no longer reachable, or
 // whose route lost a link: frames in flight on that link are gone, so the
-// stream cannot continue intact even if another route exists. The other
-// side learns it from its own view, or from the no_stream answer to its
-// next frame.
+// stream cannot continue intact even if another route exists. A stream
+// whose route changed without losing a link goes on, and from then on the
+// links of the new route count as its route too. The target tells the
+// caller with no_stream (see abortServer); the caller tells the target with
+// cancel.
 func (n *Node) checkStreams() {
 	rt := n.routes.Load()
 	type lost struct {
 		c   *Stream
 		s   *serverStream
-		err error
+		why string
 	}
 	var gone []lost
 	n.smu.Lock()
@@ -797,41 +856,73 @@ func (n *Node) checkStreams() {
 		if s.to == n.id {
 			continue
 		}
-		if rt.next[s.to] == nil {
-			gone = append(gone, lost{c: s, err: unreachable(s.to, "no route")})
-		} else if e, ok := rt.intact(s.path); !ok {
-			gone = append(gone, lost{c: s, err: unreachable(s.to, "link "+e.u+"-"+e.v+" on the route was lost")})
+		s.mu.Lock()
+		why := routeLost(rt, s.to, &s.path)
+		s.mu.Unlock()
+		if why != "" {
+			gone = append(gone, lost{c: s, why: why})
 		}
 	}
 	for _, ss := range n.servers {
 		if ss.key.from == n.id {
 			continue
 		}
-		if rt.next[ss.key.from] == nil {
-			gone = append(gone, lost{s: ss, err: unreachable(ss.key.from, "no route")})
-		} else if e, ok := rt.intact(ss.pathLocked()); !ok {
-			gone = append(gone, lost{s: ss, err: unreachable(ss.key.from, "link "+e.u+"-"+e.v+" on the route was lost")})
+		ss.mu.Lock()
+		why := routeLost(rt, ss.key.from, &ss.path)
+		ss.mu.Unlock()
+		if why != "" {
+			gone = append(gone, lost{s: ss, why: why})
 		}
 	}
 	n.smu.Unlock()
 	for _, g := range gone {
 		if g.c != nil {
-			if g.c.finish(g.err) {
+			if g.c.finish(unreachable(g.c.to, g.why)) {
 				g.c.sendCancel()
 			}
 			n.removeClient(g.c)
+			g.c.stopWatch()
 			continue
 		}
-		g.s.cancel(g.err)
-		n.removeServer(g.s)
-		n.sendEnd(g.s.key.from, g.s.key.s, 0, &RemoteError{Code: CodeUnavailable, Message: "the route to the caller lost a link mid-stream"})
+		n.abortServer(g.s, unreachable(g.s.key.from, g.why), g.why)
 	}
 }
 
-func (ss *serverStream) pathLocked() []pathEdge {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	return ss.path
+// maxPathEdges bounds the links recorded per stream; a stream whose route
+// changed so often that it exceeds this keeps only its current route.
+const maxPathEdges = 64
+
+// routeLost checks a stream's recorded links against the current routes
+// and returns why the stream must fail, or "". When the route to peer
+// changed but every recorded link still exists, the new route's links are
+// added to *path: frames from now on may travel on either.
+func routeLost(rt *routeTable, peer string, path *[]pathEdge) string {
+	if rt.next[peer] == nil {
+		return "no route"
+	}
+	if e, ok := rt.intact(*path); !ok {
+		return "link " + e.u + "-" + e.v + " on the route was lost"
+	}
+	for _, e := range rt.path(peer) {
+		if !slices.Contains(*path, e) {
+			if len(*path) >= maxPathEdges {
+				*path = rt.path(peer)
+				return ""
+			}
+			*path = append(*path, e)
+		}
+	}
+	return ""
+}
+
+// abortServer ends a served stream that cannot continue: it cancels the
+// handler with cause and tells the caller why with a no_stream, a control
+// frame that never waits behind data and is acted on whatever the sequence
+// (an end frame could be stuck behind lost response frames).
+func (n *Node) abortServer(ss *serverStream, cause error, why string) {
+	ss.cancel(cause)
+	n.removeServer(ss)
+	_, _ = n.sendRouted(nil, ss.key.from, typeNoStream, "", &streamMsg{S: ss.key.s, R: true, E: &RemoteError{Code: CodeUnavailable, Message: n.id + " gave up the stream: " + why}})
 }
 
 // failStreamsOnLink fails the streams whose frames travelled over l: frames
@@ -861,11 +952,10 @@ func (n *Node) failStreamsOnLink(l *link) {
 			s.sendCancel()
 		}
 		n.removeClient(s)
+		s.stopWatch()
 	}
 	for _, ss := range lostS {
-		ss.cancel(unreachable(ss.key.from, "link to "+l.peer+" lost"))
-		n.removeServer(ss)
-		n.sendEnd(ss.key.from, ss.key.s, 0, &RemoteError{Code: CodeUnavailable, Message: "link to " + l.peer + " lost mid-stream"})
+		n.abortServer(ss, unreachable(ss.key.from, "link to "+l.peer+" lost"), "link to "+l.peer+" lost mid-stream")
 	}
 }
 

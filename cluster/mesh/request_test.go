@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -303,4 +304,310 @@ func TestManyConcurrentStreams(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// recvWithin runs s.Recv with a guard so that a stream that never ends
+// fails the test instead of hanging it.
+func recvWithin(t *testing.T, s *Stream, d time.Duration) ([]byte, error) {
+	t.Helper()
+	type res struct {
+		m   []byte
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		m, err := s.Recv()
+		ch <- res{m, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.m, r.err
+	case <-time.After(d):
+		s.Close() // ends the Recv above
+		<-ch
+		t.Fatalf("Recv from %s did not return within %v", s.Node(), d)
+		return nil, nil
+	}
+}
+
+// A shorter route appearing mid-stream does not break the stream: its old
+// route is intact, responses and acks move to the new one, and every
+// message arrives once, in order.
+func TestStreamSurvivesShorterRoute(t *testing.T) {
+	a, b, c := line(t, nil)
+	const before, after = 5, 300 // after spans many windows of acks on the new route
+	release := make(chan struct{})
+	c.Handle("count", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
+		for i := 0; i < before+after; i++ {
+			if i == before {
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return context.Cause(ctx)
+				}
+			}
+			if err := w.Write([]byte(strconv.Itoa(i))); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	s, err := a.Open(context.Background(), "c", "count", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := 0; i < before; i++ {
+		if m, err := recvWithin(t, s, 5*time.Second); err != nil || string(m) != strconv.Itoa(i) {
+			t.Fatalf("message %d before the route change: %q %v", i, m, err)
+		}
+	}
+	dial(t, a, c)
+	for _, n := range []*Node{a, c} {
+		other := map[*Node]string{a: "c", c: "a"}[n]
+		waitUntil(t, n, 5*time.Second, "a direct link", func() bool {
+			p, ok := n.Peer(other)
+			return ok && p.Hops == 1
+		})
+	}
+	relayed0 := b.Stats().FramesRelayed
+	close(release)
+	for i := before; ; i++ {
+		m, err := recvWithin(t, s, 5*time.Second)
+		if err == io.EOF {
+			if i != before+after {
+				t.Fatalf("EOF after %d messages, want %d", i, before+after)
+			}
+			break
+		}
+		if err != nil || string(m) != strconv.Itoa(i) {
+			t.Fatalf("message %d after the route change: %q %v", i, m, err)
+		}
+	}
+	if relayed := b.Stats().FramesRelayed - relayed0; relayed >= after/2 {
+		t.Fatalf("b relayed %d frames after the direct link came up: the stream did not move to it", relayed)
+	}
+}
+
+// blockedStream opens a stream from a to c whose handler never writes, so
+// the test can inject response frames on a as if they came from c.
+func blockedStream(t *testing.T) (a, c *Node, s *Stream, cancelled chan error) {
+	t.Helper()
+	a, _, c = line(t, nil)
+	started := make(chan struct{})
+	cancelled = make(chan error, 1)
+	c.Handle("block", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
+		close(started)
+		<-ctx.Done()
+		cancelled <- context.Cause(ctx)
+		return nil
+	}))
+	s, err := a.Open(context.Background(), "c", "block", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	<-started
+	return a, c, s, cancelled
+}
+
+func injectRes(n *Node, from string, typ string, m streamMsg) {
+	n.deliver(nil, &Frame{Type: typ, ID: strconv.FormatUint(n.nextID(), 36), From: from, To: n.ID(), Payload: encodeStreamMsg(&m)})
+}
+
+func TestResponseFramesReordered(t *testing.T) {
+	a, _, s, _ := blockedStream(t)
+	// Frames 3, 1 and the end (4) overtake 0 and 2; 1 continues into 2.
+	injectRes(a, "c", typeRes, streamMsg{S: s.id, Q: 3, D: []byte("three")})
+	injectRes(a, "c", typeRes, streamMsg{S: s.id, Q: 1, D: []byte("one-"), More: true})
+	injectRes(a, "c", typeEnd, streamMsg{S: s.id, Q: 4})
+	s.mu.Lock()
+	stashed, armed := len(s.stash), s.gap != nil
+	s.mu.Unlock()
+	if stashed != 3 || !armed {
+		t.Fatalf("stash holds %d frames (gap timer armed: %v), want 3 and armed", stashed, armed)
+	}
+	injectRes(a, "c", typeRes, streamMsg{S: s.id, Q: 0, D: []byte("zero")})
+	injectRes(a, "c", typeRes, streamMsg{S: s.id, Q: 2, D: []byte("and-two")})
+	var got []string
+	for {
+		m, err := recvWithin(t, s, 5*time.Second)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, string(m))
+	}
+	if want := "zero|one-and-two|three"; strings.Join(got, "|") != want {
+		t.Fatalf("messages %q, want %s", got, want)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gap != nil || len(s.stash) != 0 {
+		t.Fatalf("gap timer or stash left after the stream ended: %v %d", s.gap != nil, len(s.stash))
+	}
+}
+
+func TestResponseGapFailsStream(t *testing.T) {
+	tests := []struct {
+		name   string
+		inject func(a *Node, s *Stream)
+		want   string
+	}{
+		{"gap never filled", func(a *Node, s *Stream) {
+			injectRes(a, "c", typeRes, streamMsg{S: s.id, Q: 1, D: []byte("x")})
+		}, "response frames lost in transit"},
+		{"frame beyond the window", func(a *Node, s *Stream) {
+			injectRes(a, "c", typeRes, streamMsg{S: s.id, Q: uint64(s.window) + 2, D: []byte("x")})
+		}, "response frames lost in transit"},
+		{"more early frames than the window", func(a *Node, s *Stream) {
+			for q := 1; q <= s.window+1; q++ {
+				injectRes(a, "c", typeRes, streamMsg{S: s.id, Q: uint64(q), D: []byte("x")})
+			}
+		}, "response frames lost in transit"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, _, s, cancelled := blockedStream(t)
+			tt.inject(a, s)
+			_, err := recvWithin(t, s, 5*time.Second)
+			if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Recv: %v, want ErrUnreachable with %q", err, tt.want)
+			}
+			select { // the handler on c is cancelled too, and told why
+			case cause := <-cancelled:
+				if !errors.Is(cause, ErrUnreachable) || !strings.Contains(cause.Error(), "a gave up the stream: "+tt.want) {
+					t.Fatalf("handler's cause: %v", cause)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("handler on c was not cancelled")
+			}
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.gap != nil || s.stash != nil {
+				t.Fatal("gap timer or stash left after the stream failed")
+			}
+		})
+	}
+}
+
+// A gap timer that fires just after its gap was filled must not fail the
+// stream.
+func TestStaleGapTimerIgnored(t *testing.T) {
+	a, _, s, _ := blockedStream(t)
+	s.mu.Lock()
+	s.armGapLocked()
+	gen := s.gapGen
+	fire := s.gap
+	s.stopGapLocked()
+	s.mu.Unlock()
+	if s.gapGen == gen {
+		t.Fatal("stopping the gap timer did not move to a new generation")
+	}
+	fire.Reset(0) // as if it had fired before Stop
+	injectRes(a, "c", typeRes, streamMsg{S: s.id, Q: 0, D: []byte("ok")})
+	if m, err := recvWithin(t, s, 5*time.Second); err != nil || string(m) != "ok" {
+		t.Fatalf("Recv: %q %v", m, err)
+	}
+	time.Sleep(50 * time.Millisecond) // let the stale timer run
+	s.mu.Lock()
+	finished := s.finished
+	s.mu.Unlock()
+	if finished {
+		t.Fatalf("a stale gap timer ended the stream: %v", s.err)
+	}
+}
+
+// When the target gives a stream up after responses were delivered, the
+// caller learns at once, with the target's reason (an end frame would be
+// out of sequence and dropped).
+func TestTargetAbortReachesCaller(t *testing.T) {
+	a, _, c := line(t, nil)
+	c.Handle("two", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
+		_ = w.Write([]byte("1"))
+		_ = w.Write([]byte("2"))
+		<-ctx.Done()
+		return nil
+	}))
+	s, err := a.Open(context.Background(), "c", "two", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := 0; i < 2; i++ {
+		if _, err := recvWithin(t, s, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ss := c.server("a", s.id)
+	if ss == nil {
+		t.Fatal("c does not serve the stream")
+	}
+	c.abortServer(ss, errors.New("test abort"), "test reason")
+	_, err = recvWithin(t, s, 5*time.Second)
+	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "c gave up the stream: test reason") {
+		t.Fatalf("Recv after abort: %v", err)
+	}
+}
+
+// A stream whose route loses a link fails on both sides with an error that
+// names the link, even though another (longer) route remains.
+func TestStreamFailsWhenRouteLosesLink(t *testing.T) {
+	ns := startNodes(t, "a", "b", "c", "d", "e", "f", "g")
+	a, b, c, d := ns[0], ns[1], ns[2], ns[3]
+	dial(t, a, b)
+	dial(t, b, c)
+	dial(t, c, d)
+	dial(t, a, ns[4]) // the long way round: a-e-f-g-d
+	dial(t, ns[4], ns[5])
+	dial(t, ns[5], ns[6])
+	dial(t, ns[6], d)
+	waitAll(t, ns, 5*time.Second)
+	started := make(chan struct{})
+	cause := make(chan error, 1)
+	d.Handle("hang", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
+		if err := w.Write([]byte("hi")); err != nil {
+			return err
+		}
+		close(started)
+		<-ctx.Done()
+		cause <- context.Cause(ctx)
+		return nil
+	}))
+	s, err := a.Open(context.Background(), "d", "hang", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	<-started
+	if m, err := recvWithin(t, s, 5*time.Second); err != nil || string(m) != "hi" {
+		t.Fatalf("first message: %q %v", m, err)
+	}
+	b.linkTo("c").close(CloseShutdown, "test cuts b-c")
+	_, err = recvWithin(t, s, 5*time.Second)
+	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), `"d"`) || !(strings.Contains(err.Error(), "b-c") || strings.Contains(err.Error(), "c-b")) {
+		t.Fatalf("caller: %v, want ErrUnreachable naming d and the lost link", err)
+	}
+	select {
+	case err := <-cause:
+		if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), `"a"`) || !(strings.Contains(err.Error(), "b-c") || strings.Contains(err.Error(), "c-b")) {
+			t.Fatalf("target: %v, want ErrUnreachable naming a and the lost link", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("handler on d was not cancelled")
+	}
+	// The cluster still serves a to d. b redials c meanwhile, so a call
+	// opened while the routes settle may fail the same way; one succeeds.
+	d.Handle("echo", echoHandler())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	waitPoll(t, 5*time.Second, "a call from a to d", func() bool {
+		got, err := a.Call(ctx, "d", "echo", []byte("q"))
+		if err == nil && string(got) != "a:q" {
+			t.Fatalf("a->d afterwards: %q", got)
+		}
+		return err == nil
+	})
 }

@@ -266,8 +266,18 @@ func (n *Node) route(l *link, f *Frame) {
 
 // unreachable makes the error for a stream whose peer cannot be reached.
 func unreachable(node, why string) error {
-	return fmt.Errorf("mesh: %w: %q (%s)", ErrUnreachable, node, why)
+	return &unreachableError{node: node, why: why}
 }
+
+// unreachableError wraps ErrUnreachable with the node and the reason, which
+// a side that gives up a stream passes on to the other side.
+type unreachableError struct{ node, why string }
+
+func (e *unreachableError) Error() string {
+	return fmt.Sprintf("mesh: %v: %q (%s)", ErrUnreachable, e.node, e.why)
+}
+
+func (e *unreachableError) Unwrap() error { return ErrUnreachable }
 
 // sendRouted sends a stream frame from this node to `to`. Control frames
 // never wait; data frames wait for room in the link's queue until ctx ends.

@@ -1,0 +1,146 @@
+package mesh
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"testing"
+	"time"
+)
+
+func TestDedupSetBounded(t *testing.T) {
+	const size = 4
+	d := newDedupSet(size)
+	k := func(i int) dedupKey { return dedupKey{"a", strconv.Itoa(i)} }
+	steps := []struct {
+		key  dedupKey
+		want bool
+	}{
+		{k(1), true}, {k(1), false}, // a repeat is refused
+		{dedupKey{"b", "1"}, true}, // ids are per origin
+		{k(2), true}, {k(3), true}, // set full: a1 b1 a2 a3
+		{k(4), true},               // evicts the oldest, a1
+		{k(1), true},               // so a1 counts as new again, evicting b1
+		{k(3), false},              // still remembered
+		{dedupKey{"b", "1"}, true}, // evicted
+	}
+	for i, st := range steps {
+		if got := d.add(st.key); got != st.want {
+			t.Fatalf("step %d: add(%v) = %v, want %v", i, st.key, got, st.want)
+		}
+		if len(d.set) > size {
+			t.Fatalf("step %d: %d ids remembered, bound is %d", i, len(d.set), size)
+		}
+	}
+	for i := 0; i < 10*size; i++ {
+		d.add(k(100 + i))
+	}
+	if len(d.set) != size {
+		t.Fatalf("%d ids remembered after many adds, want %d", len(d.set), size)
+	}
+}
+
+// A routed frame that arrives twice (as it may over two paths) runs once.
+func TestDuplicateRoutedFrameDropped(t *testing.T) {
+	a, b := pair(t)
+	got := make(chan string, 4)
+	b.Handle("probe", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
+		got <- string(r.Payload)
+		return nil
+	}))
+	p := rawDial(t, b.URL(), "raw")
+	p.login()
+	waitUntil(t, b, 5*time.Second, "raw linked", func() bool { _, ok := b.Peer("raw"); return ok })
+	before := b.Stats().DroppedDuplicate
+	send := func(id string, s uint64, body string) {
+		payload, _ := json.Marshal(streamMsg{S: s, M: "probe", W: 1, D: []byte(body)})
+		p.sendFrame(&Frame{Type: typeReq, ID: id, From: "raw", To: "b", TTL: 4, Timestamp: 1, Payload: payload})
+	}
+	send("dup-1", 1, "first")
+	send("dup-1", 2, "replayed id")
+	send("dup-2", 3, "second")
+	ran := map[string]bool{}
+	for len(ran) < 2 { // handlers run concurrently: any order
+		select {
+		case g := <-got:
+			ran[g] = true
+		case <-time.After(5 * time.Second):
+			t.Fatalf("handlers ran for %v only", ran)
+		}
+	}
+	if !ran["first"] || !ran["second"] {
+		t.Fatalf("handlers ran for %v, want first and second", ran)
+	}
+	if n := b.Stats().DroppedDuplicate - before; n != 1 {
+		t.Fatalf("dropped %d duplicates, want 1", n)
+	}
+	stillServes(t, a, b)
+}
+
+func TestRouteTablePath(t *testing.T) {
+	// self -> b -> c -> d, with link ids as announced.
+	rt := &routeTable{
+		self:   "a",
+		parent: map[string]string{"b": "a", "c": "b", "d": "c"},
+		edges:  map[edgeKey]uint64{{"a", "b"}: 1, {"b", "c"}: 2, {"c", "d"}: 3, {"c", "b"}: 2},
+	}
+	p := rt.path("d")
+	if len(p) != 3 || p[0].edgeKey != (edgeKey{"c", "d"}) || p[2].edgeKey != (edgeKey{"a", "b"}) || p[1].since != 2 {
+		t.Fatalf("path to d = %+v", p)
+	}
+	tests := []struct {
+		name  string
+		edit  func(map[edgeKey]uint64)
+		ok    bool
+		which edgeKey
+	}{
+		{"unchanged", func(map[edgeKey]uint64) {}, true, edgeKey{}},
+		{"other link gone", func(e map[edgeKey]uint64) { delete(e, edgeKey{"c", "b"}) }, true, edgeKey{}},
+		{"link gone", func(e map[edgeKey]uint64) { delete(e, edgeKey{"b", "c"}) }, false, edgeKey{"b", "c"}},
+		{"link replaced", func(e map[edgeKey]uint64) { e[edgeKey{"c", "d"}] = 9 }, false, edgeKey{"c", "d"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			now := &routeTable{self: "a", parent: rt.parent, edges: map[edgeKey]uint64{}}
+			for k, v := range rt.edges {
+				now.edges[k] = v
+			}
+			tt.edit(now.edges)
+			e, ok := now.intact(p)
+			if ok != tt.ok || e != tt.which {
+				t.Fatalf("intact = %v, %v; want %v, %v", e, ok, tt.which, tt.ok)
+			}
+		})
+	}
+	loop := &routeTable{self: "a", parent: map[string]string{"x": "y", "y": "x"}}
+	if p := loop.path("x"); p != nil {
+		t.Fatalf("path through a parent loop = %v, want nil", p)
+	}
+}
+
+func TestRouteLostRecordsNewRoute(t *testing.T) {
+	rt := &routeTable{
+		self:   "a",
+		next:   map[string]*link{"d": {}},
+		parent: map[string]string{"b": "a", "d": "b"},
+		edges:  map[edgeKey]uint64{{"a", "b"}: 1, {"b", "d"}: 2, {"a", "c"}: 3, {"c", "d"}: 4},
+	}
+	path := rt.path("d")
+	// A new route a-c-d appears; the old one is still intact.
+	rt.parent = map[string]string{"c": "a", "d": "c", "b": "a"}
+	if why := routeLost(rt, "d", &path); why != "" {
+		t.Fatalf("route change without a lost link failed the stream: %s", why)
+	}
+	if len(path) != 4 {
+		t.Fatalf("recorded links %+v, want the old and the new route", path)
+	}
+	// Losing a link of the old route still fails it: frames may be on it.
+	delete(rt.edges, edgeKey{"b", "d"})
+	if why := routeLost(rt, "d", &path); why != "link b-d on the route was lost" {
+		t.Fatalf("why = %q", why)
+	}
+	rt.next = map[string]*link{}
+	if why := routeLost(rt, "d", &path); why != "no route" {
+		t.Fatalf("why = %q", why)
+	}
+}
