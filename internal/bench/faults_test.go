@@ -195,3 +195,42 @@ func TestSoakWindows(t *testing.T) {
 		}
 	}
 }
+
+func TestStartNodeProcFailures(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	for _, c := range []struct {
+		name string
+		bin  string
+		cfg  map[string]any
+		want string
+	}{
+		{"invalid config", "/bin/true", map[string]any{"nodeId": "x", "listenPort": "not a port"}, "config for node x"},
+		{"exits before it is up", "/bin/true", map[string]any{"nodeId": "early"}, "exited before it was up"},
+		{"missing binary", filepath.Join(dir, "no-such-binary"), map[string]any{"nodeId": "gone"}, "starting node gone"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p, err := startNodeProc(ctx, c.bin, dir, c.cfg, "")
+			if err == nil {
+				p.Kill()
+				t.Fatal("started")
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %q does not say %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestTailWriterKeepsTheEnd(t *testing.T) {
+	w := &tailWriter{max: 8}
+	for _, s := range []string{"abc", "defgh", "ijklmnop", "q"} {
+		if n, err := w.Write([]byte(s)); n != len(s) || err != nil {
+			t.Fatalf("Write(%q) = %d, %v", s, n, err)
+		}
+	}
+	if got := w.String(); got != "jklmnopq" {
+		t.Fatalf("tail = %q, want %q", got, "jklmnopq")
+	}
+}
