@@ -378,7 +378,7 @@ func TestOversizedFrame(t *testing.T) {
 	b := startNode(t, cfg)
 	a := startNode(t, testConfig("a"))
 	dial(t, a, b)
-	waitPeers(t, b, 5*time.Second, "a")
+	waitAll(t, []*Node{a, b}, 5*time.Second) // a too, or stillServes may find no route yet
 	p := rawDial(t, b.URL(), "raw")
 	p.login()
 	big := `{"type":"ping","id":"1","from":"raw","timestamp":1,"payload":{"pad":"` + strings.Repeat("x", 70<<10) + `"}}`

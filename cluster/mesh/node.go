@@ -603,15 +603,27 @@ func (n *Node) dialLoop(p PeerAddr) {
 				n.log.Debug("mesh: dial failed", "url", p.URL, "err", err)
 			}
 		}
-		t := time.NewTimer(jitter(backoff))
+		t := time.NewTimer(backoffDelay(backoff, n.cfg.ReconnectMax))
 		select {
 		case <-t.C:
 		case <-n.ctx.Done():
 			t.Stop()
 			return
 		}
-		backoff = min(backoff*2, n.cfg.ReconnectMax)
+		backoff = nextBackoff(backoff, n.cfg.ReconnectMax)
 	}
+}
+
+// backoffDelay is the wait before the next dial: b jittered by ±20% so that
+// nodes cut off together do not redial in lockstep, never above max.
+func backoffDelay(b, max time.Duration) time.Duration {
+	return min(jitter(b), max)
+}
+
+// nextBackoff doubles the backoff after a failed or short-lived link, up to
+// max.
+func nextBackoff(b, max time.Duration) time.Duration {
+	return min(b*2, max)
 }
 
 // waitGone waits (bounded) until a closing link's reader has exited, so the

@@ -235,8 +235,8 @@ func TestSilentPeerDeclaredDead(t *testing.T) {
 	}
 	waitAll(t, ns, 5*time.Second)
 	px.freeze()
-	// Both sides find the silent link dead (DeadAfter 300ms in the local
-	// profile); the generous bound only keeps a broken build from hanging.
+	// Both sides find the silent link dead (DeadAfter 2 s in testConfig);
+	// the generous bound only keeps a broken build from hanging.
 	waitPeers(t, a, 5*time.Second)
 	waitPeers(t, b, 5*time.Second)
 	px.heal() // forwarding resumes for new connections; a's dialer reconnects
@@ -388,5 +388,77 @@ func TestRTTMeasuredWithoutTopologyChange(t *testing.T) {
 		if p.RTT <= 0 {
 			t.Errorf("Peers() reports no RTT for %s: %+v", p.NodeID, p)
 		}
+	}
+}
+
+// The dialers' schedule with the LAN defaults: about 0.5 s, doubling, capped
+// at 30 s, jittered at every step.
+func TestBackoffSchedule(t *testing.T) {
+	c := DefaultLANConfig()
+	if c.ReconnectMin != 500*time.Millisecond || c.ReconnectMax != 30*time.Second {
+		t.Fatalf("defaults %v..%v, want 500ms..30s", c.ReconnectMin, c.ReconnectMax)
+	}
+	b := c.ReconnectMin
+	for step := 0; step < 12; step++ {
+		seen := map[time.Duration]bool{}
+		for range 50 {
+			d := backoffDelay(b, c.ReconnectMax)
+			if d < b*8/10 || d > min(b*12/10, c.ReconnectMax) {
+				t.Fatalf("step %d: delay %v outside %v±20%% capped at %v", step, d, b, c.ReconnectMax)
+			}
+			seen[d] = true
+		}
+		if len(seen) < 2 {
+			t.Fatalf("step %d: delay %v is not jittered", step, b)
+		}
+		b = nextBackoff(b, c.ReconnectMax)
+	}
+	if b != c.ReconnectMax {
+		t.Fatalf("backoff ends at %v, want the cap %v", b, c.ReconnectMax)
+	}
+}
+
+// A second login under the same node id replaces the first link when that
+// one is stale (same process redialing, or a silent old process), and the
+// old link is told so with CloseReplaced.
+func TestReplacedLinkCloseCode(t *testing.T) {
+	tests := []struct {
+		name    string
+		sameInc bool
+	}{
+		{"same incarnation redials", true},
+		{"restarted, old link silent", false},
+	}
+	a, b := pair(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			login := func(inc uint64) *rawPeer {
+				p := rawDial(t, b.URL(), "raw")
+				ch := p.challenge()
+				ap := p.authPayloadFor(ch, testSecret)
+				ap.Incarnation = inc
+				p.send(typeAuth, ap)
+				if f, err := p.read(); err != nil || f.Type != typeAuthOK {
+					t.Fatalf("login: %v %v", f, err)
+				}
+				return p
+			}
+			inc := uint64(time.Now().UnixNano())
+			old := login(inc)
+			waitUntil(t, b, 5*time.Second, "raw linked", func() bool { _, ok := b.Peer("raw"); return ok })
+			first := b.linkTo("raw")
+			if !tt.sameInc {
+				inc++
+			}
+			_ = login(inc) // the old raw never answers the probe's ping
+			if got := old.closeCode(); got != CloseReplaced {
+				t.Fatalf("old link closed with %d, want %d", got, CloseReplaced)
+			}
+			waitPoll(t, 5*time.Second, "the new link in place", func() bool {
+				l := b.linkTo("raw")
+				return l != nil && l != first
+			})
+			stillServes(t, a, b)
+		})
 	}
 }

@@ -87,9 +87,10 @@ func TestQueueBounds(t *testing.T) {
 }
 
 func TestHeartbeatNotStalledByBulk(t *testing.T) {
-	// A big transfer on a link must not delay pings: with tiny chunks and a
-	// large message in flight, the link stays alive (DeadAfter is short)
-	// and a small call on the same link completes.
+	// A big transfer on a link must not delay pings: with a large message
+	// in flight, the link stays alive and a small call on the same link
+	// completes. The queue order itself is checked exactly in
+	// TestQueueOrder.
 	a, b := pair(t)
 	b.Handle("bulk", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
 		return w.Write(make([]byte, 8<<20))

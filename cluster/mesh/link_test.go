@@ -1,0 +1,58 @@
+package mesh
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+// A peer that stops reading is closed as slow (CloseSlowPeer) once a write
+// to it times out, and meanwhile the node keeps serving its other peers.
+func TestSlowPeerClosed(t *testing.T) {
+	cfg := testConfig("b")
+	cfg.PingInterval = time.Second
+	cfg.DeadAfter = 10 * time.Second // only the write timeout may end the link
+	cfg.WriteTimeout = 200 * time.Millisecond
+	b := startNode(t, cfg)
+	a := startNode(t, testConfig("a"))
+	dial(t, a, b)
+	waitAll(t, []*Node{a, b}, 5*time.Second)
+	chunk := bytes.Repeat([]byte("x"), 1<<20)
+	b.Handle("flood", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
+		for range 64 { // far beyond the socket buffers
+			if err := w.Write(chunk); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	b.Handle("echo", echoHandler())
+
+	p := rawDial(t, b.URL(), "raw")
+	p.login()
+	waitUntil(t, b, 5*time.Second, "raw linked", func() bool { _, ok := b.Peer("raw"); return ok })
+	l := b.linkTo("raw")
+	payload, _ := json.Marshal(streamMsg{S: 1, M: "flood", W: maxWindow})
+	p.sendFrame(&Frame{Type: typeReq, ID: "flood-1", From: "raw", To: "b", TTL: 4, Timestamp: 1, Payload: payload})
+	// raw never reads again.
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	select {
+	case <-l.done:
+	case <-ctx.Done():
+		t.Fatal("the link to a peer that does not read was not closed")
+	}
+	l.closeMu.Lock()
+	code, why := l.sentCode, l.sentWhy
+	l.closeMu.Unlock()
+	if code != CloseSlowPeer || why == "" {
+		t.Fatalf("closed with %d %q, want %d with a reason", code, why, CloseSlowPeer)
+	}
+	waitPeers(t, b, 5*time.Second, "a")
+	if got, err := a.Call(ctx, "b", "echo", []byte("x")); err != nil || string(got) != "a:x" {
+		t.Fatalf("a->b after the slow peer: %q %v", got, err)
+	}
+}
