@@ -234,3 +234,58 @@ func TestTailWriterKeepsTheEnd(t *testing.T) {
 		t.Fatalf("tail = %q, want %q", got, "jklmnopq")
 	}
 }
+
+func TestSoakAnswerChecks(t *testing.T) {
+	known := func(id string) bool { return id == "soak-1" || id == "soak-2" }
+	check := func(name string, got opOutcome, want opOutcome, detail string) {
+		t.Helper()
+		if got != want {
+			t.Errorf("%s: outcome %d, want %d (%s)", name, got, want, detail)
+		}
+		if (got == opMisrouted) != (detail != "") {
+			t.Errorf("%s: outcome %d with detail %q", name, got, detail)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		rep  chatReply
+		want opOutcome
+	}{
+		{"own echo", chatReply{Node: "soak-1", Text: echoText("soak-1", "tok-1-2")}, opOK},
+		{"another request's token", chatReply{Node: "soak-1", Text: echoText("soak-1", "tok-1-23")}, opMisrouted},
+		{"header names another node", chatReply{Node: "soak-2", Text: echoText("soak-1", "tok-1-2")}, opMisrouted},
+		{"unknown node", chatReply{Node: "elsewhere", Text: echoText("elsewhere", "tok-1-2")}, opMisrouted},
+		{"no header", chatReply{Text: echoText("", "tok-1-2")}, opMisrouted},
+	} {
+		out, detail := checkProxyAnswer(c.rep, "tok-1-2", known)
+		check("proxy "+c.name, out, c.want, detail)
+	}
+	for _, c := range []struct {
+		name, text string
+		want       opOutcome
+	}{
+		{"token and workspace", "exit code 0\ntok-1-2\n/ws/soak-1\n", opOK},
+		{"another token", "exit code 0\ntok-1-23\n/ws/soak-1\n", opMisrouted},
+		{"another workspace", "exit code 0\ntok-1-2\n/ws/soak-2\n", opMisrouted},
+		{"failed command", "exit code 1\ntok-1-2\n/ws/soak-1\n", opMisrouted},
+	} {
+		out, detail := checkExecAnswer(c.text, "tok-1-2", "/ws/soak-1")
+		check("exec "+c.name, out, c.want, detail)
+	}
+	out, detail := checkWriteAnswer(`created "/ws/soak-1/w1.txt" on node "soak-1" (7 bytes)`, "/ws/soak-1/w1.txt", "soak-1")
+	check("write to the target", out, opOK, detail)
+	out, detail = checkWriteAnswer(`created "/ws/soak-1/w1.txt" on node "soak-2" (7 bytes)`, "/ws/soak-1/w1.txt", "soak-1")
+	check("write to another node", out, opMisrouted, detail)
+	out, detail = checkWriteAnswer(`created "/ws/soak-2/w1.txt" on node "soak-1" (7 bytes)`, "/ws/soak-1/w1.txt", "soak-1")
+	check("write to another workspace", out, opMisrouted, detail)
+	out, detail = checkReadAnswer("tok-1-2", "tok-1-2")
+	check("read back", out, opOK, detail)
+	out, detail = checkReadAnswer("tok-1-1", "tok-1-2")
+	check("read an older write", out, opMisrouted, detail)
+	out, detail = checkHandoffAnswer("agent-1 got: soak task tok-1-2", "agent-1", "soak task tok-1-2")
+	check("handoff reply", out, opOK, detail)
+	out, detail = checkHandoffAnswer("agent-1 got: soak task tok-1-23", "agent-1", "soak task tok-1-2")
+	check("handoff reply to another task", out, opMisrouted, detail)
+	out, detail = checkHandoffAnswer("agent-2 got: soak task tok-1-2", "agent-1", "soak task tok-1-2")
+	check("handoff answered by another agent", out, opMisrouted, detail)
+}

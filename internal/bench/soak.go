@@ -426,48 +426,91 @@ func (r *soakRun) op(ctx context.Context, kind string, target *soakNode, token s
 		if err != nil {
 			return opError, err.Error(), ""
 		}
-		if !slices.ContainsFunc(r.nodes, func(n *soakNode) bool { return n.id == rep.Node }) || rep.Text != echoText(rep.Node, token) {
-			return opMisrouted, fmt.Sprintf("request %s answered %q by node %q", token, rep.Text, rep.Node), ""
+		known := func(id string) bool {
+			return slices.ContainsFunc(r.nodes, func(n *soakNode) bool { return n.id == id })
 		}
-		return opOK, "", ""
+		out, detail := checkProxyAnswer(rep, token, known)
+		return out, detail, ""
 	case "cluster_exec":
 		text, isErr := call("cluster_exec", map[string]any{"node": target.id, "command": "echo " + token + "; pwd", "timeoutMs": 10000})
 		if isErr {
 			return opError, text, target.id
 		}
-		if !strings.Contains(text, token+"\n") || !strings.Contains(text, target.workspace) {
-			return opMisrouted, fmt.Sprintf("exec of %s on %s (workspace %s) answered %q", token, target.id, target.workspace, text), target.id
-		}
-		return opOK, "", target.id
+		out, detail := checkExecAnswer(text, token, target.workspace)
+		return out, detail, target.id
 	case "cluster_write+read":
 		path := fmt.Sprintf("soak-w%d.txt", w)
 		text, isErr := call("cluster_write", map[string]any{"node": target.id, "path": path, "content": token})
 		if isErr {
 			return opError, text, target.id
 		}
-		if !strings.Contains(text, fmt.Sprintf("node %q", target.id)) {
-			return opMisrouted, fmt.Sprintf("write of %s to %s answered %q", token, target.id, text), target.id
+		if out, detail := checkWriteAnswer(text, filepath.Join(target.workspace, path), target.id); out != opOK {
+			return out, detail, target.id
 		}
 		text, isErr = call("cluster_read", map[string]any{"node": target.id, "path": path})
 		if isErr {
 			return opError, text, target.id
 		}
-		if strings.TrimSpace(text) != token {
-			return opMisrouted, fmt.Sprintf("read of %s on %s after writing %s answered %q", path, target.id, token, text), target.id
-		}
-		return opOK, "", target.id
+		out, detail := checkReadAnswer(text, token)
+		return out, detail, target.id
 	case "cluster_handoff":
 		task := "soak task " + token
 		text, isErr := call("cluster_handoff", map[string]any{"agent": target.agent, "task": task, "timeoutMs": 15000})
 		if isErr {
 			return opError, text, target.id
 		}
-		if !strings.Contains(text, target.agent+" got: "+task) {
-			return opMisrouted, fmt.Sprintf("handoff of %q to %s answered %q", task, target.agent, text), target.id
-		}
-		return opOK, "", target.id
+		out, detail := checkHandoffAnswer(text, target.agent, task)
+		return out, detail, target.id
 	}
 	return opError, "unknown operation " + kind, ""
+}
+
+// The checks below decide whether a successful answer is the answer to its
+// own request, from the node it was meant for.
+
+// checkProxyAnswer: the upstream of the node named in the response header
+// echoed this request's token.
+func checkProxyAnswer(rep chatReply, token string, known func(string) bool) (opOutcome, string) {
+	if !known(rep.Node) || rep.Text != echoText(rep.Node, token) {
+		return opMisrouted, fmt.Sprintf("request %s answered %q by node %q", token, rep.Text, rep.Node)
+	}
+	return opOK, ""
+}
+
+// checkExecAnswer: `echo TOKEN; pwd` printed the token and the target's own
+// workspace, each on a line of its own.
+func checkExecAnswer(text, token, workspace string) (opOutcome, string) {
+	lines := strings.Split(text, "\n")
+	if !strings.HasPrefix(text, "exit code 0\n") || !slices.Contains(lines, token) || !slices.Contains(lines, workspace) {
+		return opMisrouted, fmt.Sprintf("exec of %s in %s answered %q", token, workspace, text)
+	}
+	return opOK, ""
+}
+
+// checkWriteAnswer: the write names the file in the target's workspace and
+// the target node.
+func checkWriteAnswer(text, path, node string) (opOutcome, string) {
+	if !strings.Contains(text, fmt.Sprintf("%q on node %q", path, node)) {
+		return opMisrouted, fmt.Sprintf("write of %s to node %s answered %q", path, node, text)
+	}
+	return opOK, ""
+}
+
+// checkReadAnswer: reading the file back gives exactly what was written.
+func checkReadAnswer(text, token string) (opOutcome, string) {
+	if strings.TrimRight(text, "\n") != token {
+		return opMisrouted, fmt.Sprintf("read after writing %s answered %q", token, text)
+	}
+	return opOK, ""
+}
+
+// checkHandoffAnswer: the stand-in agent's reply names the agent and
+// repeats the task, and nothing else.
+func checkHandoffAnswer(text, agent, task string) (opOutcome, string) {
+	if text != agent+" got: "+task {
+		return opMisrouted, fmt.Sprintf("handoff of %q to %s answered %q", task, agent, text)
+	}
+	return opOK, ""
 }
 
 func (r *soakRun) totals() kindStats {
