@@ -2,9 +2,17 @@ package mesh
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"math/big"
 	"math/rand/v2"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -461,4 +469,67 @@ func TestReplacedLinkCloseCode(t *testing.T) {
 			stillServes(t, a, b)
 		})
 	}
+}
+
+// selfSignedTLS makes a server config for 127.0.0.1 and a client config
+// that trusts it (as tls.caFile would).
+func selfSignedTLS(t *testing.T) (server, client *tls.Config) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "mesh test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12},
+		&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+}
+
+// wss peering: a dialer that trusts the listener's CA links and relays as
+// over ws; one with only the system roots is refused by TLS.
+func TestTLSPeering(t *testing.T) {
+	serverTLS, clientTLS := selfSignedTLS(t)
+	cb := testConfig("b")
+	cb.ServerTLS = serverTLS
+	b := startNode(t, cb)
+	if !strings.HasPrefix(b.URL(), "wss://") {
+		t.Fatalf("URL %q, want wss://", b.URL())
+	}
+	ca := testConfig("a")
+	ca.ClientTLS = clientTLS
+	a := startNode(t, ca)
+	dial(t, a, b)
+	waitAll(t, []*Node{a, b}, 5*time.Second)
+	b.Handle("echo", echoHandler())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if got, err := a.Call(ctx, "b", "echo", []byte("over tls")); err != nil || string(got) != "a:over tls" {
+		t.Fatalf("call over wss: %q %v", got, err)
+	}
+
+	c := startNode(t, testConfig("c")) // system roots only
+	_, l, err := c.dialOnce(PeerAddr{URL: b.URL(), NodeID: "b"})
+	if err == nil || l != nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("dial with untrusted certificate: link %v, err %v; want a certificate error", l, err)
+	}
+	stillServes(t, a, b)
 }

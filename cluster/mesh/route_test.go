@@ -144,3 +144,43 @@ func TestRouteLostRecordsNewRoute(t *testing.T) {
 		t.Fatalf("why = %q", why)
 	}
 }
+
+// TTL bounds hops: a frame that has run out of hops is dropped at the relay,
+// one with a hop left is relayed and delivered.
+func TestTTLBoundsHops(t *testing.T) {
+	ns := startNodes(t, "b", "c")
+	b, c := ns[0], ns[1]
+	dial(t, c, b)
+	waitAll(t, ns, 5*time.Second)
+	got := make(chan string, 4)
+	c.Handle("probe", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
+		got <- string(r.Payload)
+		return nil
+	}))
+	p := rawDial(t, b.URL(), "raw")
+	p.login()
+	waitUntil(t, c, 5*time.Second, "raw known to c", func() bool { _, ok := c.Peer("raw"); return ok })
+	send := func(ttl int, s uint64, body string) {
+		payload, _ := json.Marshal(streamMsg{S: s, M: "probe", W: 1, D: []byte(body)})
+		p.sendFrame(&Frame{Type: typeReq, ID: "ttl-" + strconv.Itoa(ttl), From: "raw", To: "c", TTL: ttl, Timestamp: 1, Payload: payload})
+	}
+	before := b.Stats().DroppedTTL
+	send(1, 1, "no hops left")
+	send(2, 2, "one hop left")
+	select {
+	case g := <-got:
+		if g != "one hop left" {
+			t.Fatalf("c ran %q", g)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the frame with a hop left was not delivered")
+	}
+	if n := b.Stats().DroppedTTL - before; n != 1 {
+		t.Fatalf("b dropped %d frames for TTL, want 1", n)
+	}
+	select {
+	case g := <-got:
+		t.Fatalf("c ran %q too", g)
+	default:
+	}
+}
