@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/clawmatrix/clawmatrix/schema"
 	"github.com/openai/openai-go/v3"
@@ -150,5 +151,48 @@ func TestProxyBodyLimit(t *testing.T) {
 	}
 	if len(up.Calls()) != 0 {
 		t.Fatal("oversized body reached the upstream")
+	}
+}
+
+// Closing the front ends the requests in flight, and through their mesh
+// streams the upstream requests on the serving node.
+func TestServerCloseEndsRequests(t *testing.T) {
+	up := newMockLLM(t, "up-b")
+	b := startNode(t, "b", []schema.Model{upstreamModel("m", up)})
+	a := startNode(t, "a", nil, b)
+	waitServes(t, a, "b", "m")
+	front, err := NewServer(ServerConfig{Node: a, Addr: "127.0.0.1:0", APIKey: testKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := front.Start(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	up.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+		<-r.Context().Done()
+		return true
+	})
+	done := make(chan error, 1)
+	cl := newClient(front)
+	go func() {
+		_, err := cl.Chat.Completions.New(testCtx(t), chatParams("m"))
+		done <- err
+	}()
+	<-up.arrived
+	if err := front.Close(); err != nil {
+		t.Logf("Close: %v", err) // a forced close after the grace period is fine
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a request cut by Close succeeded")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request hangs after Close")
+	}
+	select {
+	case <-up.cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream request was not cancelled when the front closed")
 	}
 }

@@ -269,3 +269,19 @@ func TestParseAgentOutput(t *testing.T) {
 		})
 	}
 }
+
+// A reply longer than maxOutputBytes is cut with a note, like any output.
+func TestHandoffReplyCap(t *testing.T) {
+	dir := t.TempDir()
+	tg := newTestTarget(t, "n1", TargetConfig{
+		ToolProxy:   schema.ToolProxy{MaxOutputBytes: 8},
+		OpenclawBin: fakeOpenclaw(t, dir), Agents: []schema.Agent{{ID: "writer"}},
+	})
+	r := tg.handoff(t.Context(), "caller", schema.HandoffArgs{Task: "x"})
+	if r.IsError || !strings.HasPrefix(r.Text, "done by \n[... 6 bytes cut: output is limited to 8 bytes") {
+		t.Fatalf("got %+v", r)
+	}
+	if d := detailsMap(t, r); d["truncated"] != true || d["cutBytes"] != 6.0 {
+		t.Errorf("details %v", d)
+	}
+}
