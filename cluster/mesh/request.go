@@ -142,9 +142,6 @@ func (n *Node) Open(ctx context.Context, to, method string, payload []byte) (*St
 		notify: make(chan struct{}, 1),
 		credit: make(chan struct{}, 1),
 	}
-	if to != n.id {
-		s.path = rt.path(to)
-	}
 	s.lane = "c" + strconv.FormatUint(s.id, 36)
 	n.smu.Lock()
 	if n.ctx.Err() != nil {
@@ -152,6 +149,11 @@ func (n *Node) Open(ctx context.Context, to, method string, payload []byte) (*St
 		return nil, ErrClosed
 	}
 	n.clients[s.id] = s
+	if to != n.id {
+		// Recorded under smu, so that checkStreams either sees this
+		// stream or ran before the table loaded here.
+		s.path = n.routes.Load().path(to)
+	}
 	n.smu.Unlock()
 
 	chunk := n.cfg.ChunkBytes
@@ -974,6 +976,7 @@ func (n *Node) failAllStreams() {
 	for _, s := range cs {
 		s.finish(ErrClosed)
 		n.removeClient(s)
+		s.stopWatch()
 	}
 	for _, s := range ss {
 		s.cancel(ErrClosed)
