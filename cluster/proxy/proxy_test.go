@@ -445,6 +445,60 @@ func TestProxyNodeDiesMidResponse(t *testing.T) {
 	<-died
 }
 
+// A plain response is held until complete, so a node that dies before the
+// end has sent nothing to the client yet: the request goes to the next node.
+func TestProxyRetriesWhenNodeDiesMidPlainResponse(t *testing.T) {
+	a := startNode(t, "a", nil)
+	var armed atomic.Bool
+	armed.Store(true)
+	dying := make(chan string, 1)
+	halfThenHang := func(name string) func(w http.ResponseWriter, r *http.Request) bool {
+		return func(w http.ResponseWriter, r *http.Request) bool {
+			if !armed.CompareAndSwap(true, false) {
+				return false // answer normally
+			}
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"id":"chatcmpl-1","object":"chat.completion","choices":[`)
+			w.(http.Flusher).Flush()
+			dying <- name
+			<-r.Context().Done()
+			return true
+		}
+	}
+	upD, upE := newMockLLM(t, "up-d"), newMockLLM(t, "up-e")
+	upD.setBefore(halfThenHang("d"))
+	upE.setBefore(halfThenHang("e"))
+	nodes := map[string]*mesh.Node{
+		"d": startNode(t, "d", []schema.Model{upstreamModel("m", upD)}, a),
+		"e": startNode(t, "e", []schema.Model{upstreamModel("m", upE)}, a),
+	}
+	waitServes(t, a, "d", "m")
+	waitServes(t, a, "e", "m")
+	front := startFront(t, a)
+	ctx := testCtx(t)
+	go func() {
+		select {
+		case name := <-dying:
+			time.Sleep(20 * time.Millisecond) // let the head and the half body reach a
+			nodes[name].Close()
+		case <-ctx.Done():
+		}
+	}()
+	var resp *http.Response
+	cl := newClient(front)
+	out, err := cl.Chat.Completions.New(ctx, chatParams("m"), option.WithResponseInto(&resp))
+	if err != nil {
+		t.Fatalf("want the other node's answer, got %v", err)
+	}
+	if armed.Load() {
+		t.Fatal("no node died mid-response; the test did not exercise the retry")
+	}
+	served := servedBy(resp)
+	if want := "reply from up-" + served; out.Choices[0].Message.Content != want {
+		t.Fatalf("content %q from node %q, want %q", out.Choices[0].Message.Content, served, want)
+	}
+}
+
 func TestProxyCancelReachesUpstream(t *testing.T) {
 	_, _, up, front := twoNodes(t)
 	cl := newClient(front)

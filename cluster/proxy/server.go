@@ -364,10 +364,16 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 			fails = append(fails, fmt.Sprintf("%s: upstream answered HTTP %d", node, h.Status))
 			continue
 		}
-		defer s.router.release(node)
-		defer st.Close()
-		s.respond(ctx, w, r, st, h, node, cr.Model)
-		return
+		retry := func() bool {
+			defer s.router.release(node)
+			defer st.Close()
+			return s.respond(ctx, w, r, st, h, node, cr.Model, len(tried) < len(cands))
+		}()
+		if !retry {
+			return
+		}
+		s.log.Debug("model proxy: node became unreachable before the response was complete, trying the next", "model", cr.Model, "node", node)
+		fails = append(fails, node+": became unreachable before the response was complete")
 	}
 	msg := fmt.Sprintf("no node could serve model %q; tried %s (%s)", cr.Model, strings.Join(tried, ", "), strings.Join(fails, "; "))
 	s.log.Warn("model proxy: " + msg)
@@ -415,8 +421,10 @@ func describe(err error) string {
 
 // respond relays a response whose head has arrived. SSE is written and
 // flushed message by message; anything else is held (up to
-// MaxBufferedBytes) so that a break can still be answered with a 502.
-func (s *Server) respond(ctx context.Context, w http.ResponseWriter, r *http.Request, st *mesh.Stream, h head, node, model string) {
+// MaxBufferedBytes) so that a break can still be answered with a 502, or,
+// when the node became unreachable and canRetry, be sent to another node:
+// respond then writes nothing and reports true.
+func (s *Server) respond(ctx context.Context, w http.ResponseWriter, r *http.Request, st *mesh.Stream, h head, node, model string, canRetry bool) (retry bool) {
 	hdr := w.Header()
 	for k, v := range h.Header {
 		hdr[k] = v
@@ -440,20 +448,20 @@ func (s *Server) respond(ctx context.Context, w http.ResponseWriter, r *http.Req
 		for {
 			msg, err := st.Recv()
 			if err == io.EOF {
-				return
+				return false
 			}
 			if err != nil {
 				if r.Context().Err() != nil {
-					return
+					return false
 				}
 				w.Write(sseError(brokeOff(err)))
 				if fl != nil {
 					fl.Flush()
 				}
-				return
+				return false
 			}
 			if _, err := w.Write(msg); err != nil {
-				return
+				return false
 			}
 			if fl != nil {
 				fl.Flush()
@@ -468,21 +476,24 @@ func (s *Server) respond(ctx context.Context, w http.ResponseWriter, r *http.Req
 			hdr.Set("Content-Length", strconv.Itoa(len(buf)))
 			w.WriteHeader(h.Status)
 			w.Write(buf)
-			return
+			return false
 		}
 		if err != nil {
 			if r.Context().Err() != nil {
-				return
+				return false
 			}
 			for k := range hdr {
 				delete(hdr, k)
 			}
+			if canRetry && ctx.Err() == nil && errors.Is(err, mesh.ErrUnreachable) {
+				return true
+			}
 			writeError(w, brokeOff(err))
-			return
+			return false
 		}
 		if len(buf)+len(msg) > s.cfg.MaxBufferedBytes {
 			s.passOn(w, st, h.Status, append(buf, msg...))
-			return
+			return false
 		}
 		buf = append(buf, msg...)
 	}
