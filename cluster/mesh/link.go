@@ -212,7 +212,9 @@ type pingPayload struct {
 func (l *link) writeLoop() {
 	defer l.n.wg.Done()
 	cfg := &l.n.cfg
-	ping := time.NewTimer(jitter(cfg.PingInterval))
+	// The first ping goes out at once, so the link's RTT is known from the
+	// start rather than one interval later.
+	ping := time.NewTimer(0)
 	defer ping.Stop()
 	var buf []byte
 	for {
