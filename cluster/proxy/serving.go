@@ -12,6 +12,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
@@ -284,10 +285,24 @@ const (
 	maxEvent = 1 << 20
 )
 
+// relayBufs recycles relay's read buffers. A fresh 32 KB buffer per request
+// was most of the bytes a busy serving node allocated, and the garbage
+// collection it caused was a large part of the proxy's CPU time. Only
+// buffers of the base size are kept; one grown for a long SSE event is
+// dropped.
+var relayBufs = sync.Pool{New: func() any { b := make([]byte, readChunk); return &b }}
+
 // relay copies body to w: for SSE in batches of whole events, otherwise as
 // the bytes arrive. It holds at most maxEvent bytes.
 func relay(w mesh.ResponseWriter, body io.Reader, sse bool) error {
-	buf := make([]byte, 0, readChunk)
+	pb := relayBufs.Get().(*[]byte)
+	buf := (*pb)[:0]
+	defer func() {
+		if cap(buf) == readChunk {
+			*pb = buf[:readChunk]
+			relayBufs.Put(pb)
+		}
+	}()
 	send := func(n int) error {
 		msg := bytes.Clone(buf[:n])
 		rest := copy(buf, buf[n:])
