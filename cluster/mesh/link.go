@@ -45,6 +45,9 @@ type link struct {
 	peerCode  int    // close code received from the peer, 0 if none
 	peerWhy   string
 	gone      atomic.Bool // reader has exited; the link is no longer usable
+	// wmu (capacity 1) orders the writer's batches and the close frame:
+	// once close has taken it, no batch follows the close frame.
+	wmu       chan struct{}
 	readBuf   []byte
 	startedAt time.Time
 }
@@ -60,6 +63,7 @@ func (n *Node) newLink(conn *websocket.Conn, peer string, outbound bool, inc uin
 		epoch:       n.nextID(),
 		q:           newSendQueue(n.cfg.MaxQueueBytes),
 		pongs:       make(chan struct{}, 1),
+		wmu:         make(chan struct{}, 1),
 		done:        make(chan struct{}),
 		exited:      make(chan struct{}),
 		startedAt:   time.Now(),
@@ -70,6 +74,12 @@ func (n *Node) newLink(conn *websocket.Conn, peer string, outbound bool, inc uin
 
 // start runs the link's goroutines; they end after close.
 func (l *link) start() {
+	// The peer's close frame is echoed under wmu too, so that it is the
+	// last thing this side writes (as with gorilla's default handler).
+	l.conn.SetCloseHandler(func(code int, _ string) error {
+		l.writeControlClose(websocket.FormatCloseMessage(code, ""), time.Second)
+		return nil
+	})
 	l.n.wg.Add(2)
 	go l.readLoop()
 	go l.writeLoop()
@@ -87,11 +97,25 @@ func (l *link) close(code int, reason string) {
 		l.closeMu.Unlock()
 		close(l.done)
 		l.q.close()
-		_ = l.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, truncReason(reason)), time.Now().Add(closeGrace))
+		l.writeControlClose(websocket.FormatCloseMessage(code, truncReason(reason)), closeGrace)
 		// The reader sees the peer's close frame or this deadline, then
 		// closes the socket and reports the link down.
 		_ = l.conn.SetReadDeadline(time.Now().Add(closeGrace))
 	})
+}
+
+// writeControlClose sends a close frame once no batch of the writer is in
+// flight, waiting at most d for one to finish.
+func (l *link) writeControlClose(msg []byte, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case l.wmu <- struct{}{}:
+	case <-t.C:
+		return // the writer is stuck on a slow peer; the reader's deadline ends the link
+	}
+	defer func() { <-l.wmu }()
+	_ = l.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(d))
 }
 
 // truncReason keeps a close reason within the 123 bytes a close frame allows.
@@ -209,6 +233,12 @@ type pingPayload struct {
 	T int64 `json:"t"`
 }
 
+// maxBatch is how many bytes of frames the writer gathers into one write.
+// Under load it turns a write system call per frame into one per batch, which
+// also lets the peer read many frames at once; a ping waits behind at most
+// one batch, no longer than behind one large frame.
+const maxBatch = 64 << 10
+
 func (l *link) writeLoop() {
 	defer l.n.wg.Done()
 	cfg := &l.n.cfg
@@ -216,7 +246,7 @@ func (l *link) writeLoop() {
 	// start rather than one interval later.
 	ping := time.NewTimer(0)
 	defer ping.Stop()
-	var buf []byte
+	var batch, gbuf []byte
 	for {
 		select {
 		case <-l.done:
@@ -233,17 +263,28 @@ func (l *link) writeLoop() {
 				ping.Reset(jitter(cfg.PingInterval))
 			default:
 			}
-			item, ok := l.q.pop(cfg.MaxFrameBytes / 2)
-			if !ok {
+			// Take frames in the queue's order (control first, then
+			// round-robin between lanes) until the batch is full.
+			batch = batch[:0]
+			for len(batch) < maxBatch {
+				item, ok := l.q.pop(cfg.MaxFrameBytes / 2)
+				if !ok {
+					break
+				}
+				data := item.data
+				if item.gossip != nil {
+					gbuf = l.n.appendPeerSync(gbuf[:0], item.gossip)
+					data = gbuf
+				}
+				batch = appendTextFrame(batch, data, l.outbound)
+			}
+			if len(batch) == 0 {
 				break
 			}
-			data := item.data
-			if item.gossip != nil {
-				buf = l.n.appendPeerSync(buf[:0], item.gossip)
-				data = buf
-			}
-			_ = l.conn.SetWriteDeadline(time.Now().Add(cfg.writeTimeout()))
-			if err := l.conn.WriteMessage(websocket.TextMessage, data); err != nil {
+			if err := l.writeBatch(batch); err != nil {
+				if errors.Is(err, errLinkClosed) {
+					return
+				}
 				var ne net.Error
 				if errors.As(err, &ne) && ne.Timeout() {
 					l.close(CloseSlowPeer, "write timed out")
@@ -252,11 +293,32 @@ func (l *link) writeLoop() {
 				}
 				return
 			}
-			if cap(buf) > 64<<10 {
-				buf = nil
+			if cap(batch) > 4*maxBatch {
+				batch = nil // one huge frame: do not keep its buffer
+			}
+			if cap(gbuf) > 64<<10 {
+				gbuf = nil
 			}
 		}
 	}
+}
+
+// writeBatch writes whole WebSocket frames to the connection in one call,
+// unless the link has started closing (its close frame must be the last).
+func (l *link) writeBatch(b []byte) error {
+	select {
+	case l.wmu <- struct{}{}:
+	case <-l.done:
+		return errLinkClosed
+	}
+	defer func() { <-l.wmu }()
+	if l.isDown() {
+		return errLinkClosed
+	}
+	nc := l.conn.NetConn()
+	_ = nc.SetWriteDeadline(time.Now().Add(l.n.cfg.writeTimeout()))
+	_, err := nc.Write(b)
+	return err
 }
 
 // heartbeat declares the link dead after DeadAfter of silence, else pings.
