@@ -70,6 +70,9 @@ type Serving struct {
 	client   *http.Client
 	ownTrans *http.Transport
 	log      *slog.Logger
+	// The causes of the two upstream timeouts, made once: formatting them
+	// per request was a visible part of a busy node's CPU time.
+	errRequestTimeout, errFirstByteTimeout error
 }
 
 // HandlerRegistry is where the serving side registers its mesh handler;
@@ -99,7 +102,10 @@ func NewServing(nodeID string, cfg ServingConfig) *Serving {
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = DefaultRequestTimeout
 	}
-	s := &Serving{nodeID: nodeID, models: make(map[string]schema.Model, len(cfg.Models)), cfg: cfg, log: cfg.Logger}
+	s := &Serving{nodeID: nodeID, models: make(map[string]schema.Model, len(cfg.Models)), cfg: cfg, log: cfg.Logger,
+		errRequestTimeout:   fmt.Errorf("no complete response within %v", cfg.RequestTimeout),
+		errFirstByteTimeout: fmt.Errorf("no response within %v", cfg.FirstByteTimeout),
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -214,8 +220,7 @@ func (s *Serving) ServeMesh(ctx context.Context, w mesh.ResponseWriter, r *mesh.
 		return mesh.Errorf(mesh.CodeUnavailable, "%v", err)
 	}
 	callerCtx := ctx
-	ctx, cancel := context.WithTimeoutCause(ctx, s.cfg.RequestTimeout,
-		fmt.Errorf("no complete response within %v", s.cfg.RequestTimeout))
+	ctx, cancel := context.WithTimeoutCause(ctx, s.cfg.RequestTimeout, s.errRequestTimeout)
 	defer cancel()
 	ctx, cancelFirst := context.WithCancelCause(ctx)
 	defer cancelFirst(nil)
@@ -237,7 +242,7 @@ func (s *Serving) ServeMesh(ctx context.Context, w mesh.ResponseWriter, r *mesh.
 	}
 
 	first := time.AfterFunc(s.cfg.FirstByteTimeout, func() {
-		cancelFirst(fmt.Errorf("no response within %v", s.cfg.FirstByteTimeout))
+		cancelFirst(s.errFirstByteTimeout)
 	})
 	resp, err := s.client.Do(req)
 	first.Stop()

@@ -3,9 +3,15 @@ package proxy
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"mime"
 	"net/http"
+	"slices"
+	"strconv"
+
+	"github.com/clawmatrix/clawmatrix/internal/jsonscan"
 )
 
 // MethodChat is the mesh method that carries a chat completion request to
@@ -39,26 +45,158 @@ var dropHeaders = map[string]bool{
 	"Alt-Svc":             true,
 }
 
+// encodeHead writes the head by hand, as {"status":N,"header":{...}} with the
+// keys sorted like encoding/json would. It and decodeHead run for every
+// request; through encoding/json's reflection they were a visible part of
+// the proxy's CPU time.
 func encodeHead(status int, h http.Header) []byte {
-	out := head{Status: status, Header: make(http.Header, len(h))}
+	keys := make([]string, 0, len(h))
+	size := 32
 	for k, v := range h {
 		if !dropHeaders[http.CanonicalHeaderKey(k)] {
-			out.Header[k] = v
+			keys = append(keys, k)
+			size += len(k) + 8
+			for _, s := range v {
+				size += len(s) + 3
+			}
 		}
 	}
-	b, _ := json.Marshal(out)
-	return b
+	slices.Sort(keys)
+	b := make([]byte, 0, size)
+	b = append(b, `{"status":`...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	if len(keys) > 0 {
+		b = append(b, `,"header":{`...)
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, k)
+			b = append(b, ':')
+			v := h[k]
+			if v == nil {
+				b = append(b, "null"...)
+				continue
+			}
+			b = append(b, '[')
+			for j, s := range v {
+				if j > 0 {
+					b = append(b, ',')
+				}
+				b = appendJSONString(b, s)
+			}
+			b = append(b, ']')
+		}
+		b = append(b, '}')
+	}
+	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string: as it is when it is plain
+// printable ASCII, else through encoding/json.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string: cannot fail
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 func decodeHead(b []byte) (head, error) {
-	var h head
-	if err := json.Unmarshal(b, &h); err != nil {
-		return h, fmt.Errorf("bad response head from serving node: %v", err)
+	h, ok := scanHead(b)
+	if !ok {
+		// Anything the scanner does not take as it is (other keys,
+		// duplicates, other types) gets encoding/json's exact semantics.
+		h = head{}
+		if err := json.Unmarshal(b, &h); err != nil {
+			return h, fmt.Errorf("bad response head from serving node: %v", err)
+		}
 	}
 	if h.Status < 100 || h.Status > 999 {
 		return h, fmt.Errorf("bad response head from serving node: status %d", h.Status)
 	}
 	return h, nil
+}
+
+var errScan = errors.New("not the usual head")
+
+// scanHead decodes a head in the shape encodeHead writes, in one pass; it
+// reports false for anything else.
+func scanHead(b []byte) (head, bool) {
+	var h head
+	var haveStatus, haveHeader bool
+	err := jsonscan.WalkObject(b, func(key, v []byte, _ int) error {
+		switch string(key) {
+		case "status":
+			n, err := jsonscan.Int(v)
+			if err != nil || haveStatus || jsonscan.IsNull(v) || n < math.MinInt32 || n > math.MaxInt32 {
+				return errScan
+			}
+			h.Status, haveStatus = int(n), true
+		case "header":
+			if haveHeader || jsonscan.IsNull(v) {
+				return errScan
+			}
+			haveHeader = true
+			h.Header = http.Header{}
+			return jsonscan.WalkObject(v, func(k, vals []byte, _ int) error {
+				if _, dup := h.Header[string(k)]; dup {
+					return errScan
+				}
+				ss, ok := scanStrings(vals)
+				if !ok {
+					return errScan
+				}
+				h.Header[string(k)] = ss
+				return nil
+			})
+		default:
+			return errScan
+		}
+		return nil
+	})
+	return h, err == nil
+}
+
+// scanStrings decodes a JSON array of strings, or null.
+func scanStrings(v []byte) ([]string, bool) {
+	if jsonscan.IsNull(v) {
+		return nil, true
+	}
+	if len(v) == 0 || v[0] != '[' {
+		return nil, false
+	}
+	out := []string{}
+	i := jsonscan.SkipSpace(v, 1)
+	if i < len(v) && v[i] == ']' {
+		return out, i+1 == len(v)
+	}
+	for {
+		end, _, err := jsonscan.ScanString(v, i)
+		if err != nil {
+			return nil, false
+		}
+		s, err := jsonscan.String(v[i:end])
+		if err != nil {
+			return nil, false
+		}
+		out = append(out, s)
+		i = jsonscan.SkipSpace(v, end)
+		if i >= len(v) {
+			return nil, false
+		}
+		if v[i] == ']' {
+			return out, i+1 == len(v)
+		}
+		if v[i] != ',' {
+			return nil, false
+		}
+		i = jsonscan.SkipSpace(v, i+1)
+	}
 }
 
 // isEventStream reports whether a Content-Type is text/event-stream.
