@@ -47,6 +47,10 @@ func encodeStreamMsg(m *streamMsg) []byte {
 	if m.R {
 		b = append(b, `,"r":true`...)
 	}
+	if m.P != "" {
+		b = append(b, `,"p":`...)
+		b = appendJSONString(b, m.P)
+	}
 	if m.E != nil {
 		e, _ := json.Marshal(m.E) // strings only: cannot fail
 		b = append(b, `,"e":`...)
@@ -81,6 +85,8 @@ func decodeStreamMsg(p []byte, m *streamMsg) error {
 			m.N, err = jsonscan.Uint(v)
 		case "r":
 			m.R, err = jsonscan.Bool(v)
+		case "p":
+			m.P, err = jsonscan.String(v)
 		case "e":
 			if jsonscan.IsNull(v) {
 				m.E = nil

@@ -43,13 +43,14 @@ const (
 	typeCancel   = "cancel"    // caller -> target: stop the handler
 	typeAck      = "ack"       // caller -> target: messages consumed (credit)
 	typeNoStream = "no_stream" // either way: that stream is unknown or given up here ("r": to the caller)
+	typeLost     = "lost"      // relay -> origin: a frame of that stream was dropped on the way ("p": its destination)
 )
 
 // isRouted reports whether frames of type t travel end to end (and may be
 // relayed) rather than over one link only.
 func isRouted(t string) bool {
 	switch t {
-	case typeReq, typeRes, typeEnd, typeCancel, typeAck, typeNoStream:
+	case typeReq, typeRes, typeEnd, typeCancel, typeAck, typeNoStream, typeLost:
 		return true
 	}
 	return false
@@ -60,7 +61,7 @@ func isRouted(t string) bool {
 // progress.
 func isControl(t string) bool {
 	switch t {
-	case typePing, typePong, typePeerSync, typeAck, typeCancel, typeNoStream:
+	case typePing, typePong, typePeerSync, typeAck, typeCancel, typeNoStream, typeLost:
 		return true
 	}
 	return false

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -150,11 +151,14 @@ func (n *Node) handlePeerSync(l *link, f *Frame) {
 	for i := range entries {
 		e := &entries[i]
 		if e.Origin == n.id {
-			if e.Version >= n.topo.version {
+			own := n.topo.entries[n.id]
+			echo := own != nil && e.Version == own.Version && bytes.Equal(p.Entries[i], own.raw)
+			if e.Version >= n.topo.version && !echo {
 				// Someone announced a version of this node's entry that this
 				// run did not make: another process uses this id, or this
 				// node restarted with a clock behind its previous run. Move
-				// past it so this node's view wins.
+				// past it so this node's view wins. (A peer's full sync
+				// echoes this node's latest entry back: that is no news.)
 				n.log.Warn("mesh: saw a newer entry for this node's own id; another node may be using it", "via", l.peer)
 				n.topo.version = e.Version
 				n.announceSelfLocked()

@@ -62,6 +62,7 @@ type Node struct {
 	smu     sync.Mutex
 	clients map[uint64]*Stream
 	servers map[serverKey]*serverStream
+	ended   *endedStreams
 }
 
 // writeBufferPool shares write buffers between links: an idle link holds
@@ -93,6 +94,7 @@ func New(cfg Config) (*Node, error) {
 		changed:  make(chan struct{}),
 		nonces:   newNonceCache(cfg.NonceCacheSize),
 		dedup:    newDedupSet(cfg.DedupSize),
+		ended:    newEndedStreams(maxEndedStreams),
 		handlers: make(map[string]Handler),
 		clients:  make(map[uint64]*Stream),
 		servers:  make(map[serverKey]*serverStream),
@@ -175,6 +177,8 @@ func (n *Node) Start(ctx context.Context) error {
 		n.log.Info("mesh: listening", "url", n.url)
 	}
 	n.started = true
+	n.wg.Add(1)
+	go n.watchStreams()
 	for _, p := range n.cfg.Peers {
 		n.startDialerLocked(p)
 	}

@@ -17,8 +17,10 @@ import (
 // Open sends a request (one message, fragmented into "req" chunks) and
 // returns a Stream; the target runs the handler, whose Writes come back as
 // "res" chunks, and ends with "end" (carrying the handler's error, if any).
-// Every chunk carries a per-direction sequence number: a gap means frames
-// were lost with a link, and fails the stream instead of corrupting it.
+// Every chunk carries a per-direction sequence number, so a stream fails
+// instead of being corrupted when frames are lost with a link. Responses
+// that arrive early are reordered (see Reordering); request chunks out of
+// order end the stream at once.
 //
 // Flow control is per stream and direction, in frames: a sender may have W
 // (RequestWindow) frames unacknowledged. The receiver credits a chunk that
@@ -30,7 +32,8 @@ import (
 // link's queue.
 //
 // Cancellation: Stream.Close or the caller's ctx sends "cancel"; the target
-// cancels the handler's context. A side that receives frames for a stream it
+// cancels the handler's context (with the reason in "e" when the caller gave
+// the stream up because its route broke). A side that receives frames for a stream it
 // does not know answers "no_stream", which ends the stream on the other side.
 // The target also sends "no_stream", with the reason in "e", when it gives
 // up a stream (its route back lost a link): unlike "end" it is a control
@@ -56,6 +59,7 @@ type streamMsg struct {
 	N    uint64       `json:"n,omitempty"`    // ack: frames consumed so far
 	R    bool         `json:"r,omitempty"`    // ack: for request frames (target -> caller)
 	E    *RemoteError `json:"e,omitempty"`    // end: the handler's error
+	P    string       `json:"p,omitempty"`    // lost: the other end of the stream
 }
 
 // maxWindow bounds the window a caller may ask for.
@@ -91,6 +95,7 @@ type Stream struct {
 	path     []pathEdge          // every link the stream's frames may have used
 	inLink   *link               // link responses arrive on
 	outLink  *link               // link requests and acks leave on
+	heard    int64               // n.mono() of the last response frame, or of the last probe
 	notify   chan struct{}
 }
 
@@ -187,6 +192,9 @@ func (n *Node) Open(ctx context.Context, to, method string, payload []byte) (*St
 			break
 		}
 	}
+	s.mu.Lock()
+	s.heard = n.mono()
+	s.mu.Unlock()
 	stop := context.AfterFunc(ctx, func() {
 		if s.finish(context.Cause(ctx)) {
 			s.sendCancel()
@@ -433,16 +441,19 @@ func (n *Node) deliver(l *link, f *Frame) {
 			}
 			return
 		}
-		if ss := n.server(f.From, m.S); ss != nil {
-			ss.mu.Lock()
-			if m.N > ss.acked {
-				ss.acked = m.N
-			}
-			ss.mu.Unlock()
-			select {
-			case ss.credit <- struct{}{}:
-			default:
-			}
+		ss := n.server(f.From, m.S)
+		if ss == nil {
+			n.answerProbe(f.From, m.S)
+			return
+		}
+		ss.mu.Lock()
+		if m.N > ss.acked {
+			ss.acked = m.N
+		}
+		ss.mu.Unlock()
+		select {
+		case ss.credit <- struct{}{}:
+		default:
 		}
 	case typeCancel:
 		if ss := n.server(f.From, m.S); ss != nil {
@@ -455,6 +466,8 @@ func (n *Node) deliver(l *link, f *Frame) {
 		}
 	case typeRes, typeEnd:
 		n.onRes(l, f, &m)
+	case typeLost:
+		n.onLost(f.From, &m)
 	case typeNoStream:
 		if !m.R {
 			if ss := n.server(f.From, m.S); ss != nil {
@@ -614,6 +627,7 @@ func (ss *serverStream) serve(req *Request) {
 	q := ss.outQ
 	ss.outQ++
 	ss.mu.Unlock()
+	n.ended.put(ss.key, endRecord{q: q, e: re})
 	n.removeServer(ss)
 	n.sendEnd(ss.key.from, ss.key.s, q, re)
 }
@@ -709,6 +723,7 @@ func (n *Node) onRes(l *link, f *Frame, m *streamMsg) {
 		return
 	}
 	s.inLink = l
+	s.heard = n.mono()
 	var fail error
 	var ack uint64
 	cur := resFrame{end: f.Type == typeEnd, m: *m}
@@ -923,8 +938,10 @@ func routeLost(rt *routeTable, peer string, path *[]pathEdge) string {
 // (an end frame could be stuck behind lost response frames).
 func (n *Node) abortServer(ss *serverStream, cause error, why string) {
 	ss.cancel(cause)
+	msg := n.id + " gave up the stream: " + why
+	n.ended.put(ss.key, endRecord{abort: msg})
 	n.removeServer(ss)
-	_, _ = n.sendRouted(nil, ss.key.from, typeNoStream, "", &streamMsg{S: ss.key.s, R: true, E: &RemoteError{Code: CodeUnavailable, Message: n.id + " gave up the stream: " + why}})
+	_, _ = n.sendRouted(nil, ss.key.from, typeNoStream, "", &streamMsg{S: ss.key.s, R: true, E: &RemoteError{Code: CodeUnavailable, Message: msg}})
 }
 
 // failStreamsOnLink fails the streams whose frames travelled over l: frames
@@ -982,4 +999,175 @@ func (n *Node) failAllStreams() {
 		s.cancel(ErrClosed)
 		n.removeServer(s)
 	}
+}
+
+// Lost frames.
+//
+// While routes converge after a change, relays may disagree about the next
+// hop: a frame can run out of hops, meet a relay with no route, or loop
+// (a relay sees it twice, or its origin gets it back). Such a frame is
+// dropped, and the stream it belongs to cannot continue intact, yet neither
+// end may have lost a link it watches. So whoever drops a stream frame
+// tells the frame's origin with a "lost" control frame (or acts on it
+// itself when it is the origin), and the origin ends the stream at once.
+
+// frameLost reports a dropped stream frame to its origin.
+func (n *Node) frameLost(f *Frame, why string) {
+	switch f.Type {
+	case typeReq, typeRes, typeEnd, typeAck:
+	default:
+		return // endings and notices: nobody waits for them
+	}
+	var m streamMsg
+	if decodeStreamMsg(f.Payload, &m) != nil {
+		return
+	}
+	n.log.Debug("mesh: stream frame lost", "type", f.Type, "from", f.From, "to", f.To, "stream", m.S, "why", why)
+	notice := &streamMsg{
+		S: m.S,
+		R: f.Type == typeRes || f.Type == typeEnd || (f.Type == typeAck && m.R), // the target sent it
+		P: f.To,
+		E: &RemoteError{Code: CodeUnavailable, Message: n.id + " dropped a frame of the stream: " + why},
+	}
+	if f.From == n.id {
+		n.onLost(n.id, notice)
+		return
+	}
+	_, _ = n.sendRouted(nil, f.From, typeLost, "", notice)
+}
+
+// onLost ends the stream whose frame (sent by this node) was dropped on the
+// way to m.P, as reported by node `by`.
+func (n *Node) onLost(by string, m *streamMsg) {
+	why := "a frame was dropped on the way"
+	if m.E != nil && m.E.Message != "" {
+		why = m.E.Message
+	}
+	if !m.R { // this node is the caller
+		n.smu.Lock()
+		s := n.clients[m.S]
+		n.smu.Unlock()
+		if s == nil || s.to != m.P {
+			return
+		}
+		if s.finish(unreachable(m.P, why)) {
+			s.sendCancel()
+		}
+		n.removeClient(s)
+		s.stopWatch()
+		return
+	}
+	// This node is the target. The stream may be over here already (a lost
+	// end frame), but the caller still waits: tell it in any case.
+	if ss := n.server(m.P, m.S); ss != nil {
+		n.abortServer(ss, unreachable(m.P, why), why)
+		return
+	}
+	_, _ = n.sendRouted(nil, m.P, typeNoStream, "", &streamMsg{S: m.S, R: true, E: &RemoteError{Code: CodeUnavailable, Message: n.id + " gave up the stream: " + why}})
+}
+
+// watchStreams probes the streams this node opened that have heard nothing
+// for DeadAfter: it repeats their last ack, which the target ignores when
+// it serves the stream (so a lost ack cannot stall it) and answers with
+// no_stream when it does not. So a stream whose frames were lost on the way
+// while no link it watches broke (routes converging, a relay's queue or
+// link gone, a lost notice) fails within about DeadAfter once the target
+// is reachable, instead of waiting for the caller's deadline.
+func (n *Node) watchStreams() {
+	defer n.wg.Done()
+	every := max(n.cfg.DeadAfter/2, time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var probe []*Stream
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := n.mono()
+		probe = probe[:0]
+		n.smu.Lock()
+		for _, s := range n.clients {
+			if s.to != n.id {
+				probe = append(probe, s)
+			}
+		}
+		n.smu.Unlock()
+		for i, s := range probe {
+			s.mu.Lock()
+			due := !s.finished && s.heard != 0 && time.Duration(now-s.heard) > n.cfg.DeadAfter
+			acked := s.acked
+			if due {
+				s.heard = now
+			}
+			s.mu.Unlock()
+			if due {
+				_, _ = n.sendRouted(nil, s.to, typeAck, "", &streamMsg{S: s.id, N: acked})
+			}
+			probe[i] = nil
+		}
+	}
+}
+
+// answerProbe answers an ack (a probe, or a late ack) for a stream this node
+// does not serve. A stream that ended here gets its ending again: the end
+// frame goes into the stream's lane, behind any response frames still
+// queued, so it can neither overtake them nor be taken for news (the caller
+// drops a repeated end). A stream unknown here gets no_stream: the caller
+// must not wait for it.
+func (n *Node) answerProbe(caller string, sid uint64) {
+	rec, ok := n.ended.get(serverKey{caller, sid})
+	switch {
+	case ok && rec.abort == "":
+		lane := "s" + caller + ":" + strconv.FormatUint(sid, 36)
+		_, _ = n.sendRouted(nil, caller, typeEnd, lane, &streamMsg{S: sid, Q: rec.q, E: rec.e})
+	case ok:
+		_, _ = n.sendRouted(nil, caller, typeNoStream, "", &streamMsg{S: sid, R: true, E: &RemoteError{Code: CodeUnavailable, Message: rec.abort}})
+	default:
+		_, _ = n.sendRouted(nil, caller, typeNoStream, "", &streamMsg{S: sid, R: true})
+	}
+}
+
+// maxEndedStreams bounds how many ended streams a node remembers.
+const maxEndedStreams = 4096
+
+// endRecord is how a served stream ended: its end frame's sequence number
+// and error, or why it was given up.
+type endRecord struct {
+	q     uint64
+	e     *RemoteError
+	abort string
+}
+
+// endedStreams remembers the most recent endings in bounded memory.
+type endedStreams struct {
+	mu   sync.Mutex
+	m    map[serverKey]endRecord
+	ring []serverKey
+	next int
+}
+
+func newEndedStreams(size int) *endedStreams {
+	return &endedStreams{m: make(map[serverKey]endRecord, size), ring: make([]serverKey, size)}
+}
+
+func (e *endedStreams) put(k serverKey, r endRecord) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.m[k]; !ok {
+		if old := e.ring[e.next]; old.from != "" {
+			delete(e.m, old)
+		}
+		e.ring[e.next] = k
+		e.next = (e.next + 1) % len(e.ring)
+	}
+	e.m[k] = r
+}
+
+func (e *endedStreams) get(k serverKey) (endRecord, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r, ok := e.m[k]
+	return r, ok
 }

@@ -565,6 +565,42 @@ func TestStreamFailsWhenRouteLosesLink(t *testing.T) {
 	dial(t, ns[5], ns[6])
 	dial(t, ns[6], d)
 	waitAll(t, ns, 5*time.Second)
+	// Every link is up and both ends route the short way, and know the
+	// long way round, before the stream starts.
+	for _, pr := range [][2]*Node{{a, b}, {b, c}, {c, d}, {a, ns[4]}, {ns[4], ns[5]}, {ns[5], ns[6]}, {ns[6], d}} {
+		for _, x := range []int{0, 1} {
+			n, other := pr[x], pr[1-x].ID()
+			waitUntil(t, n, 5*time.Second, "a direct link to "+other, func() bool {
+				p, ok := n.Peer(other)
+				return ok && p.Hops == 1
+			})
+		}
+	}
+	for _, r := range []struct {
+		n       *Node
+		to, via string
+	}{{a, "d", "b"}, {d, "a", "c"}} {
+		waitUntil(t, r.n, 5*time.Second, "3 hops to "+r.to+" via "+r.via, func() bool {
+			p, ok := r.n.Peer(r.to)
+			return ok && p.Hops == 3 && p.Via == r.via
+		})
+	}
+	longWay := []string{"a", "e", "f", "g", "d"}
+	for _, end := range []*Node{a, d} {
+		waitPoll(t, 5*time.Second, end.ID()+" knows a-e-f-g-d both ways", func() bool {
+			rt := end.routes.Load()
+			for i := 0; i+1 < len(longWay); i++ {
+				u, v := longWay[i], longWay[i+1]
+				if _, ok := rt.edges[edgeKey{u, v}]; !ok {
+					return false
+				}
+				if _, ok := rt.edges[edgeKey{v, u}]; !ok {
+					return false
+				}
+			}
+			return true
+		})
+	}
 	started := make(chan struct{})
 	cause := make(chan error, 1)
 	d.Handle("hang", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
@@ -599,15 +635,142 @@ func TestStreamFailsWhenRouteLosesLink(t *testing.T) {
 		t.Fatal("handler on d was not cancelled")
 	}
 	// The cluster still serves a to d. b redials c meanwhile, so a call
-	// opened while the routes settle may fail the same way; one succeeds.
+	// opened while the routes settle may fail the same way, but at once:
+	// none may hang.
 	d.Handle("echo", echoHandler())
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	waitPoll(t, 5*time.Second, "a call from a to d", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
 		got, err := a.Call(ctx, "d", "echo", []byte("q"))
+		if errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("a call from a to d hung while routes settled")
+		}
 		if err == nil && string(got) != "a:q" {
 			t.Fatalf("a->d afterwards: %q", got)
 		}
 		return err == nil
 	})
+}
+
+// A frame dropped on the way (here: reported by the relay, or come back to
+// its origin through a loop) ends its stream at once on the caller, with the
+// reason, and the handler is cancelled.
+func TestLostFrameEndsStream(t *testing.T) {
+	tests := []struct {
+		name string
+		drop func(a, b *Node, s *Stream)
+		want string
+	}{
+		{"relay reports it", func(a, b *Node, s *Stream) {
+			b.frameLost(&Frame{Type: typeReq, ID: "x1", From: "a", To: "c", Payload: encodeStreamMsg(&streamMsg{S: s.id, Q: 1})}, "test drop")
+		}, "b dropped a frame of the stream: test drop"},
+		{"origin gets its own frame back", func(a, b *Node, s *Stream) {
+			a.route(a.linkTo("b"), &Frame{Type: typeAck, ID: "x2", From: "a", To: "c", TTL: 3, Payload: encodeStreamMsg(&streamMsg{S: s.id, N: 1})})
+		}, "a dropped a frame of the stream: a routing loop brought it back to its origin"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b, c := line(t, nil)
+			cause := make(chan error, 1)
+			started := make(chan struct{})
+			c.Handle("block", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
+				close(started)
+				<-ctx.Done()
+				cause <- context.Cause(ctx)
+				return nil
+			}))
+			s, err := a.Open(context.Background(), "c", "block", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			<-started
+			tt.drop(a, b, s)
+			_, err = recvWithin(t, s, 5*time.Second)
+			if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Recv: %v, want ErrUnreachable with %q", err, tt.want)
+			}
+			select {
+			case err := <-cause:
+				if !strings.Contains(err.Error(), tt.want) {
+					t.Fatalf("handler's cause: %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("handler on c was not cancelled")
+			}
+		})
+	}
+}
+
+// A stream whose target forgot it without a word (its end frame lost, say)
+// is found out by the caller's probe within about DeadAfter.
+func TestSilentlyForgottenStreamProbed(t *testing.T) {
+	a, _, c := line(t, func(c *Config) { c.DeadAfter = 500 * time.Millisecond })
+	started := make(chan struct{})
+	c.Handle("block", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
+		close(started)
+		<-ctx.Done()
+		return nil
+	}))
+	s, err := a.Open(context.Background(), "c", "block", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	<-started
+	ss := c.server("a", s.id)
+	if ss == nil {
+		t.Fatal("c does not serve the stream")
+	}
+	c.removeServer(ss) // forget it; the handler ends without an end frame
+	ss.cancel(errors.New("forgotten by the test"))
+	_, err = recvWithin(t, s, 5*time.Second)
+	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "lost the stream") {
+		t.Fatalf("Recv: %v, want ErrUnreachable: the node lost the stream", err)
+	}
+}
+
+// A stream that ended on the target but whose end frame never arrived: the
+// caller's probe gets the end again, and the stream ends normally.
+func TestLostEndResent(t *testing.T) {
+	a, _, c := line(t, func(c *Config) { c.DeadAfter = 500 * time.Millisecond })
+	started := make(chan struct{})
+	c.Handle("block", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
+		close(started)
+		<-ctx.Done()
+		return nil
+	}))
+	s, err := a.Open(context.Background(), "c", "block", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	<-started
+	ss := c.server("a", s.id)
+	if ss == nil {
+		t.Fatal("c does not serve the stream")
+	}
+	// As serve does when the handler returns, minus the end frame.
+	c.ended.put(ss.key, endRecord{q: 0})
+	c.removeServer(ss)
+	ss.cancel(errors.New("ended by the test"))
+	if _, err := recvWithin(t, s, 5*time.Second); err != io.EOF {
+		t.Fatalf("Recv: %v, want io.EOF from the resent end", err)
+	}
+}
+
+func TestEndedStreamsBounded(t *testing.T) {
+	e := newEndedStreams(3)
+	for i := range 5 {
+		e.put(serverKey{"a", uint64(i)}, endRecord{q: uint64(i)})
+	}
+	if len(e.m) != 3 {
+		t.Fatalf("%d endings remembered, bound is 3", len(e.m))
+	}
+	if _, ok := e.get(serverKey{"a", 1}); ok {
+		t.Fatal("an old ending was not forgotten")
+	}
+	if r, ok := e.get(serverKey{"a", 4}); !ok || r.q != 4 {
+		t.Fatalf("latest ending: %+v %v", r, ok)
+	}
 }

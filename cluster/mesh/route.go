@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -226,11 +227,20 @@ func (n *Node) route(l *link, f *Frame) {
 		if _, known := rt.index[f.From]; !known || f.From == n.id {
 			n.stats.spoofed.Add(1)
 			n.log.Debug("mesh: dropped frame with spoofed from", "peer", l.peer, "from", f.From)
+			if f.From == n.id {
+				// One of this node's own frames came back: a routing loop
+				// while routes converge (or a peer forging this node's id,
+				// which can at worst end this node's own stream).
+				n.frameLost(f, "a routing loop brought it back to its origin")
+			}
 			return
 		}
 	}
 	if f.ID == "" || !n.dedup.add(dedupKey{f.From, f.ID}) {
 		n.stats.dup.Add(1)
+		if f.ID != "" && f.To != n.id {
+			n.frameLost(f, "it came by twice (a routing loop)")
+		}
 		return
 	}
 	if f.To == n.id {
@@ -239,11 +249,13 @@ func (n *Node) route(l *link, f *Frame) {
 	}
 	if f.TTL <= 1 {
 		n.stats.ttl.Add(1)
+		n.frameLost(f, "it ran out of hops")
 		return
 	}
 	next := rt.next[f.To]
 	if next == nil {
 		n.stats.noRoute.Add(1)
+		n.frameLost(f, "no route to "+strconv.Quote(f.To))
 		return
 	}
 	f.TTL--
@@ -254,13 +266,15 @@ func (n *Node) route(l *link, f *Frame) {
 	} else {
 		err = next.q.pushData(nil, f.From+">"+f.To, data)
 	}
-	if errors.Is(err, errQueueOverflow) {
+	switch {
+	case err == nil:
+		n.stats.relayed.Add(1)
+	case errors.Is(err, errQueueOverflow):
 		n.log.Warn("mesh: relay queue overflow, closing link", "peer", next.peer)
 		next.close(CloseSlowPeer, "relay queue overflow")
-		return
-	}
-	if err == nil {
-		n.stats.relayed.Add(1)
+		n.frameLost(f, "the queue to "+next.peer+" overflowed")
+	default:
+		n.frameLost(f, "the link to "+next.peer+" closed")
 	}
 }
 
