@@ -166,8 +166,12 @@ func sameCaps(a, b Capabilities) bool {
 }
 
 // dedupSet remembers recent routed frame ids (origin, id) in bounded memory.
+// It grows to size as frames are routed rather than up front: most nodes
+// never relay, and a pre-sized set costs about a megabyte and milliseconds
+// at start-up.
 type dedupSet struct {
 	mu   sync.Mutex
+	size int
 	set  map[dedupKey]struct{}
 	ring []dedupKey
 	next int
@@ -176,7 +180,7 @@ type dedupSet struct {
 type dedupKey struct{ from, id string }
 
 func newDedupSet(size int) *dedupSet {
-	return &dedupSet{set: make(map[dedupKey]struct{}, size), ring: make([]dedupKey, size)}
+	return &dedupSet{size: size, set: make(map[dedupKey]struct{})}
 }
 
 // add records k and reports false if it was seen already.
@@ -186,11 +190,13 @@ func (d *dedupSet) add(k dedupKey) bool {
 	if _, ok := d.set[k]; ok {
 		return false
 	}
-	if old := d.ring[d.next]; old.id != "" || old.from != "" {
-		delete(d.set, old)
+	if len(d.ring) < d.size {
+		d.ring = append(d.ring, k)
+	} else {
+		delete(d.set, d.ring[d.next])
+		d.ring[d.next] = k
+		d.next = (d.next + 1) % d.size
 	}
-	d.ring[d.next] = k
-	d.next = (d.next + 1) % len(d.ring)
 	d.set[k] = struct{}{}
 	return true
 }
