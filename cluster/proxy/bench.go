@@ -8,6 +8,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -378,6 +379,9 @@ type CompareReport struct {
 	Direct16, Proxy16 LoadResult // 16 concurrent clients
 	DirectStream      LoadResult // 1 client, streamed
 	ProxyStream       LoadResult
+	// Rounds is how many times each direct/proxied pair ran, alternating;
+	// each pair above is the round with the median comparison.
+	Rounds int
 }
 
 // ThroughputRatio16 is proxied over direct throughput at 16 clients.
@@ -401,43 +405,71 @@ func (r CompareReport) String() string {
 	fmt.Fprintf(&b, "proxied  16 clients: %v\n", r.Proxy16)
 	fmt.Fprintf(&b, "direct   stream    : %v\n", r.DirectStream)
 	fmt.Fprintf(&b, "proxied  stream    : %v\n", r.ProxyStream)
+	fmt.Fprintf(&b, "(each pair: the median of %d alternating direct/proxied rounds)\n", r.Rounds)
 	fmt.Fprintf(&b, "throughput at 16 clients: %.2fx direct (goal >= 0.4x)\n", r.ThroughputRatio16())
 	fmt.Fprintf(&b, "added p50 at 1 client: %v (goal <= 300µs)\n", r.AddedP50().Round(time.Microsecond))
 	fmt.Fprintf(&b, "added time to first chunk: %v (goal <= 1ms)\n", r.AddedFirstChunk().Round(time.Microsecond))
 	return b.String()
 }
 
+// CompareRounds is how many times Compare runs each direct/proxied pair.
+// On a shared machine a single short run swings by a factor of two with
+// the neighbours' load; alternating the two sides and keeping the median
+// round compares them under like conditions.
+const CompareRounds = 5
+
 // Compare runs each load directly against the upstream and through the
-// proxy, alternating, with requests requests per run (after a warm-up).
+// proxy, alternating, CompareRounds times with requests requests per run
+// (after a warm-up), and reports for each pair the round whose comparison
+// (throughput ratio, added p50, added time to first chunk) is the median.
 func Compare(ctx context.Context, c *BenchCluster, requests int) (CompareReport, error) {
-	var r CompareReport
+	r := CompareReport{Rounds: CompareRounds}
 	direct := LoadOptions{URL: c.Upstream.URL, Model: BenchModel, Requests: requests}
 	proxied := LoadOptions{URL: c.Front.URL(), APIKey: c.Key, Model: BenchModel, Requests: requests}
 	client := NewLoadClient(16)
 	defer client.CloseIdleConnections()
-	runs := []struct {
-		dst         *LoadResult
-		o           LoadOptions
-		concurrency int
-		stream      bool
+	pairs := []struct {
+		direct, proxy *LoadResult
+		concurrency   int
+		stream        bool
+		// score orders the rounds; the median one is reported.
+		score func(d, p LoadResult) float64
 	}{
-		{&r.Direct1, direct, 1, false}, {&r.Proxy1, proxied, 1, false},
-		{&r.Direct16, direct, 16, false}, {&r.Proxy16, proxied, 16, false},
-		{&r.DirectStream, direct, 1, true}, {&r.ProxyStream, proxied, 1, true},
+		{&r.Direct1, &r.Proxy1, 1, false, func(d, p LoadResult) float64 { return float64(p.P50 - d.P50) }},
+		{&r.Direct16, &r.Proxy16, 16, false, func(d, p LoadResult) float64 { return p.PerSecond() / d.PerSecond() }},
+		{&r.DirectStream, &r.ProxyStream, 1, true, func(d, p LoadResult) float64 { return float64(p.FirstChunkP50 - d.FirstChunkP50) }},
 	}
-	for _, run := range runs {
-		o := run.o
-		o.Concurrency, o.Stream = run.concurrency, run.stream
-		warm := o
-		warm.Requests = max(requests/10, o.Concurrency)
-		if _, err := RunLoad(ctx, client, warm); err != nil {
-			return r, err
+	run := func(o LoadOptions, concurrency int, stream bool, warm bool) (LoadResult, error) {
+		o.Concurrency, o.Stream = concurrency, stream
+		if warm {
+			w := o
+			w.Requests = max(requests/10, o.Concurrency)
+			if _, err := RunLoad(ctx, client, w); err != nil {
+				return LoadResult{}, err
+			}
 		}
-		res, err := RunLoad(ctx, client, o)
-		if err != nil {
-			return r, err
+		return RunLoad(ctx, client, o)
+	}
+	type round struct {
+		d, p  LoadResult
+		score float64
+	}
+	for _, pair := range pairs {
+		rounds := make([]round, 0, CompareRounds)
+		for i := range CompareRounds {
+			d, err := run(direct, pair.concurrency, pair.stream, i == 0)
+			if err != nil {
+				return r, err
+			}
+			p, err := run(proxied, pair.concurrency, pair.stream, i == 0)
+			if err != nil {
+				return r, err
+			}
+			rounds = append(rounds, round{d, p, pair.score(d, p)})
 		}
-		*run.dst = res
+		slices.SortFunc(rounds, func(a, b round) int { return cmp.Compare(a.score, b.score) })
+		med := rounds[len(rounds)/2]
+		*pair.direct, *pair.proxy = med.d, med.p
 	}
 	return r, nil
 }
