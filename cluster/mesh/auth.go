@@ -138,7 +138,12 @@ type authError struct {
 
 func (e *authError) Error() string { return fmt.Sprintf("%s (close %d)", e.reason, e.code) }
 
+// authFail builds a handshake failure; an empty format takes the code's
+// default reason, so no refusal ever closes without saying why.
 func authFail(code int, format string, args ...any) error {
+	if format == "" {
+		return &authError{code: code, reason: closeReasons[code]}
+	}
 	return &authError{code: code, reason: fmt.Sprintf(format, args...)}
 }
 

@@ -112,6 +112,14 @@ func (p *rawPeer) login() *Frame {
 // node sent (0 if it closed without one).
 func (p *rawPeer) closeCode() int {
 	p.t.Helper()
+	code, _ := p.closeFrame()
+	return code
+}
+
+// closeFrame reads until the node closes the connection and returns the
+// close code and reason it sent (0 and "" when it closed without a frame).
+func (p *rawPeer) closeFrame() (int, string) {
+	p.t.Helper()
 	for {
 		_ = p.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 		_, _, err := p.conn.ReadMessage()
@@ -120,13 +128,13 @@ func (p *rawPeer) closeCode() int {
 		}
 		var ce *websocket.CloseError
 		if errors.As(err, &ce) {
-			return ce.Code
+			return ce.Code, ce.Text
 		}
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
 			p.t.Fatal("connection still open after 5s")
 		}
-		return 0
+		return 0, ""
 	}
 }
 
@@ -231,8 +239,12 @@ func TestHandshakeRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := rawDial(t, b.URL(), "raw")
 			tc.run(p)
-			if got := p.closeCode(); got != tc.code {
-				t.Fatalf("close code %d, want %d", got, tc.code)
+			got, reason := p.closeFrame()
+			if got != tc.code {
+				t.Fatalf("close code %d (%q), want %d", got, reason, tc.code)
+			}
+			if reason == "" {
+				t.Fatalf("close %d carries no reason", got)
 			}
 			if _, ok := b.Peer("raw"); ok {
 				t.Fatal("refused peer is in the topology")
