@@ -101,7 +101,7 @@ type Cost struct {
 // ModelParams are the model fields OpenClaw needs to use a model. They are
 // embedded in Model and ProxyModel, so in JSON they sit beside id.
 type ModelParams struct {
-	API           string   `json:"api" jsonschema:"enum=openai-completions,enum=openai-responses,enum=openai-codex-responses,enum=anthropic-messages,enum=google-generative-ai,enum=github-copilot,enum=bedrock-converse-stream,enum=ollama,default=openai-completions" jsonschema_description:"API kind OpenClaw uses for this model."`
+	API           string   `json:"api" jsonschema:"enum=openai-completions,enum=openai-responses,enum=openai-codex-responses,enum=anthropic-messages,enum=google-generative-ai,enum=github-copilot,enum=bedrock-converse-stream,enum=ollama,default=openai-completions" jsonschema_description:"Wire API of the model where it is served. OpenClaw always reaches cluster models through the local proxy, which speaks OpenAI chat completions, so the clawmatrix provider lists every model as openai-completions."`
 	ContextWindow int      `json:"contextWindow" jsonschema:"minimum=1,default=128000" jsonschema_description:"Context window in tokens."`
 	MaxTokens     int      `json:"maxTokens" jsonschema:"minimum=1,default=4096" jsonschema_description:"Maximum output tokens per response."`
 	Reasoning     bool     `json:"reasoning" jsonschema:"default=false" jsonschema_description:"The model produces reasoning output."`
@@ -128,10 +128,6 @@ func (m ModelParams) AcceptsImages() bool {
 	}
 	return false
 }
-
-// OpenAICompatible reports whether the model's API is OpenAI chat completions,
-// the only wire format the model proxy and upstream forwarding speak.
-func (m ModelParams) OpenAICompatible() bool { return m.API == "openai-completions" }
 
 // Model is a model this node serves to the cluster.
 type Model struct {
@@ -291,7 +287,8 @@ func (c *Config) CatalogModels() []CatalogModel {
 		}
 		seen[id] = true
 		out = append(out, CatalogModel{
-			ID: id, Name: name, API: p.API, Reasoning: p.Reasoning,
+			// The proxy is what OpenClaw talks to, whatever p.API says.
+			ID: id, Name: name, API: DefaultAPI, Reasoning: p.Reasoning,
 			Input: append([]string(nil), p.Input...), Cost: p.Cost,
 			ContextWindow: p.ContextWindow, MaxTokens: p.MaxTokens,
 		})

@@ -169,7 +169,7 @@ func TestDisplayName(t *testing.T) {
 func TestCatalogModelsUnionFirstWins(t *testing.T) {
 	cfg := mustParse(t, `{"nodeId": "a", "secret": "0123456789abcdef",
 		"models": [{"id": "m1", "provider": "p", "description": "Served here", "maxTokens": 100}],
-		"proxyModels": [{"id": "m1", "maxTokens": 999}, {"id": "m2", "reasoning": true}]}`)
+		"proxyModels": [{"id": "m1", "maxTokens": 999}, {"id": "m2", "reasoning": true, "api": "anthropic-messages"}]}`)
 	got := cfg.CatalogModels()
 	want := []CatalogModel{
 		{ID: "m1", Name: "Served here", API: DefaultAPI, Input: []string{"text"}, ContextWindow: DefaultContextWindow, MaxTokens: 100},

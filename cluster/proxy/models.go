@@ -17,9 +17,6 @@ func OpenClawModels(cfg *schema.Config) []OpenClawModel {
 	def := schema.DefaultModelParams()
 	for i := range out {
 		m := &out[i]
-		if m.API == "" {
-			m.API = def.API
-		}
 		if m.ContextWindow <= 0 {
 			m.ContextWindow = def.ContextWindow
 		}
