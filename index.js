@@ -88,6 +88,27 @@ function resolveStateDir(api, ctx) {
   return path.join(os.homedir(), ".openclaw");
 }
 
+function expandHome(p) {
+  return p === "~" || p.startsWith("~/") ? path.join(os.homedir(), p.slice(1)) : p;
+}
+
+/**
+ * The workspace remote commands and relative paths start in: OpenClaw's own
+ * default-agent workspace, resolved the way OpenClaw documents it, so remote
+ * tools never start in the state dir (which holds the gateway token).
+ */
+export function resolveWorkspaceDir(api, ctx, stateDir, env = process.env) {
+  if (ctx?.workspaceDir) return ctx.workspaceDir;
+  const configured = api?.config?.agents?.defaults?.workspace;
+  if (typeof configured === "string" && configured) return path.resolve(expandHome(configured));
+  if (env.OPENCLAW_WORKSPACE_DIR) return path.resolve(env.OPENCLAW_WORKSPACE_DIR);
+  const profile = env.OPENCLAW_PROFILE;
+  if (!env.OPENCLAW_STATE_DIR && profile && profile !== "default") {
+    return path.join(os.homedir(), `.openclaw-${profile}`, "workspace");
+  }
+  return path.join(stateDir, "workspace");
+}
+
 // ---------------------------------------------------------------------------
 // Binary resolution
 
@@ -177,7 +198,9 @@ function modelEntry(id, m = {}) {
   return {
     id,
     name: m.description || id,
-    api: m.api ?? MODEL_DEFAULTS.api,
+    // The local proxy speaks OpenAI chat completions, whatever the serving
+    // node's upstream speaks.
+    api: MODEL_DEFAULTS.api,
     reasoning: m.reasoning ?? MODEL_DEFAULTS.reasoning,
     input: m.input ?? [...MODEL_DEFAULTS.input],
     cost: { ...MODEL_DEFAULTS.cost, ...(m.cost ?? {}) },
@@ -310,7 +333,6 @@ class RpcClient {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       let timer;
-      const onAbort = () => fail(new Error(`${method}: cancelled`));
       const cleanup = () => {
         clearTimeout(timer);
         signal?.removeEventListener("abort", onAbort);
@@ -319,10 +341,18 @@ class RpcClient {
         if (this.pending.delete(id)) {
           cleanup();
           reject(err);
+          return true;
         }
+        return false;
       };
+      // Giving up on a request also tells the sidecar, so a remote command
+      // or agent run it started is stopped instead of running on unseen.
+      const abandon = (err) => {
+        if (fail(err)) this.#write({ jsonrpc: "2.0", method: "$/cancelRequest", params: { id } });
+      };
+      const onAbort = () => abandon(new Error(`${method}: cancelled`));
       this.pending.set(id, { method, resolve, reject, cleanup });
-      if (timeoutMs) timer = setTimeout(() => fail(new Error(`${method}: no answer from the sidecar within ${timeoutMs} ms`)), timeoutMs);
+      if (timeoutMs) timer = setTimeout(() => abandon(new Error(`${method}: no answer from the sidecar within ${timeoutMs} ms`)), timeoutMs);
       signal?.addEventListener("abort", onAbort, { once: true });
       if (!this.#write({ jsonrpc: "2.0", id, method, params })) fail(new Error(`${method}: sidecar stdin is closed`));
     });
@@ -375,9 +405,28 @@ class Supervisor {
     return this.ready;
   }
 
-  async request(method, params, opts) {
-    await this.ensure();
-    return this.rpc.request(method, params, opts);
+  /**
+   * Sends a request once the sidecar is up. opts.timeoutMs covers the wait
+   * for a start or restart too, so a hook never holds a turn for longer.
+   */
+  async request(method, params, opts = {}) {
+    const started = Date.now();
+    const ready = this.ensure();
+    if (opts.timeoutMs) {
+      let timer;
+      const late = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${method}: the sidecar did not start within ${opts.timeoutMs} ms`)), opts.timeoutMs);
+      });
+      try {
+        await Promise.race([ready, late]);
+      } finally {
+        clearTimeout(timer);
+      }
+    } else {
+      await ready;
+    }
+    const timeoutMs = opts.timeoutMs ? Math.max(1, opts.timeoutMs - (Date.now() - started)) : undefined;
+    return this.rpc.request(method, params, { ...opts, timeoutMs });
   }
 
   #log(level, message) {
@@ -398,8 +447,12 @@ class Supervisor {
       providers: servingProviders(pluginConfig, api.config),
       stateDir,
     };
-    const workspaceDir = ctx?.workspaceDir ?? api.config?.agents?.defaults?.workspace;
-    if (workspaceDir) params.workspaceDir = workspaceDir;
+    params.workspaceDir = resolveWorkspaceDir(api, ctx, stateDir);
+    try {
+      fs.mkdirSync(params.workspaceDir, { recursive: true, mode: 0o700 });
+    } catch (err) {
+      this.#log("warn", `cannot create the workspace ${params.workspaceDir}: ${errorText(err)}`);
+    }
     return params;
   }
 
@@ -590,8 +643,11 @@ function registerTools(api) {
           return { content: Array.isArray(r?.content) ? r.content : [], details };
         } catch (err) {
           api.logger.error(`clawmatrix: ${t.name}: ${errorText(err)}`);
-          const text = `${t.name} failed: clawmatrix is unavailable on this node (${errorText(err)}). ` +
-            `Tell the user; the gateway log has details.`;
+          // The sidecar answered with an error: it is running, so say what it said.
+          const text = err instanceof RpcError
+            ? `${t.name} failed: ${err.message}`
+            : `${t.name} failed: clawmatrix is unavailable on this node (${errorText(err)}). ` +
+              `Tell the user; the gateway log has details.`;
           return { content: [{ type: "text", text }], details: { isError: true } };
         }
       },
@@ -601,7 +657,10 @@ function registerTools(api) {
 
 function registerProvider(api, key) {
   const pluginConfig = api.pluginConfig ?? {};
-  const baseUrl = proxyBaseUrl(pluginConfig);
+  const configuredUrl = proxyBaseUrl(pluginConfig);
+  // With proxyPort 0 only the running sidecar knows its port: prefer the URL
+  // it reported. Processes without a sidecar (the CLI) use the configured one.
+  const liveUrl = () => globalThis[HANDLE]?.initResult?.provider?.baseUrl;
   const known = () => clusterModels(pluginConfig);
   api.registerProvider({
     id: PROVIDER_ID,
@@ -610,15 +669,23 @@ function registerProvider(api, key) {
     auth: [],
     catalog: {
       order: "simple",
-      run: async () => ({
-        provider: { baseUrl, api: "openai-completions", apiKey: key, models: known() },
-      }),
+      run: async () => {
+        let baseUrl = liveUrl() ?? configuredUrl;
+        if (pluginConfig.proxyPort === 0) {
+          try {
+            baseUrl = (await supervisorFor(api).ensure())?.provider?.baseUrl ?? baseUrl;
+          } catch (err) {
+            api.logger.warn(`clawmatrix: proxyPort 0 and no sidecar to ask for its port: ${errorText(err)}`);
+          }
+        }
+        return { provider: { baseUrl, api: "openai-completions", apiKey: key, models: known() } };
+      },
     },
     // The cluster is dynamic: a model served by any node is reachable even if
     // this node's config does not list it; the proxy answers 404 otherwise.
     resolveDynamicModel: (ctx) => {
       const m = known().find((x) => x.id === ctx.modelId) ?? modelEntry(ctx.modelId);
-      return { ...m, provider: PROVIDER_ID, baseUrl };
+      return { ...m, provider: PROVIDER_ID, baseUrl: liveUrl() ?? configuredUrl };
     },
   });
 }

@@ -28,6 +28,11 @@ const (
 	MethodStatus      = "cluster/status"
 	MethodShutdown    = "shutdown"
 	NotificationLog   = "log"
+	// NotificationCancel (host → sidecar, params {id}) abandons a request
+	// still running: its context is cancelled, so a remote command or agent
+	// run it started is killed on the target. The answer that follows is
+	// still sent, and the host may ignore it.
+	NotificationCancel = "$/cancelRequest"
 )
 
 // ProviderID is the OpenClaw model provider that the local proxy backs.
@@ -49,6 +54,9 @@ type Server struct {
 
 	log   *slog.Logger // Logger plus host notifications
 	calls sync.WaitGroup
+
+	inflightMu sync.Mutex
+	inflight   map[jsonrpc2.ID]*inflightCall // requests still running, for NotificationCancel
 }
 
 type serverState int
@@ -95,12 +103,18 @@ type asyncHandler struct {
 
 func (h *asyncHandler) Handle(_ context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) {
 	if req.Notif {
-		return // the host sends no notifications the sidecar acts on
+		if req.Method == NotificationCancel {
+			h.s.cancelRequest(req)
+		}
+		return // other notifications from the host carry nothing to act on
 	}
+	ctx, cancel := context.WithCancel(h.ctx)
+	call := h.s.track(req.ID, cancel)
 	h.s.calls.Add(1)
 	go func() {
 		defer h.s.calls.Done()
-		result, err := h.s.dispatch(h.ctx, req)
+		defer h.s.untrack(req.ID, call)
+		result, err := h.s.dispatch(ctx, req)
 		if err != nil {
 			rpcErr, ok := err.(*jsonrpc2.Error)
 			if !ok {
@@ -111,6 +125,48 @@ func (h *asyncHandler) Handle(_ context.Context, conn *jsonrpc2.Conn, req *jsonr
 		}
 		conn.Reply(h.ctx, req.ID, result)
 	}()
+}
+
+// inflightCall is a running request's cancel; a pointer, so that a request
+// only ever removes its own entry when the host reuses an id.
+type inflightCall struct{ cancel context.CancelFunc }
+
+func (s *Server) track(id jsonrpc2.ID, cancel context.CancelFunc) *inflightCall {
+	c := &inflightCall{cancel: cancel}
+	s.inflightMu.Lock()
+	defer s.inflightMu.Unlock()
+	if s.inflight == nil {
+		s.inflight = map[jsonrpc2.ID]*inflightCall{}
+	}
+	s.inflight[id] = c // a reused id cancels the newest request, the one the host knows
+	return c
+}
+
+func (s *Server) untrack(id jsonrpc2.ID, c *inflightCall) {
+	c.cancel()
+	s.inflightMu.Lock()
+	defer s.inflightMu.Unlock()
+	if s.inflight[id] == c {
+		delete(s.inflight, id)
+	}
+}
+
+// cancelRequest handles NotificationCancel; an unknown or finished id is
+// ignored, since the answer may have crossed the notification on the wire.
+func (s *Server) cancelRequest(req *jsonrpc2.Request) {
+	var p struct {
+		ID *jsonrpc2.ID `json:"id"`
+	}
+	if req.Params == nil || json.Unmarshal(*req.Params, &p) != nil || p.ID == nil {
+		s.log.Warn("ignored a " + NotificationCancel + " notification without a valid params.id")
+		return
+	}
+	s.inflightMu.Lock()
+	c := s.inflight[*p.ID]
+	s.inflightMu.Unlock()
+	if c != nil {
+		c.cancel()
+	}
 }
 
 func (s *Server) dispatch(ctx context.Context, req *jsonrpc2.Request) (any, error) {

@@ -8,8 +8,10 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -260,5 +262,48 @@ func TestProxyThroughHostProviderAndGateway(t *testing.T) {
 		if got := oc.lastCall(); got != tc.want {
 			t.Errorf("%s: beta's OpenClaw got %+v, want %+v", tc.model, got, tc.want)
 		}
+	}
+}
+
+// A host that abandons a tool call (the agent's turn was aborted) cancels it
+// with NotificationCancel: the command on the target is killed with its whole
+// process group, and the answer says so long before the command would end.
+func TestCancelledToolCallStopsRemoteWork(t *testing.T) {
+	alpha, _, betaDir, _, _ := twoGateways(t)
+	call, err := alpha.Go(MethodToolsCall, map[string]any{"name": "cluster_exec",
+		"arguments": map[string]any{"node": "beta", "command": "echo $$ > pid; sleep 60; touch finished"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pidFile := filepath.Join(betaDir, "pid")
+	var pid int
+	for deadline := time.Now().Add(callTimeout); pid == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the command never started on beta")
+		}
+		if b, err := os.ReadFile(pidFile); err == nil && strings.HasSuffix(string(b), "\n") {
+			pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		}
+	}
+	if err := alpha.Notify(NotificationCancel, map[string]any{"id": call.ID}); err != nil {
+		t.Fatal(err)
+	}
+	var res ToolCallResult
+	if err := call.Wait(&res, callTimeout); err != nil {
+		t.Fatalf("no answer after cancel: %v", err)
+	}
+	if !res.IsError || !strings.Contains(res.Content[0].Text, "cancelled") {
+		t.Fatalf("cancelled call answered %+v", res)
+	}
+	for deadline := time.Now().Add(callTimeout); syscall.Kill(-pid, 0) == nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("process group %d still runs on beta after the cancel", pid)
+		}
+	}
+	// A cancel for a request that has ended, or without an id, changes nothing.
+	_ = alpha.Notify(NotificationCancel, map[string]any{"id": call.ID})
+	_ = alpha.Notify(NotificationCancel, map[string]any{})
+	if res := callTool(t, alpha, "cluster_exec", map[string]any{"node": "beta", "command": "echo still here"}); res.IsError {
+		t.Fatalf("after stray cancels: %+v", res)
 	}
 }

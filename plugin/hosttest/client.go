@@ -130,24 +130,46 @@ var ErrTimeout = errors.New("no answer from the sidecar in time")
 // Call sends a request and waits up to timeout for its response. A JSON-RPC
 // error comes back as *Error; the result is decoded into result if non-nil.
 func (c *Client) Call(method string, params any, result any, timeout time.Duration) error {
-	c.mu.Lock()
-	c.nextID++
-	id := c.nextID
-	ch := make(chan Response, 1)
-	c.waiting[id] = ch
-	c.mu.Unlock()
-
-	line, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+	p, err := c.Go(method, params)
 	if err != nil {
 		return err
 	}
-	if err := c.WriteLine(line); err != nil {
-		return err
+	return p.Wait(result, timeout)
+}
+
+// Pending is a request sent and not yet answered.
+type Pending struct {
+	c      *Client
+	ID     int64
+	method string
+	ch     chan Response
+}
+
+// Go sends a request without waiting; Wait collects the answer.
+func (c *Client) Go(method string, params any) (*Pending, error) {
+	c.mu.Lock()
+	c.nextID++
+	p := &Pending{c: c, ID: c.nextID, method: method, ch: make(chan Response, 1)}
+	c.waiting[p.ID] = p.ch
+	c.mu.Unlock()
+
+	line, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": p.ID, "method": method, "params": params})
+	if err == nil {
+		err = c.WriteLine(line)
 	}
+	if err != nil {
+		c.forget(p.ID)
+		return nil, err
+	}
+	return p, nil
+}
+
+// Wait waits up to timeout for the answer, as Call does.
+func (p *Pending) Wait(result any, timeout time.Duration) error {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	select {
-	case resp := <-ch:
+	case resp := <-p.ch:
 		if resp.Error != nil {
 			return resp.Error
 		}
@@ -155,14 +177,27 @@ func (c *Client) Call(method string, params any, result any, timeout time.Durati
 			return json.Unmarshal(resp.Result, result)
 		}
 		return nil
-	case <-c.done:
-		return fmt.Errorf("sidecar output ended before answering %s: %v", method, c.Err())
+	case <-p.c.done:
+		return fmt.Errorf("sidecar output ended before answering %s: %v", p.method, p.c.Err())
 	case <-timer.C:
-		c.mu.Lock()
-		delete(c.waiting, id)
-		c.mu.Unlock()
-		return fmt.Errorf("%s: %w", method, ErrTimeout)
+		p.c.forget(p.ID)
+		return fmt.Errorf("%s: %w", p.method, ErrTimeout)
 	}
+}
+
+func (c *Client) forget(id int64) {
+	c.mu.Lock()
+	delete(c.waiting, id)
+	c.mu.Unlock()
+}
+
+// Notify sends a notification (a request without id).
+func (c *Client) Notify(method string, params any) error {
+	line, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": method, "params": params})
+	if err != nil {
+		return err
+	}
+	return c.WriteLine(line)
 }
 
 // Orphan waits for a response with id null: the answer to a line the sidecar
