@@ -81,7 +81,16 @@ func (s *Server) Serve(ctx context.Context, in io.Reader, out io.Writer) error {
 	}
 	s.log = slog.New(&hostHandler{next: base.Handler(), stream: stream})
 
-	conn := jsonrpc2.NewConn(ctx, stream, &asyncHandler{s: s, ctx: ctx},
+	// Requests get their own context: cancelling ctx closes the connection,
+	// and at the end of input the calls in flight must end but still answer.
+	callCtx, cancelCalls := context.WithCancel(ctx)
+	defer cancelCalls()
+	stream.beforeEnd = func() {
+		cancelCalls()
+		s.shutdown()
+		s.calls.Wait()
+	}
+	conn := jsonrpc2.NewConn(ctx, stream, &asyncHandler{s: s, ctx: callCtx},
 		jsonrpc2.SetLogger(log.New(io.Discard, "", 0)))
 	select {
 	case <-conn.DisconnectNotify():

@@ -316,3 +316,30 @@ func TestTwoSidecarsSeeEachOther(t *testing.T) {
 		}
 	}
 }
+
+// A host that writes its requests and closes stdin at once still gets an
+// answer to each: the end of input ends the work in flight, not its replies.
+func TestEndOfInputStillAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		method string
+		params any
+	}{
+		{"initialize", MethodInitialize, map[string]any{"config": config("eof", nil), "workspaceDir": t.TempDir()}},
+		{"unknown method", "cluster/teleport", map[string]any{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sc := startSidecar(t)
+			call, err := sc.Go(tc.method, tc.params)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sc.in.Close()
+			err = call.Wait(nil, callTimeout)
+			var rpcErr *hosttest.Error
+			if err != nil && !errors.As(err, &rpcErr) {
+				t.Fatalf("%s got no answer before the sidecar ended: %v", tc.method, err)
+			}
+		})
+	}
+}

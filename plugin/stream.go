@@ -34,6 +34,10 @@ const (
 type lineStream struct {
 	r      *bufio.Reader
 	closer io.Closer
+	// beforeEnd, when set, runs once when input ends, before ReadObject
+	// reports it: the connection stays open while it runs, so answers to
+	// requests already read still reach the host.
+	beforeEnd func()
 
 	mu sync.Mutex // serialises writes: replies, notifications, error answers
 	w  *bufio.Writer
@@ -70,12 +74,12 @@ func (s *lineStream) ReadObject(v any) error {
 			continue
 		}
 		if err != nil && len(line) == 0 {
-			return err
+			return s.end(err)
 		}
 		line = bytes.TrimSpace(line)
 		if len(line) == 0 {
 			if err != nil {
-				return err
+				return s.end(err)
 			}
 			continue
 		}
@@ -89,6 +93,14 @@ func (s *lineStream) ReadObject(v any) error {
 		}
 		return nil
 	}
+}
+
+func (s *lineStream) end(err error) error {
+	if f := s.beforeEnd; f != nil {
+		s.beforeEnd = nil
+		f()
+	}
+	return err
 }
 
 var errLineTooLong = errors.New("line too long")
