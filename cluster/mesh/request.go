@@ -522,7 +522,7 @@ func (n *Node) onReq(l *link, from string, m *streamMsg) {
 		}
 		if len(n.servers) >= maxServerStreams {
 			n.smu.Unlock()
-			n.sendEnd(from, m.S, 0, &RemoteError{Code: CodeUnavailable, Message: "too many concurrent requests"})
+			n.sendEnd(nil, from, m.S, 0, &RemoteError{Code: CodeUnavailable, Message: "too many concurrent requests"})
 			return
 		}
 		w := m.W
@@ -559,7 +559,7 @@ func (n *Node) onReq(l *link, from string, m *streamMsg) {
 		ss.mu.Unlock()
 		ss.cancel(errors.New("request too large"))
 		n.removeServer(ss)
-		n.sendEnd(from, m.S, 0, &RemoteError{Code: CodeBadRequest, Message: "request exceeds MaxMessageBytes"})
+		n.sendEnd(nil, from, m.S, 0, &RemoteError{Code: CodeBadRequest, Message: "request exceeds MaxMessageBytes"})
 		return
 	}
 	ss.req = append(ss.req, m.D...)
@@ -629,7 +629,7 @@ func (ss *serverStream) serve(req *Request) {
 	ss.mu.Unlock()
 	n.ended.put(ss.key, endRecord{q: q, e: re})
 	n.removeServer(ss)
-	n.sendEnd(ss.key.from, ss.key.s, q, re)
+	n.sendEnd(n.ctx, ss.key.from, ss.key.s, q, re)
 }
 
 // run calls the handler, turning a panic into an internal error so one bad
@@ -644,9 +644,16 @@ func (ss *serverStream) run(h Handler, req *Request) (err error) {
 	return h.ServeMesh(ss.ctx, ss, req)
 }
 
-func (n *Node) sendEnd(to string, sid, q uint64, e *RemoteError) {
+// sendEnd sends the end frame of a served stream. With ctx non-nil (the
+// handler's goroutine) it waits for room in the link's queue like any
+// response frame. With ctx nil it never waits, as relayed frames do: that is
+// for ends sent from a link's reader (refused requests), which must never
+// block on another link's queue, or one slow peer would stop this node
+// reading from the others. A frame that does not fit closes that link as
+// slow, which ends the stream anyway.
+func (n *Node) sendEnd(ctx context.Context, to string, sid, q uint64, e *RemoteError) {
 	lane := "s" + to + ":" + strconv.FormatUint(sid, 36)
-	_, _ = n.sendRouted(n.ctx, to, typeEnd, lane, &streamMsg{S: sid, Q: q, E: e})
+	_, _ = n.sendRouted(ctx, to, typeEnd, lane, &streamMsg{S: sid, Q: q, E: e})
 }
 
 // Write sends one message to the caller. It blocks while the caller has

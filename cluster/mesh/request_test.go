@@ -3,6 +3,7 @@ package mesh
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -773,5 +774,62 @@ func TestEndedStreamsBounded(t *testing.T) {
 	}
 	if r, ok := e.get(serverKey{"a", 4}); !ok || r.q != 4 {
 		t.Fatalf("latest ending: %+v %v", r, ok)
+	}
+}
+
+// A request refused from a link's reader (here: too large) is answered with
+// an end frame without waiting for room in the caller's link queue: with
+// that queue half full behind a peer that does not read, the reader of
+// another link must go on reading. The refused request comes from the slow
+// peer's id but over another link, as a relayed one would.
+func TestRefusedRequestDoesNotBlockReader(t *testing.T) {
+	cfg := testConfig("b")
+	cfg.PingInterval = time.Second
+	cfg.DeadAfter = 10 * time.Second // the slow peer stays linked throughout
+	cfg.MaxFrameBytes = 256 << 10
+	cfg.ChunkBytes = 32 << 10
+	cfg.MaxMessageBytes = 64 << 10
+	cfg.MaxQueueBytes = 1 << 20
+	b := startNode(t, cfg)
+	msg := bytes.Repeat([]byte("x"), 48<<10)
+	b.Handle("flood", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
+		for {
+			if err := w.Write(msg); err != nil {
+				return err
+			}
+		}
+	}))
+
+	slow := rawDial(t, b.URL(), "slow")
+	slow.login()
+	waitUntil(t, b, 5*time.Second, "slow linked", func() bool { _, ok := b.Peer("slow"); return ok })
+	l := b.linkTo("slow")
+	payload, _ := json.Marshal(streamMsg{S: 1, M: "flood", W: maxWindow})
+	slow.sendFrame(&Frame{Type: typeReq, ID: "flood-1", From: "slow", To: "b", TTL: 4, Timestamp: 1, Payload: payload})
+	// slow never reads again; the handler fills the socket buffers, then
+	// the queue up to the half where local senders wait.
+	waitPoll(t, 20*time.Second, "the queue to the slow peer half full", func() bool {
+		return l.q.queued() >= cfg.MaxQueueBytes/2
+	})
+
+	other := rawDial(t, b.URL(), "other")
+	other.login()
+	waitUntil(t, b, 5*time.Second, "other linked", func() bool { _, ok := b.Peer("other"); return ok })
+	big, _ := json.Marshal(streamMsg{S: 7, M: "x", W: 1, D: bytes.Repeat([]byte("y"), cfg.MaxMessageBytes+1)})
+	other.sendFrame(&Frame{Type: typeReq, ID: newNonce()[:10], From: "slow", To: "b", TTL: 4, Timestamp: 1, Payload: big})
+	other.sendFrame(&Frame{Type: typePing, ID: "after-refusal", From: "other", Timestamp: 1, Payload: []byte(`{"t":1}`)})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_ = other.conn.SetReadDeadline(deadline)
+		_, data, err := other.conn.ReadMessage()
+		if err != nil {
+			t.Fatalf("no pong from b after the refused request (its reader is blocked?): %v", err)
+		}
+		if f, err := decodeFrame(data); err == nil && f.Type == typePong && f.ID == "after-refusal" {
+			break
+		}
+	}
+	if l.isDown() {
+		t.Fatal("the link to the slow peer was closed; the test needs it open with its queue half full")
 	}
 }
