@@ -48,6 +48,15 @@ var APIs = []string{
 // keyword so that each failure gets its own plain message.
 const nodeIDPattern = `^[A-Za-z0-9._-]*$`
 
+// URL scheme patterns, in the schema so that OpenClaw's own config
+// validation refuses a wrong scheme before the sidecar starts; the rest of a
+// URL's shape is checked in check.
+const (
+	// The empty string matches too: minLength reports it.
+	wsURLPattern   = `^([Ww][Ss][Ss]?://|$)`
+	httpURLPattern = `^([Hh][Tt][Tt][Pp][Ss]?://|$)`
+)
+
 // Config is the plugin config object (SPEC §4): plugins.entries.clawmatrix.config
 // in OpenClaw, or the file given to `clawmatrix-plugin node --config`.
 type Config struct {
@@ -79,7 +88,7 @@ type TLS struct {
 
 // Peer is a node this node dials.
 type Peer struct {
-	URL    string `json:"url" jsonschema:"required,minLength=1" jsonschema_description:"WebSocket URL of the peer's listener: ws://host:port or wss://host:port."`
+	URL    string `json:"url" jsonschema:"required,minLength=1,pattern=^([Ww][Ss][Ss]?://|$)" jsonschema_description:"WebSocket URL of the peer's listener: ws://host:port or wss://host:port."`
 	NodeID string `json:"nodeId,omitempty" jsonschema:"minLength=1,maxLength=64,pattern=^[A-Za-z0-9._-]*$" jsonschema_description:"Expected node id of the peer; the link is refused if the peer says otherwise."`
 }
 
@@ -179,7 +188,7 @@ func displayName(description, id string) string {
 
 // Upstream is an OpenAI-compatible server that serves a model directly.
 type Upstream struct {
-	BaseURL   string `json:"baseUrl" jsonschema:"required,minLength=1" jsonschema_description:"Base URL of the server's OpenAI API, for example http://127.0.0.1:8000/v1."`
+	BaseURL   string `json:"baseUrl" jsonschema:"required,minLength=1,pattern=^([Hh][Tt][Tt][Pp][Ss]?://|$)" jsonschema_description:"Base URL of the server's OpenAI API, for example http://127.0.0.1:8000/v1."`
 	APIKey    string `json:"apiKey,omitempty" jsonschema:"minLength=1" jsonschema_description:"Bearer key for the server. Prefer apiKeyEnv."`
 	APIKeyEnv string `json:"apiKeyEnv,omitempty" jsonschema:"minLength=1" jsonschema_description:"Name of the environment variable holding the bearer key."`
 }
@@ -189,7 +198,7 @@ type ToolProxy struct {
 	Enabled        bool     `json:"enabled" jsonschema:"default=false" jsonschema_description:"Let other nodes run tools on this node."`
 	Allow          []string `json:"allow" jsonschema_description:"OpenClaw tool names allowed (exec, read, write, or any tool for cluster_tool). Empty or [\"*\"] allows all."`
 	Deny           []string `json:"deny" jsonschema_description:"OpenClaw tool names refused; deny wins over allow."`
-	MaxOutputBytes int      `json:"maxOutputBytes" jsonschema:"minimum=1,default=1048576" jsonschema_description:"Output beyond this many bytes is cut, with a note saying so."`
+	MaxOutputBytes int      `json:"maxOutputBytes" jsonschema:"minimum=1,maximum=16777216,default=1048576" jsonschema_description:"Output beyond this many bytes is cut, with a note saying so (at most 16 MiB, so a result always fits in one mesh message)."`
 	MaxTimeoutMs   int      `json:"maxTimeoutMs" jsonschema:"minimum=1,default=600000" jsonschema_description:"Upper bound on the timeoutMs a caller may ask for."`
 }
 

@@ -55,3 +55,33 @@ func TestDecodeJSON(t *testing.T) {
 		}
 	}
 }
+
+// OpenClaw validates plugin configs against the manifest's schema alone,
+// before the sidecar runs: the problems a user is most likely to make must
+// be caught there, not only by the checks in Parse.
+func TestSchemaAloneRefusesCommonMistakes(t *testing.T) {
+	base := `"nodeId": "a", "secret": "0123456789abcdef"`
+	tests := []struct {
+		name, config string
+		valid        bool
+	}{
+		{"ws peer", `{` + base + `, "peers": [{"url": "ws://h:1"}, {"url": "WSS://h:1"}]}`, true},
+		{"http peer", `{` + base + `, "peers": [{"url": "http://h:1"}]}`, false},
+		{"bare host peer", `{` + base + `, "peers": [{"url": "h:19000"}]}`, false},
+		{"http upstream", `{` + base + `, "models": [{"id": "m", "provider": "p", "upstream": {"baseUrl": "https://h/v1"}}]}`, true},
+		{"ws upstream", `{` + base + `, "models": [{"id": "m", "provider": "p", "upstream": {"baseUrl": "ws://h/v1"}}]}`, false},
+		{"output cap too big", `{` + base + `, "toolProxy": {"maxOutputBytes": 1073741824}}`, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			inst, err := decodeJSON([]byte(tc.config))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = compiledConfigSchema().schema.Validate(inst)
+			if (err == nil) != tc.valid {
+				t.Fatalf("schema validation error %v; want valid=%v", err, tc.valid)
+			}
+		})
+	}
+}

@@ -187,8 +187,13 @@ func describeSchemaError(doc, inst any, e *sjs.ValidationError) []Problem {
 	case "maxLength":
 		return []Problem{{path, "must be at most " + numberString(parent["maxLength"]) + " characters long"}}
 	case "pattern":
-		if parent["pattern"] == nodeIDPattern {
+		switch parent["pattern"] {
+		case nodeIDPattern:
 			return []Problem{{path, `may contain only letters, digits, ".", "_" and "-"`}}
+		case wsURLPattern:
+			return []Problem{{path, "must start with ws:// or wss://"}}
+		case httpURLPattern:
+			return []Problem{{path, "must start with http:// or https://"}}
 		}
 		return []Problem{{path, fmt.Sprintf("must match the pattern %s", parent["pattern"])}}
 	case "minimum":
