@@ -37,7 +37,7 @@ func commands() []command {
 		{"validate-config", "validate-config FILE       check a plugin config (JSON); exit 2 with one 'path: message' line per problem", runValidate},
 		{"demo", "demo                       start a three-node cluster on loopback, show every feature, then exit", runDemo},
 		{"bench", "bench [--quick] [--soak D] [--only S,...]  measure proxy, mesh, tools, failover and soak on loopback nodes", runBench},
-		{"node", "node --config FILE         run a standalone mesh node until SIGINT/SIGTERM", runNode},
+		{"node", "node --config FILE [--workspace DIR]  run a standalone mesh node until SIGINT/SIGTERM", runNode},
 		{"version", "version                    print the version", runVersion},
 	}
 }
