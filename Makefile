@@ -4,7 +4,7 @@ BIN     := bin/clawmatrix-plugin
 PREFIX  ?= $(HOME)/.local
 GOFILES := $(shell git ls-files '*.go' 2>/dev/null)
 
-.PHONY: build install test check unit e2e demo bench generate clean
+.PHONY: build install plugin test check unit e2e demo bench generate clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/clawmatrix-plugin
@@ -14,6 +14,17 @@ install:
 	mkdir -p $(PREFIX)/bin
 	$(GO) build -o $(PREFIX)/bin/clawmatrix-plugin ./cmd/clawmatrix-plugin
 	@echo "installed $(PREFIX)/bin/clawmatrix-plugin (make sure $(PREFIX)/bin is on the gateway's PATH, or set CLAWMATRIX_BIN)"
+
+# Stages the OpenClaw plugin package (exactly what `npm pack` ships: package.json
+# and its "files") in dist/clawmatrix, to install with `openclaw plugins install`.
+# The checkout itself is not a good plugin folder: OpenClaw copies the folder on
+# every load, and a checkout holds bin/ and .cache/.
+plugin:
+	rm -rf dist/clawmatrix dist/package && mkdir -p dist
+	npm pack --silent --pack-destination dist > dist/.packed
+	tar -xzf dist/$$(tail -n1 dist/.packed) -C dist && mv dist/package dist/clawmatrix
+	rm -f dist/$$(tail -n1 dist/.packed) dist/.packed
+	@echo "staged dist/clawmatrix; install it with: openclaw plugins install $(CURDIR)/dist/clawmatrix --force --accept-capabilities"
 
 test: check unit e2e
 
@@ -45,4 +56,4 @@ generate:
 	$(GO) run ./cmd/clawmatrix-plugin tools > openclaw.tools.json
 
 clean:
-	rm -rf bin
+	rm -rf bin dist
