@@ -80,6 +80,8 @@ var manifestJSON = sync.OnceValue(func() []byte {
 		"openclawBin":       {Label: "OpenClaw CLI", Advanced: true},
 		"maxConcurrentRuns": {Label: "Concurrent handoff runs", Advanced: true},
 		"mesh":              {Label: "Failure detection timing", Advanced: true},
+		// Dotted keys reach nested fields; "*" stands for every list entry.
+		"models.*.upstream.apiKey": {Label: "Upstream API key", Help: "Prefer apiKeyEnv.", Sensitive: true},
 	}
 	return marshalIndent(m)
 })

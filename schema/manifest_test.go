@@ -92,14 +92,22 @@ func TestManifestContents(t *testing.T) {
 	if len(m.Setup.Providers) != 1 || m.Setup.Providers[0].ID != "clawmatrix" || !slices.Equal(m.Setup.Providers[0].EnvVars, []string{"CLAWMATRIX_PROXY_KEY"}) {
 		t.Errorf("setup.providers = %+v", m.Setup.Providers)
 	}
-	for _, key := range []string{"secret", "proxyKey"} {
+	for _, key := range []string{"secret", "proxyKey", "models.*.upstream.apiKey"} {
 		if m.UIHints[key]["sensitive"] != true {
 			t.Errorf("uiHints.%s must be sensitive", key)
 		}
 	}
-	props := mapOf(mapOf(mustDecode(t, ConfigSchema()))["properties"])
+	root := mapOf(mustDecode(t, ConfigSchema()))
 	for key := range m.UIHints {
-		if _, ok := props[key]; !ok {
+		node := root
+		for _, seg := range strings.Split(key, ".") {
+			if seg == "*" {
+				node = mapOf(node["items"])
+			} else {
+				node = mapOf(mapOf(node["properties"])[seg])
+			}
+		}
+		if node == nil {
 			t.Errorf("uiHints.%s names no config field", key)
 		}
 	}
