@@ -10,6 +10,9 @@
 // On the mesh a request is the client's body, byte for byte. The response is
 // a head message (HTTP status and headers, see head) followed by the body: for
 // SSE one message per batch of complete events, otherwise the bytes as they
-// arrive. A failure after the head ends the mesh stream with an error, which
-// the front turns into an SSE error event or a 502.
+// arrive. A failure after the head ends the mesh stream with an error. The
+// front writes nothing to the client, not even the head, before the first
+// body bytes: a response whose node becomes unreachable before them goes to
+// the next node serving the model. A later failure becomes an SSE error event
+// (streams) or a 502 (held plain responses).
 package proxy

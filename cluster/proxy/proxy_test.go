@@ -702,3 +702,141 @@ func TestProxyRelayToolCallsAndCancel(t *testing.T) {
 		t.Fatal("the client's cancel did not reach c's upstream through the relay")
 	}
 }
+
+// A serving node that dies after its upstream accepted a streamed request
+// (the response head has reached the front) but before the first chunk has
+// sent nothing to the client: the stream is served whole by the next node.
+func TestProxyStreamFailoverBeforeFirstChunk(t *testing.T) {
+	upB, upC := newMockLLM(t, "up-b"), newMockLLM(t, "up-c")
+	b := startNode(t, "b", []schema.Model{upstreamModel("m", upB)})
+	c := startNode(t, "c", []schema.Model{upstreamModel("m", upC)}, b)
+	a := startNode(t, "a", nil, b, c)
+	waitServes(t, a, "b", "m")
+	waitServes(t, a, "c", "m")
+	front, err := NewServer(ServerConfig{Node: a, Addr: "127.0.0.1:0", APIKey: testKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	heads := make(chan string, 4)
+	front.headHook = func(node string, status int) { heads <- node }
+	if err := front.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { front.Close() })
+	cl := newClient(front)
+	ctx := testCtx(t)
+
+	// The first request's upstream answers 200 text/event-stream at once,
+	// then holds back every chunk; its node is closed once that head has
+	// reached the front.
+	var first atomic.Bool
+	held := make(chan string, 1)
+	hold := func(name string) func(w http.ResponseWriter, r *http.Request) bool {
+		return func(w http.ResponseWriter, r *http.Request) bool {
+			if !first.CompareAndSwap(false, true) {
+				return false
+			}
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			held <- name
+			<-r.Context().Done()
+			return true
+		}
+	}
+	upB.setBefore(hold("b"))
+	upC.setBefore(hold("c"))
+	nodes := map[string]*mesh.Node{"b": b, "c": c}
+	ups := map[string]*mockLLM{"b": upB, "c": upC}
+	go func() {
+		var name string
+		select {
+		case name = <-held:
+		case <-ctx.Done():
+			return
+		}
+		for {
+			select {
+			case node := <-heads:
+				if node == name {
+					nodes[name].Close()
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	var resp *http.Response
+	text, chunks, err := streamText(ctx, cl, chatParams("m"), option.WithResponseInto(&resp))
+	if err != nil {
+		t.Fatalf("stream failed instead of moving to the next node: %v", err)
+	}
+	survivor := servedBy(resp)
+	dead := map[string]string{"b": "c", "c": "b"}[survivor]
+	if dead == "" || text != "reply from up-"+survivor || chunks != 4 {
+		t.Fatalf("served by %q: %q in %d chunks", survivor, text, chunks)
+	}
+	if len(ups[dead].Calls()) != 1 || len(ups[survivor].Calls()) != 1 {
+		t.Fatalf("dead %s saw %d calls, survivor %s saw %d", dead, len(ups[dead].Calls()), survivor, len(ups[survivor].Calls()))
+	}
+	select {
+	case <-ups[dead].cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the closed node's upstream request was not cancelled")
+	}
+}
+
+// An upstream that streams SSE under another Content-Type still streams to
+// the client when the request asked for a stream: the first chunk arrives
+// while the upstream is still holding back the rest.
+func TestProxyStreamsWithoutEventStreamType(t *testing.T) {
+	_, _, up, front := twoNodes(t)
+	cl := newClient(front)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	gotFirst := make(chan struct{})
+	up.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+		w.Header().Set("Content-Type", "application/json")
+		fl := w.(http.Flusher)
+		io.WriteString(w, "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"first \"},\"finish_reason\":null}]}\n\n")
+		fl.Flush()
+		select {
+		case <-gotFirst:
+		case <-r.Context().Done():
+			return true
+		}
+		io.WriteString(w, "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"second\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n")
+		return true
+	})
+	st := cl.Chat.Completions.NewStreaming(ctx, chatParams("m"))
+	defer st.Close()
+	text := ""
+	for st.Next() {
+		if text == "" {
+			close(gotFirst)
+		}
+		text += st.Current().Choices[0].Delta.Content
+	}
+	if err := st.Err(); err != nil || text != "first second" {
+		t.Fatalf("stream: %q, %v (the first chunk must not wait for the end)", text, err)
+	}
+}
+
+// A stream that breaks off before its first chunk, with no other node to
+// try, is answered with a plain 502: nothing had been sent yet.
+func TestProxyStreamBreaksBeforeFirstChunk(t *testing.T) {
+	_, _, up, front := twoNodes(t)
+	up.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+		return true
+	})
+	_, _, err := streamText(testCtx(t), newClient(front), chatParams("m"))
+	wantAPIError(t, err, http.StatusBadGateway, codeUpstream, `node "b" broke off the response`)
+}

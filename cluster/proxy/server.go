@@ -72,6 +72,11 @@ type Server struct {
 
 	base   context.Context
 	cancel context.CancelFunc
+
+	// headHook, when set (by tests, before Start), is called with each
+	// response head that is about to be relayed, before anything of that
+	// response is written to the client.
+	headHook func(node string, status int)
 }
 
 // NewServer checks cfg and prepares a Server; Start makes it listen.
@@ -364,10 +369,13 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 			fails = append(fails, fmt.Sprintf("%s: upstream answered HTTP %d", node, h.Status))
 			continue
 		}
+		if s.headHook != nil {
+			s.headHook(node, h.Status)
+		}
 		retry := func() bool {
 			defer s.router.release(node)
 			defer st.Close()
-			return s.respond(ctx, w, r, st, h, node, cr.Model, len(tried) < len(cands))
+			return s.respond(ctx, w, r, st, h, node, cr.Model, cr.Stream, len(tried) < len(cands))
 		}()
 		if !retry {
 			return
@@ -419,12 +427,15 @@ func describe(err error) string {
 	return err.Error()
 }
 
-// respond relays a response whose head has arrived. SSE is written and
-// flushed message by message; anything else is held (up to
-// MaxBufferedBytes) so that a break can still be answered with a 502, or,
-// when the node became unreachable and canRetry, be sent to another node:
-// respond then writes nothing and reports true.
-func (s *Server) respond(ctx context.Context, w http.ResponseWriter, r *http.Request, st *mesh.Stream, h head, node, model string, canRetry bool) (retry bool) {
+// respond relays a response whose head has arrived. A stream (SSE, or any
+// successful answer to a request that asked for one) is written and flushed
+// message by message; anything else is held (up to MaxBufferedBytes) so that
+// a break can still be answered with a 502. Either way nothing, not even the
+// head, reaches the client before the first bytes of the body: a response
+// that breaks off before them because the node became unreachable is sent to
+// another node when canRetry (respond then writes nothing and reports true),
+// and otherwise answered with a 502.
+func (s *Server) respond(ctx context.Context, w http.ResponseWriter, r *http.Request, st *mesh.Stream, h head, node, model string, stream, canRetry bool) (retry bool) {
 	hdr := w.Header()
 	for k, v := range h.Header {
 		hdr[k] = v
@@ -438,35 +449,46 @@ func (s *Server) respond(ctx context.Context, w http.ResponseWriter, r *http.Req
 		return &apiError{Status: http.StatusBadGateway, Type: typeServer, Code: codeUpstream,
 			Message: fmt.Sprintf("model %q: node %q broke off the response: %s", model, node, msg)}
 	}
+	// unsent handles a break before anything was written to the client.
+	unsent := func(err error) bool {
+		if r.Context().Err() != nil {
+			return false
+		}
+		clear(hdr)
+		if canRetry && ctx.Err() == nil && errors.Is(err, mesh.ErrUnreachable) {
+			return true
+		}
+		writeError(w, brokeOff(err))
+		return false
+	}
 
-	if isEventStream(hdr.Get("Content-Type")) {
+	// Some servers stream SSE without saying text/event-stream; holding such
+	// a stream would hold back every chunk until the end. An error status is
+	// a plain error body whatever the request asked for.
+	if isEventStream(hdr.Get("Content-Type")) || (stream && h.Status >= 200 && h.Status < 300) {
+		msg, err := st.Recv()
+		if err != nil && err != io.EOF {
+			return unsent(err)
+		}
 		fl, _ := w.(http.Flusher)
 		w.WriteHeader(h.Status)
-		if fl != nil {
-			fl.Flush()
-		}
-		for {
-			msg, err := st.Recv()
-			if err == io.EOF {
-				return false
-			}
-			if err != nil {
-				if r.Context().Err() != nil {
-					return false
-				}
-				w.Write(sseError(brokeOff(err)))
-				if fl != nil {
-					fl.Flush()
-				}
-				return false
-			}
-			if _, err := w.Write(msg); err != nil {
+		for err == nil {
+			if _, werr := w.Write(msg); werr != nil {
 				return false
 			}
 			if fl != nil {
 				fl.Flush()
 			}
+			msg, err = st.Recv()
 		}
+		if err == io.EOF || r.Context().Err() != nil {
+			return false
+		}
+		w.Write(sseError(brokeOff(err)))
+		if fl != nil {
+			fl.Flush()
+		}
+		return false
 	}
 
 	var buf []byte
@@ -479,17 +501,7 @@ func (s *Server) respond(ctx context.Context, w http.ResponseWriter, r *http.Req
 			return false
 		}
 		if err != nil {
-			if r.Context().Err() != nil {
-				return false
-			}
-			for k := range hdr {
-				delete(hdr, k)
-			}
-			if canRetry && ctx.Err() == nil && errors.Is(err, mesh.ErrUnreachable) {
-				return true
-			}
-			writeError(w, brokeOff(err))
-			return false
+			return unsent(err)
 		}
 		if len(buf)+len(msg) > s.cfg.MaxBufferedBytes {
 			s.passOn(w, st, h.Status, append(buf, msg...))
