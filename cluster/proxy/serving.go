@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -185,7 +186,16 @@ func (s *Serving) target(m schema.Model) (target, error) {
 	return target{}, fmt.Errorf("node %q cannot serve model %q: it has no upstream, %s, and there is no OpenClaw gateway; set models[].upstream.baseUrl to an OpenAI-compatible server", s.nodeID, m.ID, why)
 }
 
+// chatURL appends the chat completions path to base, before any query
+// (some servers take e.g. ?api-version=... on every request).
 func chatURL(base string) string {
+	if q := strings.IndexAny(base, "?#"); q >= 0 {
+		query := base[q:]
+		if f := strings.IndexByte(query, '#'); f >= 0 {
+			query = query[:f]
+		}
+		return strings.TrimRight(base[:q], "/") + "/chat/completions" + query
+	}
 	return strings.TrimRight(base, "/") + "/chat/completions"
 }
 
@@ -200,6 +210,43 @@ func redact(raw string) string {
 		raw = raw[:q]
 	}
 	return raw
+}
+
+// redactErr is err with every URL in its text passed through redact:
+// net/http names the request URL, query and all, in its errors, and a query
+// can carry an API key.
+func redactErr(err error) error {
+	msg := err.Error()
+	var ue *url.Error
+	if errors.As(err, &ue) && ue.URL != "" {
+		msg = strings.ReplaceAll(msg, ue.URL, redact(ue.URL))
+	}
+	if !strings.Contains(msg, "://") {
+		return errors.New(msg)
+	}
+	var b strings.Builder
+	for {
+		i := strings.Index(msg, "://")
+		if i < 0 {
+			b.WriteString(msg)
+			return errors.New(b.String())
+		}
+		start := i
+		for start > 0 && isSchemeByte(msg[start-1]) {
+			start--
+		}
+		end := i + 3
+		for end < len(msg) && msg[end] > ' ' && msg[end] != '"' && msg[end] != '\'' && msg[end] != 0x7f {
+			end++
+		}
+		b.WriteString(msg[:start])
+		b.WriteString(redact(msg[start:end]))
+		msg = msg[end:]
+	}
+}
+
+func isSchemeByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '+' || c == '-' || c == '.'
 }
 
 // ServeMesh serves one model.chat request: it sends the upstream's status
@@ -226,7 +273,7 @@ func (s *Serving) ServeMesh(ctx context.Context, w mesh.ResponseWriter, r *mesh.
 	defer cancelFirst(nil)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.url, bytes.NewReader(withModel(r.Payload, cr, t.model)))
 	if err != nil {
-		return mesh.Errorf(mesh.CodeUnavailable, "model %q on node %q: bad URL for %s: %v", m.ID, s.nodeID, t.via, err)
+		return mesh.Errorf(mesh.CodeUnavailable, "model %q on node %q: bad URL for %s: %v", m.ID, s.nodeID, t.via, redactErr(err))
 	}
 	for k, v := range t.header {
 		req.Header[k] = v
@@ -253,6 +300,7 @@ func (s *Serving) ServeMesh(ctx context.Context, w mesh.ResponseWriter, r *mesh.
 		if c := context.Cause(ctx); c != nil {
 			err = c
 		}
+		err = redactErr(err)
 		s.log.Warn("model upstream failed", "model", m.ID, "via", t.via, "err", err)
 		return mesh.Errorf(mesh.CodeUnavailable, "node %q: %s for model %q: %v", s.nodeID, t.via, m.ID, err)
 	}
@@ -267,6 +315,7 @@ func (s *Serving) ServeMesh(ctx context.Context, w mesh.ResponseWriter, r *mesh.
 		if c := context.Cause(ctx); c != nil {
 			err = c
 		}
+		err = redactErr(err)
 		s.log.Warn("model upstream broke off", "model", m.ID, "via", t.via, "err", err)
 		return mesh.Errorf(mesh.CodeUnavailable, "node %q: %s broke off the response for model %q: %v", s.nodeID, t.via, m.ID, err)
 	}

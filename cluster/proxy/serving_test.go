@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -386,6 +388,85 @@ func TestRedact(t *testing.T) {
 	} {
 		if got := redact(in); got != want {
 			t.Errorf("redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// The upstream URL in an upstream error keeps no query or credentials,
+// neither in the error the caller gets nor in the node's log: a query can
+// carry a key. A query in baseUrl still reaches the upstream, after the path.
+func TestServingErrorsRedactUpstreamURL(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	// An upstream that redirects to a URL carrying a token, on a port that
+	// refuses connections.
+	up := newMockLLM(t, "up")
+	up.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.RawQuery != "api-version=1&key=secret-in-base" {
+			t.Errorf("upstream got query %q", r.URL.RawQuery)
+		}
+		http.Redirect(w, r, "http://"+closed+"/v1/chat/completions?token=secret-in-redirect", http.StatusTemporaryRedirect)
+		return true
+	})
+
+	for name, base := range map[string]string{
+		"query in baseUrl":       "http://" + closed + "/v1?key=secret-in-base",
+		"credentials in baseUrl": "http://user:secret-password@" + closed + "/v1?key=secret-in-base",
+		"redirect with token":    up.URL + "?api-version=1&key=secret-in-base",
+	} {
+		t.Run(name, func(t *testing.T) {
+			var logs bytes.Buffer
+			var mu sync.Mutex
+			s := NewServing("b", ServingConfig{
+				Models: []schema.Model{model("m", "p", &schema.Upstream{BaseURL: base})},
+				Logger: slog.New(slog.NewTextHandler(&lockedWriter{mu: &mu, w: &logs}, nil)),
+			})
+			defer s.Close()
+			_, err := serveOnce(t, s, `{"model":"m"}`)
+			wantRemoteError(t, err, mesh.CodeUnavailable, "connection refused")
+			mu.Lock()
+			logged := logs.String()
+			mu.Unlock()
+			if !strings.Contains(logged, "connection refused") {
+				t.Fatalf("nothing logged: %q", logged)
+			}
+			for _, text := range []string{err.Error(), logged} {
+				for _, secret := range []string{"secret-", "key=", "token=", "user:"} {
+					if strings.Contains(text, secret) {
+						t.Fatalf("%q leaks %q", text, secret)
+					}
+				}
+			}
+			if !strings.Contains(err.Error(), closed+"/v1") {
+				t.Fatalf("error does not name the upstream: %v", err)
+			}
+		})
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func TestRedactErr(t *testing.T) {
+	for in, want := range map[string]string{
+		`Post "http://h:1/v1/chat/completions?key=s": dial tcp 127.0.0.1:1: connect: connection refused`: `Post "http://h:1/v1/chat/completions": dial tcp 127.0.0.1:1: connect: connection refused`,
+		`a https://u:p@h/x?k=v#f and http://h2/y?q then ws://h3 end`:                                     `a https://h/x and http://h2/y then ws://h3 end`,
+		`no url here`: `no url here`,
+	} {
+		if got := redactErr(errors.New(in)).Error(); got != want {
+			t.Errorf("redactErr(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
