@@ -489,6 +489,12 @@ func CheckStreams(ctx context.Context, url, key string, n, chunks int) error {
 // (lost, duplicated or reordered chunk, missing [DONE], request error) and
 // the first failure.
 func CountBadStreams(ctx context.Context, url, key string, n, chunks int) (bad int, first error) {
+	return countBadStreams(ctx, url, key, n, chunks, nil)
+}
+
+// countBadStreams is CountBadStreams calling firstChunk (when not nil) as
+// each stream's first chunk arrives.
+func countBadStreams(ctx context.Context, url, key string, n, chunks int, firstChunk func()) (bad int, first error) {
 	client := NewLoadClient(n)
 	defer client.CloseIdleConnections()
 	body := []byte(`{"model":"` + BenchModel + `","stream":true,"messages":[{"role":"user","content":"count"}]}`)
@@ -498,7 +504,7 @@ func CountBadStreams(ctx context.Context, url, key string, n, chunks int) (bad i
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := checkStream(ctx, client, strings.TrimRight(url, "/")+"/chat/completions", key, body, chunks); err != nil {
+			if err := checkStream(ctx, client, strings.TrimRight(url, "/")+"/chat/completions", key, body, chunks, firstChunk); err != nil {
 				errs <- fmt.Errorf("stream %d: %w", i, err)
 			}
 		}()
@@ -514,7 +520,7 @@ func CountBadStreams(ctx context.Context, url, key string, n, chunks int) (bad i
 	return bad, first
 }
 
-func checkStream(ctx context.Context, client *http.Client, url, key string, body []byte, chunks int) error {
+func checkStream(ctx context.Context, client *http.Client, url, key string, body []byte, chunks int, firstChunk func()) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return err
@@ -549,9 +555,19 @@ func checkStream(ctx context.Context, client *http.Client, url, key string, body
 			return fmt.Errorf("unexpected event %q", line)
 		}
 		rest := line[i+len(`"content":"t`):]
-		got, err := strconv.Atoi(rest[:strings.IndexByte(rest, ' ')])
-		if err != nil || got != want {
+		end := strings.IndexByte(rest, ' ')
+		if end < 0 {
+			return fmt.Errorf("damaged chunk where chunk %d was due: %q", want, line)
+		}
+		got, err := strconv.Atoi(rest[:end])
+		if err != nil {
+			return fmt.Errorf("damaged chunk where chunk %d was due: %q", want, line)
+		}
+		if got != want {
 			return fmt.Errorf("chunk %d arrived where chunk %d was due", got, want)
+		}
+		if want == 0 && firstChunk != nil {
+			firstChunk()
 		}
 		want++
 	}

@@ -2,6 +2,11 @@ package proxy
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -18,8 +23,10 @@ func startBench(tb testing.TB, chunks int) *BenchCluster {
 	return c
 }
 
-// 1,000 concurrent streams share the one A-B link; every chunk must arrive
-// once and in order. (250 under the race detector, which caps goroutines.)
+// 1,000 streams open at the same time share the one A-B link; every chunk
+// must arrive once and in order. The upstream holds every stream after its
+// first chunk until all of them have it, so none can finish before the last
+// opens. (250 under the race detector, which caps goroutines.)
 func TestConcurrentStreamsOneLink(t *testing.T) {
 	n := 1000
 	if raceEnabled {
@@ -28,8 +35,18 @@ func TestConcurrentStreamsOneLink(t *testing.T) {
 	c := startBench(t, 10)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := CheckStreams(ctx, c.Front.URL(), c.Key, n, 10); err != nil {
-		t.Fatal(err)
+	var open atomic.Int32
+	c.Upstream.Hold(true)
+	bad, first := countBadStreams(ctx, c.Front.URL(), c.Key, n, 10, func() {
+		if open.Add(1) == int32(n) {
+			c.Upstream.Hold(false)
+		}
+	})
+	if got := open.Load(); got != int32(n) {
+		t.Fatalf("only %d of %d streams were open at once; %d failed, first: %v", got, n, bad, first)
+	}
+	if bad > 0 {
+		t.Fatalf("%d of %d streams failed; first: %v", bad, n, first)
 	}
 	if p, _ := c.A.Peer("bench-b"); p.Hops != 1 {
 		t.Fatalf("streams did not share one direct link: %+v", p)
@@ -49,6 +66,29 @@ func TestCheckStreamsDetectsMissingChunks(t *testing.T) {
 	}
 	if bad, first := CountBadStreams(ctx, c.Upstream.URL, "", 3, 5); bad != 0 {
 		t.Fatalf("CountBadStreams on complete streams = %d, %v", bad, first)
+	}
+}
+
+// A damaged chunk (its counter cut off) makes a bad stream, not a panic.
+func TestCheckStreamsDamagedChunk(t *testing.T) {
+	for name, event := range map[string]string{
+		"no space after the counter": `data: {"choices":[{"delta":{"content":"t0`,
+		"no number":                  `data: {"choices":[{"delta":{"content":"tx "}}]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", "text/event-stream")
+				io.WriteString(w, event+"\n\ndata: [DONE]\n\n")
+			}))
+			defer srv.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			bad, first := CountBadStreams(ctx, srv.URL+"/v1", "", 2, 1)
+			if bad != 2 || first == nil || !strings.Contains(first.Error(), "damaged chunk") {
+				t.Fatalf("CountBadStreams = %d, %v; want both streams reported damaged", bad, first)
+			}
+		})
 	}
 }
 
