@@ -1,0 +1,79 @@
+package plugin
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/clawmatrix/clawmatrix/cluster/mesh"
+	"github.com/clawmatrix/clawmatrix/schema"
+)
+
+func TestPromptContext(t *testing.T) {
+	cfg := &schema.Config{NodeID: "laptop", Tags: []string{"macos"},
+		Agents: []schema.Agent{{ID: "main", Description: "the user's assistant"}}}
+	direct := mesh.PeerInfo{NodeID: "gpu", Status: mesh.StatusConnected, Hops: 1, Capabilities: mesh.Capabilities{
+		Tags:   []string{"gpu"},
+		Agents: []mesh.AgentInfo{{ID: "builder", Description: "builds\nand tests the monorepo"}},
+		Models: []mesh.ModelInfo{{ID: "qwen3-coder"}},
+	}}
+	relayed := mesh.PeerInfo{NodeID: "nas", Status: mesh.StatusRelay, Via: "gpu", Hops: 2}
+	many := func(n int) []mesh.PeerInfo {
+		var ps []mesh.PeerInfo
+		for i := range n {
+			ps = append(ps, mesh.PeerInfo{NodeID: fmt.Sprintf("n%02d", i), Status: mesh.StatusConnected, Hops: 1})
+		}
+		return ps
+	}
+	long := strings.Repeat("word ", 100)
+	busy := mesh.PeerInfo{NodeID: "busy", Status: mesh.StatusConnected, Hops: 1}
+	for i := range 10 {
+		busy.Agents = append(busy.Agents, mesh.AgentInfo{ID: fmt.Sprintf("a%d", i), Description: long})
+		busy.Models = append(busy.Models, mesh.ModelInfo{ID: fmt.Sprintf("m%d", i)})
+	}
+
+	tests := []struct {
+		name    string
+		peers   []mesh.PeerInfo
+		want    []string // each must appear
+		notWant []string
+		maxLen  int
+	}{
+		{"no peers: no block", nil, nil, []string{"clawmatrix"}, 0},
+		{"direct and relayed", []mesh.PeerInfo{direct, relayed}, []string{
+			`You run on node "laptop" (tags: macos).`,
+			"Your role: the user's assistant",
+			"- gpu (direct) [gpu]\n  agent builder: builds and tests the monorepo\n  models: clawmatrix/qwen3-coder\n",
+			"- nas (via gpu)\n",
+			"cluster_handoff", "cluster_exec", "cluster_peers shows the current topology.",
+		}, []string{"Not everything"}, 1000},
+		{"many nodes are cut", many(40), []string{"- n11 (direct)", "- … and 28 more nodes", "cluster_peers shows the whole topology"}, []string{"n12"}, 1200},
+		{"many agents, models and long descriptions are cut", []mesh.PeerInfo{busy}, []string{
+			"  agent a3: word", "… and 6 more agents", "clawmatrix/m5 and 4 more", "…\n",
+		}, []string{"agent a4", "clawmatrix/m6"}, 1200},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := promptContext(cfg, tc.peers)
+			if tc.peers == nil {
+				if got != "" {
+					t.Fatalf("got %q, want nothing", got)
+				}
+				return
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("prompt lacks %q:\n%s", w, got)
+				}
+			}
+			for _, w := range tc.notWant {
+				if strings.Contains(got, w) {
+					t.Errorf("prompt has %q:\n%s", w, got)
+				}
+			}
+			if len(got) > tc.maxLen {
+				t.Errorf("prompt is %d bytes, want at most %d:\n%s", len(got), tc.maxLen, got)
+			}
+		})
+	}
+}
