@@ -44,6 +44,9 @@ func commands() []command {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first signal starts a clean shutdown; restoring the default
+	// handling then lets a second one end a shutdown that hangs.
+	context.AfterFunc(ctx, stop)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
@@ -128,6 +131,10 @@ func readConfig(path string, stdout io.Writer) (*schema.Config, bool) {
 }
 
 func runValidate(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help") {
+		fmt.Fprintln(stdout, "usage: clawmatrix-plugin validate-config FILE")
+		return 0
+	}
 	if len(args) != 1 {
 		fmt.Fprintln(stderr, "usage: clawmatrix-plugin validate-config FILE")
 		return 1
@@ -145,6 +152,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	path := fs.String("config", "", "plugin config file (JSON)")
 	workspace := fs.String("workspace", "", "directory for cluster_exec/read/write (default: the current directory)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 1
 	}
 	if *path == "" {

@@ -241,6 +241,8 @@ func TestCommands(t *testing.T) {
 		{[]string{"validate-config", good}, 0, []string{"valid"}},
 		{[]string{"validate-config", bad}, 2, []string{"peers[1].url: ", "listenPort: "}},
 		{[]string{"validate-config", filepath.Join(dir, "missing.json")}, 2, []string{"cannot read"}},
+		{[]string{"validate-config", "--help"}, 0, []string{"usage: clawmatrix-plugin validate-config FILE"}},
+		{[]string{"node", "--help"}, 0, []string{"-config", "-workspace"}},
 		{[]string{"frobnicate"}, 1, []string{`unknown command "frobnicate"`}},
 		{[]string{"bench", "--help"}, 0, []string{"failover", "soak", "--quick"}},
 		{[]string{"bench", "--only", "nope"}, 1, []string{`unknown suite "nope"`, "proxy, mesh"}},
