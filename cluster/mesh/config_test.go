@@ -44,9 +44,9 @@ func TestConfigValidation(t *testing.T) {
 
 func TestDefaultsDetectSilentPeerInTime(t *testing.T) {
 	// The LAN profile must find a silent peer dead within 6 s: DeadAfter
-	// plus one heartbeat period at its longest jitter.
+	// and the reader's deadline slack, plus the grace for the close frame.
 	c := DefaultLANConfig()
-	if worst := c.DeadAfter + c.PingInterval*12/10; worst > 6*time.Second {
+	if worst := c.DeadAfter + c.DeadAfter/64 + closeGrace; worst > 6*time.Second {
 		t.Fatalf("worst-case silent detection %v exceeds 6s", worst)
 	}
 	if c.AuthTimeout != 10*time.Second {

@@ -99,8 +99,11 @@ func (l *link) close(code int, reason string) {
 		l.q.close()
 		l.writeControlClose(websocket.FormatCloseMessage(code, truncReason(reason)), closeGrace)
 		// The reader sees the peer's close frame or this deadline, then
-		// closes the socket and reports the link down.
+		// closes the socket and reports the link down. (Under closeMu, so
+		// that the reader's silence deadline cannot replace it.)
+		l.closeMu.Lock()
 		_ = l.conn.SetReadDeadline(time.Now().Add(closeGrace))
+		l.closeMu.Unlock()
 	})
 }
 
@@ -147,16 +150,31 @@ func (l *link) readLoop() {
 		l.n.linkDown(l)
 	}()
 	max := l.n.cfg.MaxFrameBytes
+	// Silence is detected here, by a read deadline that every frame moves
+	// on, rather than only by the writer's heartbeat: a writer blocked on a
+	// peer that stopped taking data would check nothing until its write
+	// timed out. The deadline is moved at most every slack, and set slack
+	// beyond DeadAfter, so it never fires before DeadAfter of silence.
+	deadAfter := l.n.cfg.DeadAfter
+	slack := deadAfter / 64
+	deadlineSet := l.n.mono()
+	l.extendReadDeadline(deadAfter + slack)
 	for {
 		mt, r, err := l.conn.NextReader()
 		if err != nil {
 			var ce *websocket.CloseError
-			if errors.As(err, &ce) {
+			var ne net.Error
+			switch {
+			case errors.As(err, &ce):
 				l.closeMu.Lock()
 				l.peerCode, l.peerWhy = ce.Code, ce.Text
 				l.closeMu.Unlock()
 				l.n.log.Debug("mesh: peer closed link", "peer", l.peer, "code", ce.Code, "reason", ce.Text)
-			} else if !l.isDown() {
+			case l.isDown():
+			case errors.As(err, &ne) && ne.Timeout():
+				l.n.log.Info("mesh: peer silent, closing link", "peer", l.peer, "silent_for", time.Duration(l.n.mono()-l.lastRecv.Load()))
+				l.close(CloseDead, "")
+			default:
 				l.n.log.Debug("mesh: link read failed", "peer", l.peer, "err", err)
 			}
 			return
@@ -182,7 +200,12 @@ func (l *link) readLoop() {
 			l.close(CloseProtocol, "binary frames are not part of the protocol")
 			continue
 		}
-		l.lastRecv.Store(l.n.mono())
+		now := l.n.mono()
+		l.lastRecv.Store(now)
+		if time.Duration(now-deadlineSet) >= slack {
+			deadlineSet = now
+			l.extendReadDeadline(deadAfter + slack)
+		}
 		f, err := decodeFrame(data)
 		if err != nil {
 			l.n.log.Warn("mesh: malformed frame", "peer", l.peer, "err", err)
@@ -190,6 +213,16 @@ func (l *link) readLoop() {
 			continue
 		}
 		l.n.handleFrame(l, f)
+	}
+}
+
+// extendReadDeadline lets the reader wait d for the next frame, unless the
+// link has started closing (close has set its own, short deadline).
+func (l *link) extendReadDeadline(d time.Duration) {
+	l.closeMu.Lock()
+	defer l.closeMu.Unlock()
+	if !l.isDown() {
+		_ = l.conn.SetReadDeadline(time.Now().Add(d))
 	}
 }
 
@@ -321,7 +354,8 @@ func (l *link) writeBatch(b []byte) error {
 	return err
 }
 
-// heartbeat declares the link dead after DeadAfter of silence, else pings.
+// heartbeat declares the link dead after DeadAfter of silence (the reader's
+// deadline normally has by then), else pings.
 func (l *link) heartbeat() {
 	now := l.n.mono()
 	if time.Duration(now-l.lastRecv.Load()) > l.n.cfg.DeadAfter {
