@@ -36,7 +36,6 @@ type Options struct {
 	Gateway      *Gateway
 	Providers    map[string]proxy.Provider
 	WorkspaceDir string
-	StateDir     string
 	Logger       *slog.Logger
 	// Mesh, when set, replaces the timing profile derived from the config
 	// (tests and the demo use mesh.DefaultLocalConfig timings).

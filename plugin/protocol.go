@@ -16,7 +16,9 @@ type InitializeParams struct {
 	Gateway      *GatewayInfo            `json:"gateway,omitempty"`
 	Providers    map[string]ProviderInfo `json:"providers,omitempty"`
 	WorkspaceDir string                  `json:"workspaceDir,omitempty"`
-	StateDir     string                  `json:"stateDir,omitempty"`
+	// StateDir is accepted for the protocol's sake: the sidecar keeps no
+	// files of its own (the adapter owns the proxy key and the log there).
+	StateDir string `json:"stateDir,omitempty"`
 }
 
 // HostInfo names the host program.

@@ -227,6 +227,9 @@ func (s *Server) initialize(ctx context.Context, req *jsonrpc2.Request) (any, er
 	case stateShutDown:
 		s.mu.Unlock()
 		return nil, &jsonrpc2.Error{Code: CodeInvalidRequest, Message: "the sidecar has shut down; start a new one"}
+	case stateInitializing:
+		s.mu.Unlock()
+		return nil, &jsonrpc2.Error{Code: CodeInvalidRequest, Message: "initialize is already in progress; wait for its answer (on an error, initialize again)"}
 	default:
 		s.mu.Unlock()
 		return nil, &jsonrpc2.Error{Code: CodeInvalidRequest, Message: "already initialized; to change the config, restart the sidecar"}
@@ -275,7 +278,7 @@ func (s *Server) startNode(ctx context.Context, p *InitializeParams) (*cluster.R
 			Data:    rawJSON(map[string]any{"errors": problems}),
 		}
 	}
-	opts := cluster.Options{Config: cfg, WorkspaceDir: p.WorkspaceDir, StateDir: p.StateDir, Logger: s.log}
+	opts := cluster.Options{Config: cfg, WorkspaceDir: p.WorkspaceDir, Logger: s.log}
 	if p.Gateway != nil && p.Gateway.Port > 0 {
 		opts.Gateway = &cluster.Gateway{URL: "http://127.0.0.1:" + strconv.Itoa(p.Gateway.Port), Token: p.Gateway.Token}
 	}

@@ -29,6 +29,7 @@ type Error struct {
 func (e *Error) Error() string { return fmt.Sprintf("jsonrpc error %d: %s", e.Code, e.Message) }
 
 type message struct {
+	JSONRPC string `json:"jsonrpc"`
 	Response
 	Method string          `json:"method"`
 	Params json.RawMessage `json:"params"`
@@ -63,6 +64,10 @@ func (c *Client) read(r io.Reader) {
 		var m message
 		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
 			c.fail(fmt.Errorf("sidecar wrote a line that is not JSON: %q", sc.Text()))
+			return
+		}
+		if m.JSONRPC != "2.0" || (m.Method == "" && m.Result == nil && m.Error == nil) {
+			c.fail(fmt.Errorf("sidecar wrote a line that is not a JSON-RPC 2.0 message: %q", sc.Text()))
 			return
 		}
 		switch {
