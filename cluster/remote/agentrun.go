@@ -23,15 +23,44 @@ const (
 	stderrTail     = 2 << 10
 )
 
+// maxMessageBytes is the longest message a handoff or send can carry. The
+// message is a single argument of the `openclaw agent` command, and Linux
+// refuses one argument of MAX_ARG_STRLEN (128 KiB, counting its terminating
+// NUL) or more with "argument list too long".
+const maxMessageBytes = 128<<10 - 1
+
+// runTimeoutLimit is the most a handoff's timeoutMs may ask for on this node:
+// toolProxy.maxTimeoutMs, the node's bound on every caller-given time limit
+// (exec clamps to it too), but never below DefaultRunTimeout, so that a short
+// limit meant for commands does not cut a handoff's default time. Agent runs
+// do not need the tool proxy enabled; only this bound is shared with it.
+func (t *Target) runTimeoutLimit() time.Duration {
+	return max(t.maxTimeout, DefaultRunTimeout)
+}
+
+// checkMessage refuses a message too long to pass to `openclaw agent`.
+func (t *Target) checkMessage(agent, what string, n int, fix string) error {
+	if n <= maxMessageBytes {
+		return nil
+	}
+	return fmt.Errorf("node %q cannot pass a %d-byte %s to agent %q: one agent message can hold at most %d bytes "+
+		"(it goes to `openclaw agent` as a single command-line argument, which Linux limits to 128 KiB). %s",
+		t.nodeID, n, what, agent, maxMessageBytes, fix)
+}
+
 // RunDetails are the details of a cluster_handoff or cluster_send result.
 type RunDetails struct {
-	Node       string `json:"node"`
-	Agent      string `json:"agent"`
-	RunID      string `json:"runId,omitempty"`
-	DurationMs int64  `json:"durationMs,omitempty"`
-	QueuedMs   int64  `json:"queuedMs,omitempty"`
-	Truncated  bool   `json:"truncated,omitempty"`
-	CutBytes   int    `json:"cutBytes,omitempty"`
+	Node  string `json:"node"`
+	Agent string `json:"agent"`
+	RunID string `json:"runId,omitempty"`
+	// TimeoutMs is the run's time limit; RequestedTimeoutMs is what the
+	// caller asked for, when the node lowered it to its limit.
+	TimeoutMs          int64 `json:"timeoutMs,omitempty"`
+	RequestedTimeoutMs int64 `json:"requestedTimeoutMs,omitempty"`
+	DurationMs         int64 `json:"durationMs,omitempty"`
+	QueuedMs           int64 `json:"queuedMs,omitempty"`
+	Truncated          bool  `json:"truncated,omitempty"`
+	CutBytes           int   `json:"cutBytes,omitempty"`
 }
 
 // agentFor picks the agent a run goes to: the requested one, which the node
@@ -91,7 +120,8 @@ func agentMessage(task, context string) string {
 type agentRun struct {
 	agent   string
 	timeout time.Duration // what is left of the time limit
-	limit   time.Duration // the time limit as the caller gave it
+	limit   time.Duration // the time limit of the run
+	ceiling time.Duration // the most a caller may ask for on this node
 	proc    *groupProc
 	stdout  *limitedBuffer
 	stderr  *tailBuffer
@@ -101,13 +131,13 @@ type agentRun struct {
 // startRun starts `<openclawBin> agent --agent <id> --message <msg> --json`.
 // --timeout tells the gateway to stop the turn at the same time we stop
 // waiting for it.
-func (t *Target) startRun(agent, message string, timeout, limit time.Duration) (*agentRun, error) {
+func (t *Target) startRun(agent, message string, timeout, limit, ceiling time.Duration) (*agentRun, error) {
 	secs := int64((timeout + time.Second - 1) / time.Second)
 	cmd := exec.Command(t.openclawBin, "agent", "--agent", agent, "--message", message, "--json",
 		"--timeout", strconv.FormatInt(secs, 10))
 	cmd.Dir = t.baseDir
 	r := &agentRun{
-		agent: agent, timeout: timeout, limit: limit,
+		agent: agent, timeout: timeout, limit: limit, ceiling: ceiling,
 		stdout:  &limitedBuffer{max: maxAgentStdout},
 		stderr:  &tailBuffer{max: stderrTail},
 		started: time.Now(),
@@ -134,8 +164,14 @@ func (t *Target) waitRun(ctx context.Context, r *agentRun) (reply, runID string,
 	case ctx.Err() != nil:
 		return "", "", fmt.Errorf("the run of agent %q on node %q was cancelled and stopped", r.agent, t.nodeID)
 	case errors.Is(runCtx.Err(), context.DeadlineExceeded):
-		return "", "", fmt.Errorf("agent %q on node %q did not finish within %s and was stopped. "+
-			"Split the task into smaller steps, or pass a larger timeoutMs", r.agent, t.nodeID, r.limit)
+		hint := "Split the task into smaller steps"
+		if r.limit < r.ceiling {
+			hint += fmt.Sprintf(", or pass a larger timeoutMs (node's limit: %d)", r.ceiling.Milliseconds())
+		} else {
+			hint += fmt.Sprintf(" (%d ms is node %q's limit for agent runs)", r.ceiling.Milliseconds(), t.nodeID)
+		}
+		return "", "", fmt.Errorf("agent %q on node %q did not finish within %s and was stopped. %s",
+			r.agent, t.nodeID, r.limit, hint)
 	}
 	out := parseAgentOutput(r.stdout.buf)
 	exit := exitOf(r.proc, waitErr)
@@ -234,26 +270,47 @@ func (t *Target) handoff(ctx context.Context, from string, a schema.HandoffArgs)
 	if err != nil {
 		return errorResult(err.Error())
 	}
-	timeout := DefaultRunTimeout
-	if a.TimeoutMs > 0 {
-		timeout = time.Duration(a.TimeoutMs) * time.Millisecond
+	message := agentMessage(a.Task, a.Context)
+	if err := t.checkMessage(agent, "task and context", len(message), fmt.Sprintf(
+		"Shorten the task, or write the context to a file on node %q with cluster_write and give its path in the task.",
+		t.nodeID)); err != nil {
+		return errorResult(err.Error())
 	}
+	ceiling := t.runTimeoutLimit()
+	timeout, lowered := clampTimeout(a.TimeoutMs, DefaultRunTimeout, ceiling)
+	d := RunDetails{Node: t.nodeID, Agent: agent, TimeoutMs: timeout.Milliseconds()}
+	note := ""
+	if lowered {
+		d.RequestedTimeoutMs = int64(a.TimeoutMs)
+		note = fmt.Sprintf("[timeoutMs %d is above node %q's limit for agent runs; it was lowered to %d "+
+			"(toolProxy.maxTimeoutMs, but at least the default %d)]\n",
+			a.TimeoutMs, t.nodeID, ceiling.Milliseconds(), DefaultRunTimeout.Milliseconds())
+	}
+	res := t.runHandoff(ctx, from, agent, message, timeout, ceiling, &d)
+	res.Text = note + res.Text
+	res.Details = d
+	return res
+}
+
+// runHandoff waits for a run slot, runs the agent and returns its reply; it
+// fills in d as it goes.
+func (t *Target) runHandoff(ctx context.Context, from, agent, message string, timeout, ceiling time.Duration, d *RunDetails) Result {
 	// The time limit covers the wait for a run slot too: it is how long
 	// the caller is prepared to wait in all.
 	queued := time.Now()
 	deadline := queued.Add(timeout)
-	d := RunDetails{Node: t.nodeID, Agent: agent}
 	if err := t.acquireBy(ctx, deadline); err != nil {
 		if ctx.Err() != nil {
 			return errorResult(fmt.Sprintf("the handoff to agent %q on node %q was cancelled while waiting for a free run slot "+
 				"(the node runs at most %d at once)", agent, t.nodeID, cap(t.slots)))
 		}
 		return errorResult(fmt.Sprintf("agent %q on node %q never started: all %d run slots stayed busy for %s (timeoutMs). "+
-			"Try again later, pass a larger timeoutMs, or pick an agent on another node.", agent, t.nodeID, cap(t.slots), timeout))
+			"Try again later, pass a larger timeoutMs (node's limit: %d), or pick an agent on another node.",
+			agent, t.nodeID, cap(t.slots), timeout, ceiling.Milliseconds()))
 	}
 	defer t.release()
 	d.QueuedMs = time.Since(queued).Milliseconds()
-	run, err := t.startRun(agent, agentMessage(a.Task, a.Context), time.Until(deadline), timeout)
+	run, err := t.startRun(agent, message, time.Until(deadline), timeout, ceiling)
 	if err != nil {
 		return errorResult(err.Error())
 	}
@@ -262,15 +319,15 @@ func (t *Target) handoff(ctx context.Context, from string, a schema.HandoffArgs)
 	d.RunID, d.DurationMs = runID, time.Since(run.started).Milliseconds()
 	if err != nil {
 		t.log.Warn("handoff failed", "agent", agent, "from", from, "error", t.redact.text(err.Error()))
-		return Result{Text: err.Error(), Details: d, IsError: true}
+		return errorResult(err.Error())
 	}
 	t.log.Info("handoff finished", "agent", agent, "from", from, "durationMs", d.DurationMs)
 	if reply == "" {
-		return Result{Text: fmt.Sprintf("agent %q on node %q finished the task without a text reply.", agent, t.nodeID), Details: d}
+		return Result{Text: fmt.Sprintf("agent %q on node %q finished the task without a text reply.", agent, t.nodeID)}
 	}
 	reply, d.CutBytes = capText(reply, t.maxOutput)
 	d.Truncated = d.CutBytes > 0
-	return Result{Text: reply, Details: d}
+	return Result{Text: reply}
 }
 
 // send starts a run for the message and returns once it is running; the run
@@ -279,6 +336,11 @@ func (t *Target) handoff(ctx context.Context, from string, a schema.HandoffArgs)
 func (t *Target) send(ctx context.Context, from string, a schema.SendArgs) Result {
 	agent, err := t.agentFor(a.Agent)
 	if err != nil {
+		return errorResult(err.Error())
+	}
+	if err := t.checkMessage(agent, "message", len(a.Message), fmt.Sprintf(
+		"Shorten the message, or write the long part to a file on node %q with cluster_write and give its path in the message.",
+		t.nodeID)); err != nil {
 		return errorResult(err.Error())
 	}
 	if !t.begin() {
@@ -299,7 +361,7 @@ func (t *Target) send(ctx context.Context, from string, a schema.SendArgs) Resul
 		return errorResult(fmt.Sprintf("the message to agent %q on node %q was not delivered: all %d run slots stayed busy for %s. "+
 			"Try again later.", agent, t.nodeID, cap(t.slots), sendQueueWait))
 	}
-	run, err := t.startRun(agent, a.Message, DefaultRunTimeout, DefaultRunTimeout)
+	run, err := t.startRun(agent, a.Message, DefaultRunTimeout, DefaultRunTimeout, DefaultRunTimeout)
 	if err != nil {
 		t.release()
 		return errorResult(err.Error())

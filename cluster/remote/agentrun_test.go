@@ -2,6 +2,7 @@ package remote
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -283,5 +284,103 @@ func TestHandoffReplyCap(t *testing.T) {
 	}
 	if d := detailsMap(t, r); d["truncated"] != true || d["cutBytes"] != 6.0 {
 		t.Errorf("details %v", d)
+	}
+}
+
+// A handoff's timeoutMs is lowered to the node's limit for agent runs
+// (toolProxy.maxTimeoutMs, but never below the default), and the result
+// says so, so that no caller can hold a run slot for days.
+func TestHandoffTimeoutClamped(t *testing.T) {
+	const week = 7 * 24 * 3600 * 1000
+	cases := []struct {
+		name         string
+		maxTimeoutMs int // the node's toolProxy.maxTimeoutMs; 0: default
+		timeoutMs    int
+		wantMs       int64 // the run's limit
+		lowered      bool
+	}{
+		{"default limit", 0, week, 600000, true},
+		{"raised limit", 2 * 3600 * 1000, week, 2 * 3600 * 1000, true},
+		{"limit below the default", 60000, week, 600000, true},
+		{"too large for a duration", 0, 1 << 60, 600000, true},
+		{"within the limit", 0, 300000, 300000, false},
+		{"not given", 60000, 0, 600000, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			tg := newTestTarget(t, "n1", TargetConfig{
+				ToolProxy:   schema.ToolProxy{MaxTimeoutMs: tc.maxTimeoutMs},
+				OpenclawBin: fakeOpenclaw(t, dir), Agents: []schema.Agent{{ID: "coder"}},
+			})
+			r := tg.handoff(t.Context(), "caller", schema.HandoffArgs{Task: "x", TimeoutMs: tc.timeoutMs})
+			if r.IsError || !strings.HasSuffix(r.Text, "done by coder") {
+				t.Fatalf("got %+v", r)
+			}
+			note := fmt.Sprintf("[timeoutMs %d is above node \"n1\"'s limit for agent runs; it was lowered to %d", tc.timeoutMs, tc.wantMs)
+			if got := strings.HasPrefix(r.Text, note); got != tc.lowered {
+				t.Errorf("text %q: note present = %v, want %v", r.Text, got, tc.lowered)
+			}
+			d := detailsMap(t, r)
+			wantRequested := any(nil)
+			if tc.lowered {
+				wantRequested = float64(tc.timeoutMs)
+			}
+			if d["timeoutMs"] != float64(tc.wantMs) || d["requestedTimeoutMs"] != wantRequested {
+				t.Errorf("details %v: want timeoutMs %d, requestedTimeoutMs %v", d, tc.wantMs, wantRequested)
+			}
+			// The CLI is told the same limit, in seconds.
+			if got, want := readString(t, filepath.Join(dir, "timeout.coder")), strconv.FormatInt(tc.wantMs/1000, 10); got != want {
+				t.Errorf("openclaw ran with --timeout %s, want %s", got, want)
+			}
+		})
+	}
+}
+
+// A message longer than one command-line argument may be is refused with
+// a clear error before anything runs; one at the limit runs.
+func TestAgentMessageTooLong(t *testing.T) {
+	ctxSep := len(agentMessage("t", "c")) - 2 // what joins task and context
+	cases := []struct {
+		name    string
+		run     func(tg *Target) Result
+		wantLen int    // length of the message the CLI got; 0: refused
+		want    string // in the refusal
+	}{
+		{"handoff at the limit", func(tg *Target) Result {
+			return tg.handoff(t.Context(), "caller", schema.HandoffArgs{Task: "t", Context: strings.Repeat("c", maxMessageBytes-1-ctxSep)})
+		}, maxMessageBytes, ""},
+		{"handoff over the limit", func(tg *Target) Result {
+			return tg.handoff(t.Context(), "caller", schema.HandoffArgs{Task: "t", Context: strings.Repeat("c", maxMessageBytes-ctxSep)})
+		}, 0, fmt.Sprintf(`node "n1" cannot pass a %d-byte task and context to agent "coder": one agent message can hold at most 131071 bytes`, maxMessageBytes+1)},
+		{"send at the limit", func(tg *Target) Result {
+			return tg.send(t.Context(), "caller", schema.SendArgs{Message: strings.Repeat("m", maxMessageBytes)})
+		}, maxMessageBytes, ""},
+		{"send over the limit", func(tg *Target) Result {
+			return tg.send(t.Context(), "caller", schema.SendArgs{Message: strings.Repeat("m", 200<<10)})
+		}, 0, `node "n1" cannot pass a 204800-byte message to agent "coder": one agent message can hold at most 131071 bytes`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			tg := newTestTarget(t, "n1", TargetConfig{OpenclawBin: fakeOpenclaw(t, dir), Agents: []schema.Agent{{ID: "coder"}}})
+			r := tc.run(tg)
+			if tc.wantLen > 0 {
+				if r.IsError {
+					t.Fatalf("a message at the limit was refused: %s", r.Text)
+				}
+				if got := len(waitFile(t, filepath.Join(dir, "msg.coder"))); got != tc.wantLen {
+					t.Errorf("the CLI got a %d-byte message, want %d", got, tc.wantLen)
+				}
+				return
+			}
+			if !r.IsError || !strings.Contains(r.Text, tc.want) || !strings.Contains(r.Text, "cluster_write") ||
+				!strings.Contains(r.Text, "128 KiB") {
+				t.Errorf("got %+v, want a refusal saying %q and what to do", r, tc.want)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "msg.coder")); err == nil {
+				t.Error("the CLI ran anyway")
+			}
+		})
 	}
 }

@@ -34,15 +34,12 @@ func (t *Target) exec(ctx context.Context, a schema.ExecArgs) Result {
 	if err := checkPolicy(t.policy, t.nodeID, "exec"); err != nil {
 		return errorResult(err.Error())
 	}
-	timeout, capNote := DefaultExecTimeout, ""
-	if a.TimeoutMs > 0 {
-		timeout = time.Duration(a.TimeoutMs) * time.Millisecond
-	}
-	if timeout > t.maxTimeout && a.TimeoutMs > 0 {
+	timeout, lowered := clampTimeout(a.TimeoutMs, DefaultExecTimeout, t.maxTimeout)
+	capNote := ""
+	if lowered {
 		capNote = fmt.Sprintf("[timeoutMs %d is above node %q's limit; it was lowered to %d (toolProxy.maxTimeoutMs)]\n",
 			a.TimeoutMs, t.nodeID, t.maxTimeout.Milliseconds())
 	}
-	timeout = min(timeout, t.maxTimeout)
 	cwd := t.resolvePath(a.Cwd)
 	if fi, err := os.Stat(cwd); err != nil || !fi.IsDir() {
 		return errorResult(fmt.Sprintf("working directory %q does not exist on node %q (or is not a directory); "+
@@ -88,6 +85,19 @@ func (t *Target) exec(ctx context.Context, a schema.ExecArgs) Result {
 		status = "killed by signal " + exit.Signal
 	}
 	return Result{Text: capNote + status + "\n" + body, Details: d}
+}
+
+// clampTimeout is the time limit for a caller's timeoutMs: def when none is
+// given, and never more than limit; lowered says the caller asked for more.
+// It compares in milliseconds, so a huge timeoutMs cannot overflow.
+func clampTimeout(timeoutMs int, def, limit time.Duration) (timeout time.Duration, lowered bool) {
+	if timeoutMs <= 0 {
+		return min(def, limit), false
+	}
+	if int64(timeoutMs) > limit.Milliseconds() {
+		return limit, true
+	}
+	return time.Duration(timeoutMs) * time.Millisecond, false
 }
 
 // formatOutput lays out stdout and stderr within maxOutputBytes. When both

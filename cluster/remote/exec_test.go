@@ -160,3 +160,16 @@ func TestTargetCloseKillsExec(t *testing.T) {
 		t.Errorf("got %+v", r)
 	}
 }
+
+// A timeoutMs too large for a time.Duration is lowered to the limit, not
+// overflowed into an instant timeout.
+func TestExecHugeTimeoutLowered(t *testing.T) {
+	tg := newTestTarget(t, "n1", TargetConfig{ToolProxy: openPolicy()})
+	r := tg.exec(t.Context(), schema.ExecArgs{Command: "echo ok", TimeoutMs: 1 << 60})
+	if r.IsError || !strings.Contains(r.Text, "it was lowered to 600000") || !strings.Contains(r.Text, "ok\n") {
+		t.Fatalf("got %+v", r)
+	}
+	if d := detailsMap(t, r); d["timeoutMs"] != 600000.0 {
+		t.Errorf("details %v", d)
+	}
+}
