@@ -138,8 +138,10 @@ func (t *Target) startRun(agent, message string, timeout, limit, ceiling time.Du
 	cmd.Dir = t.baseDir
 	r := &agentRun{
 		agent: agent, timeout: timeout, limit: limit, ceiling: ceiling,
-		stdout:  &limitedBuffer{max: maxAgentStdout},
-		stderr:  &tailBuffer{max: stderrTail},
+		stdout: &limitedBuffer{max: maxAgentStdout},
+		// A little more than the tail shown, so that it can start where it
+		// splits no secret.
+		stderr:  &tailBuffer{max: stderrTail + t.redact.lookahead()},
 		started: time.Now(),
 	}
 	p, err := startGroup(cmd, r.stdout, r.stderr)
@@ -173,7 +175,7 @@ func (t *Target) waitRun(ctx context.Context, r *agentRun) (reply, runID string,
 		return "", "", fmt.Errorf("agent %q on node %q did not finish within %s and was stopped. %s",
 			r.agent, t.nodeID, r.limit, hint)
 	}
-	out := parseAgentOutput(r.stdout.buf)
+	out := parseAgentOutput(r.stdout.buf, t.redact)
 	exit := exitOf(r.proc, waitErr)
 	if exit.Code != 0 || waitErr != nil || (out.parsed && out.failed) {
 		msg := fmt.Sprintf("agent %q on node %q failed", r.agent, t.nodeID)
@@ -185,7 +187,7 @@ func (t *Target) waitRun(ctx context.Context, r *agentRun) (reply, runID string,
 		if out.errMsg != "" {
 			msg += ": " + out.errMsg
 		}
-		if tail := strings.TrimSpace(string(r.stderr.buf)); tail != "" {
+		if tail := strings.TrimSpace(string(t.redact.tail(r.stderr.buf, stderrTail))); tail != "" {
 			msg += "\nstderr (last lines):\n" + tail
 		}
 		return "", out.runID, errors.New(msg + "\nCheck that node's gateway and agent, or try another agent.")
@@ -195,7 +197,10 @@ func (t *Target) waitRun(ctx context.Context, r *agentRun) (reply, runID string,
 			return "", "", fmt.Errorf("agent %q on node %q printed more than %d bytes, which is not a reply clawmatrix can return",
 				r.agent, t.nodeID, r.stdout.max)
 		}
-		start, _ := cut(bytes.TrimSpace(r.stdout.buf), 200)
+		// Scrubbed before it is quoted: quoting would change how a secret
+		// holding quotes or backslashes reads.
+		b := bytes.TrimSpace(r.stdout.buf)
+		start := t.redact.bytes(b[:t.redact.cutPoint(b, 200)])
 		return "", "", fmt.Errorf("agent %q on node %q finished, but its output is not the JSON `openclaw agent --json` prints, "+
 			"so there is no reply to return (is openclawBin %q really the OpenClaw CLI?). Output began: %q",
 			r.agent, t.nodeID, t.openclawBin, start)
@@ -212,7 +217,7 @@ type agentOutput struct {
 	errMsg         string
 }
 
-func parseAgentOutput(stdout []byte) agentOutput {
+func parseAgentOutput(stdout []byte, r redactor) agentOutput {
 	var v struct {
 		OK     *bool  `json:"ok"`
 		RunID  string `json:"runId"`
@@ -246,7 +251,7 @@ func parseAgentOutput(stdout []byte) agentOutput {
 	switch {
 	case v.OK != nil && !*v.OK, len(v.Error) > 0 && string(v.Error) != "null":
 		out.parsed, out.failed = true, true
-		out.errMsg = gatewayErrorText(data)
+		out.errMsg = gatewayErrorText(data, r)
 	case v.Result != nil:
 		out.parsed = true
 		var texts []string
@@ -325,7 +330,7 @@ func (t *Target) runHandoff(ctx context.Context, from, agent, message string, ti
 	if reply == "" {
 		return Result{Text: fmt.Sprintf("agent %q on node %q finished the task without a text reply.", agent, t.nodeID)}
 	}
-	reply, d.CutBytes = capText(reply, t.maxOutput)
+	reply, d.CutBytes = t.redact.capText(reply, t.maxOutput)
 	d.Truncated = d.CutBytes > 0
 	return Result{Text: reply}
 }

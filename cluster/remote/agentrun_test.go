@@ -263,7 +263,7 @@ func TestParseAgentOutput(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			o := parseAgentOutput([]byte(tc.out))
+			o := parseAgentOutput([]byte(tc.out), redactor{})
 			if o.parsed != tc.parsed || o.failed != tc.failed || o.reply != tc.reply || o.errMsg != tc.errMsg || o.runID != tc.runID {
 				t.Errorf("got %+v", o)
 			}
@@ -382,5 +382,28 @@ func TestAgentMessageTooLong(t *testing.T) {
 				t.Error("the CLI ran anyway")
 			}
 		})
+	}
+}
+
+// The stderr tail of a failed run starts after any secret the tail's
+// start would split, so no piece of one is shown.
+func TestHandoffStderrTailSplitsNoSecret(t *testing.T) {
+	const secret = "s3cr3t-0123456789abcdefghijklmn" // 31 bytes
+	dir := t.TempDir()
+	// The last stderrTail bytes start 14 bytes into the secret.
+	stderr := strings.Repeat("y", 100) + secret + strings.Repeat("x", stderrTail-len(secret)+14)
+	writeFile(t, filepath.Join(dir, "stderr.txt"), stderr)
+	bin := filepath.Join(dir, "openclaw")
+	writeFile(t, bin, "#!/bin/sh\ncat '"+filepath.Join(dir, "stderr.txt")+"' >&2\nexit 1\n")
+	if err := os.Chmod(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tg := newTestTarget(t, "n1", TargetConfig{OpenclawBin: bin, Agents: []schema.Agent{{ID: "coder"}}, Secrets: []string{secret}})
+	r := serve(t, tg, ToolHandoff, tg.serveHandoff, schema.HandoffArgs{Agent: "coder", Task: "x"})
+	if !r.IsError || !strings.Contains(r.Text, "stderr (last lines):\nxxxx") {
+		t.Fatalf("got %+v", r)
+	}
+	if strings.Contains(r.Text, secret[len(secret)-6:]) {
+		t.Errorf("a piece of the secret survived the cut: %q", r.Text)
 	}
 }

@@ -50,8 +50,10 @@ func (t *Target) exec(ctx context.Context, a schema.ExecArgs) Result {
 	defer cancel()
 	cmd := exec.Command("sh", "-c", a.Command)
 	cmd.Dir = cwd
-	stdout := &limitedBuffer{max: t.maxOutput}
-	stderr := &limitedBuffer{max: t.maxOutput}
+	// The buffers hold a little more than can be shown, so that the cut can
+	// be placed where it splits no secret.
+	stdout := &limitedBuffer{max: t.maxOutput + t.redact.lookahead()}
+	stderr := &limitedBuffer{max: t.maxOutput + t.redact.lookahead()}
 	start := time.Now()
 	p, err := startGroup(cmd, stdout, stderr)
 	if err != nil {
@@ -102,7 +104,9 @@ func clampTimeout(timeoutMs int, def, limit time.Duration) (timeout time.Duratio
 
 // formatOutput lays out stdout and stderr within maxOutputBytes. When both
 // don't fit, stderr keeps at least half the budget (errors matter most) and
-// stdout gets the rest. It returns the text and the number of bytes cut.
+// stdout gets the rest. Each stream is cut where no secret is split, then
+// scrubbed; the counts are the command's own bytes, like stdoutBytes and
+// stderrBytes. It returns the text and the number of bytes cut.
 func (t *Target) formatOutput(stdout, stderr *limitedBuffer) (string, int64) {
 	budget := int64(t.maxOutput)
 	outShare, errShare := stdout.total, stderr.total
@@ -116,8 +120,9 @@ func (t *Target) formatOutput(stdout, stderr *limitedBuffer) (string, int64) {
 		if buf.total == 0 {
 			return
 		}
-		kept, _ := cut(buf.buf, int(share))
-		dropped := buf.total - int64(len(kept))
+		c := t.redact.cutPoint(buf.buf, int(share))
+		kept := t.redact.bytes(buf.buf[:c])
+		dropped := buf.total - int64(c)
 		cutTotal += dropped
 		fmt.Fprintf(&b, "--- %s ---\n%s", name, kept)
 		if dropped > 0 {

@@ -2,6 +2,7 @@ package remote
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -158,6 +159,65 @@ func TestTargetCloseKillsExec(t *testing.T) {
 	waitGone(t, child, "child of a command running when the target closed")
 	if r := w.result(t); !r.IsError {
 		t.Errorf("got %+v", r)
+	}
+}
+
+// serve runs one request through the target's handler, as the mesh does,
+// and returns the result the caller would get.
+func serve(t *testing.T, tg *Target, tool string, fn func(context.Context, string, []byte) Result, args any) Result {
+	t.Helper()
+	w := &recorder{}
+	if err := tg.handler(tool, fn).ServeMesh(t.Context(), w, meshRequest("caller", mustJSON(t, args))); err != nil {
+		t.Fatal(err)
+	}
+	return w.result(t)
+}
+
+// A secret spanning the output limit is not cut in two (which would leave a
+// prefix the scrub cannot recognise): the cut moves before it, and the
+// counts stay the command's own bytes.
+func TestExecCutSplitsNoSecret(t *testing.T) {
+	const secret = "s3cr3t-0123456789abcdefghijklmn" // 31 bytes
+	a, b := strings.Repeat("a", 990), strings.Repeat("b", 100)
+	cases := []struct {
+		name   string
+		output string
+		stderr bool
+		shown  string // what precedes the cut note
+		cutAt  int    // bytes of the output shown (before scrubbing)
+	}{
+		{"stdout", a + secret + b, false, a, 990},
+		{"stderr", a + secret + b, true, a, 990},
+		{"whole secret before the cut", secret + a[:959] + secret + b, false, "[redacted]" + a[:959], 990},
+		{"secret ends at the limit", a[:969] + secret + b, false, a[:969] + "[redacted]", 1000},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "out.txt"), []byte(tc.output), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			p := openPolicy()
+			p.MaxOutputBytes = 1000
+			tg := newTestTarget(t, "n1", TargetConfig{ToolProxy: p, WorkspaceDir: dir, Secrets: []string{secret}})
+			cmd, stream, bytesKey := "cat out.txt", "stdout", "stdoutBytes"
+			if tc.stderr {
+				cmd, stream, bytesKey = "cat out.txt >&2", "stderr", "stderrBytes"
+			}
+			r := serve(t, tg, ToolExec, tg.serveExec, schema.ExecArgs{Node: "n1", Command: cmd})
+			if strings.Contains(r.Text, secret[:6]) {
+				t.Fatalf("a piece of the secret survived the cut: %q", r.Text)
+			}
+			cutBytes := len(tc.output) - tc.cutAt
+			want := fmt.Sprintf("--- %s ---\n%s\n[... %d bytes cut", stream, tc.shown, cutBytes)
+			if !strings.Contains(r.Text, want) {
+				t.Errorf("result %q lacks %q", r.Text, want)
+			}
+			d := detailsMap(t, r)
+			if d["cutBytes"] != float64(cutBytes) || d[bytesKey] != float64(len(tc.output)) {
+				t.Errorf("details %v: want cutBytes %d of %d", d, cutBytes, len(tc.output))
+			}
+		})
 	}
 }
 

@@ -91,11 +91,14 @@ func (t *Target) read(a schema.ReadArgs) Result {
 	}
 
 	offset := max(a.Offset, 1)
+	// out holds a little more than can be shown, so that the cut can be
+	// placed where it splits no secret; rest counts the requested bytes
+	// past it.
+	capacity := t.maxOutput + t.redact.lookahead()
 	var out bytes.Buffer
-	out.Grow(int(min(fi.Size(), int64(t.maxOutput))) + 1)
-	line := 0     // lines read so far
-	lastFull := 0 // last line shown in full
-	var cutBytes int64
+	out.Grow(int(min(fi.Size(), int64(capacity))) + 1)
+	line := 0 // lines read so far
+	var rest int64
 	more := false // lines follow the requested range
 	for {
 		if a.Limit > 0 && line == offset-1+a.Limit {
@@ -103,10 +106,10 @@ func (t *Target) read(a schema.ReadArgs) Result {
 			more = err == nil
 			break
 		}
-		if cutBytes > 0 && a.Limit == 0 {
+		if rest > 0 && a.Limit == 0 {
 			// Everything up to the end of the file is cut; count it
 			// without reading it.
-			cutBytes += fi.Size() - consumed(fi.Size(), br, f)
+			rest += fi.Size() - consumed(fi.Size(), br, f)
 			break
 		}
 		inRange := line+1 >= offset
@@ -114,13 +117,9 @@ func (t *Target) read(a schema.ReadArgs) Result {
 			if !inRange {
 				return
 			}
-			if cutBytes > 0 {
-				cutBytes += int64(len(chunk))
-				return
-			}
-			kept, dropped := cut(chunk, t.maxOutput-out.Len())
-			out.Write(kept)
-			cutBytes += int64(dropped)
+			k := min(max(capacity-out.Len(), 0), len(chunk))
+			out.Write(chunk[:k])
+			rest += int64(len(chunk) - k)
 		})
 		if err != nil && !errors.Is(err, io.EOF) {
 			return errorResult(t.fileError("read", path, err))
@@ -129,9 +128,6 @@ func (t *Target) read(a schema.ReadArgs) Result {
 			break
 		}
 		line++
-		if inRange && cutBytes == 0 {
-			lastFull = line
-		}
 		if err != nil {
 			break
 		}
@@ -144,8 +140,13 @@ func (t *Target) read(a schema.ReadArgs) Result {
 			"Read from offset 1, or a smaller offset.", path, t.nodeID, line, offset))
 	}
 	d.Offset = offset
-	text := out.String()
-	if cutBytes > 0 {
+	// Cut where no secret is split, then scrub; the counts are the file's
+	// own bytes and lines.
+	c := t.redact.cutPoint(out.Bytes(), t.maxOutput)
+	if cutBytes := int64(out.Len()-c) + rest; cutBytes > 0 {
+		shown := out.Bytes()[:c]
+		lastFull := offset - 1 + bytes.Count(shown, []byte("\n")) // last line shown in full
+		text := string(t.redact.bytes(shown))
 		d.Truncated, d.CutBytes = true, cutBytes
 		d.Lines = max(lastFull-offset+1, 0)
 		text += cutNote(cutBytes, t.maxOutput)
@@ -157,6 +158,7 @@ func (t *Target) read(a schema.ReadArgs) Result {
 		}
 		return Result{Text: text, Details: d}
 	}
+	text := out.String()
 	d.Lines = line - offset + 1
 	if more {
 		d.NextOffset = line + 1

@@ -217,3 +217,47 @@ func TestReadWriteRefuseSpecialFiles(t *testing.T) {
 		t.Errorf("write: %+v", r)
 	}
 }
+
+// A secret spanning the output limit of a read is not cut in two: the cut
+// moves before it, and lines and bytes are still counted in the file's own
+// terms.
+func TestReadCutSplitsNoSecret(t *testing.T) {
+	const secret = "s3cr3t-0123456789abcdefghijklmn" // 31 bytes
+	lines := strings.Repeat("abc\n", 10)             // 40 bytes, lines 1-10
+	cases := []struct {
+		name      string
+		content   string
+		args      schema.ReadArgs
+		shown     string
+		cutBytes  int
+		nextLine  int // 0: a single line was too long
+		textAfter string
+	}{
+		// The secret takes bytes 42-72; the limit is 50.
+		{"inside a line", lines + "xx" + secret + "\nmore\n", schema.ReadArgs{}, lines + "xx", len(secret) + 6, 11, "read with offset 11"},
+		{"with a limit", lines + "xx" + secret + "\nmore\n", schema.ReadArgs{Limit: 11}, lines + "xx", len(secret) + 1, 11, "read with offset 11"},
+		{"first line", strings.Repeat("x", 20) + secret + "yy\n", schema.ReadArgs{}, strings.Repeat("x", 20), len(secret) + 3, 0, "line 1 alone is longer"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFile(t, filepath.Join(dir, "f.txt"), tc.content)
+			p := openPolicy()
+			p.MaxOutputBytes = 50
+			tg := newTestTarget(t, "n1", TargetConfig{ToolProxy: p, WorkspaceDir: dir, Secrets: []string{secret}})
+			args := tc.args
+			args.Node, args.Path = "n1", "f.txt"
+			r := serve(t, tg, ToolRead, tg.serveRead, args)
+			if strings.Contains(r.Text, secret[:6]) {
+				t.Fatalf("a piece of the secret survived the cut: %q", r.Text)
+			}
+			if want := fmt.Sprintf("%s\n[... %d bytes cut", tc.shown, tc.cutBytes); !strings.HasPrefix(r.Text, want) || !strings.Contains(r.Text, tc.textAfter) {
+				t.Errorf("text %q, want it to start with %q and hold %q", r.Text, want, tc.textAfter)
+			}
+			d := detailsMap(t, r)
+			if d["cutBytes"] != float64(tc.cutBytes) || (tc.nextLine != 0 && d["nextOffset"] != float64(tc.nextLine)) {
+				t.Errorf("details %v", d)
+			}
+		})
+	}
+}

@@ -38,8 +38,9 @@ type invokeResponse struct {
 }
 
 // gatewayErrorText pulls a readable message out of an error body, which may
-// be {error: {message}}, {error: "..."} or not JSON at all.
-func gatewayErrorText(body []byte) string {
+// be {error: {message}}, {error: "..."} or not JSON at all. A body that is
+// shown as it is gets scrubbed before it is shortened.
+func gatewayErrorText(body []byte, red redactor) string {
 	var r struct {
 		Error   json.RawMessage `json:"error"`
 		Message string          `json:"message"`
@@ -58,7 +59,7 @@ func gatewayErrorText(body []byte) string {
 			return r.Message
 		}
 	}
-	text := strings.TrimSpace(string(body))
+	text := red.text(strings.TrimSpace(string(body)))
 	kept, dropped := cut([]byte(text), 300)
 	if dropped > 0 {
 		return string(kept) + "..."
@@ -136,16 +137,16 @@ func (t *Target) invokeTool(ctx context.Context, a schema.ToolArgs) Result {
 			"restarting the gateway there fixes it.", t.nodeID, resp.StatusCode))
 	default:
 		return errorResult(fmt.Sprintf("node %q's OpenClaw gateway failed tool %q (HTTP %d): %s",
-			t.nodeID, a.Tool, resp.StatusCode, gatewayErrorText(raw)))
+			t.nodeID, a.Tool, resp.StatusCode, gatewayErrorText(raw, t.redact)))
 	}
 
 	var ir invokeResponse
 	if err := json.Unmarshal(raw, &ir); err != nil {
 		return errorResult(fmt.Sprintf("node %q's OpenClaw gateway answered tool %q with something that is not JSON: %s",
-			t.nodeID, a.Tool, gatewayErrorText(raw)))
+			t.nodeID, a.Tool, gatewayErrorText(raw, t.redact)))
 	}
 	if ir.OK != nil && !*ir.OK {
-		return errorResult(fmt.Sprintf("tool %q failed on node %q: %s", a.Tool, t.nodeID, gatewayErrorText(raw)))
+		return errorResult(fmt.Sprintf("tool %q failed on node %q: %s", a.Tool, t.nodeID, gatewayErrorText(raw, t.redact)))
 	}
 	d := ToolDetails{Node: t.nodeID, Tool: a.Tool}
 	var parts []string
@@ -170,7 +171,7 @@ func (t *Target) invokeTool(ctx context.Context, a schema.ToolArgs) Result {
 	if text == "" {
 		text = fmt.Sprintf("tool %q on node %q finished with no text output.", a.Tool, t.nodeID)
 	}
-	text, d.CutBytes = capText(text, t.maxOutput)
+	text, d.CutBytes = t.redact.capText(text, t.maxOutput)
 	d.Truncated = d.CutBytes > 0
 	return Result{Text: text, Details: d}
 }

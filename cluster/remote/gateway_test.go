@@ -60,6 +60,11 @@ func newFakeGateway(t *testing.T) *fakeGateway {
 				"content": []any{map[string]any{"type": "text", "text": "the token is " + testGatewayToken}},
 				"details": map[string]any{"auth": "Bearer " + testGatewayToken},
 			}})
+		case "cutleak":
+			// The token straddles byte 1000 of the text.
+			json.NewEncoder(w).Encode(map[string]any{"ok": true, "result": map[string]any{
+				"content": []any{map[string]any{"type": "text", "text": strings.Repeat("z", 995) + testGatewayToken + strings.Repeat("z", 100)}},
+			}})
 		case "crash":
 			w.WriteHeader(http.StatusInternalServerError)
 			io.WriteString(w, `{"ok":false,"error":{"type":"tool_error","message":"tool crashed: ENOENT"}}`)
@@ -123,6 +128,27 @@ func TestInvokeToolRedactsToken(t *testing.T) {
 	}
 	if raw := string(w.msgs[0]); strings.Contains(raw, testGatewayToken) || !strings.Contains(raw, "[redacted]") {
 		t.Errorf("the response holds the token: %s", raw)
+	}
+}
+
+// A tool's text is scrubbed before it is cut to maxOutputBytes, so a token
+// straddling the limit leaves no prefix, and the note counts the bytes of
+// the scrubbed text.
+func TestInvokeToolCapSplitsNoToken(t *testing.T) {
+	gw := newFakeGateway(t)
+	p := openPolicy()
+	p.MaxOutputBytes = 1000
+	tg := newTestTarget(t, "n1", TargetConfig{ToolProxy: p, Gateway: &Gateway{URL: gw.URL, Token: testGatewayToken}})
+	r := serve(t, tg, ToolTool, tg.serveTool, schema.ToolArgs{Node: "n1", Tool: "cutleak"})
+	if strings.Contains(r.Text, testGatewayToken[:5]) {
+		t.Fatalf("a prefix of the token survived the cut: ...%q", r.Text[900:])
+	}
+	// Scrubbed: 995 z, "[redacted]", 100 z = 1105 bytes; 1000 are kept.
+	if !strings.HasPrefix(r.Text, strings.Repeat("z", 995)+"[reda\n[... 105 bytes cut") {
+		t.Errorf("text ...%q", r.Text[900:])
+	}
+	if d := detailsMap(t, r); d["cutBytes"] != 105.0 {
+		t.Errorf("details %v", d)
 	}
 }
 

@@ -67,12 +67,3 @@ func cutNote(cutBytes int64, maxOutputBytes int) string {
 		"Narrow the request (e.g. pipe through head/tail/grep, or read with offset/limit) to see the rest.]",
 		cutBytes, maxOutputBytes)
 }
-
-// capText cuts text to maxOutputBytes, noting how much was cut.
-func capText(text string, maxOutputBytes int) (string, int) {
-	kept, dropped := cut([]byte(text), maxOutputBytes)
-	if dropped == 0 {
-		return text, 0
-	}
-	return string(kept) + cutNote(int64(dropped), maxOutputBytes), dropped
-}

@@ -88,11 +88,11 @@ func TestCut(t *testing.T) {
 }
 
 func TestCapText(t *testing.T) {
-	text, cutBytes := capText(strings.Repeat("x", 100), 40)
+	text, cutBytes := redactor{}.capText(strings.Repeat("x", 100), 40)
 	if cutBytes != 60 || !strings.HasPrefix(text, strings.Repeat("x", 40)+"\n[... 60 bytes cut") {
 		t.Errorf("capText: %d bytes cut, text %q", cutBytes, text)
 	}
-	if text, cutBytes := capText("short", 40); text != "short" || cutBytes != 0 {
+	if text, cutBytes := (redactor{}).capText("short", 40); text != "short" || cutBytes != 0 {
 		t.Errorf("capText left %q, %d", text, cutBytes)
 	}
 }
