@@ -20,13 +20,27 @@ import (
 // is what ends the flood. A new link starts with a full exchange of entries.
 // Pending entries are coalesced per origin in each link's queue, so a burst
 // of changes costs one frame per link.
+//
+// Each entry also carries its origin's incarnation (the run's start time).
+// A newer entry under this node's own id from another incarnation is either
+// a previous run of this node (restarted with a clock behind it) or another
+// live process using the same id somewhere this node is not linked to (the
+// handshake refuses a duplicate only between neighbours). This node moves
+// its version past such an entry once per incarnation, which settles the
+// first case. When the same incarnation shows a newer entry again, it is
+// alive and moving its own version past this node's: the ids clash. This
+// node then logs an error (at most once per idClashLogEvery) and no longer
+// moves its version for it, so the two do not outbid each other forever
+// (a gossip storm with routes recomputed on every round).
 
 // nodeEntry is one origin's gossiped state.
 type nodeEntry struct {
-	Origin  string       `json:"origin"`
-	Version uint64       `json:"version"`
-	Links   []linkEntry  `json:"links"`
-	Caps    Capabilities `json:"caps"`
+	Origin  string `json:"origin"`
+	Version uint64 `json:"version"`
+	// Inc is the origin's incarnation (see Node.inc).
+	Inc   uint64       `json:"inc,omitempty"`
+	Links []linkEntry  `json:"links"`
+	Caps  Capabilities `json:"caps"`
 }
 
 // linkEntry is one direct link of an origin.
@@ -47,7 +61,17 @@ type storedEntry struct {
 type topology struct {
 	entries map[string]*storedEntry
 	version uint64 // this node's own entry version
+	// clashes holds the incarnations whose entries under this node's id
+	// this node has moved past once, with when it last logged the clash.
+	clashes map[uint64]time.Time
 }
+
+// idClashLogEvery is how often a clash of node ids is logged again while it
+// lasts.
+const idClashLogEvery = 30 * time.Second
+
+// maxIDClashes bounds the incarnations remembered in topology.clashes.
+const maxIDClashes = 64
 
 type peerSyncPayload struct {
 	Entries []json.RawMessage `json:"entries"`
@@ -76,7 +100,7 @@ func (n *Node) appendPeerSync(b []byte, entries []json.RawMessage) []byte {
 // link.
 func (n *Node) announceSelfLocked() {
 	n.topo.version++
-	e := nodeEntry{Origin: n.id, Version: n.topo.version, Caps: n.caps}
+	e := nodeEntry{Origin: n.id, Version: n.topo.version, Inc: n.inc, Caps: n.caps}
 	for _, l := range n.sortedLinksLocked() {
 		e.Links = append(e.Links, linkEntry{Peer: l.peer, Since: l.epoch, RTTMicros: l.rtt.Load() / 1e3})
 	}
@@ -151,18 +175,7 @@ func (n *Node) handlePeerSync(l *link, f *Frame) {
 	for i := range entries {
 		e := &entries[i]
 		if e.Origin == n.id {
-			own := n.topo.entries[n.id]
-			echo := own != nil && e.Version == own.Version && bytes.Equal(p.Entries[i], own.raw)
-			if e.Version >= n.topo.version && !echo {
-				// Someone announced a version of this node's entry that this
-				// run did not make: another process uses this id, or this
-				// node restarted with a clock behind its previous run. Move
-				// past it so this node's view wins. (A peer's full sync
-				// echoes this node's latest entry back: that is no news.)
-				n.log.Warn("mesh: saw a newer entry for this node's own id; another node may be using it", "via", l.peer)
-				n.topo.version = e.Version
-				n.announceSelfLocked()
-			}
+			n.ownEntrySeenLocked(l, e, p.Entries[i])
 			continue
 		}
 		cur := n.topo.entries[e.Origin]
@@ -188,6 +201,43 @@ func (n *Node) handlePeerSync(l *link, f *Frame) {
 	n.mu.Unlock()
 	if changed {
 		n.checkStreams()
+	}
+}
+
+// ownEntrySeenLocked handles an entry under this node's own id that came
+// from peer l; such entries are never stored or passed on.
+func (n *Node) ownEntrySeenLocked(l *link, e *nodeEntry, raw json.RawMessage) {
+	own := n.topo.entries[n.id]
+	if own != nil && e.Version == own.Version && bytes.Equal(raw, own.raw) {
+		return // a peer's full sync echoes this node's latest entry: no news
+	}
+	if e.Version < n.topo.version {
+		return // older than this node's entry, which wins wherever it goes
+	}
+	// Someone announced a version of this node's entry that this run did
+	// not make.
+	if n.topo.clashes == nil {
+		n.topo.clashes = make(map[uint64]time.Time)
+	}
+	last, seen := n.topo.clashes[e.Inc]
+	if !seen {
+		// A previous run of this node, or another process with this id:
+		// move past it once so this node's entry wins.
+		if len(n.topo.clashes) >= maxIDClashes {
+			clear(n.topo.clashes)
+		}
+		n.topo.clashes[e.Inc] = time.Time{}
+		n.log.Warn("mesh: saw a newer entry for this node's own id; another node may be using it", "id", n.id, "via", l.peer)
+		n.topo.version = e.Version
+		n.announceSelfLocked()
+		return
+	}
+	// That incarnation moved past this node's entry again: it is alive. Do
+	// not outbid it (it would outbid this node in turn, forever); say so.
+	if now := time.Now(); last.IsZero() || now.Sub(last) >= idClashLogEvery {
+		n.topo.clashes[e.Inc] = now
+		n.log.Error("mesh: another live node uses this node's id; give every node a unique id (nodes elsewhere in the cluster see one or the other)",
+			"id", n.id, "other_incarnation", e.Inc, "incarnation", n.inc, "via", l.peer)
 	}
 }
 

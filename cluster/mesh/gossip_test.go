@@ -1,7 +1,12 @@
 package mesh
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -32,5 +37,131 @@ func TestOwnEntryEcho(t *testing.T) {
 	sync(raw)
 	if got := own(); got.Version <= cur.Version || len(got.Caps.Tags) != 0 {
 		t.Fatalf("a different entry under this node's id and version: own entry now %+v, want a newer version of its own", got.nodeEntry)
+	}
+}
+
+// logCapture records a node's log records for tests that check what an
+// operator is told.
+type logCapture struct {
+	mu   sync.Mutex
+	recs []capturedRecord
+}
+
+type capturedRecord struct {
+	level slog.Level
+	msg   string
+	attrs map[string]string
+}
+
+type captureHandler struct {
+	c     *logCapture
+	attrs []slog.Attr
+}
+
+func (h *captureHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *captureHandler) Handle(_ context.Context, r slog.Record) error {
+	rec := capturedRecord{level: r.Level, msg: r.Message, attrs: map[string]string{}}
+	for _, a := range h.attrs {
+		rec.attrs[a.Key] = a.Value.String()
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		rec.attrs[a.Key] = a.Value.String()
+		return true
+	})
+	h.c.mu.Lock()
+	h.c.recs = append(h.c.recs, rec)
+	h.c.mu.Unlock()
+	return nil
+}
+
+func (h *captureHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &captureHandler{c: h.c, attrs: append(slices.Clone(h.attrs), as...)}
+}
+
+func (h *captureHandler) WithGroup(string) slog.Handler { return h }
+
+// errorsNaming returns the error records that carry id as their "id".
+func (c *logCapture) errorsNaming(id string) []capturedRecord {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []capturedRecord
+	for _, r := range c.recs {
+		if r.level >= slog.LevelError && r.attrs["id"] == id {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Two live nodes with the same id that are not neighbours (so no handshake
+// refuses either) must not outbid each other's topology version forever:
+// in x—b—c—x the two x's log the clash and the versions stop climbing.
+func TestDuplicateIDApartSettles(t *testing.T) {
+	var logs [2]logCapture
+	cfg1, cfg2 := testConfig("x"), testConfig("x")
+	cfg1.Logger = slog.New(&captureHandler{c: &logs[0]})
+	cfg2.Logger = slog.New(&captureHandler{c: &logs[1]})
+	x1 := startNode(t, cfg1)
+	b := startNode(t, testConfig("b"))
+	c := startNode(t, testConfig("c"))
+	x2 := startNode(t, cfg2)
+	dial(t, x1, b)
+	dial(t, c, b)
+	dial(t, x2, c)
+	waitPeers(t, b, 5*time.Second, "c", "x")
+	waitPeers(t, c, 5*time.Second, "b", "x")
+	waitPeers(t, x1, 5*time.Second, "b", "c")
+	waitPeers(t, x2, 5*time.Second, "b", "c")
+
+	waitPoll(t, 10*time.Second, "an error naming the clashing id", func() bool {
+		return len(logs[0].errorsNaming("x"))+len(logs[1].errorsNaming("x")) > 0
+	})
+
+	// A gossip round across the whole line: b and c announce, and both
+	// ends see it. Entries queued before it have been handled by then.
+	round := 0
+	gossipRound := func() {
+		t.Helper()
+		round++
+		tag := fmt.Sprintf("round-%d", round)
+		b.SetCapabilities(Capabilities{Tags: []string{tag}})
+		c.SetCapabilities(Capabilities{Tags: []string{tag}})
+		for _, w := range []struct {
+			at   *Node
+			peer string
+		}{{x1, "b"}, {x1, "c"}, {x2, "b"}, {x2, "c"}} {
+			waitUntil(t, w.at, 5*time.Second, w.peer+" tagged "+tag, func() bool {
+				p, ok := w.at.Peer(w.peer)
+				return ok && slices.Contains(p.Capabilities.Tags, tag)
+			})
+		}
+	}
+	versions := func() [4]uint64 {
+		var v [4]uint64
+		for i, n := range []*Node{x1, x2} {
+			n.mu.Lock()
+			v[i] = n.topo.version
+			n.mu.Unlock()
+		}
+		for i, n := range []*Node{b, c} {
+			n.mu.Lock()
+			if e := n.topo.entries["x"]; e != nil {
+				v[2+i] = e.Version
+			}
+			n.mu.Unlock()
+		}
+		return v
+	}
+	gossipRound()
+	before := versions()
+	for range 3 {
+		gossipRound()
+	}
+	if after := versions(); after != before {
+		t.Fatalf("versions for id x still climb (x1, x2, at b, at c): %v then %v", before, after)
+	}
+	if n := len(logs[0].errorsNaming("x")) + len(logs[1].errorsNaming("x")); n > 2 {
+		t.Fatalf("the clash was logged %d times; want once per node per %v", n, idClashLogEvery)
 	}
 }
