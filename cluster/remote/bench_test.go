@@ -34,7 +34,7 @@ func BenchmarkExecutorRead1MB(b *testing.B) {
 	}
 	b.SetBytes(benchFileBytes)
 	for b.Loop() {
-		if r := tg.read(schema.ReadArgs{Path: "big.txt"}); r.IsError {
+		if r := tg.read(b.Context(), schema.ReadArgs{Path: "big.txt"}); r.IsError {
 			b.Fatal(r.Text)
 		}
 	}

@@ -3,6 +3,7 @@ package remote
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -52,7 +53,8 @@ const sniffLen = 8 << 10
 // read returns lines of a text file: offset is the 1-based first line
 // (default 1) and limit the number of lines (default: to the end), like
 // OpenClaw's own read tool. The text stops at maxOutputBytes with a note.
-func (t *Target) read(a schema.ReadArgs) Result {
+// Reading stops when ctx ends or after toolProxy.maxTimeoutMs.
+func (t *Target) read(ctx context.Context, a schema.ReadArgs) Result {
 	if err := checkPolicy(t.policy, t.nodeID, "read"); err != nil {
 		return errorResult(err.Error())
 	}
@@ -77,6 +79,8 @@ func (t *Target) read(a schema.ReadArgs) Result {
 	}
 	defer f.Close()
 	d := ReadDetails{Node: t.nodeID, Path: path, SizeBytes: fi.Size()}
+	ctx, cancel := context.WithTimeout(ctx, t.maxTimeout)
+	defer cancel()
 
 	br := bufio.NewReaderSize(f, 64<<10)
 	head, _ := br.Peek(sniffLen)
@@ -100,7 +104,13 @@ func (t *Target) read(a schema.ReadArgs) Result {
 	line := 0 // lines read so far
 	var rest int64
 	more := false // lines follow the requested range
+	done := ctx.Done()
 	for {
+		select {
+		case <-done:
+			return t.readStopped(ctx, path, line)
+		default:
+		}
 		if a.Limit > 0 && line == offset-1+a.Limit {
 			_, err := br.Peek(1)
 			more = err == nil
@@ -113,7 +123,7 @@ func (t *Target) read(a schema.ReadArgs) Result {
 			break
 		}
 		inRange := line+1 >= offset
-		n, err := nextLine(br, func(chunk []byte) {
+		n, err := nextLine(ctx, br, func(chunk []byte) {
 			if !inRange {
 				return
 			}
@@ -121,6 +131,9 @@ func (t *Target) read(a schema.ReadArgs) Result {
 			out.Write(chunk[:k])
 			rest += int64(len(chunk) - k)
 		})
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return t.readStopped(ctx, path, line)
+		}
 		if err != nil && !errors.Is(err, io.EOF) {
 			return errorResult(t.fileError("read", path, err))
 		}
@@ -167,6 +180,16 @@ func (t *Target) read(a schema.ReadArgs) Result {
 	return Result{Text: text, Details: d}
 }
 
+// readStopped is the result of a read that ctx ended after lines lines.
+func (t *Target) readStopped(ctx context.Context, path string, lines int) Result {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return errorResult(fmt.Sprintf("reading %q on node %q was stopped after %d lines: it did not finish within its time limit "+
+			"(at most %s, toolProxy.maxTimeoutMs). Read a smaller part with offset and limit, or use cluster_exec "+
+			"(e.g. grep, head or tail) to pick out what you need.", path, t.nodeID, lines, t.maxTimeout))
+	}
+	return errorResult(fmt.Sprintf("reading %q on node %q was cancelled after %d lines; nothing was returned.", path, t.nodeID, lines))
+}
+
 // consumed is how many bytes of the file have been read past (the file
 // position minus what the buffered reader still holds).
 func consumed(size int64, br *bufio.Reader, f *os.File) int64 {
@@ -179,8 +202,9 @@ func consumed(size int64, br *bufio.Reader, f *os.File) int64 {
 
 // nextLine reads one line including its '\n', handing it to emit in pieces
 // so that a huge line never sits in memory whole. It returns the line's
-// length and io.EOF when the file ended (n > 0 for a last line without '\n').
-func nextLine(br *bufio.Reader, emit func([]byte)) (int, error) {
+// length and io.EOF when the file ended (n > 0 for a last line without '\n'),
+// or ctx's error when ctx ended in the middle of a long line.
+func nextLine(ctx context.Context, br *bufio.Reader, emit func([]byte)) (int, error) {
 	n := 0
 	for {
 		chunk, err := br.ReadSlice('\n')
@@ -189,6 +213,9 @@ func nextLine(br *bufio.Reader, emit func([]byte)) (int, error) {
 			emit(chunk)
 		}
 		if errors.Is(err, bufio.ErrBufferFull) {
+			if err := ctx.Err(); err != nil {
+				return n, err
+			}
 			continue
 		}
 		return n, err

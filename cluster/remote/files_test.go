@@ -1,12 +1,16 @@
 package remote
 
 import (
+	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/clawmatrix/clawmatrix/schema"
 )
@@ -50,7 +54,7 @@ func TestRead(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := tg.read(tc.args)
+			r := tg.read(t.Context(), tc.args)
 			if r.IsError != tc.isError {
 				t.Fatalf("isError = %v, want %v: %s", r.IsError, tc.isError, r.Text)
 			}
@@ -82,7 +86,7 @@ func TestReadOutputCap(t *testing.T) {
 	p.MaxOutputBytes = 50
 	tg := newTestTarget(t, "n1", TargetConfig{ToolProxy: p, WorkspaceDir: dir})
 
-	r := tg.read(schema.ReadArgs{Path: "big.txt"})
+	r := tg.read(t.Context(), schema.ReadArgs{Path: "big.txt"})
 	d := detailsMap(t, r)
 	// 50 bytes = 5 whole lines and 5 bytes of the sixth; 900-50 are cut.
 	if !strings.HasPrefix(r.Text, "line 001\nline 002\nline 003\nline 004\nline 005\nline \n[... 850 bytes cut") ||
@@ -94,12 +98,12 @@ func TestReadOutputCap(t *testing.T) {
 	}
 
 	// With a limit, only the requested range counts as cut.
-	r = tg.read(schema.ReadArgs{Path: "big.txt", Offset: 11, Limit: 10})
+	r = tg.read(t.Context(), schema.ReadArgs{Path: "big.txt", Offset: 11, Limit: 10})
 	if d := detailsMap(t, r); d["cutBytes"] != 40.0 || d["nextOffset"] != 16.0 {
 		t.Errorf("text %q, details %v", r.Text, d)
 	}
 
-	r = tg.read(schema.ReadArgs{Path: "long.txt"})
+	r = tg.read(t.Context(), schema.ReadArgs{Path: "long.txt"})
 	if !strings.Contains(r.Text, "line 1 alone is longer than the output limit") || detailsMap(t, r)["cutBytes"] != 457.0 {
 		t.Errorf("text %q, details %v", r.Text, r.Details)
 	}
@@ -210,7 +214,7 @@ func TestReadWriteRefuseSpecialFiles(t *testing.T) {
 		t.Skip("no mkfifo here:", err)
 	}
 	tg := newTestTarget(t, "n1", TargetConfig{ToolProxy: openPolicy(), WorkspaceDir: dir})
-	if r := tg.read(schema.ReadArgs{Path: "fifo"}); !r.IsError || !strings.Contains(r.Text, "is not a regular file") {
+	if r := tg.read(t.Context(), schema.ReadArgs{Path: "fifo"}); !r.IsError || !strings.Contains(r.Text, "is not a regular file") {
 		t.Errorf("read: %+v", r)
 	}
 	if r := tg.write(schema.WriteArgs{Path: "fifo", Content: "x", Append: true}); !r.IsError || !strings.Contains(r.Text, "is not a regular file") {
@@ -259,5 +263,54 @@ func TestReadCutSplitsNoSecret(t *testing.T) {
 				t.Errorf("details %v", d)
 			}
 		})
+	}
+}
+
+// A cancelled or timed-out read stops and says so instead of returning
+// the file.
+func TestReadStopsWhenContextEnds(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "f.txt"), strings.Repeat("line\n", 1000))
+	tg := newTestTarget(t, "n1", TargetConfig{ToolProxy: openPolicy(), WorkspaceDir: dir})
+	cancelled, cancel := context.WithCancel(t.Context())
+	cancel()
+	expired, cancel2 := context.WithDeadline(t.Context(), time.Unix(1, 0))
+	defer cancel2()
+	cases := []struct {
+		name string
+		ctx  context.Context
+		want string
+	}{
+		{"cancelled", cancelled, `reading "` + filepath.Join(dir, "f.txt") + `" on node "n1" was cancelled`},
+		{"timed out", expired, "did not finish within its time limit"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := tg.read(tc.ctx, schema.ReadArgs{Path: "f.txt"})
+			if !r.IsError || !strings.Contains(r.Text, tc.want) || strings.Contains(r.Text, "line\nline") {
+				t.Errorf("got %+v, want an error saying %q", r, tc.want)
+			}
+		})
+	}
+	// Through the handler, the request's context reaches the read.
+	w := &recorder{}
+	req := meshRequest("caller", mustJSON(t, schema.ReadArgs{Node: "n1", Path: "f.txt"}))
+	if err := tg.handler(ToolRead, tg.serveRead).ServeMesh(cancelled, w, req); err != nil {
+		t.Fatal(err)
+	}
+	if r := w.result(t); !r.IsError || !strings.Contains(r.Text, "was cancelled") {
+		t.Errorf("through the handler: %+v", r)
+	}
+}
+
+// A single huge line is read in pieces, and the read stops between pieces
+// once the context ends.
+func TestNextLineStopsWhenContextEnds(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	br := bufio.NewReaderSize(strings.NewReader(strings.Repeat("x", 1<<20)), 4096)
+	n, err := nextLine(ctx, br, func([]byte) {})
+	if !errors.Is(err, context.Canceled) || n >= 1<<20 {
+		t.Errorf("nextLine read %d bytes and returned %v; want it to stop early with context.Canceled", n, err)
 	}
 }

@@ -49,7 +49,7 @@ func TestExecutorsRefuseWhenDisabled(t *testing.T) {
 	ctx := t.Context()
 	results := map[string]Result{
 		"exec":  tg.exec(ctx, schema.ExecArgs{Command: "touch ran"}),
-		"read":  tg.read(schema.ReadArgs{Path: "x"}),
+		"read":  tg.read(t.Context(), schema.ReadArgs{Path: "x"}),
 		"write": tg.write(schema.WriteArgs{Path: "written", Content: "x"}),
 		"tool":  tg.invokeTool(ctx, schema.ToolArgs{Tool: "web_fetch"}),
 	}

@@ -204,12 +204,12 @@ func (t *Target) serveExec(ctx context.Context, _ string, raw []byte) Result {
 	return t.exec(ctx, a)
 }
 
-func (t *Target) serveRead(_ context.Context, _ string, raw []byte) Result {
+func (t *Target) serveRead(ctx context.Context, _ string, raw []byte) Result {
 	a, bad := decodeArgs[schema.ReadArgs](t.nodeID, ToolRead, raw)
 	if bad != nil {
 		return *bad
 	}
-	return t.read(a)
+	return t.read(ctx, a)
 }
 
 func (t *Target) serveWrite(_ context.Context, _ string, raw []byte) Result {
