@@ -291,6 +291,31 @@ func testInspect(ctx context.Context, t *testing.T, g *gateway) {
 	if !slices.Contains(res.Plugin.ProviderIDs, "clawmatrix") {
 		t.Errorf("provider ids = %v, want clawmatrix", res.Plugin.ProviderIDs)
 	}
+	if pids := processesOf(g.bin); len(pids) != 0 {
+		t.Errorf("plugins inspect left sidecar processes %v running", pids)
+	}
+
+	// README step 4: an agent's model is set to a cluster model with
+	// `openclaw config patch`, which resolves clawmatrix/<id> in a CLI
+	// process where no catalog runs and no sidecar starts.
+	patch := filepath.Join(t.TempDir(), "model.json5")
+	ref := "clawmatrix/another-" + modelID
+	if err := os.WriteFile(patch, []byte(`{agents: {defaults: {model: {primary: "`+ref+`"}}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.cli(cctx, "config", "patch", "--file", patch); err != nil {
+		t.Fatalf("config patch with a cluster model: %v", err)
+	}
+	out, err = g.cli(cctx, "config", "get", "agents.defaults.model.primary")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, ref) {
+		t.Errorf("after config patch, agents.defaults.model.primary = %q, want %q", strings.TrimSpace(out), ref)
+	}
+	if pids := processesOf(g.bin); len(pids) != 0 {
+		t.Errorf("config patch left sidecar processes %v running", pids)
+	}
 }
 
 // testInvalidConfig: OpenClaw validates the plugin config against the

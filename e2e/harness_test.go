@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -125,37 +126,51 @@ func stagePlugin(t *testing.T, root, dir string) {
 	}
 }
 
-// freePort returns a loopback port that was free a moment ago. With span > 1
-// the following span-1 ports were free too (OpenClaw derives ports from the
-// gateway port).
+// freePort returns the first of span consecutive free loopback ports. The
+// block is taken below the kernel's ephemeral range, where the outgoing
+// connections of other tests on a busy machine never sit; a random start
+// keeps concurrent runs apart.
 func freePort(t *testing.T, span int) int {
 	t.Helper()
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ok := port+span < 65536
-		var held []net.Listener
-		for p := port + 1; ok && p < port+span; p++ {
-			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-			if err != nil {
-				ok = false
-				break
-			}
-			held = append(held, l)
-		}
-		for _, l := range held {
-			l.Close()
-		}
-		ln.Close()
-		if ok {
+	low := ephemeralLow()
+	for range 200 {
+		port := 10000 + rand.IntN(max(low-10000-span, 1))
+		if blockFree(port, span) {
 			return port
 		}
 	}
-	t.Fatalf("no block of %d free loopback ports", span)
+	t.Fatalf("no block of %d free loopback ports below %d", span, low)
 	return 0
+}
+
+// ephemeralLow is the first port the kernel hands out for outgoing
+// connections (32768 when it cannot be read).
+func ephemeralLow() int {
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 11000 {
+				return n
+			}
+		}
+	}
+	return 32768
+}
+
+func blockFree(port, span int) bool {
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
+	for p := port; p < port+span; p++ {
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			return false
+		}
+		held = append(held, l)
+	}
+	return true
 }
 
 // gateway is one real OpenClaw gateway with its own home, state and config.
