@@ -68,15 +68,15 @@ type HandoffArgs struct {
 	Agent     string `json:"agent,omitempty" jsonschema:"minLength=1" jsonschema_description:"Id of the remote agent to give the task to. Give agent or node."`
 	Node      string `json:"node,omitempty" jsonschema:"minLength=1" jsonschema_description:"Node id whose main (first) agent gets the task, when no agent is named. Give agent or node."`
 	Task      string `json:"task" jsonschema:"required,minLength=1" jsonschema_description:"The task, stated completely: the remote agent sees nothing of this conversation."`
-	Context   string `json:"context,omitempty" jsonschema_description:"Background the remote agent needs: facts, constraints, expected form of the answer."`
-	TimeoutMs int    `json:"timeoutMs,omitempty" jsonschema:"minimum=1" jsonschema_description:"Give up after this many milliseconds. Default 600000."`
+	Context   string `json:"context,omitempty" jsonschema_description:"Background the remote agent needs: facts, constraints, expected form of the answer. Task and context together may be at most 128 KiB; put longer material in a file with cluster_write and name its path."`
+	TimeoutMs int    `json:"timeoutMs,omitempty" jsonschema:"minimum=1" jsonschema_description:"Give up after this many milliseconds. Default 600000; the target node caps it."`
 }
 
 // SendArgs are the arguments of cluster_send.
 type SendArgs struct {
 	Agent   string `json:"agent,omitempty" jsonschema:"minLength=1" jsonschema_description:"Id of the remote agent to message. Give agent or node."`
 	Node    string `json:"node,omitempty" jsonschema:"minLength=1" jsonschema_description:"Node id whose main (first) agent gets the message, when no agent is named. Give agent or node."`
-	Message string `json:"message" jsonschema:"required,minLength=1" jsonschema_description:"The message; the remote agent handles it as a new turn."`
+	Message string `json:"message" jsonschema:"required,minLength=1" jsonschema_description:"The message; the remote agent handles it as a new turn. At most 128 KiB."`
 }
 
 var tools = []Tool{
