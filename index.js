@@ -209,7 +209,7 @@ function modelEntry(id, m = {}) {
   };
 }
 
-function proxyBaseUrl(pluginConfig) {
+export function proxyBaseUrl(pluginConfig) {
   return `http://127.0.0.1:${pluginConfig?.proxyPort ?? DEFAULT_PROXY_PORT}/v1`;
 }
 

@@ -7,7 +7,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, test } from "node:test";
 
-import { clusterModels, loadProxyKey, resolveBinary, resolveWorkspaceDir, servingProviders } from "./index.js";
+import { clusterModels, loadProxyKey, proxyBaseUrl, resolveBinary, resolveWorkspaceDir, servingProviders } from "./index.js";
 
 const made = [];
 function tempDir() {
@@ -98,4 +98,23 @@ test("providers: only those this node's models name, OpenAI-compatible, with a p
     noapi: { baseUrl: "http://127.0.0.1:8001/v1", api: "openai-completions" },
     ref: { baseUrl: "http://127.0.0.1:8002/v1", api: "openai-completions" },
   });
+});
+
+test("defaults in the adapter match the generated manifest and package", () => {
+  const manifest = JSON.parse(fs.readFileSync(new URL("./openclaw.plugin.json", import.meta.url), "utf8"));
+  const pkg = JSON.parse(fs.readFileSync(new URL("./package.json", import.meta.url), "utf8"));
+  assert.equal(pkg.version, manifest.version, "package.json and openclaw.plugin.json versions");
+  const props = manifest.configSchema.properties;
+  const params = props.proxyModels.items.properties;
+  const [m] = clusterModels({ proxyModels: [{ id: "x" }] });
+  assert.equal(m.contextWindow, params.contextWindow.default);
+  assert.equal(m.maxTokens, params.maxTokens.default);
+  assert.equal(m.reasoning, params.reasoning.default);
+  assert.deepEqual(m.input, params.input.default);
+  for (const k of ["input", "output", "cacheRead", "cacheWrite"]) {
+    assert.equal(m.cost[k], params.cost.properties[k].default, `cost.${k}`);
+  }
+  assert.equal(m.api, params.api.default);
+  assert.equal(proxyBaseUrl({}), `http://127.0.0.1:${props.proxyPort.default}/v1`);
+  assert.equal(proxyBaseUrl({ proxyPort: 4000 }), "http://127.0.0.1:4000/v1");
 });
