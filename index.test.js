@@ -61,9 +61,9 @@ test("proxy key: created once per state dir, private, then reused", () => {
   const key = loadProxyKey(state);
   assert.ok(key.length >= 32, key);
   assert.equal(loadProxyKey(state), key);
-  const files = fs.readdirSync(state, { recursive: true }).filter((f) => fs.statSync(path.join(state, f)).isFile());
-  assert.equal(files.length, 1, String(files));
-  assert.equal(fs.statSync(path.join(state, files[0])).mode & 0o777, 0o600);
+  assert.deepEqual(fs.readdirSync(state), ["clawmatrix"]);
+  assert.deepEqual(fs.readdirSync(path.join(state, "clawmatrix")), ["proxy-key"]);
+  assert.equal(fs.statSync(path.join(state, "clawmatrix", "proxy-key")).mode & 0o777, 0o600);
 });
 
 test("models: served then wanted, first id wins, defaults filled, always the proxy's API", () => {
