@@ -48,7 +48,7 @@ type linkEntry struct {
 	Peer string `json:"peer"`
 	// Since identifies the link (it changes when the link is replaced).
 	Since uint64 `json:"since"`
-	// RTTMicros is the link's round-trip time when measured.
+	// RTTMicros is the link's smoothed round-trip time when measured.
 	RTTMicros int64 `json:"rttUs,omitempty"`
 }
 
@@ -102,7 +102,12 @@ func (n *Node) announceSelfLocked() {
 	n.topo.version++
 	e := nodeEntry{Origin: n.id, Version: n.topo.version, Inc: n.inc, Caps: n.caps}
 	for _, l := range n.sortedLinksLocked() {
-		e.Links = append(e.Links, linkEntry{Peer: l.peer, Since: l.epoch, RTTMicros: l.rtt.Load() / 1e3})
+		le := linkEntry{Peer: l.peer, Since: l.epoch}
+		if r := l.srtt.Load(); r > 0 {
+			le.RTTMicros = max(r/1e3, 1)
+		}
+		l.annRTT.Store(l.srtt.Load())
+		e.Links = append(e.Links, le)
 	}
 	if e.Links == nil {
 		e.Links = []linkEntry{}
@@ -117,6 +122,28 @@ func (n *Node) announceSelfLocked() {
 		l.q.pushGossip(n.id, raw)
 	}
 }
+
+// announceRTT re-announces this node's entry because the RTT of link l
+// changed (see rttChanged), so that nodes beyond l learn it: the entry made
+// at link up usually predates the first pong. RTT-driven announcements are
+// at most one per rttAnnounceEvery; a change held back is taken up by a
+// later pong.
+func (n *Node) announceRTT(l *link) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closing || n.links[l.peer] != l {
+		return
+	}
+	now := n.mono()
+	if n.rttAnnAt != 0 && time.Duration(now-n.rttAnnAt) < n.rttAnnounceEvery() {
+		return
+	}
+	n.rttAnnAt = now
+	n.announceSelfLocked()
+}
+
+// rttAnnounceEvery is the least time between two RTT-driven announcements.
+func (n *Node) rttAnnounceEvery() time.Duration { return 2 * n.cfg.PingInterval }
 
 var errBadEntry = errors.New("bad topology entry")
 

@@ -34,7 +34,11 @@ type link struct {
 
 	lastRecv atomic.Int64 // node-relative nanoseconds of the last frame received
 	rtt      atomic.Int64 // nanoseconds, 0 until the first pong
-	pongs    chan struct{}
+	// srtt is the smoothed RTT (nanoseconds) that this node gossips for
+	// the link, annRTT the value its latest announced entry carries.
+	srtt, annRTT atomic.Int64
+
+	pongs chan struct{}
 
 	done      chan struct{} // closed when the link starts closing
 	exited    chan struct{} // closed after the node has processed the link's end
@@ -386,12 +390,40 @@ func (l *link) handlePong(f *Frame) {
 	if json.Unmarshal(f.Payload, &p) == nil && p.T > 0 {
 		if d := l.n.mono() - p.T; d >= 0 {
 			l.rtt.Store(d)
+			// Only the reader writes srtt.
+			s := l.srtt.Load()
+			if s == 0 {
+				s = max(d, 1)
+			} else {
+				s = max(s+(d-s)/4, 1)
+			}
+			l.srtt.Store(s)
+			if rttChanged(l.annRTT.Load(), s) {
+				l.n.announceRTT(l)
+			}
 		}
 	}
 	select {
 	case l.pongs <- struct{}{}:
 	default:
 	}
+}
+
+// rttMinChange is the smallest change of a link's RTT worth gossiping.
+const rttMinChange = 500 * time.Microsecond
+
+// rttChanged reports whether a link's smoothed RTT cur differs enough from
+// the announced ann to announce it again: the first measurement, or a change
+// by at least a quarter and rttMinChange.
+func rttChanged(ann, cur int64) bool {
+	if ann == 0 {
+		return cur > 0
+	}
+	d := cur - ann
+	if d < 0 {
+		d = -d
+	}
+	return d*4 >= ann && time.Duration(d) >= rttMinChange
 }
 
 // probe reports whether the peer answers a ping within d. It is used to

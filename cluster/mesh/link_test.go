@@ -122,3 +122,60 @@ func TestSilentPeerDeadWhileWriteBlocked(t *testing.T) {
 		t.Fatalf("link closed with code %d, want CloseDead (%d)", code, CloseDead)
 	}
 }
+
+// A link's RTT is gossiped again on its first measurement and on a change
+// by at least a quarter and at least rttMinChange, not on jitter.
+func TestRTTChanged(t *testing.T) {
+	us := int64(time.Microsecond)
+	for _, tc := range []struct {
+		ann, cur int64
+		want     bool
+	}{
+		{0, 0, false},
+		{0, 1, true},                  // first measurement
+		{1000 * us, 1100 * us, false}, // 10%
+		{1000 * us, 1500 * us, true},  // 50% and 0.5 ms
+		{1000 * us, 400 * us, true},
+		{200 * us, 600 * us, false},         // loopback jitter: large ratio, 0.4 ms
+		{100_000 * us, 110_000 * us, false}, // 10 ms, but 10%
+		{100_000 * us, 130_000 * us, true},
+		{100_000 * us, 70_000 * us, true},
+	} {
+		if got := rttChanged(tc.ann, tc.cur); got != tc.want {
+			t.Errorf("rttChanged(%v, %v) = %v, want %v", time.Duration(tc.ann), time.Duration(tc.cur), got, tc.want)
+		}
+	}
+}
+
+// RTT-driven announcements are rate-limited per node: one per
+// rttAnnounceEvery, however many links report a change.
+func TestRTTAnnounceRateLimited(t *testing.T) {
+	ns := make([]*Node, 2)
+	for i, id := range []string{"a", "b"} {
+		c := testConfig(id)
+		c.PingInterval = 10 * time.Second // a window no scheduling stall outlasts
+		c.DeadAfter = 30 * time.Second
+		ns[i] = startNode(t, c)
+	}
+	a, b := ns[0], ns[1]
+	dial(t, a, b)
+	waitAll(t, ns, 5*time.Second)
+	l := a.linkTo("b")
+	// The first pong's announcement is made; the next ping is 8 s away.
+	waitPoll(t, 5*time.Second, "a announced its first RTT to b", func() bool { return l.annRTT.Load() > 0 })
+	version := func() uint64 {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.topo.version
+	}
+	a.mu.Lock()
+	a.rttAnnAt = 0 // as if none was made yet
+	a.mu.Unlock()
+	v0 := version()
+	for range 5 {
+		a.announceRTT(l)
+	}
+	if got := version() - v0; got != 1 {
+		t.Fatalf("5 RTT changes in a row made %d announcements, want 1", got)
+	}
+}

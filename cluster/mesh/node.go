@@ -42,6 +42,8 @@ type Node struct {
 	caps    Capabilities
 	topo    topology
 	changed chan struct{}
+	// rttAnnAt is n.mono() at the last announcement made for an RTT change.
+	rttAnnAt int64
 
 	routes atomic.Pointer[routeTable]
 

@@ -380,7 +380,8 @@ func TestCapabilitiesGossiped(t *testing.T) {
 }
 
 // RTT follows the pings: it shows up after the first pong even when the
-// topology does not change again, for direct and relayed peers alike.
+// topology does not change again, for direct and relayed peers alike, and a
+// relayed peer's counts every hop.
 func TestRTTMeasuredWithoutTopologyChange(t *testing.T) {
 	ns := startNodes(t, "a", "b", "c")
 	a, b, c := ns[0], ns[1], ns[2]
@@ -396,6 +397,32 @@ func TestRTTMeasuredWithoutTopologyChange(t *testing.T) {
 		if p.RTT <= 0 {
 			t.Errorf("Peers() reports no RTT for %s: %+v", p.NodeID, p)
 		}
+	}
+	// The relayed peer's RTT is the first hop's plus the second hop's, as
+	// b measured it and re-announced it after its first pongs (its entry
+	// made at link up carried no RTT yet).
+	var beyond, rttC time.Duration
+	waitPoll(t, 5*time.Second, "a's RTT to c includes the b-c hop as b announces it", func() bool {
+		rt := a.routes.Load()
+		i, ok := rt.index["c"]
+		if !ok {
+			return false
+		}
+		beyond = rt.beyond[i]
+		rttC = rt.peerAt(i).RTT
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		var announced time.Duration
+		for _, le := range b.topo.entries["b"].Links {
+			if le.Peer == "c" {
+				announced = time.Duration(le.RTTMicros) * time.Microsecond
+			}
+		}
+		return beyond > 0 && beyond == announced
+	})
+	// peerAt adds the a-b hop's latest RTT, which is positive.
+	if rttC <= beyond {
+		t.Fatalf("RTT to c is %v; want the a-b hop's plus the b-c hop's %v", rttC, beyond)
 	}
 }
 
