@@ -228,6 +228,7 @@ func TestTwoGatewayCluster(t *testing.T) {
 	t.Run("cluster_handoff to B's agent", func(t *testing.T) { testHandoff(ctx, t, c) })
 	t.Run("sidecar restarts after a crash", func(t *testing.T) { testRestart(ctx, t, c) })
 	t.Run("stop leaves no sidecar", func(t *testing.T) { testStop(t, c) })
+	t.Run("config the sidecar refuses", func(t *testing.T) { testSidecarRefusesConfig(ctx, t, c.insp) })
 }
 
 // testInspect: OpenClaw loads the package and sees the seven tools, the
@@ -560,5 +561,49 @@ func testStop(t *testing.T, c *cluster) {
 		if err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// testSidecarRefusesConfig: a config that passes OpenClaw's schema check but
+// not the sidecar's own checks (two agents with one id) lets the gateway
+// start; the gateway log names the field, and no sidecar is left running or
+// restarted for a config that cannot heal. It runs on the inspect gateway's
+// state dir, on A's port, once A has stopped.
+func testSidecarRefusesConfig(ctx context.Context, t *testing.T, g *gateway) {
+	patch := filepath.Join(t.TempDir(), "dup.json5")
+	if err := os.WriteFile(patch, []byte(`{plugins: {entries: {clawmatrix: {config: {agents: [{id: "dup"}, {id: "dup"}]}}}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, bootLimit+time.Minute)
+	defer cancel()
+	if _, err := g.cli(cctx, "config", "patch", "--file", patch); err != nil {
+		t.Fatalf("config patch: %v", err)
+	}
+	if err := g.startWithRetry(cctx, t); err != nil {
+		t.Fatal(err)
+	}
+	want := "invalid plugins.entries.clawmatrix.config: agents[1].id"
+	err := waitFor(cctx, 500*time.Millisecond, func() error {
+		for _, f := range []string{g.logFile, g.outFile} {
+			if b, _ := os.ReadFile(f); strings.Contains(string(b), want) {
+				return nil
+			}
+		}
+		return fmt.Errorf("the gateway log never said %q", want)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = waitFor(cctx, 200*time.Millisecond, func() error {
+		if pids := processesOf(g.bin); len(pids) > 0 {
+			return fmt.Errorf("sidecar processes %v run for a refused config", pids)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	if err := g.stop(60 * time.Second); err != nil {
+		t.Error(err)
 	}
 }
