@@ -659,7 +659,8 @@ function registerProvider(api, key) {
   const pluginConfig = api.pluginConfig ?? {};
   const configuredUrl = proxyBaseUrl(pluginConfig);
   // With proxyPort 0 only the running sidecar knows its port: prefer the URL
-  // it reported. Processes without a sidecar (the CLI) use the configured one.
+  // it reported. Processes without a sidecar (the CLI) use the configured one,
+  // so README asks for a fixed proxyPort under OpenClaw.
   const liveUrl = () => globalThis[HANDLE]?.initResult?.provider?.baseUrl;
   const known = () => clusterModels(pluginConfig);
   api.registerProvider({
@@ -669,17 +670,11 @@ function registerProvider(api, key) {
     auth: [],
     catalog: {
       order: "simple",
-      run: async () => {
-        let baseUrl = liveUrl() ?? configuredUrl;
-        if (pluginConfig.proxyPort === 0) {
-          try {
-            baseUrl = (await supervisorFor(api).ensure())?.provider?.baseUrl ?? baseUrl;
-          } catch (err) {
-            api.logger.warn(`clawmatrix: proxyPort 0 and no sidecar to ask for its port: ${errorText(err)}`);
-          }
-        }
-        return { provider: { baseUrl, api: "openai-completions", apiKey: key, models: known() } };
-      },
+      // Never starts a sidecar: the catalog also runs in CLI processes, where
+      // a second sidecar would join the mesh under this node's id.
+      run: async () => ({
+        provider: { baseUrl: liveUrl() ?? configuredUrl, api: "openai-completions", apiKey: key, models: known() },
+      }),
     },
     // The cluster is dynamic: a model served by any node is reachable even if
     // this node's config does not list it; the proxy answers 404 otherwise.
