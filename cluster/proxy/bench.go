@@ -17,6 +17,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"runtime"
 	"slices"
 	"strconv"
@@ -135,8 +137,15 @@ type BenchCluster struct {
 	A, B     *mesh.Node
 	Front    *Server
 	// Key is the front's bearer key.
-	Key     string
-	serving *Serving
+	Key string
+	// Reference is the OpenAI base URL of the standard library's
+	// httputil.ReverseProxy in front of the upstream: what one plain HTTP
+	// proxy hop costs on this machine, a yardstick for the proxy's figures.
+	Reference string
+	serving   *Serving
+	refServer *http.Server
+	refDone   chan struct{}
+	refProxy  *http.Transport
 }
 
 // StartBenchCluster starts the cluster with LAN mesh timings and waits until
@@ -193,12 +202,42 @@ func StartBenchCluster(ctx context.Context, chunks int) (*BenchCluster, error) {
 	if err = c.Front.Start(ctx); err != nil {
 		return nil, err
 	}
+	if err = c.startReference(); err != nil {
+		return nil, err
+	}
 	ok = true
 	return c, nil
 }
 
+func (c *BenchCluster) startReference() error {
+	target, err := url.Parse(strings.TrimSuffix(c.Upstream.URL, "/v1"))
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	c.refProxy = &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute}
+	rp.Transport = c.refProxy
+	c.refServer = &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second}
+	c.refDone = make(chan struct{})
+	go func() {
+		defer close(c.refDone)
+		c.refServer.Serve(ln) // ends with http.ErrServerClosed on Close
+	}()
+	c.Reference = "http://" + ln.Addr().String() + "/v1"
+	return nil
+}
+
 // Close stops everything the cluster started.
 func (c *BenchCluster) Close() {
+	if c.refServer != nil {
+		c.refServer.Close()
+		<-c.refDone
+		c.refProxy.CloseIdleConnections()
+	}
 	if c.Front != nil {
 		c.Front.Close()
 	}
@@ -379,6 +418,9 @@ type CompareReport struct {
 	Direct16, Proxy16 LoadResult // 16 concurrent clients
 	DirectStream      LoadResult // 1 client, streamed
 	ProxyStream       LoadResult
+	// Reference16 is the 16-client load through one standard-library
+	// reverse proxy, from the same round as Direct16 and Proxy16.
+	Reference16 LoadResult
 	// Rounds is how many times each direct/proxied pair ran, alternating;
 	// each pair above is the round with the median comparison.
 	Rounds int
@@ -387,6 +429,12 @@ type CompareReport struct {
 // ThroughputRatio16 is proxied over direct throughput at 16 clients.
 func (r CompareReport) ThroughputRatio16() float64 {
 	return r.Proxy16.PerSecond() / r.Direct16.PerSecond()
+}
+
+// ReferenceRatio16 is one standard-library reverse proxy's throughput over
+// direct at 16 clients: the cost of a single plain HTTP hop here.
+func (r CompareReport) ReferenceRatio16() float64 {
+	return r.Reference16.PerSecond() / r.Direct16.PerSecond()
 }
 
 // AddedP50 is the median latency the proxy adds at 1 client.
@@ -406,7 +454,8 @@ func (r CompareReport) String() string {
 	fmt.Fprintf(&b, "direct   stream    : %v\n", r.DirectStream)
 	fmt.Fprintf(&b, "proxied  stream    : %v\n", r.ProxyStream)
 	fmt.Fprintf(&b, "(each pair: the median of %d alternating direct/proxied rounds)\n", r.Rounds)
-	fmt.Fprintf(&b, "throughput at 16 clients: %.2fx direct (goal >= 0.4x)\n", r.ThroughputRatio16())
+	fmt.Fprintf(&b, "reference 16 clients: %v\n", r.Reference16)
+	fmt.Fprintf(&b, "throughput at 16 clients: %.2fx direct (goal >= 0.4x); one httputil.ReverseProxy: %.2fx\n", r.ThroughputRatio16(), r.ReferenceRatio16())
 	fmt.Fprintf(&b, "added p50 at 1 client: %v (goal <= 300µs)\n", r.AddedP50().Round(time.Microsecond))
 	fmt.Fprintf(&b, "added time to first chunk: %v (goal <= 1ms)\n", r.AddedFirstChunk().Round(time.Microsecond))
 	return b.String()
@@ -428,16 +477,19 @@ func Compare(ctx context.Context, c *BenchCluster, requests int) (CompareReport,
 	proxied := LoadOptions{URL: c.Front.URL(), APIKey: c.Key, Model: BenchModel, Requests: requests}
 	client := NewLoadClient(16)
 	defer client.CloseIdleConnections()
+	reference := LoadOptions{URL: c.Reference, Model: BenchModel, Requests: requests}
 	pairs := []struct {
 		direct, proxy *LoadResult
-		concurrency   int
-		stream        bool
+		// ref, when set, also runs the reference proxy in each round.
+		ref         *LoadResult
+		concurrency int
+		stream      bool
 		// score orders the rounds; the median one is reported.
 		score func(d, p LoadResult) float64
 	}{
-		{&r.Direct1, &r.Proxy1, 1, false, func(d, p LoadResult) float64 { return float64(p.P50 - d.P50) }},
-		{&r.Direct16, &r.Proxy16, 16, false, func(d, p LoadResult) float64 { return p.PerSecond() / d.PerSecond() }},
-		{&r.DirectStream, &r.ProxyStream, 1, true, func(d, p LoadResult) float64 { return float64(p.FirstChunkP50 - d.FirstChunkP50) }},
+		{&r.Direct1, &r.Proxy1, nil, 1, false, func(d, p LoadResult) float64 { return float64(p.P50 - d.P50) }},
+		{&r.Direct16, &r.Proxy16, &r.Reference16, 16, false, func(d, p LoadResult) float64 { return p.PerSecond() / d.PerSecond() }},
+		{&r.DirectStream, &r.ProxyStream, nil, 1, true, func(d, p LoadResult) float64 { return float64(p.FirstChunkP50 - d.FirstChunkP50) }},
 	}
 	run := func(o LoadOptions, concurrency int, stream bool, warm bool) (LoadResult, error) {
 		o.Concurrency, o.Stream = concurrency, stream
@@ -451,25 +503,34 @@ func Compare(ctx context.Context, c *BenchCluster, requests int) (CompareReport,
 		return RunLoad(ctx, client, o)
 	}
 	type round struct {
-		d, p  LoadResult
-		score float64
+		d, p, ref LoadResult
+		score     float64
 	}
 	for _, pair := range pairs {
 		rounds := make([]round, 0, CompareRounds)
 		for i := range CompareRounds {
-			d, err := run(direct, pair.concurrency, pair.stream, i == 0)
-			if err != nil {
+			var rd round
+			var err error
+			if rd.d, err = run(direct, pair.concurrency, pair.stream, i == 0); err != nil {
 				return r, err
 			}
-			p, err := run(proxied, pair.concurrency, pair.stream, i == 0)
-			if err != nil {
+			if rd.p, err = run(proxied, pair.concurrency, pair.stream, i == 0); err != nil {
 				return r, err
 			}
-			rounds = append(rounds, round{d, p, pair.score(d, p)})
+			if pair.ref != nil {
+				if rd.ref, err = run(reference, pair.concurrency, pair.stream, i == 0); err != nil {
+					return r, fmt.Errorf("reference proxy: %w", err)
+				}
+			}
+			rd.score = pair.score(rd.d, rd.p)
+			rounds = append(rounds, rd)
 		}
 		slices.SortFunc(rounds, func(a, b round) int { return cmp.Compare(a.score, b.score) })
 		med := rounds[len(rounds)/2]
 		*pair.direct, *pair.proxy = med.d, med.p
+		if pair.ref != nil {
+			*pair.ref = med.ref
+		}
 	}
 	return r, nil
 }

@@ -100,7 +100,7 @@ func TestCompareRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, res := range map[string]LoadResult{"direct1": r.Direct1, "proxy16": r.Proxy16, "proxyStream": r.ProxyStream} {
+	for name, res := range map[string]LoadResult{"direct1": r.Direct1, "proxy16": r.Proxy16, "proxyStream": r.ProxyStream, "reference16": r.Reference16} {
 		if res.Requests != 50 || res.P50 <= 0 || res.PerSecond() <= 0 {
 			t.Fatalf("%s: %+v", name, res)
 		}

@@ -46,7 +46,7 @@ func TestSuitesQuick(t *testing.T) {
 	}{
 		{"proxy", []string{
 			"direct throughput, 16 clients (baseline)",
-			"proxied throughput / direct, 16 clients",
+			"proxied throughput / direct, 16 clients", "reference: one httputil.ReverseProxy / direct, 16 clients",
 			"direct p50, 1 client (baseline)",
 			"added p50, 1 client",
 			"added time to first chunk, streamed",
@@ -61,7 +61,7 @@ func TestSuitesQuick(t *testing.T) {
 			if v := m["bad streams of 200 concurrent"]; v.Value != 0 {
 				t.Errorf("streams lost or reordered chunks: %+v", v)
 			}
-			positive(t, m, "direct throughput, 16 clients (baseline)", "proxied throughput / direct, 16 clients", "direct p50, 1 client (baseline)")
+			positive(t, m, "direct throughput, 16 clients (baseline)", "proxied throughput / direct, 16 clients", "reference: one httputil.ReverseProxy / direct, 16 clients", "direct p50, 1 client (baseline)")
 		}},
 		{"mesh", []string{
 			"small call p50, 1 hop (baseline)",

@@ -50,6 +50,8 @@ func runProxy(ctx context.Context, o Options) ([]Metric, error) {
 		Metric{Name: "direct throughput, 16 clients (baseline)", Value: r.Direct16.PerSecond(), Unit: "req/s"},
 		Metric{Name: "proxied throughput / direct, 16 clients", Value: r.ThroughputRatio16(), Unit: "x", Goal: AtLeast(0.4),
 			Note: fmt.Sprintf("%.0f req/s through A's proxy -> B -> upstream, %d requests per run", r.Proxy16.PerSecond(), plan.requests)},
+		Metric{Name: "reference: one httputil.ReverseProxy / direct, 16 clients", Value: r.ReferenceRatio16(), Unit: "x",
+			Note: fmt.Sprintf("%.0f req/s through the standard library's reverse proxy alone (one HTTP hop, no mesh), same round", r.Reference16.PerSecond())},
 		Metric{Name: "direct p50, 1 client (baseline)", Value: ms(r.Direct1.P50), Unit: "ms"},
 		Metric{Name: "added p50, 1 client", Value: ms(r.AddedP50()), Unit: "ms", Goal: AtMost(0.3),
 			Note: fmt.Sprintf("proxied p50 %.3f ms - direct p50 %.3f ms", ms(r.Proxy1.P50), ms(r.Direct1.P50))},
