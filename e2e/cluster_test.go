@@ -384,6 +384,17 @@ func testClusterForms(ctx context.Context, t *testing.T, c *cluster) {
 			}
 		}
 		t.Logf("cluster_peers on %s:\n%s", p.g.name, text)
+		// The sidecar's own log notifications reach OpenClaw's logger.
+		want := "clawmatrix: clawmatrix node started node=" + map[*gateway]string{c.a: nodeA, c.b: nodeB}[p.g]
+		found := false
+		for _, f := range []string{p.g.logFile, p.g.outFile} {
+			if b, _ := os.ReadFile(f); strings.Contains(string(b), want) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("gateway %s's log lacks the sidecar's %q", p.g.name, want)
+		}
 	}
 }
 
