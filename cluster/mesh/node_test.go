@@ -203,6 +203,45 @@ func TestKilledNodeWithdrawnAndStreamsFail(t *testing.T) {
 	}
 }
 
+// A link cut at the TCP level, with no close frame (a machine that lost
+// power or network): streams across it fail at once on the caller's side,
+// and the handler on the far side, still running, sees its context end.
+func TestCutLinkFailsStreamsBothWays(t *testing.T) {
+	ns := startNodes(t, "a", "b", "c")
+	a, b, c := ns[0], ns[1], ns[2]
+	dial(t, a, b)
+	px := newTCPProxy(t, b.Addr().String())
+	if err := c.AddPeer(PeerAddr{URL: px.url(), NodeID: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	waitAll(t, ns, 5*time.Second)
+	started := make(chan struct{}, 1)
+	ended := make(chan struct{})
+	c.Handle("hang", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
+		started <- struct{}{}
+		<-ctx.Done()
+		close(ended)
+		return ctx.Err()
+	}))
+	s, err := a.Open(context.Background(), "c", "hang", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	<-started
+	px.cut()
+	_, err = s.Recv() // no ctx deadline: it must fail because the route is gone
+	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), `"c"`) {
+		t.Fatalf("Recv after the b-c link was cut: %v", err)
+	}
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("c's handler still runs after c lost its only link")
+	}
+	waitPeers(t, a, 5*time.Second, "b")
+}
+
 func TestKilledRelayFailsStreams(t *testing.T) {
 	ns := startNodes(t, "a", "b", "c")
 	a, b, c := ns[0], ns[1], ns[2]
