@@ -140,3 +140,30 @@ func waitPoll(t testing.TB, timeout time.Duration, what string, cond func() bool
 		<-tick.C
 	}
 }
+
+// openHanging opens a stream from "from" to a "hang" handler on "to" that
+// runs until its context ends, and returns once the handler runs; ended is
+// closed when the handler's context has ended. The stream is closed at the
+// end of the test.
+func openHanging(t testing.TB, from, to *Node) (s *Stream, ended <-chan struct{}) {
+	t.Helper()
+	started := make(chan struct{}, 1)
+	done := make(chan struct{})
+	to.Handle("hang", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
+		started <- struct{}{}
+		<-ctx.Done()
+		close(done)
+		return ctx.Err()
+	}))
+	s, err := from.Open(context.Background(), to.ID(), "hang", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	select {
+	case <-started:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the hang handler on %s never started", to.ID())
+	}
+	return s, done
+}

@@ -179,20 +179,9 @@ func TestKilledNodeWithdrawnAndStreamsFail(t *testing.T) {
 	dial(t, a, b)
 	dial(t, c, b)
 	waitAll(t, ns, 5*time.Second)
-	started := make(chan struct{}, 1)
-	c.Handle("hang", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
-		started <- struct{}{}
-		<-ctx.Done()
-		return ctx.Err()
-	}))
-	s, err := a.Open(context.Background(), "c", "hang", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	<-started
+	s, _ := openHanging(t, a, c)
 	c.Close()
-	_, err = s.Recv() // no ctx deadline: it must fail because c is gone
+	_, err := s.Recv() // no ctx deadline: it must fail because c is gone
 	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), `"c"`) {
 		t.Fatalf("Recv after c closed: %v", err)
 	}
@@ -215,22 +204,9 @@ func TestCutLinkFailsStreamsBothWays(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitAll(t, ns, 5*time.Second)
-	started := make(chan struct{}, 1)
-	ended := make(chan struct{})
-	c.Handle("hang", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
-		started <- struct{}{}
-		<-ctx.Done()
-		close(ended)
-		return ctx.Err()
-	}))
-	s, err := a.Open(context.Background(), "c", "hang", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	<-started
+	s, ended := openHanging(t, a, c)
 	px.cut()
-	_, err = s.Recv() // no ctx deadline: it must fail because the route is gone
+	_, err := s.Recv() // no ctx deadline: it must fail because the route is gone
 	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), `"c"`) {
 		t.Fatalf("Recv after the b-c link was cut: %v", err)
 	}
@@ -248,20 +224,7 @@ func TestKilledRelayFailsStreams(t *testing.T) {
 	dial(t, a, b)
 	dial(t, c, b)
 	waitAll(t, ns, 5*time.Second)
-	started := make(chan struct{}, 1)
-	cancelled := make(chan struct{})
-	c.Handle("hang", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
-		started <- struct{}{}
-		<-ctx.Done()
-		close(cancelled)
-		return nil
-	}))
-	s, err := a.Open(context.Background(), "c", "hang", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	<-started
+	s, cancelled := openHanging(t, a, c)
 	b.Close()
 	if _, err := s.Recv(); !errors.Is(err, ErrUnreachable) {
 		t.Fatalf("Recv after relay closed: %v", err)
