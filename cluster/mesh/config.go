@@ -65,6 +65,12 @@ type Config struct {
 	ChunkBytes int
 	// MaxMessageBytes bounds one reassembled message (request or response).
 	MaxMessageBytes int
+	// MaxPendingRequestBytes bounds the request bytes this node holds
+	// while reassembling requests, across all callers: many callers each
+	// sending a large request at once must not add up to MaxMessageBytes
+	// times the stream limit. A request that would pass it is refused with
+	// CodeUnavailable. At least MaxMessageBytes.
+	MaxPendingRequestBytes int
 	// MaxQueueBytes bounds the frames queued for one link. Local senders
 	// wait when half of it is used; relayed traffic that would overflow it
 	// closes that link with CloseSlowPeer.
@@ -106,13 +112,15 @@ func DefaultLANConfig() Config {
 		MaxFrameBytes:   1 << 20,
 		ChunkBytes:      32 << 10,
 		MaxMessageBytes: 64 << 20,
-		MaxQueueBytes:   16 << 20,
-		MaxHops:         32,
-		DedupSize:       16384,
-		NonceCacheSize:  4096,
-		MaxPendingAuth:  64,
-		MaxConns:        1024,
-		MaxNodes:        1024,
+		// Four requests of the largest size at once.
+		MaxPendingRequestBytes: 256 << 20,
+		MaxQueueBytes:          16 << 20,
+		MaxHops:                32,
+		DedupSize:              16384,
+		NonceCacheSize:         4096,
+		MaxPendingAuth:         64,
+		MaxConns:               1024,
+		MaxNodes:               1024,
 	}
 }
 
@@ -180,6 +188,10 @@ func (c *Config) validate() error {
 	posInt("MaxFrameBytes", c.MaxFrameBytes)
 	posInt("ChunkBytes", c.ChunkBytes)
 	posInt("MaxMessageBytes", c.MaxMessageBytes)
+	posInt("MaxPendingRequestBytes", c.MaxPendingRequestBytes)
+	if c.MaxPendingRequestBytes > 0 && c.MaxPendingRequestBytes < c.MaxMessageBytes {
+		bad("MaxPendingRequestBytes: must be at least MaxMessageBytes (%d), or no request of the largest size could ever arrive (got %d)", c.MaxMessageBytes, c.MaxPendingRequestBytes)
+	}
 	posInt("MaxQueueBytes", c.MaxQueueBytes)
 	posInt("MaxHops", c.MaxHops)
 	posInt("DedupSize", c.DedupSize)

@@ -27,6 +27,7 @@ func TestConfigValidation(t *testing.T) {
 		{"backoff inverted", func(c *Config) { c.ReconnectMax = time.Millisecond }, "ReconnectMax"},
 		{"chunk too big", func(c *Config) { c.ChunkBytes = c.MaxFrameBytes }, "ChunkBytes"},
 		{"zero window", func(c *Config) { c.RequestWindow = 0 }, "RequestWindow"},
+		{"pending budget below one message", func(c *Config) { c.MaxPendingRequestBytes = c.MaxMessageBytes - 1 }, "MaxPendingRequestBytes: must be at least MaxMessageBytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := testConfig("a")

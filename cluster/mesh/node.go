@@ -64,7 +64,10 @@ type Node struct {
 	smu     sync.Mutex
 	clients map[uint64]*Stream
 	servers map[serverKey]*serverStream
-	ended   *endedStreams
+	// pendingReq is the request bytes held by servers still reassembling
+	// their request (MaxPendingRequestBytes); each serverStream's held share.
+	pendingReq atomic.Int64
+	ended      *endedStreams
 }
 
 // writeBufferPool shares write buffers between links: an idle link holds

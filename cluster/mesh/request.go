@@ -397,6 +397,7 @@ type serverStream struct {
 
 	mu      sync.Mutex
 	req     []byte
+	held    int // bytes of req counted in n.pendingReq
 	reqQ    uint64
 	started bool
 	sent    uint64 // response frames sent
@@ -503,6 +504,17 @@ func (n *Node) removeServer(ss *serverStream) {
 		delete(n.servers, ss.key)
 	}
 	n.smu.Unlock()
+	ss.mu.Lock()
+	ss.releaseLocked()
+	ss.mu.Unlock()
+}
+
+// releaseLocked returns the stream's share of MaxPendingRequestBytes.
+func (ss *serverStream) releaseLocked() {
+	if ss.held > 0 {
+		ss.n.pendingReq.Add(-int64(ss.held))
+		ss.held = 0
+	}
 }
 
 // maxServerStreams bounds concurrent requests served by one node.
@@ -562,6 +574,16 @@ func (n *Node) onReq(l *link, from string, m *streamMsg) {
 		n.sendEnd(nil, from, m.S, 0, &RemoteError{Code: CodeBadRequest, Message: "request exceeds MaxMessageBytes"})
 		return
 	}
+	if n.pendingReq.Add(int64(len(m.D))) > int64(n.cfg.MaxPendingRequestBytes) {
+		n.pendingReq.Add(-int64(len(m.D)))
+		ss.mu.Unlock()
+		ss.cancel(errors.New("request buffer full"))
+		n.removeServer(ss)
+		n.sendEnd(nil, from, m.S, 0, &RemoteError{Code: CodeUnavailable,
+			Message: fmt.Sprintf("node %q is receiving too many large requests at once; retry shortly", n.id)})
+		return
+	}
+	ss.held += len(m.D)
 	ss.req = append(ss.req, m.D...)
 	if m.More {
 		// Credit request chunks as they are reassembled.
@@ -577,6 +599,7 @@ func (n *Node) onReq(l *link, from string, m *streamMsg) {
 		return
 	}
 	ss.started = true
+	ss.releaseLocked() // the handler owns the payload now
 	req := &Request{From: from, Method: ss.method, Payload: ss.req}
 	if req.Payload == nil {
 		req.Payload = []byte{}

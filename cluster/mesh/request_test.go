@@ -833,3 +833,68 @@ func TestRefusedRequestDoesNotBlockReader(t *testing.T) {
 		t.Fatal("the link to the slow peer was closed; the test needs it open with its queue half full")
 	}
 }
+
+// Requests being reassembled share MaxPendingRequestBytes across callers: a
+// request that would pass it is refused as unavailable while the others go
+// on, and the bytes are returned once a request is complete.
+func TestPendingRequestBytesBounded(t *testing.T) {
+	cfg := testConfig("b")
+	cfg.PingInterval = time.Second
+	cfg.DeadAfter = 10 * time.Second // the raw peer answers no pings
+	cfg.MaxFrameBytes = 256 << 10
+	cfg.ChunkBytes = 32 << 10
+	cfg.MaxMessageBytes = 64 << 10
+	cfg.MaxPendingRequestBytes = 64 << 10
+	b := startNode(t, cfg)
+	b.Handle("size", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
+		return w.Write([]byte(strconv.Itoa(len(r.Payload))))
+	}))
+	p := rawDial(t, b.URL(), "p")
+	p.login()
+	waitUntil(t, b, 5*time.Second, "p linked", func() bool { _, ok := b.Peer("p"); return ok })
+
+	send := func(m streamMsg) {
+		t.Helper()
+		payload, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.sendFrame(&Frame{Type: typeReq, ID: newNonce()[:12], From: "p", To: "b", TTL: 4, Timestamp: 1, Payload: payload})
+	}
+	// next reads frames until one of stream s of type typ arrives.
+	next := func(s uint64, typ string) streamMsg {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			_ = p.conn.SetReadDeadline(deadline)
+			_, data, err := p.conn.ReadMessage()
+			if err != nil {
+				t.Fatalf("waiting for %s of stream %d: %v", typ, s, err)
+			}
+			f, err := decodeFrame(data)
+			if err != nil || f.Type != typ {
+				continue
+			}
+			var m streamMsg
+			if err := decodeStreamMsg(f.Payload, &m); err == nil && m.S == s {
+				return m
+			}
+		}
+	}
+	kb := func(n int) []byte { return bytes.Repeat([]byte("z"), n<<10) }
+
+	send(streamMsg{S: 1, M: "size", W: maxWindow, D: kb(40), More: true})
+	send(streamMsg{S: 2, M: "size", W: maxWindow, D: kb(40), More: true}) // 80 KB pending: refused
+	if m := next(2, typeEnd); m.E == nil || m.E.Code != CodeUnavailable || !strings.Contains(m.E.Message, "too many large requests") {
+		t.Fatalf("stream 2 ended with %+v, want a refusal as unavailable", m.E)
+	}
+	send(streamMsg{S: 1, Q: 1, D: kb(10)}) // stream 1 goes on and completes
+	if m := next(1, typeRes); string(m.D) != strconv.Itoa(50<<10) {
+		t.Fatalf("stream 1 answered %q, want its 50 KB request", m.D)
+	}
+	send(streamMsg{S: 3, M: "size", W: maxWindow, D: kb(60)}) // the bytes came back
+	if m := next(3, typeRes); string(m.D) != strconv.Itoa(60<<10) {
+		t.Fatalf("stream 3 answered %q, want its 60 KB request", m.D)
+	}
+	waitPoll(t, 5*time.Second, "no request bytes held", func() bool { return b.pendingReq.Load() == 0 })
+}
