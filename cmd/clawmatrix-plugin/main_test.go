@@ -268,6 +268,12 @@ func TestCommands(t *testing.T) {
 }
 
 func TestNodeCommandRunsUntilSignal(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) { testNodeUntilSignal(t, sig) })
+	}
+}
+
+func testNodeUntilSignal(t *testing.T, sig syscall.Signal) {
 	dir := t.TempDir()
 	cfg := `{"nodeId":"relay","secret":"0123456789abcdef","listen":true,"listenHost":"127.0.0.1","listenPort":0,"proxyPort":0}`
 	path := filepath.Join(dir, "node.json")
@@ -311,16 +317,16 @@ func TestNodeCommandRunsUntilSignal(t *testing.T) {
 			t.Errorf("node output lacks %q:\n%s", want, text)
 		}
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Process.Signal(sig)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	select {
 	case err := <-exited:
 		if err != nil {
-			t.Fatalf("node exit after SIGTERM: %v\n%s", err, stderr.String())
+			t.Fatalf("node exit after %v: %v\n%s", sig, err, stderr.String())
 		}
 	case <-time.After(timeout):
-		t.Fatal("node did not stop on SIGTERM")
+		t.Fatalf("node did not stop on %v", sig)
 	}
 }
 
