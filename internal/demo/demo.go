@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -101,7 +102,11 @@ func Run(ctx context.Context, w io.Writer) error {
 		return err
 	}
 	defer a.Close()
-	if err := waitFor(ctx, a.Mesh(), "c"); err != nil {
+	// Seeing c is not enough: its model and agent arrive with its own
+	// entry, which may come after b's word that c is linked.
+	if err := waitFor(ctx, a.Mesh(), "c", func(p mesh.PeerInfo) bool {
+		return slices.ContainsFunc(p.Models, func(m mesh.ModelInfo) bool { return m.ID == model }) && len(p.Agents) > 0
+	}); err != nil {
 		return err
 	}
 	step("cluster converged", t0)
@@ -171,11 +176,11 @@ func startNode(ctx context.Context, fields map[string]any, workspace string) (*c
 	return cluster.Start(ctx, cluster.Options{Config: cfg, WorkspaceDir: workspace, Mesh: &timing})
 }
 
-// waitFor returns once node knows the node id.
-func waitFor(ctx context.Context, node *mesh.Node, id string) error {
+// waitFor returns once node knows the node id and ready holds for it.
+func waitFor(ctx context.Context, node *mesh.Node, id string, ready func(mesh.PeerInfo) bool) error {
 	for {
 		changed := node.Changed()
-		if _, ok := node.Peer(id); ok {
+		if p, ok := node.Peer(id); ok && ready(p) {
 			return nil
 		}
 		select {
