@@ -277,13 +277,13 @@ func TestTwoSidecarsSeeEachOther(t *testing.T) {
 	deadline := time.After(callTimeout)
 	for {
 		changed := node.Changed()
-		if _, ok := node.Peer("beta"); ok {
+		if p, ok := node.Peer("beta"); ok && len(p.Agents) > 0 && len(p.Models) > 0 {
 			break
 		}
 		select {
 		case <-changed:
 		case <-deadline:
-			t.Fatal("alpha never saw beta")
+			t.Fatal("alpha never saw beta with its agent and model")
 		}
 	}
 
