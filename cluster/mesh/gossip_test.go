@@ -153,13 +153,21 @@ func TestDuplicateIDApartSettles(t *testing.T) {
 		}
 		return v
 	}
+	// Settled means no escalation: an ordinary change on either x (such as
+	// an RTT re-announcement) may still take a version step, but a storm
+	// takes thousands per second.
 	gossipRound()
+	start := time.Now()
 	before := versions()
 	for range 3 {
 		gossipRound()
 	}
-	if after := versions(); after != before {
-		t.Fatalf("versions for id x still climb (x1, x2, at b, at c): %v then %v", before, after)
+	after := versions()
+	allowed := uint64(4 + 2*time.Since(start)/testConfig("x").PingInterval) // re-announcements are at most one per two ping intervals
+	for i := range after {
+		if after[i] < before[i] || after[i]-before[i] > allowed {
+			t.Fatalf("versions for id x still climb (x1, x2, at b, at c): %v then %v (at most %d steps allowed)", before, after, allowed)
+		}
 	}
 	if n := len(logs[0].errorsNaming("x")) + len(logs[1].errorsNaming("x")); n > 2 {
 		t.Fatalf("the clash was logged %d times; want once per node per %v", n, idClashLogEvery)
