@@ -15,13 +15,26 @@ import (
 // look like another process using the id (which bumps the version and
 // floods the cluster), while a different entry under the same version must.
 func TestOwnEntryEcho(t *testing.T) {
-	a, _ := pair(t)
+	// Hourly pings: after the first one, no RTT change re-announces the
+	// entry while the test compares versions.
+	quiet := func(id string) Config {
+		c := testConfig(id)
+		c.PingInterval, c.DeadAfter = time.Hour, 2*time.Hour
+		return c
+	}
+	a, b := startNode(t, quiet("a")), startNode(t, quiet("b"))
+	dial(t, a, b)
+	waitAll(t, []*Node{a, b}, 5*time.Second)
 	l := a.linkTo("b")
 	own := func() *storedEntry {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		return a.topo.entries["a"]
 	}
+	waitPoll(t, 5*time.Second, "a announces the link's first RTT", func() bool {
+		e := own()
+		return len(e.Links) == 1 && e.Links[0].RTTMicros > 0
+	})
 	sync := func(raw []byte) {
 		payload, _ := json.Marshal(peerSyncPayload{Entries: []json.RawMessage{raw}})
 		a.handlePeerSync(l, &Frame{Type: typePeerSync, ID: "t", From: "b", Timestamp: time.Now().UnixMilli(), Payload: payload})
