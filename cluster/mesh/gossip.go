@@ -206,7 +206,7 @@ func (n *Node) handlePeerSync(l *link, f *Frame) {
 			continue
 		}
 		cur := n.topo.entries[e.Origin]
-		if cur != nil && e.Version <= cur.Version {
+		if cur != nil && !supersedes(e, &cur.nodeEntry) {
 			continue
 		}
 		if cur == nil && len(n.topo.entries) >= n.cfg.MaxNodes && !n.evictLocked() {
@@ -229,6 +229,15 @@ func (n *Node) handlePeerSync(l *link, f *Frame) {
 	if changed {
 		n.checkStreams()
 	}
+}
+
+// supersedes reports whether entry e replaces cur, both of one origin id:
+// a higher version, or at an equal version a later incarnation. Two live
+// processes under one id can land on the same version (one moves past the
+// other while the other announces); without the tie-break each half of the
+// cluster would keep its own and the clash would go unnoticed.
+func supersedes(e, cur *nodeEntry) bool {
+	return e.Version > cur.Version || (e.Version == cur.Version && e.Inc > cur.Inc)
 }
 
 // ownEntrySeenLocked handles an entry under this node's own id that came

@@ -186,3 +186,21 @@ func TestDuplicateIDApartSettles(t *testing.T) {
 		t.Fatalf("the clash was logged %d times; want once per node per %v", n, idClashLogEvery)
 	}
 }
+
+func TestSupersedes(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		e, cur   nodeEntry
+		replaces bool
+	}{
+		{"higher version", nodeEntry{Version: 5, Inc: 1}, nodeEntry{Version: 4, Inc: 9}, true},
+		{"lower version", nodeEntry{Version: 3, Inc: 9}, nodeEntry{Version: 4, Inc: 1}, false},
+		{"same entry again", nodeEntry{Version: 4, Inc: 1}, nodeEntry{Version: 4, Inc: 1}, false},
+		{"tie, later incarnation", nodeEntry{Version: 4, Inc: 2}, nodeEntry{Version: 4, Inc: 1}, true},
+		{"tie, earlier incarnation", nodeEntry{Version: 4, Inc: 1}, nodeEntry{Version: 4, Inc: 2}, false},
+	} {
+		if got := supersedes(&tc.e, &tc.cur); got != tc.replaces {
+			t.Errorf("%s: supersedes = %v, want %v", tc.name, got, tc.replaces)
+		}
+	}
+}
