@@ -59,6 +59,15 @@ func startNode(t testing.TB, id string, models []schema.Model, peers ...*mesh.No
 		n.Close()
 		s.Close()
 	})
+	// The links it dials are up before the test goes on: a peer first
+	// reached through another one would become unreachable with it when a
+	// test closes that one.
+	for _, p := range peers {
+		waitUntil(t, n, "a direct link to "+p.ID(), func() bool {
+			info, ok := n.Peer(p.ID())
+			return ok && info.Status == mesh.StatusConnected
+		})
+	}
 	return n
 }
 
