@@ -23,7 +23,7 @@ const answerGrace = 30 * time.Second
 
 // Deadlines for tools without a caller-given time limit.
 const (
-	fileDeadline = 2*time.Minute + answerGrace
+	fileDeadline = fileTimeout + answerGrace
 	toolDeadline = DefaultMaxTimeout + answerGrace
 	sendDeadline = sendQueueWait + answerGrace
 )

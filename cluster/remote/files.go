@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/clawmatrix/clawmatrix/schema"
@@ -50,6 +51,10 @@ type ReadDetails struct {
 // sniffLen is how much of a file decides whether it is text.
 const sniffLen = 8 << 10
 
+// fileTimeout bounds one read on the target (or toolProxy.maxTimeoutMs when
+// lower); the caller waits fileDeadline, a little longer, for its answer.
+const fileTimeout = 2 * time.Minute
+
 // read returns lines of a text file: offset is the 1-based first line
 // (default 1) and limit the number of lines (default: to the end), like
 // OpenClaw's own read tool. The text stops at maxOutputBytes with a note.
@@ -79,7 +84,7 @@ func (t *Target) read(ctx context.Context, a schema.ReadArgs) Result {
 	}
 	defer f.Close()
 	d := ReadDetails{Node: t.nodeID, Path: path, SizeBytes: fi.Size()}
-	ctx, cancel := context.WithTimeout(ctx, t.maxTimeout)
+	ctx, cancel := context.WithTimeout(ctx, min(t.maxTimeout, fileTimeout))
 	defer cancel()
 
 	br := bufio.NewReaderSize(f, 64<<10)
