@@ -396,8 +396,8 @@ type serverStream struct {
 	cancel context.CancelCauseFunc
 
 	mu      sync.Mutex
-	req     []byte
-	held    int // bytes of req counted in n.pendingReq
+	req     []byte // the request being reassembled, counted in n.pendingReq
+	removed bool   // removeServer has run: no more request bytes are taken
 	reqQ    uint64
 	started bool
 	sent    uint64 // response frames sent
@@ -505,16 +505,18 @@ func (n *Node) removeServer(ss *serverStream) {
 	}
 	n.smu.Unlock()
 	ss.mu.Lock()
+	ss.removed = true
 	ss.releaseLocked()
 	ss.mu.Unlock()
 }
 
-// releaseLocked returns the stream's share of MaxPendingRequestBytes.
+// releaseLocked drops the request being reassembled and returns its share
+// of MaxPendingRequestBytes.
 func (ss *serverStream) releaseLocked() {
-	if ss.held > 0 {
-		ss.n.pendingReq.Add(-int64(ss.held))
-		ss.held = 0
+	if len(ss.req) > 0 {
+		ss.n.pendingReq.Add(-int64(len(ss.req)))
 	}
+	ss.req = nil
 }
 
 // maxServerStreams bounds concurrent requests served by one node.
@@ -557,6 +559,12 @@ func (n *Node) onReq(l *link, from string, m *streamMsg) {
 	n.smu.Unlock()
 
 	ss.mu.Lock()
+	if ss.removed {
+		// Removed (cancelled, or its route lost) between the lookup and
+		// now: its caller has been told; take nothing more for it.
+		ss.mu.Unlock()
+		return
+	}
 	if ss.started || m.Q != ss.reqQ {
 		ss.mu.Unlock()
 		n.abortServer(ss, unreachable(from, "request frames lost"), "request frames were lost in transit")
@@ -583,7 +591,6 @@ func (n *Node) onReq(l *link, from string, m *streamMsg) {
 			Message: fmt.Sprintf("node %q is receiving too many large requests at once; retry shortly", n.id)})
 		return
 	}
-	ss.held += len(m.D)
 	ss.req = append(ss.req, m.D...)
 	if m.More {
 		// Credit request chunks as they are reassembled.
@@ -599,12 +606,11 @@ func (n *Node) onReq(l *link, from string, m *streamMsg) {
 		return
 	}
 	ss.started = true
-	ss.releaseLocked() // the handler owns the payload now
 	req := &Request{From: from, Method: ss.method, Payload: ss.req}
 	if req.Payload == nil {
 		req.Payload = []byte{}
 	}
-	ss.req = nil
+	ss.releaseLocked() // the handler owns the payload now
 	ss.mu.Unlock()
 
 	n.smu.Lock()

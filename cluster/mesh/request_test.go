@@ -853,30 +853,25 @@ func TestPendingRequestBytesBounded(t *testing.T) {
 	p.login()
 	waitUntil(t, b, 5*time.Second, "p linked", func() bool { _, ok := b.Peer("p"); return ok })
 
-	send := func(m streamMsg) {
+	sendAs := func(typ string, m streamMsg) {
 		t.Helper()
 		payload, err := json.Marshal(m)
 		if err != nil {
 			t.Fatal(err)
 		}
-		p.sendFrame(&Frame{Type: typeReq, ID: newNonce()[:12], From: "p", To: "b", TTL: 4, Timestamp: 1, Payload: payload})
+		p.sendFrame(&Frame{Type: typ, ID: newNonce()[:12], From: "p", To: "b", TTL: 4, Timestamp: 1, Payload: payload})
 	}
+	send := func(m streamMsg) { t.Helper(); sendAs(typeReq, m) }
 	// next reads frames until one of stream s of type typ arrives.
 	next := func(s uint64, typ string) streamMsg {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
 		for {
-			_ = p.conn.SetReadDeadline(deadline)
-			_, data, err := p.conn.ReadMessage()
+			f, err := p.read()
 			if err != nil {
 				t.Fatalf("waiting for %s of stream %d: %v", typ, s, err)
 			}
-			f, err := decodeFrame(data)
-			if err != nil || f.Type != typ {
-				continue
-			}
 			var m streamMsg
-			if err := decodeStreamMsg(f.Payload, &m); err == nil && m.S == s {
+			if f.Type == typ && decodeStreamMsg(f.Payload, &m) == nil && m.S == s {
 				return m
 			}
 		}
@@ -897,4 +892,10 @@ func TestPendingRequestBytesBounded(t *testing.T) {
 		t.Fatalf("stream 3 answered %q, want its 60 KB request", m.D)
 	}
 	waitPoll(t, 5*time.Second, "no request bytes held", func() bool { return b.pendingReq.Load() == 0 })
+
+	// A request cancelled halfway returns its bytes too.
+	send(streamMsg{S: 4, M: "size", W: maxWindow, D: kb(40), More: true})
+	waitPoll(t, 5*time.Second, "40 KB held for stream 4", func() bool { return b.pendingReq.Load() == 40<<10 })
+	sendAs(typeCancel, streamMsg{S: 4})
+	waitPoll(t, 5*time.Second, "no request bytes held after the cancel", func() bool { return b.pendingReq.Load() == 0 })
 }
