@@ -840,3 +840,38 @@ func TestProxyStreamBreaksBeforeFirstChunk(t *testing.T) {
 	_, _, err := streamText(testCtx(t), newClient(front), chatParams("m"))
 	wantAPIError(t, err, http.StatusBadGateway, codeUpstream, `node "b" broke off the response`)
 }
+
+// A streamed request whose upstream answers with a body that is not SSE and
+// breaks off halfway: the connection is aborted, so the client sees a cut
+// response, never an SSE error event stuck onto a body of another type.
+func TestProxyNonSSEStreamBreakAborts(t *testing.T) {
+	_, _, up, front := twoNodes(t)
+	up.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"chatcmpl-1","object":"chat.completion","choices":[`)
+		w.(http.Flusher).Flush()
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+		return true
+	})
+	ctx := testCtx(t)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, front.URL()+"/chat/completions",
+		strings.NewReader(`{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err == nil {
+		t.Fatalf("the cut response read as complete (status %d): %q", resp.StatusCode, body)
+	}
+	if strings.Contains(string(body), "data:") {
+		t.Fatalf("an SSE event was added to a %s body: %q", resp.Header.Get("Content-Type"), body)
+	}
+}

@@ -465,7 +465,7 @@ func (s *Server) respond(ctx context.Context, w http.ResponseWriter, r *http.Req
 	// Some servers stream SSE without saying text/event-stream; holding such
 	// a stream would hold back every chunk until the end. An error status is
 	// a plain error body whatever the request asked for.
-	if isEventStream(hdr.Get("Content-Type")) || (stream && h.Status >= 200 && h.Status < 300) {
+	if sse := isEventStream(hdr.Get("Content-Type")); sse || (stream && h.Status >= 200 && h.Status < 300) {
 		msg, err := st.Recv()
 		if err != nil && err != io.EOF {
 			return unsent(err)
@@ -483,6 +483,11 @@ func (s *Server) respond(ctx context.Context, w http.ResponseWriter, r *http.Req
 		}
 		if err == io.EOF || r.Context().Err() != nil {
 			return false
+		}
+		if !sse {
+			// An error event would corrupt a body of another type: abort
+			// the connection, so the client sees a truncated response.
+			panic(http.ErrAbortHandler)
 		}
 		w.Write(sseError(brokeOff(err)))
 		if fl != nil {
