@@ -85,11 +85,12 @@ func (s *Server) Serve(ctx context.Context, in io.Reader, out io.Writer) error {
 	// and at the end of input the calls in flight must end but still answer.
 	callCtx, cancelCalls := context.WithCancel(ctx)
 	defer cancelCalls()
-	stream.beforeEnd = func() {
+	finish := func() {
 		cancelCalls()
 		s.shutdown()
 		s.calls.Wait()
 	}
+	stream.beforeEnd = finish
 	conn := jsonrpc2.NewConn(ctx, stream, &asyncHandler{s: s, ctx: callCtx},
 		jsonrpc2.SetLogger(log.New(io.Discard, "", 0)))
 	select {
@@ -97,9 +98,7 @@ func (s *Server) Serve(ctx context.Context, in io.Reader, out io.Writer) error {
 	case <-ctx.Done():
 		conn.Close()
 	}
-	cancel()
-	s.shutdown()
-	s.calls.Wait()
+	finish()
 	return nil
 }
 
