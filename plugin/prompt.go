@@ -65,8 +65,9 @@ func promptContext(cfg *schema.Config, peers []mesh.PeerInfo) string {
 			b.WriteString("\n")
 		}
 		if len(p.Models) > 0 {
-			ids := make([]string, 0, min(len(p.Models), promptMaxModels))
-			for _, m := range p.Models[:min(len(p.Models), promptMaxModels)] {
+			shown := p.Models[:min(len(p.Models), promptMaxModels)]
+			ids := make([]string, 0, len(shown))
+			for _, m := range shown {
 				ids = append(ids, "clawmatrix/"+m.ID)
 			}
 			more := ""

@@ -103,10 +103,11 @@ func (n *Node) announceSelfLocked() {
 	e := nodeEntry{Origin: n.id, Version: n.topo.version, Inc: n.inc, Caps: n.caps}
 	for _, l := range n.sortedLinksLocked() {
 		le := linkEntry{Peer: l.peer, Since: l.epoch}
-		if r := l.srtt.Load(); r > 0 {
+		r := l.srtt.Load() // once: what is announced is what annRTT remembers
+		if r > 0 {
 			le.RTTMicros = max(r/1e3, 1)
 		}
-		l.annRTT.Store(l.srtt.Load())
+		l.annRTT.Store(r)
 		e.Links = append(e.Links, le)
 	}
 	if e.Links == nil {

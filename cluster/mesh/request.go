@@ -575,19 +575,21 @@ func (n *Node) onReq(l *link, from string, m *streamMsg) {
 	if ss.path == nil && from != n.id {
 		ss.path = n.routes.Load().path(from)
 	}
-	if len(ss.req)+len(m.D) > n.cfg.MaxMessageBytes {
+	// refuse ends the stream from the reader: the end frame never waits
+	// for room in the caller's queue.
+	refuse := func(cause string, e *RemoteError) {
 		ss.mu.Unlock()
-		ss.cancel(errors.New("request too large"))
+		ss.cancel(errors.New(cause))
 		n.removeServer(ss)
-		n.sendEnd(nil, from, m.S, 0, &RemoteError{Code: CodeBadRequest, Message: "request exceeds MaxMessageBytes"})
+		n.sendEnd(nil, from, m.S, 0, e)
+	}
+	if len(ss.req)+len(m.D) > n.cfg.MaxMessageBytes {
+		refuse("request too large", &RemoteError{Code: CodeBadRequest, Message: "request exceeds MaxMessageBytes"})
 		return
 	}
 	if n.pendingReq.Add(int64(len(m.D))) > int64(n.cfg.MaxPendingRequestBytes) {
 		n.pendingReq.Add(-int64(len(m.D)))
-		ss.mu.Unlock()
-		ss.cancel(errors.New("request buffer full"))
-		n.removeServer(ss)
-		n.sendEnd(nil, from, m.S, 0, &RemoteError{Code: CodeUnavailable,
+		refuse("request buffer full", &RemoteError{Code: CodeUnavailable,
 			Message: fmt.Sprintf("node %q is receiving too many large requests at once; retry shortly", n.id)})
 		return
 	}
