@@ -616,12 +616,9 @@ func checkStream(ctx context.Context, client *http.Client, url, key string, body
 			return fmt.Errorf("unexpected event %q", line)
 		}
 		rest := line[i+len(`"content":"t`):]
-		end := strings.IndexByte(rest, ' ')
-		if end < 0 {
-			return fmt.Errorf("damaged chunk where chunk %d was due: %q", want, line)
-		}
-		got, err := strconv.Atoi(rest[:end])
-		if err != nil {
+		num, _, found := strings.Cut(rest, " ")
+		got, err := strconv.Atoi(num)
+		if !found || err != nil {
 			return fmt.Errorf("damaged chunk where chunk %d was due: %q", want, line)
 		}
 		if got != want {

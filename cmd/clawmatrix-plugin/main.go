@@ -130,13 +130,15 @@ func readConfig(path string, stdout io.Writer) (*schema.Config, bool) {
 	return cfg, len(problems) == 0
 }
 
+const validateUsage = "usage: clawmatrix-plugin validate-config FILE"
+
 func runValidate(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help") {
-		fmt.Fprintln(stdout, "usage: clawmatrix-plugin validate-config FILE")
+		fmt.Fprintln(stdout, validateUsage)
 		return 0
 	}
 	if len(args) != 1 {
-		fmt.Fprintln(stderr, "usage: clawmatrix-plugin validate-config FILE")
+		fmt.Fprintln(stderr, validateUsage)
 		return 1
 	}
 	if _, ok := readConfig(args[0], stdout); !ok {
