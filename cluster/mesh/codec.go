@@ -1,100 +1,138 @@
 package mesh
 
 import (
-	"encoding/base64"
-	"encoding/json"
-	"strconv"
-
-	"github.com/clawmatrix/clawmatrix/internal/jsonscan"
+	"encoding/binary"
+	"errors"
 )
 
-// Stream payloads are the bulk of all traffic. encoding/json would validate
-// and re-scan each one twice (envelope, then payload), which made the reader
-// of a busy link spend most of its time scanning base64 data. So they are
-// encoded by hand and decoded in one pass with jsonscan, like the envelope
-// (decodeFrame): a relay never parses a payload, and the target scans a data
-// chunk once before base64-decoding it.
+// Stream messages are the bulk of all traffic, so their body is binary
+// (docs/PROTOCOL.md, "Stream frames"): a flags byte, three varints, the
+// optional strings, and the data bytes as they are, to the end of the body.
+// The stream id and the R bit live in the routed header, where relays can
+// read them without opening a sealed body.
 
-// encodeStreamMsg is the hand-written encoder of stream payloads.
-func encodeStreamMsg(m *streamMsg) []byte {
-	b := make([]byte, 0, 64+base64.StdEncoding.EncodedLen(len(m.D))+len(m.M))
-	b = append(b, `{"s":`...)
-	b = strconv.AppendUint(b, m.S, 10)
-	if m.Q != 0 {
-		b = append(b, `,"q":`...)
-		b = strconv.AppendUint(b, m.Q, 10)
+// Body flag bits.
+const (
+	bodyMore = 1 << 0
+	bodyM    = 1 << 1
+	bodyE    = 1 << 2
+	bodyP    = 1 << 3
+)
+
+// maxBodyString bounds the method, node id and error strings of a body.
+const maxBodyString = 4096
+
+var errBodySyntax = errors.New("malformed stream message")
+
+// appendStreamMsg encodes m's body (everything but S and R).
+func appendStreamMsg(b []byte, m *streamMsg) []byte {
+	var flags byte
+	if m.More {
+		flags |= bodyMore
 	}
 	if m.M != "" {
-		b = append(b, `,"m":`...)
-		b = appendJSONString(b, m.M)
-	}
-	if m.W != 0 {
-		b = append(b, `,"w":`...)
-		b = strconv.AppendInt(b, int64(m.W), 10)
-	}
-	if len(m.D) > 0 {
-		b = append(b, `,"d":"`...)
-		b = base64.StdEncoding.AppendEncode(b, m.D)
-		b = append(b, '"')
-	}
-	if m.More {
-		b = append(b, `,"more":true`...)
-	}
-	if m.N != 0 {
-		b = append(b, `,"n":`...)
-		b = strconv.AppendUint(b, m.N, 10)
-	}
-	if m.R {
-		b = append(b, `,"r":true`...)
-	}
-	if m.P != "" {
-		b = append(b, `,"p":`...)
-		b = appendJSONString(b, m.P)
+		flags |= bodyM
 	}
 	if m.E != nil {
-		e, _ := json.Marshal(m.E) // strings only: cannot fail
-		b = append(b, `,"e":`...)
-		b = append(b, e...)
+		flags |= bodyE
 	}
-	return append(b, '}')
+	if m.P != "" {
+		flags |= bodyP
+	}
+	b = append(b, flags)
+	b = binary.AppendUvarint(b, m.Q)
+	b = binary.AppendUvarint(b, uint64(m.W))
+	b = binary.AppendUvarint(b, m.N)
+	if m.M != "" {
+		b = appendBodyString(b, m.M)
+	}
+	if m.E != nil {
+		b = appendBodyString(b, m.E.Code)
+		b = appendBodyString(b, m.E.Message)
+	}
+	if m.P != "" {
+		b = appendBodyString(b, m.P)
+	}
+	return append(b, m.D...)
 }
 
-// decodeStreamMsg parses a stream payload in one pass.
+func appendBodyString(b []byte, s string) []byte {
+	if len(s) > maxBodyString {
+		s = s[:maxBodyString]
+	}
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// streamMsgSize is an upper bound of m's encoded body.
+func streamMsgSize(m *streamMsg) int {
+	n := 1 + 3*binary.MaxVarintLen64 + len(m.D) + len(m.M) + len(m.P) + 3*binary.MaxVarintLen64
+	if m.E != nil {
+		n += len(m.E.Code) + len(m.E.Message)
+	}
+	return n
+}
+
+// decodeStreamMsg parses a body into m (S and R are set by the caller from
+// the header). m.D aliases p.
 func decodeStreamMsg(p []byte, m *streamMsg) error {
-	return jsonscan.WalkObject(p, func(key, v []byte, _ int) error {
-		var err error
-		switch string(key) {
-		case "s":
-			m.S, err = jsonscan.Uint(v)
-		case "q":
-			m.Q, err = jsonscan.Uint(v)
-		case "m":
-			m.M, err = jsonscan.String(v)
-		case "w":
-			var w int64
-			w, err = jsonscan.Int(v)
-			if err == nil && (w < 0 || w > maxWindow*1024) {
-				err = jsonscan.ErrSyntax
-			}
-			m.W = int(w)
-		case "d":
-			m.D, err = jsonscan.Bytes(v)
-		case "more":
-			m.More, err = jsonscan.Bool(v)
-		case "n":
-			m.N, err = jsonscan.Uint(v)
-		case "r":
-			m.R, err = jsonscan.Bool(v)
-		case "p":
-			m.P, err = jsonscan.String(v)
-		case "e":
-			if jsonscan.IsNull(v) {
-				m.E = nil
-				return nil
-			}
-			m.E = new(RemoteError)
-			err = json.Unmarshal(v, m.E)
+	if len(p) < 1 {
+		return errBodySyntax
+	}
+	flags := p[0]
+	if flags&^(bodyMore|bodyM|bodyE|bodyP) != 0 {
+		return errBodySyntax
+	}
+	p = p[1:]
+	var w uint64
+	var ok bool
+	if m.Q, p, ok = uvarint(p); !ok {
+		return errBodySyntax
+	}
+	if w, p, ok = uvarint(p); !ok || w > maxWindow {
+		return errBodySyntax
+	}
+	m.W = int(w)
+	if m.N, p, ok = uvarint(p); !ok {
+		return errBodySyntax
+	}
+	m.More = flags&bodyMore != 0
+	if flags&bodyM != 0 {
+		if m.M, p, ok = bodyString(p); !ok || m.M == "" {
+			return errBodySyntax
 		}
-		return err
-	})
+	}
+	if flags&bodyE != 0 {
+		e := &RemoteError{}
+		if e.Code, p, ok = bodyString(p); !ok {
+			return errBodySyntax
+		}
+		if e.Message, p, ok = bodyString(p); !ok {
+			return errBodySyntax
+		}
+		m.E = e
+	}
+	if flags&bodyP != 0 {
+		if m.P, p, ok = bodyString(p); !ok || checkNodeID(m.P) != nil {
+			return errBodySyntax
+		}
+	}
+	m.D = p
+	return nil
+}
+
+func uvarint(p []byte) (uint64, []byte, bool) {
+	v, n := binary.Uvarint(p)
+	if n <= 0 {
+		return 0, nil, false
+	}
+	return v, p[n:], true
+}
+
+func bodyString(p []byte) (string, []byte, bool) {
+	l, p, ok := uvarint(p)
+	if !ok || l > maxBodyString || l > uint64(len(p)) {
+		return "", nil, false
+	}
+	return string(p[:l]), p[l:], true
 }

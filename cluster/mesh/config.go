@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -23,9 +24,17 @@ type PeerAddr struct {
 // DefaultLocalConfig and set NodeID, Secret, ListenAddr and Peers.
 type Config struct {
 	NodeID string
-	// Secret is the shared cluster secret (at least MinSecretLen bytes). It
-	// only ever keys HMACs; it is never logged, sent or put in an error.
+	// Secret is the shared cluster secret (at least MinSecretLen bytes): the
+	// credential that lets a node join. A pre-shared key derived from it is
+	// mixed into every link handshake; the secret itself is never logged,
+	// sent or put in an error.
 	Secret string
+	// Identity is this node's Ed25519 node key, which binds its id once
+	// peers have pinned it; nil makes an ephemeral key for this run.
+	Identity ed25519.PrivateKey
+	// Trust decides which node key may speak for which id; nil pins the
+	// first key seen per id for the life of the process.
+	Trust Trust
 	// ListenAddr is where to accept peers, e.g. "0.0.0.0:19000" or
 	// "127.0.0.1:0"; "" means do not listen.
 	ListenAddr string
@@ -79,15 +88,18 @@ type Config struct {
 	MaxHops int
 	// DedupSize is how many recent routed frame ids are remembered.
 	DedupSize int
-	// NonceCacheSize is how many recent handshake nonces are remembered to
-	// refuse replays.
-	NonceCacheSize int
-	// MaxPendingAuth bounds connections that are upgraded but not yet
-	// authenticated; more are refused with HTTP 503.
+	// MaxPendingAuth bounds accepted connections that have not completed
+	// the handshake; a newer one evicts the oldest (see listen.go).
 	MaxPendingAuth int
-	// MaxConns bounds accepted TCP connections of any state; more are closed
-	// at once.
+	// MaxPendingAuthPerSource bounds them per source address the same way.
+	MaxPendingAuthPerSource int
+	// MaxConns bounds accepted TCP connections of any state; beyond it
+	// unauthenticated ones are evicted, and when every one is authenticated
+	// new ones are closed at once.
 	MaxConns int
+	// MaxEntryBytes bounds one signed topology entry; a bigger one is
+	// refused and the link that brought it closed.
+	MaxEntryBytes int
 	// MaxNodes bounds the topology table (reachable and remembered nodes).
 	MaxNodes int
 
@@ -113,14 +125,15 @@ func DefaultLANConfig() Config {
 		ChunkBytes:      32 << 10,
 		MaxMessageBytes: 64 << 20,
 		// Four requests of the largest size at once.
-		MaxPendingRequestBytes: 256 << 20,
-		MaxQueueBytes:          16 << 20,
-		MaxHops:                32,
-		DedupSize:              16384,
-		NonceCacheSize:         4096,
-		MaxPendingAuth:         64,
-		MaxConns:               1024,
-		MaxNodes:               1024,
+		MaxPendingRequestBytes:  256 << 20,
+		MaxQueueBytes:           16 << 20,
+		MaxHops:                 32,
+		DedupSize:               16384,
+		MaxPendingAuth:          64,
+		MaxPendingAuthPerSource: 16,
+		MaxConns:                1024,
+		MaxEntryBytes:           64 << 10,
+		MaxNodes:                1024,
 	}
 }
 
@@ -135,8 +148,8 @@ func DefaultLocalConfig() Config {
 	return c
 }
 
-// frameOverhead is room for the JSON envelope and stream fields around a
-// chunk's base64 data.
+// frameOverhead is room for the routed header, the seal and the stream
+// fields around a chunk's data.
 const frameOverhead = 1024
 
 func (c *Config) validate() error {
@@ -195,15 +208,19 @@ func (c *Config) validate() error {
 	posInt("MaxQueueBytes", c.MaxQueueBytes)
 	posInt("MaxHops", c.MaxHops)
 	posInt("DedupSize", c.DedupSize)
-	posInt("NonceCacheSize", c.NonceCacheSize)
 	posInt("MaxPendingAuth", c.MaxPendingAuth)
+	posInt("MaxPendingAuthPerSource", c.MaxPendingAuthPerSource)
+	posInt("MaxEntryBytes", c.MaxEntryBytes)
+	if c.Identity != nil && len(c.Identity) != ed25519.PrivateKeySize {
+		bad("Identity: must be an Ed25519 private key (%d bytes, got %d)", ed25519.PrivateKeySize, len(c.Identity))
+	}
 	posInt("MaxConns", c.MaxConns)
 	posInt("MaxNodes", c.MaxNodes)
 	if c.MaxFrameBytes > 0 && c.MaxFrameBytes < 4096 {
 		bad("MaxFrameBytes: %d is too small; use at least 4096", c.MaxFrameBytes)
 	}
-	if c.ChunkBytes > 0 && c.MaxFrameBytes > 0 && c.ChunkBytes*4/3+frameOverhead > c.MaxFrameBytes {
-		bad("ChunkBytes: %d does not fit in MaxFrameBytes %d once base64-encoded; use at most %d", c.ChunkBytes, c.MaxFrameBytes, (c.MaxFrameBytes-frameOverhead)*3/4)
+	if c.ChunkBytes > 0 && c.MaxFrameBytes > 0 && c.ChunkBytes+frameOverhead > c.MaxFrameBytes {
+		bad("ChunkBytes: %d does not fit in MaxFrameBytes %d with its header; use at most %d", c.ChunkBytes, c.MaxFrameBytes, c.MaxFrameBytes-frameOverhead)
 	}
 	if c.MaxQueueBytes > 0 && c.MaxFrameBytes > 0 && c.MaxQueueBytes < 4*c.MaxFrameBytes {
 		bad("MaxQueueBytes: %d must be at least 4*MaxFrameBytes (%d)", c.MaxQueueBytes, 4*c.MaxFrameBytes)
@@ -219,10 +236,11 @@ func (c *Config) writeTimeout() time.Duration {
 }
 
 // MaxNodeIDLen is the longest node id accepted.
-const MaxNodeIDLen = 128
+const MaxNodeIDLen = 64
 
-// checkNodeID keeps node ids printable and short, because they appear in
-// logs, prompts and close reasons.
+// checkNodeID keeps node ids to letters, digits, '.', '_' and '-' (the
+// config schema's rule), because they appear in logs, prompts and close
+// reasons: an id from a peer can carry no line break or instruction.
 func checkNodeID(id string) error {
 	if id == "" {
 		return errors.New("must not be empty")
@@ -230,12 +248,24 @@ func checkNodeID(id string) error {
 	if len(id) > MaxNodeIDLen {
 		return fmt.Errorf("is %d bytes long; use at most %d", len(id), MaxNodeIDLen)
 	}
-	for _, r := range id {
-		if r < 0x21 || r == 0x7f || r == '"' || r == '\\' {
-			return fmt.Errorf("%q contains a space, control character, quote or backslash; use letters, digits, '-', '_' or '.'", id)
-		}
+	if !ValidNodeID(id) {
+		return fmt.Errorf("%q may only contain letters, digits, '.', '_' and '-'", id)
 	}
 	return nil
+}
+
+// ValidNodeID reports whether id uses only the node-id character set.
+func ValidNodeID(id string) bool {
+	if id == "" || len(id) > MaxNodeIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func checkPeerURL(s string) error {

@@ -1,173 +1,176 @@
 package mesh
 
 import (
-	"encoding/json"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"strconv"
-	"unicode/utf8"
-
-	"github.com/clawmatrix/clawmatrix/internal/jsonscan"
 )
 
-// Frame is one message on a link: a WebSocket text message holding
-// {type, id, from, to?, ttl?, timestamp, payload} (SPEC §5).
+// Frame is one message on a link, in the binary layout of docs/PROTOCOL.md
+// ("Frames"). It is the plaintext of one link record: the link's Noise
+// session encrypts it hop by hop.
 //
-// Hop-local frames (handshake, ping, pong, peer_sync) have no To and their
-// From is the sending peer. Routed frames (requests and their streams) carry
-// the origin in From and the destination in To, and are relayed hop by hop
-// with TTL decremented at each relay.
+// Hop-local frames (ping, pong, peer_sync, welcome) carry only a type and a
+// payload, and come from the link's peer. Routed frames (requests and their
+// streams, and the end-to-end handshake) carry a header with the origin in
+// From, the destination in To, a hop budget and the stream they belong to,
+// and are relayed hop by hop. A routed frame whose destination is not the
+// next hop is sealed end to end (see e2e.go): relays read its header, never
+// its body, and cannot change either without the destination noticing.
 type Frame struct {
-	Type      string          `json:"type"`
-	ID        string          `json:"id"`
-	From      string          `json:"from"`
-	To        string          `json:"to,omitempty"`
-	TTL       int             `json:"ttl,omitempty"`
-	Timestamp int64           `json:"timestamp"`
-	Payload   json.RawMessage `json:"payload,omitempty"`
+	Type byte
+	// TTL is decremented by each relay; it is not covered by the seal.
+	TTL uint8
+	// Sealed says Body is an end-to-end sealed box, not the stream body.
+	Sealed bool
+	// R marks a frame sent by the target of its stream (see streamMsg.R).
+	R      bool
+	From   string
+	To     string
+	ID     uint64 // unique per origin run; relays drop repeats
+	Stream uint64 // the stream this frame belongs to
+	// Payload is the frame's body: for a routed frame the encoded stream
+	// message (or sealed box while Sealed), for a hop-local one its payload.
+	Payload []byte
 }
 
-// Frame types.
+// Frame types. Values are part of the wire protocol: append, never reuse.
 const (
-	typeAuthChallenge = "auth_challenge"
-	typeAuth          = "auth"
-	typeAuthOK        = "auth_ok"
-	typePing          = "ping"
-	typePong          = "pong"
-	typePeerSync      = "peer_sync"
+	typePing     byte = 1 // payload: 8-byte sender clock
+	typePong     byte = 2 // payload: the ping's payload
+	typePeerSync byte = 3 // payload: signed topology entries (gossip.go)
+	typeWelcome  byte = 4 // listener's first frame: incarnation and capabilities
 
-	// Routed stream frames; see request.go.
-	typeReq      = "req"       // caller -> target: a request message chunk
-	typeRes      = "res"       // target -> caller: a response message chunk
-	typeEnd      = "end"       // target -> caller: the handler returned
-	typeCancel   = "cancel"    // caller -> target: stop the handler
-	typeAck      = "ack"       // caller -> target: messages consumed (credit)
-	typeNoStream = "no_stream" // either way: that stream is unknown or given up here ("r": to the caller)
-	typeLost     = "lost"      // relay -> origin: a frame of that stream was dropped on the way ("p": its destination)
+	// Routed types start at firstRouted, so a relay can forward a routed
+	// type it does not know yet.
+	firstRouted byte = 16
+
+	typeReq      byte = 16 // caller -> target: a request message chunk
+	typeRes      byte = 17 // target -> caller: a response message chunk
+	typeEnd      byte = 18 // target -> caller: the handler returned
+	typeCancel   byte = 19 // caller -> target: stop the handler
+	typeAck      byte = 20 // either way: messages consumed (credit)
+	typeNoStream byte = 21 // either way: that stream is unknown or given up here
+	typeLost     byte = 22 // relay -> origin: a frame of that stream was dropped
+	typeE2EInit  byte = 23 // end-to-end handshake, first message (e2e.go)
+	typeE2EResp  byte = 24 // end-to-end handshake, answer
 )
+
+var typeNames = map[byte]string{
+	typePing: "ping", typePong: "pong", typePeerSync: "peer_sync", typeWelcome: "welcome",
+	typeReq: "req", typeRes: "res", typeEnd: "end", typeCancel: "cancel", typeAck: "ack",
+	typeNoStream: "no_stream", typeLost: "lost", typeE2EInit: "e2e_init", typeE2EResp: "e2e_resp",
+}
+
+func typeName(t byte) string {
+	if s, ok := typeNames[t]; ok {
+		return s
+	}
+	return fmt.Sprintf("type_%d", t)
+}
 
 // isRouted reports whether frames of type t travel end to end (and may be
 // relayed) rather than over one link only.
-func isRouted(t string) bool {
-	switch t {
-	case typeReq, typeRes, typeEnd, typeCancel, typeAck, typeNoStream, typeLost:
-		return true
-	}
-	return false
-}
+func isRouted(t byte) bool { return t >= firstRouted }
 
 // isControl reports whether frames of type t jump ahead of stream data in a
 // link's write queue: they are small and keep the link alive or let streams
 // progress.
-func isControl(t string) bool {
+func isControl(t byte) bool {
 	switch t {
-	case typePing, typePong, typePeerSync, typeAck, typeCancel, typeNoStream, typeLost:
-		return true
+	case typeReq, typeRes, typeEnd:
+		return false
 	}
-	return false
+	return true
 }
 
-var errFrameSyntax = errors.New("frame is not a JSON object with type, id and from")
+// Header flag bits of routed frames.
+const (
+	flagSealed = 1 << 0
+	flagR      = 1 << 1
+)
 
-// decodeFrame parses one wire frame in a single pass. It never panics, and
-// it rejects frames missing the envelope fields the mesh relies on. The
-// payload is copied but not parsed: relays pass it on as it came, and the
-// node it is for parses it.
+// routedHeaderMin is a routed header with one-byte node ids.
+const routedHeaderMin = 3 + 2 + 2 + 16
+
+var errFrameSyntax = errors.New("malformed frame")
+
+// decodeFrame parses one frame. It never panics, and the payload aliases
+// data (callers that keep it copy it).
 func decodeFrame(data []byte) (*Frame, error) {
-	var f Frame
-	err := jsonscan.WalkObject(data, func(key, v []byte, _ int) error {
-		var err error
-		switch string(key) {
-		case "type":
-			f.Type, err = jsonscan.String(v)
-		case "id":
-			f.ID, err = jsonscan.String(v)
-		case "from":
-			f.From, err = jsonscan.String(v)
-		case "to":
-			f.To, err = jsonscan.String(v)
-		case "ttl":
-			var ttl int64
-			ttl, err = jsonscan.Int(v)
-			if err == nil && (ttl < 0 || ttl > 1<<16) {
-				err = errors.New("ttl out of range")
-			}
-			f.TTL = int(ttl)
-		case "timestamp":
-			f.Timestamp, err = jsonscan.Int(v)
-		case "payload":
-			if jsonscan.IsNull(v) {
-				f.Payload = nil
-			} else {
-				f.Payload = append(json.RawMessage(nil), v...)
-			}
-		}
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errFrameSyntax, err)
+	if len(data) == 0 {
+		return nil, fmt.Errorf("%w: empty", errFrameSyntax)
 	}
-	if f.Type == "" || f.From == "" {
-		return nil, fmt.Errorf("%w: type or from is empty", errFrameSyntax)
+	f := &Frame{Type: data[0]}
+	if !isRouted(f.Type) {
+		f.Payload = data[1:]
+		return f, nil
 	}
-	if len(f.Type) > 64 || len(f.ID) > 128 || len(f.From) > MaxNodeIDLen || len(f.To) > MaxNodeIDLen {
-		return nil, fmt.Errorf("%w: an envelope field is too long", errFrameSyntax)
+	if len(data) < routedHeaderMin {
+		return nil, fmt.Errorf("%w: routed header too short", errFrameSyntax)
 	}
-	return &f, nil
+	f.TTL = data[1]
+	flags := data[2]
+	if flags&^(flagSealed|flagR) != 0 {
+		return nil, fmt.Errorf("%w: unknown flags %#x", errFrameSyntax, flags)
+	}
+	f.Sealed, f.R = flags&flagSealed != 0, flags&flagR != 0
+	rest := data[3:]
+	var err error
+	if f.From, rest, err = readID(rest); err != nil {
+		return nil, fmt.Errorf("%w: from: %v", errFrameSyntax, err)
+	}
+	if f.To, rest, err = readID(rest); err != nil {
+		return nil, fmt.Errorf("%w: to: %v", errFrameSyntax, err)
+	}
+	if len(rest) < 16 {
+		return nil, fmt.Errorf("%w: routed header too short", errFrameSyntax)
+	}
+	f.ID = binary.BigEndian.Uint64(rest)
+	f.Stream = binary.BigEndian.Uint64(rest[8:])
+	f.Payload = rest[16:]
+	return f, nil
 }
 
-// appendFrame encodes f by hand: the envelope is a handful of short strings,
-// and the payload is copied as is, so relays never re-marshal payloads.
-// f.Payload must be valid JSON or empty.
+// readID reads a one-byte length and a node id.
+func readID(b []byte) (string, []byte, error) {
+	if len(b) < 1 || len(b) < 1+int(b[0]) {
+		return "", nil, errors.New("truncated")
+	}
+	n := int(b[0])
+	id := string(b[1 : 1+n])
+	if err := checkNodeID(id); err != nil {
+		return "", nil, err
+	}
+	return id, b[1+n:], nil
+}
+
+// appendFrame encodes f. A routed frame's header comes first, so that the
+// seal can cover exactly the bytes before the body (sealedAD).
 func appendFrame(b []byte, f *Frame) []byte {
-	b = append(b, `{"type":`...)
-	b = appendJSONString(b, f.Type)
-	b = append(b, `,"id":`...)
-	b = appendJSONString(b, f.ID)
-	b = append(b, `,"from":`...)
-	b = appendJSONString(b, f.From)
-	if f.To != "" {
-		b = append(b, `,"to":`...)
-		b = appendJSONString(b, f.To)
+	b = append(b, f.Type)
+	if !isRouted(f.Type) {
+		return append(b, f.Payload...)
 	}
-	if f.TTL != 0 {
-		b = append(b, `,"ttl":`...)
-		b = strconv.AppendInt(b, int64(f.TTL), 10)
+	var flags byte
+	if f.Sealed {
+		flags |= flagSealed
 	}
-	b = append(b, `,"timestamp":`...)
-	b = strconv.AppendInt(b, f.Timestamp, 10)
-	if len(f.Payload) > 0 {
-		b = append(b, `,"payload":`...)
-		b = append(b, f.Payload...)
+	if f.R {
+		flags |= flagR
 	}
-	return append(b, '}')
+	b = append(b, f.TTL, flags, byte(len(f.From)))
+	b = append(b, f.From...)
+	b = append(b, byte(len(f.To)))
+	b = append(b, f.To...)
+	b = binary.BigEndian.AppendUint64(b, f.ID)
+	b = binary.BigEndian.AppendUint64(b, f.Stream)
+	return append(b, f.Payload...)
 }
 
 func encodeFrame(f *Frame) []byte {
-	return appendFrame(make([]byte, 0, 96+len(f.Payload)), f)
+	return appendFrame(make([]byte, 0, routedHeaderMin+len(f.From)+len(f.To)+len(f.Payload)), f)
 }
 
-// appendJSONString appends s as a JSON string. The fast path covers the
-// printable ASCII that node ids, types and ids consist of.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			return appendJSONSlow(b, s)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
-}
-
-func appendJSONSlow(b []byte, s string) []byte {
-	if !utf8.ValidString(s) {
-		s = string([]rune(s)) // replaces invalid bytes with U+FFFD, as json.Marshal does
-	}
-	enc, err := json.Marshal(s)
-	if err != nil { // cannot happen for a string; keep the output valid JSON anyway
-		return append(b, `""`...)
-	}
-	return append(b, enc...)
-}
+// routedHeaderLen is the length of f's encoded header.
+func routedHeaderLen(f *Frame) int { return 3 + 1 + len(f.From) + 1 + len(f.To) + 16 }

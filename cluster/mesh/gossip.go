@@ -2,6 +2,8 @@ package mesh
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,9 +40,13 @@ type nodeEntry struct {
 	Origin  string `json:"origin"`
 	Version uint64 `json:"version"`
 	// Inc is the origin's incarnation (see Node.inc).
-	Inc   uint64       `json:"inc,omitempty"`
-	Links []linkEntry  `json:"links"`
-	Caps  Capabilities `json:"caps"`
+	Inc uint64 `json:"inc,omitempty"`
+	// Key is the origin's Ed25519 node key, which signs the entry; Static
+	// its Noise static key for this run (for end-to-end sessions).
+	Key    []byte       `json:"key"`
+	Static []byte       `json:"dh"`
+	Links  []linkEntry  `json:"links"`
+	Caps   Capabilities `json:"caps"`
 }
 
 // linkEntry is one direct link of an origin.
@@ -54,7 +60,7 @@ type linkEntry struct {
 
 type storedEntry struct {
 	nodeEntry
-	raw     json.RawMessage
+	raw     []byte // the signed entry as it travels
 	updated time.Time
 }
 
@@ -73,34 +79,70 @@ const idClashLogEvery = 30 * time.Second
 // maxIDClashes bounds the incarnations remembered in topology.clashes.
 const maxIDClashes = 64
 
-type peerSyncPayload struct {
-	Entries []json.RawMessage `json:"entries"`
+// A peer_sync payload is a sequence of signed entries, each a uvarint length
+// and the entry. A signed entry is a uvarint length, the entry's JSON, and
+// the origin's Ed25519 signature over sigContextEntry and that JSON. Relays
+// pass entries on byte for byte.
+
+// appendPeerSync encodes a peer_sync frame carrying signed entries.
+func appendPeerSync(b []byte, entries [][]byte) []byte {
+	b = append(b, typePeerSync)
+	for _, e := range entries {
+		b = binary.AppendUvarint(b, uint64(len(e)))
+		b = append(b, e...)
+	}
+	return b
 }
 
-// appendPeerSync encodes a peer_sync frame carrying raw entries.
-func (n *Node) appendPeerSync(b []byte, entries []json.RawMessage) []byte {
-	size := 16
-	for _, e := range entries {
-		size += len(e) + 1
-	}
-	payload := make([]byte, 0, size)
-	payload = append(payload, `{"entries":[`...)
-	for i, e := range entries {
-		if i > 0 {
-			payload = append(payload, ',')
+// splitPeerSync cuts a peer_sync payload into its signed entries.
+func splitPeerSync(p []byte, maxEntry int) ([][]byte, error) {
+	var out [][]byte
+	for len(p) > 0 {
+		l, rest, ok := uvarint(p)
+		if !ok || l > uint64(len(rest)) {
+			return nil, errors.New("truncated entry")
 		}
-		payload = append(payload, e...)
+		if l > uint64(maxEntry) {
+			return nil, fmt.Errorf("an entry of %d bytes is over the %d-byte budget", l, maxEntry)
+		}
+		out = append(out, rest[:l:l])
+		p = rest[l:]
 	}
-	payload = append(payload, "]}"...)
-	f := Frame{Type: typePeerSync, ID: n.newFrameID(), From: n.id, Timestamp: time.Now().UnixMilli(), Payload: payload}
-	return appendFrame(b, &f)
+	return out, nil
+}
+
+// signEntry encodes and signs this node's entry.
+func (n *Node) signEntry(e *nodeEntry) ([]byte, error) {
+	js, err := json.Marshal(e)
+	if err != nil {
+		return nil, err
+	}
+	sig := ed25519.Sign(n.priv, append([]byte(sigContextEntry), js...))
+	b := binary.AppendUvarint(make([]byte, 0, len(js)+80), uint64(len(js)))
+	b = append(b, js...)
+	return append(b, sig...), nil
+}
+
+// openEntry parses a signed entry without checking the signature (that
+// waits until the entry turns out to be news).
+func openEntry(raw []byte) (e *nodeEntry, js, sig []byte, err error) {
+	l, rest, ok := uvarint(raw)
+	if !ok || l > uint64(len(rest)) || uint64(len(rest))-l != ed25519.SignatureSize {
+		return nil, nil, nil, fmt.Errorf("%w: bad signed entry layout", errBadEntry)
+	}
+	js, sig = rest[:l], rest[l:]
+	e = new(nodeEntry)
+	if err := json.Unmarshal(js, e); err != nil {
+		return nil, nil, nil, fmt.Errorf("%w: %v", errBadEntry, err)
+	}
+	return e, js, sig, nil
 }
 
 // announceSelfLocked publishes a new version of this node's entry to every
 // link.
 func (n *Node) announceSelfLocked() {
 	n.topo.version++
-	e := nodeEntry{Origin: n.id, Version: n.topo.version, Inc: n.inc, Caps: n.caps}
+	e := nodeEntry{Origin: n.id, Version: n.topo.version, Inc: n.inc, Key: n.pub, Static: n.static.Public, Caps: n.caps}
 	for _, l := range n.sortedLinksLocked() {
 		le := linkEntry{Peer: l.peer, Since: l.epoch}
 		r := l.srtt.Load() // once: what is announced is what annRTT remembers
@@ -113,7 +155,7 @@ func (n *Node) announceSelfLocked() {
 	if e.Links == nil {
 		e.Links = []linkEntry{}
 	}
-	raw, err := json.Marshal(e)
+	raw, err := n.signEntry(&e)
 	if err != nil {
 		n.log.Error("mesh: encode own topology entry", "err", err)
 		return
@@ -152,8 +194,17 @@ func (n *Node) checkEntry(e *nodeEntry) error {
 	if err := checkNodeID(e.Origin); err != nil {
 		return fmt.Errorf("%w: origin: %v", errBadEntry, err)
 	}
-	if e.Version == 0 {
-		return fmt.Errorf("%w: %q has version 0", errBadEntry, e.Origin)
+	// Versions count up from the incarnation (a start time); an entry far
+	// past it, or from a start far in the future, is refused rather than
+	// allowed to shadow later entries.
+	if e.Version == 0 || e.Version < e.Inc || e.Version-e.Inc > maxVersionSteps {
+		return fmt.Errorf("%w: %q has version %d outside its run's range", errBadEntry, e.Origin, e.Version)
+	}
+	if e.Inc > uint64(time.Now().Add(maxClockAhead).UnixNano()) {
+		return fmt.Errorf("%w: %q claims to have started in the future", errBadEntry, e.Origin)
+	}
+	if len(e.Key) != ed25519.PublicKeySize || len(e.Static) != 32 {
+		return fmt.Errorf("%w: %q has no valid keys", errBadEntry, e.Origin)
 	}
 	if len(e.Links) > n.cfg.MaxNodes {
 		return fmt.Errorf("%w: %q lists %d links", errBadEntry, e.Origin, len(e.Links))
@@ -169,30 +220,43 @@ func (n *Node) checkEntry(e *nodeEntry) error {
 	return nil
 }
 
+// maxVersionSteps bounds how far an entry's version may be past its
+// incarnation: far more changes than one run makes.
+const maxVersionSteps = 1 << 40
+
+// maxClockAhead is how far ahead of this node's clock an origin's start
+// time may be.
+const maxClockAhead = 24 * time.Hour
+
 // handlePeerSync merges entries from a direct peer and floods the news on.
+// An entry is believed only when its origin's node key signed it and Trust
+// admits that key for the origin; a forged or untrusted entry is dropped
+// (the peer may only be passing it on), one over the size budget closes
+// the link.
 func (n *Node) handlePeerSync(l *link, f *Frame) {
-	if f.From != l.peer {
-		n.stats.spoofed.Add(1)
+	raws, err := splitPeerSync(f.Payload, n.cfg.MaxEntryBytes)
+	if err != nil {
+		n.log.Warn("mesh: bad peer_sync", "peer", l.peer, "err", err)
+		l.close(CloseProtocol, "bad peer_sync: "+err.Error())
 		return
 	}
-	var p peerSyncPayload
-	if err := json.Unmarshal(f.Payload, &p); err != nil {
-		n.log.Warn("mesh: malformed peer_sync", "peer", l.peer, "err", err)
-		l.close(CloseProtocol, "malformed peer_sync")
-		return
+	type parsed struct {
+		e       *nodeEntry
+		js, sig []byte
+		raw     []byte
 	}
-	entries := make([]nodeEntry, len(p.Entries))
-	for i, raw := range p.Entries {
-		if err := json.Unmarshal(raw, &entries[i]); err != nil {
-			n.log.Warn("mesh: malformed peer_sync entry", "peer", l.peer, "err", err)
-			l.close(CloseProtocol, "malformed peer_sync entry")
-			return
+	entries := make([]parsed, 0, len(raws))
+	for _, raw := range raws {
+		e, js, sig, err := openEntry(raw)
+		if err == nil {
+			err = n.checkEntry(e)
 		}
-		if err := n.checkEntry(&entries[i]); err != nil {
+		if err != nil {
 			n.log.Warn("mesh: invalid peer_sync entry", "peer", l.peer, "err", err)
 			l.close(CloseProtocol, "invalid peer_sync entry")
 			return
 		}
+		entries = append(entries, parsed{e, js, sig, append([]byte(nil), raw...)})
 	}
 	n.mu.Lock()
 	if n.closing {
@@ -200,25 +264,39 @@ func (n *Node) handlePeerSync(l *link, f *Frame) {
 		return
 	}
 	changed := false
-	for i := range entries {
-		e := &entries[i]
-		if e.Origin == n.id {
-			n.ownEntrySeenLocked(l, e, p.Entries[i])
+	for _, p := range entries {
+		e := p.e
+		cur := n.topo.entries[e.Origin]
+		if e.Origin != n.id && cur != nil && !supersedes(e, &cur.nodeEntry) {
 			continue
 		}
-		cur := n.topo.entries[e.Origin]
-		if cur != nil && !supersedes(e, &cur.nodeEntry) {
+		if !ed25519.Verify(ed25519.PublicKey(e.Key), append([]byte(sigContextEntry), p.js...), p.sig) {
+			n.stats.spoofed.Add(1)
+			n.log.Warn("mesh: dropped a topology entry with a bad signature", "origin", e.Origin, "via", l.peer)
+			continue
+		}
+		if err := n.trust.Admit(e.Origin, ed25519.PublicKey(e.Key)); err != nil {
+			n.stats.spoofed.Add(1)
+			n.logUntrusted(e.Origin, e.Key, l.peer, err)
+			continue
+		}
+		if e.Origin == n.id {
+			n.ownEntrySeenLocked(l, e, p.raw)
 			continue
 		}
 		if cur == nil && len(n.topo.entries) >= n.cfg.MaxNodes && !n.evictLocked() {
 			n.log.Warn("mesh: topology table full, ignoring node", "origin", e.Origin, "max_nodes", n.cfg.MaxNodes)
 			continue
 		}
-		raw := p.Entries[i]
-		n.topo.entries[e.Origin] = &storedEntry{nodeEntry: *e, raw: raw, updated: time.Now()}
+		sanitizeCaps(&e.Caps)
+		if cur != nil && !bytes.Equal(cur.Static, e.Static) {
+			// The origin restarted: its end-to-end sessions are void.
+			n.e2e.forget(e.Origin)
+		}
+		n.topo.entries[e.Origin] = &storedEntry{nodeEntry: *e, raw: p.raw, updated: time.Now()}
 		for _, other := range n.links {
 			if other != l {
-				other.q.pushGossip(e.Origin, raw)
+				other.q.pushGossip(e.Origin, p.raw)
 			}
 		}
 		changed = true
@@ -232,6 +310,20 @@ func (n *Node) handlePeerSync(l *link, f *Frame) {
 	}
 }
 
+// logUntrusted reports a refused node key, at most once a minute per id, so
+// a peer repeating the entry cannot flood the log.
+func (n *Node) logUntrusted(origin string, key []byte, via string, err error) {
+	now := time.Now()
+	if last, ok := n.untrustedLog[origin]; ok && now.Sub(last) < time.Minute {
+		return
+	}
+	if n.untrustedLog == nil || len(n.untrustedLog) > 1024 {
+		n.untrustedLog = make(map[string]time.Time)
+	}
+	n.untrustedLog[origin] = now
+	n.log.Error("mesh: refused a topology entry: its node key is not trusted for its id", "id", origin, "key", keyFingerprint(key), "via", via, "err", err)
+}
+
 // supersedes reports whether entry e replaces cur, both of one origin id:
 // a higher version, or at an equal version a later incarnation. Two live
 // processes under one id can land on the same version (one moves past the
@@ -243,7 +335,7 @@ func supersedes(e, cur *nodeEntry) bool {
 
 // ownEntrySeenLocked handles an entry under this node's own id that came
 // from peer l; such entries are never stored or passed on.
-func (n *Node) ownEntrySeenLocked(l *link, e *nodeEntry, raw json.RawMessage) {
+func (n *Node) ownEntrySeenLocked(l *link, e *nodeEntry, raw []byte) {
 	own := n.topo.entries[n.id]
 	if own != nil && e.Version == own.Version && bytes.Equal(raw, own.raw) {
 		return // a peer's full sync echoes this node's latest entry: no news

@@ -2,7 +2,6 @@ package mesh
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -36,8 +35,7 @@ func TestOwnEntryEcho(t *testing.T) {
 		return len(e.Links) == 1 && e.Links[0].RTTMicros > 0
 	})
 	sync := func(raw []byte) {
-		payload, _ := json.Marshal(peerSyncPayload{Entries: []json.RawMessage{raw}})
-		a.handlePeerSync(l, &Frame{Type: typePeerSync, ID: "t", From: "b", Timestamp: time.Now().UnixMilli(), Payload: payload})
+		a.handlePeerSync(l, &Frame{Type: typePeerSync, Payload: appendPeerSync(nil, [][]byte{raw})[1:]})
 	}
 	cur := own()
 	sync(cur.raw)
@@ -46,7 +44,11 @@ func TestOwnEntryEcho(t *testing.T) {
 	}
 	forged := cur.nodeEntry
 	forged.Caps.Tags = []string{"someone-else"}
-	raw, _ := json.Marshal(forged)
+	// Signed with a's own key: another process holding a copy of it.
+	raw, err := a.signEntry(&forged)
+	if err != nil {
+		t.Fatal(err)
+	}
 	sync(raw)
 	if got := own(); got.Version <= cur.Version || len(got.Caps.Tags) != 0 {
 		t.Fatalf("a different entry under this node's id and version: own entry now %+v, want a newer version of its own", got.nodeEntry)

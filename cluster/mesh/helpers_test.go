@@ -2,10 +2,13 @@ package mesh
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
 	"log/slog"
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,9 +40,17 @@ func testConfig(id string) Config {
 	c.DeadAfter = 2 * time.Second
 	c.NodeID = id
 	c.Secret = testSecret
+	c.Identity = testKey(id)
 	c.ListenAddr = "127.0.0.1:0"
 	c.Logger = testLogger()
 	return c
+}
+
+// testKey is the node key of test node id: the same for every run under
+// that id, as a key file kept beside the config would be.
+func testKey(id string) ed25519.PrivateKey {
+	seed := sha256.Sum256([]byte("test node key " + id))
+	return ed25519.NewKeyFromSeed(seed[:])
 }
 
 // startNode creates and starts a node that is closed when the test ends.
@@ -166,4 +177,12 @@ func openHanging(t testing.TB, from, to *Node) (s *Stream, ended <-chan struct{}
 		t.Fatalf("the hang handler on %s never started", to.ID())
 	}
 	return s, done
+}
+
+// frameID numbers frames built by tests.
+var frameID atomic.Uint64
+
+// streamFrame builds a plain routed frame carrying m, as its origin sends it.
+func streamFrame(typ byte, from, to string, m streamMsg) *Frame {
+	return &Frame{Type: typ, ID: frameID.Add(1), From: from, To: to, TTL: 4, Stream: m.S, R: m.R, Payload: appendStreamMsg(nil, &m)}
 }

@@ -1,7 +1,8 @@
 package mesh
 
 import (
-	"encoding/json"
+	"crypto/ed25519"
+	"encoding/binary"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -11,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/flynn/noise"
 	"github.com/gorilla/websocket"
 )
 
@@ -26,11 +28,16 @@ type link struct {
 	n           *Node
 	conn        *websocket.Conn
 	peer        string
-	outbound    bool // this node dialed
+	key         ed25519.PublicKey // the peer's node key
+	static      []byte            // the peer's Noise static key
+	outbound    bool              // this node dialed
 	incarnation uint64
 	caps        Capabilities
-	epoch       uint64 // unique id of this link, gossiped as "since"
-	q           *sendQueue
+	// send is used by the writer only, recv by the reader only: Noise
+	// transport messages on a link are strictly in order.
+	send, recv *noise.CipherState
+	epoch      uint64 // unique id of this link, gossiped as "since"
+	q          *sendQueue
 
 	lastRecv atomic.Int64 // node-relative nanoseconds of the last frame received
 	rtt      atomic.Int64 // nanoseconds, 0 until the first pong
@@ -53,17 +60,23 @@ type link struct {
 	// once close has taken it, no batch follows the close frame.
 	wmu       chan struct{}
 	readBuf   []byte
+	frag      []byte // a frame being reassembled from records
+	sealBuf   []byte // the writer's scratch for a record's plaintext
 	startedAt time.Time
 }
 
-func (n *Node) newLink(conn *websocket.Conn, peer string, outbound bool, inc uint64, caps Capabilities) *link {
+func (n *Node) newLink(conn *websocket.Conn, outbound bool, k *linkKeys) *link {
 	l := &link{
 		n:           n,
 		conn:        conn,
-		peer:        peer,
+		peer:        k.peer,
+		key:         k.key,
+		static:      k.static,
+		send:        k.send,
+		recv:        k.recv,
 		outbound:    outbound,
-		incarnation: inc,
-		caps:        caps,
+		incarnation: k.inc,
+		caps:        k.caps,
 		epoch:       n.nextID(),
 		q:           newSendQueue(n.cfg.MaxQueueBytes),
 		pongs:       make(chan struct{}, 1),
@@ -183,15 +196,15 @@ func (l *link) readLoop() {
 			}
 			return
 		}
-		data, err := readLimited(r, l.readBuf[:0], max)
+		data, err := readLimited(r, l.readBuf[:0], maxRecordBytes)
 		l.readBuf = data[:0]
 		if cap(l.readBuf) > 64<<10 {
 			l.readBuf = nil // do not keep a big buffer on an idle link
 		}
 		if err != nil {
 			if errors.Is(err, errTooLarge) {
-				l.n.log.Warn("mesh: frame too large", "peer", l.peer, "limit", max)
-				l.close(CloseFrameTooLarge, "frame larger than "+strconv.Itoa(max)+" bytes")
+				l.n.log.Warn("mesh: record too large", "peer", l.peer, "limit", maxRecordBytes)
+				l.close(CloseFrameTooLarge, "record larger than "+strconv.Itoa(maxRecordBytes)+" bytes")
 				continue // drain until the peer's close or the grace deadline
 			}
 			l.n.log.Debug("mesh: link read failed", "peer", l.peer, "err", err)
@@ -200,9 +213,18 @@ func (l *link) readLoop() {
 		if l.isDown() {
 			continue
 		}
-		if mt != websocket.TextMessage {
-			l.close(CloseProtocol, "binary frames are not part of the protocol")
+		if mt != websocket.BinaryMessage {
+			l.close(CloseProtocol, "text messages are not part of the protocol")
 			continue
+		}
+		frame, err := l.openRecord(data, max)
+		if err != nil {
+			l.n.log.Warn("mesh: bad record, closing link", "peer", l.peer, "err", err)
+			l.close(closeCodeOf(err), reasonOf(err))
+			continue
+		}
+		if frame == nil {
+			continue // more fragments follow
 		}
 		now := l.n.mono()
 		l.lastRecv.Store(now)
@@ -210,13 +232,13 @@ func (l *link) readLoop() {
 			deadlineSet = now
 			l.extendReadDeadline(deadAfter + slack)
 		}
-		f, err := decodeFrame(data)
+		f, err := decodeFrame(frame)
 		if err != nil {
 			l.n.log.Warn("mesh: malformed frame", "peer", l.peer, "err", err)
 			l.close(CloseProtocol, "malformed frame")
 			continue
 		}
-		l.n.handleFrame(l, f)
+		l.n.handleFrame(l, f, frame)
 	}
 }
 
@@ -266,10 +288,6 @@ func readLimited(r io.Reader, buf []byte, max int) ([]byte, error) {
 	}
 }
 
-type pingPayload struct {
-	T int64 `json:"t"`
-}
-
 // maxBatch is how many bytes of frames the writer gathers into one write.
 // Under load it turns a write system call per frame into one per batch, which
 // also lets the peer read many frames at once; a ping waits behind at most
@@ -310,10 +328,10 @@ func (l *link) writeLoop() {
 				}
 				data := item.data
 				if item.gossip != nil {
-					gbuf = l.n.appendPeerSync(gbuf[:0], item.gossip)
+					gbuf = appendPeerSync(gbuf[:0], item.gossip)
 					data = gbuf
 				}
-				batch = appendTextFrame(batch, data, l.outbound)
+				batch = l.sealRecords(batch, data)
 			}
 			if len(batch) == 0 {
 				break
@@ -371,24 +389,23 @@ func (l *link) heartbeat() {
 }
 
 func (l *link) sendPing() {
-	p, _ := json.Marshal(pingPayload{T: l.n.mono()})
-	f := Frame{Type: typePing, ID: l.n.newFrameID(), From: l.n.id, Timestamp: time.Now().UnixMilli(), Payload: p}
+	f := Frame{Type: typePing, Payload: binary.BigEndian.AppendUint64(nil, uint64(l.n.mono()))}
 	if err := l.q.pushCtrl(encodeFrame(&f)); errors.Is(err, errQueueOverflow) {
 		l.close(CloseSlowPeer, "control queue overflow")
 	}
 }
 
 func (l *link) handlePing(f *Frame) {
-	pf := Frame{Type: typePong, ID: f.ID, From: l.n.id, Timestamp: time.Now().UnixMilli(), Payload: f.Payload}
+	pf := Frame{Type: typePong, Payload: append([]byte(nil), f.Payload...)}
 	if err := l.q.pushCtrl(encodeFrame(&pf)); errors.Is(err, errQueueOverflow) {
 		l.close(CloseSlowPeer, "control queue overflow")
 	}
 }
 
 func (l *link) handlePong(f *Frame) {
-	var p pingPayload
-	if json.Unmarshal(f.Payload, &p) == nil && p.T > 0 {
-		if d := l.n.mono() - p.T; d >= 0 {
+	if len(f.Payload) == 8 {
+		t := int64(binary.BigEndian.Uint64(f.Payload))
+		if d := l.n.mono() - t; t > 0 && d >= 0 {
 			l.rtt.Store(d)
 			// Only the reader writes srtt.
 			s := l.srtt.Load()

@@ -3,7 +3,6 @@ package mesh
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"testing"
 	"time"
 )
@@ -34,8 +33,7 @@ func TestSlowPeerClosed(t *testing.T) {
 	p.login()
 	waitUntil(t, b, 5*time.Second, "raw linked", func() bool { _, ok := b.Peer("raw"); return ok })
 	l := b.linkTo("raw")
-	payload, _ := json.Marshal(streamMsg{S: 1, M: "flood", W: maxWindow})
-	p.sendFrame(&Frame{Type: typeReq, ID: "flood-1", From: "raw", To: "b", TTL: 4, Timestamp: 1, Payload: payload})
+	p.sendFrame(&Frame{Type: typeReq, ID: 1, From: "raw", To: "b", TTL: 4, Stream: 1, Payload: appendStreamMsg(nil, &streamMsg{M: "flood", W: maxWindow})})
 	// raw never reads again.
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -2,8 +2,9 @@ package mesh
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,11 +12,13 @@ import (
 	"net"
 	"net/http"
 	"sort"
-	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
+	"github.com/flynn/noise"
 	"github.com/gorilla/websocket"
 )
 
@@ -26,6 +29,17 @@ type Node struct {
 	log   *slog.Logger
 	inc   uint64    // incarnation: this run's start time, sent in the handshake
 	start time.Time // origin of mono()
+
+	// priv and pub are the node key; static is this run's Noise key pair,
+	// which the node key signs (staticSig) for links and topology entries.
+	priv      ed25519.PrivateKey
+	pub       ed25519.PublicKey
+	static    noise.DHKey
+	staticSig []byte
+	trust     Trust
+	pskReady  chan struct{}
+	pskKey    []byte
+	e2e       *sessions
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -42,6 +56,8 @@ type Node struct {
 	caps    Capabilities
 	topo    topology
 	changed chan struct{}
+	// untrustedLog rate-limits the log line for refused node keys.
+	untrustedLog map[string]time.Time
 	// rttAnnAt is n.mono() at the last announcement made for an RTT change.
 	rttAnnAt int64
 
@@ -52,11 +68,9 @@ type Node struct {
 	url      string
 	upgrader websocket.Upgrader
 	dialer   websocket.Dialer
-	pendAuth atomic.Int32
 
-	nonces *nonceCache
-	dedup  *dedupSet
-	stats  counters
+	dedup *dedupSet
+	stats counters
 
 	hmu      sync.RWMutex
 	handlers map[string]Handler
@@ -85,30 +99,61 @@ func New(cfg Config) (*Node, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	priv := cfg.Identity
+	if priv == nil {
+		// No key given (tests, the demo): an ephemeral one for this run.
+		_, priv, _ = ed25519.GenerateKey(rand.Reader)
+	}
+	static, err := newStatic()
+	if err != nil {
+		return nil, fmt.Errorf("mesh: static key: %w", err)
+	}
+	trust := cfg.Trust
+	if trust == nil {
+		trust = &memoryTrust{}
+	}
 	now := time.Now()
 	n := &Node{
-		cfg:      cfg,
-		id:       cfg.NodeID,
-		log:      log.With("node", cfg.NodeID),
-		inc:      uint64(now.UnixNano()),
-		start:    now,
-		links:    make(map[string]*link),
-		pending:  make(map[*websocket.Conn]struct{}),
-		regs:     make(map[string]*regLock),
-		caps:     cloneCaps(cfg.Capabilities),
-		changed:  make(chan struct{}),
-		nonces:   newNonceCache(cfg.NonceCacheSize),
-		dedup:    newDedupSet(cfg.DedupSize),
-		ended:    newEndedStreams(maxEndedStreams),
-		handlers: make(map[string]Handler),
-		clients:  make(map[uint64]*Stream),
-		servers:  make(map[serverKey]*serverStream),
+		priv:      priv,
+		pub:       priv.Public().(ed25519.PublicKey),
+		static:    static,
+		staticSig: signStatic(priv, static.Public),
+		trust:     trust,
+		pskReady:  make(chan struct{}),
+		cfg:       cfg,
+		id:        cfg.NodeID,
+		log:       log.With("node", cfg.NodeID),
+		inc:       uint64(now.UnixNano()),
+		start:     now,
+		links:     make(map[string]*link),
+		pending:   make(map[*websocket.Conn]struct{}),
+		regs:      make(map[string]*regLock),
+		caps:      cloneCaps(cfg.Capabilities),
+		changed:   make(chan struct{}),
+		dedup:     newDedupSet(cfg.DedupSize),
+		ended:     newEndedStreams(maxEndedStreams),
+		handlers:  make(map[string]Handler),
+		clients:   make(map[uint64]*Stream),
+		servers:   make(map[serverKey]*serverStream),
+	}
+	if err := trust.Admit(cfg.NodeID, n.pub); err != nil {
+		return nil, fmt.Errorf("mesh: this node's own key: %w", err)
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.e2e = newSessions(n)
+	// The pre-shared key takes tens of milliseconds to derive; do it in the
+	// background so that New returns at once, and handshakes wait for it.
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.pskKey = derivePSK(cfg.Secret)
+		close(n.pskReady)
+	}()
 	n.idSeq.Store(n.inc)
 	n.topo = topology{entries: make(map[string]*storedEntry), version: n.inc}
 	n.routes.Store(&routeTable{self: n.id, next: map[string]*link{}, index: map[string]int{}, parent: map[string]string{}, edges: map[edgeKey]uint64{}})
 	n.upgrader = websocket.Upgrader{
+		Subprotocols:     []string{subprotocol},
 		HandshakeTimeout: cfg.AuthTimeout,
 		ReadBufferSize:   4096,
 		WriteBufferSize:  16 << 10,
@@ -119,6 +164,7 @@ func New(cfg Config) (*Node, error) {
 		ReadBufferSize:   4096,
 		WriteBufferSize:  16 << 10,
 		WriteBufferPool:  writeBufferPool,
+		Subprotocols:     []string{subprotocol},
 		TLSClientConfig:  cfg.ClientTLS,
 		Proxy:            nil, // peers are dialed directly
 	}
@@ -135,7 +181,16 @@ func (n *Node) nextID() uint64 { return n.idSeq.Add(1) }
 
 // newFrameID returns an id unique across this node's runs: the counter
 // starts at the start time in nanoseconds.
-func (n *Node) newFrameID() string { return strconv.FormatUint(n.nextID(), 36) }
+func (n *Node) newFrameID() uint64 { return n.nextID() }
+
+// psk returns the pre-shared key, waiting for its derivation.
+func (n *Node) psk() []byte {
+	<-n.pskReady
+	return n.pskKey
+}
+
+// PublicKey returns this node's Ed25519 node key.
+func (n *Node) PublicKey() ed25519.PublicKey { return n.pub }
 
 // Start binds the listener (if any), starts the dialers and returns once the
 // node is listening. ctx bounds only the start itself; Close stops the node.
@@ -157,7 +212,7 @@ func (n *Node) Start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("mesh: listen on %s: %w", n.cfg.ListenAddr, err)
 		}
-		ln = newLimitListener(ln, n.cfg.MaxConns)
+		ln = newTrackedListener(ln, &n.cfg, func() { n.stats.evicted.Add(1) })
 		scheme := "ws"
 		if n.cfg.ServerTLS != nil {
 			ln = tls.NewListener(ln, n.cfg.ServerTLS)
@@ -277,374 +332,6 @@ func (n *Node) enter() bool {
 	}
 	n.wg.Add(1)
 	return true
-}
-
-func (n *Node) trackPending(c *websocket.Conn, on bool) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if on {
-		if n.closing {
-			return false
-		}
-		n.pending[c] = struct{}{}
-	} else {
-		delete(n.pending, c)
-	}
-	return true
-}
-
-// ServeHTTP accepts a peer: it upgrades to WebSocket and runs the listener
-// side of the handshake. It is exported so a node can be mounted in another
-// HTTP server; Start does that itself when ListenAddr is set.
-func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !n.enter() {
-		http.Error(w, "mesh node is shutting down", http.StatusServiceUnavailable)
-		return
-	}
-	defer n.wg.Done()
-	if int(n.pendAuth.Add(1)) > n.cfg.MaxPendingAuth {
-		n.pendAuth.Add(-1)
-		n.stats.refusedBusy.Add(1)
-		http.Error(w, "too many unauthenticated connections; retry later", http.StatusServiceUnavailable)
-		return
-	}
-	defer n.pendAuth.Add(-1)
-	conn, err := n.upgrader.Upgrade(w, r, nil)
-	if err != nil {
-		return // the upgrader has answered with an HTTP error
-	}
-	if !n.trackPending(conn, true) {
-		closeConn(conn, CloseShutdown, closeReasons[CloseShutdown])
-		return
-	}
-	defer n.trackPending(conn, false)
-	l, err := n.acceptHandshake(conn)
-	if err != nil {
-		code := closeCodeOf(err)
-		n.stats.authFailed.Add(1)
-		n.log.Warn("mesh: refused inbound peer", "remote", r.RemoteAddr, "code", code, "err", err)
-		closeConn(conn, code, reasonOf(err))
-		return
-	}
-	l.start()
-}
-
-func reasonOf(err error) string {
-	var ae *authError
-	if errors.As(err, &ae) {
-		return ae.reason
-	}
-	return err.Error()
-}
-
-// readHandshakeFrame reads one frame during the handshake, mapping a
-// deadline to CloseAuthTimeout and anything malformed to CloseProtocol.
-func (n *Node) readHandshakeFrame(conn *websocket.Conn) (*Frame, error) {
-	mt, r, err := conn.NextReader()
-	if err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return nil, authFail(CloseAuthTimeout, "no handshake within %v", n.cfg.AuthTimeout)
-		}
-		var ce *websocket.CloseError
-		if errors.As(err, &ce) {
-			return nil, &peerClosedError{code: ce.Code, reason: ce.Text}
-		}
-		return nil, fmt.Errorf("mesh: handshake read: %w", err)
-	}
-	data, err := readLimited(r, nil, min(n.cfg.MaxFrameBytes, maxHandshakeBytes))
-	if err != nil {
-		if errors.Is(err, errTooLarge) {
-			return nil, authFail(CloseFrameTooLarge, "handshake frame larger than %d bytes", min(n.cfg.MaxFrameBytes, maxHandshakeBytes))
-		}
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return nil, authFail(CloseAuthTimeout, "no handshake within %v", n.cfg.AuthTimeout)
-		}
-		return nil, fmt.Errorf("mesh: handshake read: %w", err)
-	}
-	if mt != websocket.TextMessage {
-		return nil, authFail(CloseProtocol, "binary frame during handshake")
-	}
-	f, err := decodeFrame(data)
-	if err != nil {
-		return nil, authFail(CloseProtocol, "malformed handshake frame")
-	}
-	return f, nil
-}
-
-// maxHandshakeBytes bounds handshake frames (they carry capabilities).
-const maxHandshakeBytes = 256 << 10
-
-// peerClosedError is the peer closing the connection during the handshake.
-type peerClosedError struct {
-	code   int
-	reason string
-}
-
-func (e *peerClosedError) Error() string {
-	return fmt.Sprintf("peer closed the connection: code %d: %s", e.code, e.reason)
-}
-
-func (n *Node) writeHandshakeFrame(conn *websocket.Conn, typ string, payload any) error {
-	p, err := json.Marshal(payload)
-	if err != nil {
-		return err
-	}
-	f := Frame{Type: typ, ID: n.newFrameID(), From: n.id, Timestamp: time.Now().UnixMilli(), Payload: p}
-	_ = conn.SetWriteDeadline(time.Now().Add(n.cfg.AuthTimeout))
-	return conn.WriteMessage(websocket.TextMessage, encodeFrame(&f))
-}
-
-func (n *Node) handshakeFrame(typ string, payload any) []byte {
-	p, _ := json.Marshal(payload)
-	f := Frame{Type: typ, ID: n.newFrameID(), From: n.id, Timestamp: time.Now().UnixMilli(), Payload: p}
-	return encodeFrame(&f)
-}
-
-// acceptHandshake runs the listener side: challenge, check the dialer's
-// proof, register the link, queue auth_ok with this node's proof.
-func (n *Node) acceptHandshake(conn *websocket.Conn) (*link, error) {
-	deadline := time.Now().Add(n.cfg.AuthTimeout)
-	_ = conn.SetReadDeadline(deadline)
-	nonce := newNonce()
-	if err := n.writeHandshakeFrame(conn, typeAuthChallenge, challengePayload{Proto: protoVersion, NodeID: n.id, Nonce: nonce}); err != nil {
-		return nil, fmt.Errorf("mesh: send challenge: %w", err)
-	}
-	f, err := n.readHandshakeFrame(conn)
-	if err != nil {
-		return nil, err
-	}
-	p, err := n.verifyAuth(f, nonce)
-	if err != nil {
-		return nil, err
-	}
-	l := n.newLink(conn, p.NodeID, false, p.Incarnation, p.Caps)
-	n.mu.Lock()
-	caps := n.caps
-	n.mu.Unlock()
-	ok := authOKPayload{
-		NodeID:      n.id,
-		Proof:       computeProof(n.cfg.Secret, roleListener, p.Nonce, n.id, p.NodeID),
-		Incarnation: n.inc,
-		Caps:        caps,
-	}
-	// auth_ok goes first in the queue, ahead of the gossip that registering
-	// queues; the writer sends it once the link starts.
-	if err := l.q.pushCtrl(n.handshakeFrame(typeAuthOK, ok)); err != nil {
-		return nil, err
-	}
-	if time.Now().After(deadline) {
-		return nil, authFail(CloseAuthTimeout, "")
-	}
-	if err := n.register(l); err != nil {
-		return nil, err
-	}
-	_ = conn.SetReadDeadline(time.Time{})
-	return l, nil
-}
-
-// verifyAuth checks a dialer's auth frame against the challenge nonce this
-// node sent, and records the dialer's nonce so it cannot be used again.
-func (n *Node) verifyAuth(f *Frame, challenge string) (*authPayload, error) {
-	p, err := parseAuth(f)
-	if err != nil {
-		return nil, err
-	}
-	if p.NodeID == n.id {
-		return nil, authFail(CloseWrongNode, "node %q dialed itself", n.id)
-	}
-	if p.Nonce == challenge || n.nonces.seen(p.Nonce) {
-		return nil, authFail(CloseReplayedNonce, "")
-	}
-	if !checkProof(n.cfg.Secret, roleDialer, challenge, p.NodeID, n.id, p.Proof) {
-		return nil, authFail(CloseBadProof, "")
-	}
-	if err := checkCaps(&p.Caps); err != nil {
-		return nil, authFail(CloseProtocol, "capabilities of %q: %v", p.NodeID, err)
-	}
-	if !n.nonces.add(p.Nonce) {
-		return nil, authFail(CloseReplayedNonce, "")
-	}
-	return p, nil
-}
-
-// verifyAuthOK checks a listener's auth_ok against the nonce this node sent.
-func (n *Node) verifyAuthOK(f *Frame, peer, myNonce string) (*authOKPayload, error) {
-	ok, err := parseAuthOK(f)
-	if err != nil {
-		return nil, err
-	}
-	if ok.NodeID != peer {
-		return nil, authFail(CloseProtocol, "auth_ok from %q, challenge from %q", ok.NodeID, peer)
-	}
-	if !checkProof(n.cfg.Secret, roleListener, myNonce, peer, n.id, ok.Proof) {
-		return nil, authFail(CloseBadProof, "")
-	}
-	if err := checkCaps(&ok.Caps); err != nil {
-		return nil, authFail(CloseProtocol, "capabilities of %q: %v", peer, err)
-	}
-	return ok, nil
-}
-
-// dialOnce connects to p and runs the dialer side of the handshake. It
-// returns the peer's id when it learned it, and the started link on success.
-func (n *Node) dialOnce(p PeerAddr) (string, *link, error) {
-	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.AuthTimeout)
-	defer cancel()
-	conn, resp, err := n.dialer.DialContext(ctx, p.URL, nil)
-	if err != nil {
-		if resp != nil {
-			_ = resp.Body.Close()
-			return "", nil, fmt.Errorf("dial %s: %w (HTTP %d)", p.URL, err, resp.StatusCode)
-		}
-		return "", nil, fmt.Errorf("dial %s: %w", p.URL, err)
-	}
-	if !n.trackPending(conn, true) {
-		closeConn(conn, CloseShutdown, closeReasons[CloseShutdown])
-		return "", nil, ErrClosed
-	}
-	defer n.trackPending(conn, false)
-	peer, l, err := n.dialHandshake(conn, p)
-	if err != nil {
-		var pc *peerClosedError
-		if !errors.As(err, &pc) {
-			closeConn(conn, closeCodeOf(err), reasonOf(err))
-		} else {
-			_ = conn.Close()
-		}
-		return peer, nil, err
-	}
-	l.start()
-	return peer, l, nil
-}
-
-func (n *Node) dialHandshake(conn *websocket.Conn, pa PeerAddr) (string, *link, error) {
-	deadline := time.Now().Add(n.cfg.AuthTimeout)
-	_ = conn.SetReadDeadline(deadline)
-	f, err := n.readHandshakeFrame(conn)
-	if err != nil {
-		return "", nil, err
-	}
-	ch, err := parseChallenge(f)
-	if err != nil {
-		return "", nil, err
-	}
-	peer := ch.NodeID
-	if peer == n.id {
-		return peer, nil, authFail(CloseWrongNode, "%s is this node itself", pa.URL)
-	}
-	if pa.NodeID != "" && pa.NodeID != peer {
-		return peer, nil, authFail(CloseWrongNode, "expected node %q at %s, found %q", pa.NodeID, pa.URL, peer)
-	}
-	if !n.nonces.add(ch.Nonce) {
-		return peer, nil, authFail(CloseReplayedNonce, "")
-	}
-	n.mu.Lock()
-	caps := n.caps
-	n.mu.Unlock()
-	myNonce := newNonce()
-	err = n.writeHandshakeFrame(conn, typeAuth, authPayload{
-		Proto:       protoVersion,
-		NodeID:      n.id,
-		Nonce:       myNonce,
-		Proof:       computeProof(n.cfg.Secret, roleDialer, ch.Nonce, n.id, peer),
-		Incarnation: n.inc,
-		Caps:        caps,
-	})
-	if err != nil {
-		return peer, nil, fmt.Errorf("mesh: send auth: %w", err)
-	}
-	f, err = n.readHandshakeFrame(conn)
-	if err != nil {
-		return peer, nil, err
-	}
-	ok, err := n.verifyAuthOK(f, peer, myNonce)
-	if err != nil {
-		return peer, nil, err
-	}
-	l := n.newLink(conn, peer, true, ok.Incarnation, ok.Caps)
-	if err := n.register(l); err != nil {
-		return peer, nil, err
-	}
-	_ = conn.SetReadDeadline(time.Time{})
-	return peer, l, nil
-}
-
-// dialLoop keeps one peer address connected until the node closes.
-func (n *Node) dialLoop(p PeerAddr) {
-	defer n.wg.Done()
-	known := p.NodeID
-	backoff := n.cfg.ReconnectMin
-	for n.ctx.Err() == nil {
-		// A link to that node may exist already (it dialed us, or another
-		// address reached it): wait for it to end instead of duplicating it.
-		if known != "" {
-			if l := n.linkTo(known); l != nil {
-				select {
-				case <-l.done:
-				case <-n.ctx.Done():
-					return
-				}
-				n.waitGone(l)
-				continue
-			}
-		}
-		peer, l, err := n.dialOnce(p)
-		if peer != "" && peer != n.id {
-			known = peer
-		}
-		if l != nil {
-			select {
-			case <-l.done:
-			case <-n.ctx.Done():
-				return
-			}
-			n.waitGone(l)
-			if time.Since(l.startedAt) > n.cfg.DeadAfter {
-				backoff = n.cfg.ReconnectMin
-			}
-		} else if err != nil && n.ctx.Err() == nil {
-			var pc *peerClosedError
-			if errors.As(err, &pc) && pc.code == CloseDuplicateLink {
-				backoff = n.cfg.ReconnectMin // the other link stays; wait for it above
-			} else {
-				n.log.Debug("mesh: dial failed", "url", p.URL, "err", err)
-			}
-		}
-		t := time.NewTimer(backoffDelay(backoff, n.cfg.ReconnectMax))
-		select {
-		case <-t.C:
-		case <-n.ctx.Done():
-			t.Stop()
-			return
-		}
-		backoff = nextBackoff(backoff, n.cfg.ReconnectMax)
-	}
-}
-
-// backoffDelay is the wait before the next dial: b jittered by ±20% so that
-// nodes cut off together do not redial in lockstep, never above max.
-func backoffDelay(b, max time.Duration) time.Duration {
-	return min(jitter(b), max)
-}
-
-// nextBackoff doubles the backoff after a failed or short-lived link, up to
-// max.
-func nextBackoff(b, max time.Duration) time.Duration {
-	return min(b*2, max)
-}
-
-// waitGone waits (bounded) until a closing link's reader has exited, so the
-// next dial does not race its removal.
-func (n *Node) waitGone(l *link) {
-	t := time.NewTimer(2 * closeGrace)
-	defer t.Stop()
-	select {
-	case <-l.exited:
-	case <-t.C:
-	case <-n.ctx.Done():
-	}
 }
 
 func (n *Node) linkTo(peer string) *link {
@@ -874,6 +561,92 @@ func checkCaps(c *Capabilities) error {
 	return nil
 }
 
+// Peer text is data: ids that do not fit the id character set are left
+// out, and free text loses control characters and is capped, so that
+// nothing a peer announces can start a new line in a prompt or a log.
+const (
+	maxDescriptionRunes = 200
+	maxCapTags          = 32
+)
+
+// sanitizeCaps cleans capabilities received from a peer, in place.
+func sanitizeCaps(c *Capabilities) {
+	agents := c.Agents[:0]
+	for _, a := range c.Agents {
+		if !ValidCapID(a.ID) {
+			continue
+		}
+		a.Description = cleanText(a.Description, maxDescriptionRunes)
+		a.Tags = cleanTags(a.Tags)
+		agents = append(agents, a)
+	}
+	c.Agents = agents
+	models := c.Models[:0]
+	for _, m := range c.Models {
+		if !ValidCapID(m.ID) {
+			continue
+		}
+		if !ValidCapID(m.Provider) {
+			m.Provider = ""
+		}
+		m.Description = cleanText(m.Description, maxDescriptionRunes)
+		models = append(models, m)
+	}
+	c.Models = models
+	c.Tags = cleanTags(c.Tags)
+}
+
+// ValidCapID reports whether s can name an agent, model, provider or tag
+// announced by a peer: 1-128 letters, digits, '.', '_', '-', ':' or '/'.
+func ValidCapID(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-' || c == ':' || c == '/') {
+			return false
+		}
+	}
+	return true
+}
+
+func cleanTags(tags []string) []string {
+	out := tags[:0]
+	for _, t := range tags {
+		if ValidCapID(t) && len(out) < maxCapTags {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// cleanText turns control characters (line breaks included) into spaces,
+// collapses runs of spaces and caps the text at max runes.
+func cleanText(s string, max int) string {
+	var b strings.Builder
+	runes := 0
+	space := false
+	for _, r := range s {
+		if unicode.IsControl(r) || unicode.IsSpace(r) || r == '\u2028' || r == '\u2029' {
+			space = b.Len() > 0
+			continue
+		}
+		if runes >= max {
+			b.WriteString("…")
+			break
+		}
+		if space {
+			b.WriteByte(' ')
+			runes++
+			space = false
+		}
+		b.WriteRune(r)
+		runes++
+	}
+	return b.String()
+}
+
 // Stats are counters for diagnostics and tests.
 type Stats struct {
 	FramesRelayed    uint64 // routed frames forwarded to another node
@@ -882,12 +655,12 @@ type Stats struct {
 	DroppedTTL       uint64 // routed frames whose TTL ran out
 	DroppedNoRoute   uint64 // routed frames for a node with no route
 	AuthFailed       uint64 // inbound handshakes refused
-	RefusedBusy      uint64 // inbound connections refused for MaxPendingAuth
+	EvictedPending   uint64 // unauthenticated connections evicted for newer ones
 	Links            int    // current direct links
 }
 
 type counters struct {
-	relayed, spoofed, dup, ttl, noRoute, authFailed, refusedBusy atomic.Uint64
+	relayed, spoofed, dup, ttl, noRoute, authFailed, evicted atomic.Uint64
 }
 
 // Stats returns the node's counters.
@@ -902,47 +675,9 @@ func (n *Node) Stats() Stats {
 		DroppedTTL:       n.stats.ttl.Load(),
 		DroppedNoRoute:   n.stats.noRoute.Load(),
 		AuthFailed:       n.stats.authFailed.Load(),
-		RefusedBusy:      n.stats.refusedBusy.Load(),
+		EvictedPending:   n.stats.evicted.Load(),
 		Links:            links,
 	}
-}
-
-// limitListener closes accepted connections beyond max open ones at once,
-// so a flood of idle TCP connections costs a bounded number of sockets.
-type limitListener struct {
-	net.Listener
-	sem chan struct{}
-}
-
-func newLimitListener(l net.Listener, max int) net.Listener {
-	return &limitListener{Listener: l, sem: make(chan struct{}, max)}
-}
-
-func (l *limitListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		select {
-		case l.sem <- struct{}{}:
-			return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
-		default:
-			_ = c.Close()
-		}
-	}
-}
-
-type limitConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *limitConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.release)
-	return err
 }
 
 // sortedLinksLocked returns the active links sorted by peer id.

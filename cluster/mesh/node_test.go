@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	crand "crypto/rand"
 	"crypto/tls"
@@ -467,17 +468,13 @@ func TestReplacedLinkCloseCode(t *testing.T) {
 		{"restarted, old link silent", false},
 	}
 	a, b := pair(t)
+	_, key, _ := ed25519.GenerateKey(crand.Reader) // one node key: the same node
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			login := func(inc uint64) *rawPeer {
 				p := rawDial(t, b.URL(), "raw")
-				ch := p.challenge()
-				ap := p.authPayloadFor(ch, testSecret)
-				ap.Incarnation = inc
-				p.send(typeAuth, ap)
-				if f, err := p.read(); err != nil || f.Type != typeAuthOK {
-					t.Fatalf("login: %v %v", f, err)
-				}
+				p.priv, p.inc = key, inc
+				p.login()
 				return p
 			}
 			inc := uint64(time.Now().UnixNano())
@@ -561,4 +558,26 @@ func TestTLSPeering(t *testing.T) {
 		t.Fatalf("dial with untrusted certificate: link %v, err %v; want a certificate error", l, err)
 	}
 	stillServes(t, a, b)
+}
+
+// A process under a pinned id with another node key is refused outright,
+// whatever the state of the link it would replace.
+func TestImpostorWithOtherKeyRefused(t *testing.T) {
+	a := startNode(t, testConfig("a"))
+	b := startNode(t, testConfig("b"))
+	dial(t, b, a)
+	waitPeers(t, a, 5*time.Second, "b")
+	cfg := testConfig("b")
+	_, cfg.Identity, _ = ed25519.GenerateKey(crand.Reader)
+	impostor, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer impostor.Close()
+	_, l, err := impostor.dialOnce(PeerAddr{URL: a.URL()})
+	var pc *peerClosedError
+	if l != nil || !errors.As(err, &pc) || pc.code != CloseUntrusted {
+		t.Fatalf("impostor dial: link=%v err=%v; want close %d", l != nil, err, CloseUntrusted)
+	}
+	stillServes(t, b, a)
 }

@@ -2,7 +2,6 @@ package mesh
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"sync"
 )
@@ -28,7 +27,7 @@ const maxCtrlFrames = 4096
 type sendQueue struct {
 	mu     sync.Mutex
 	ctrl   [][]byte
-	gossip map[string]json.RawMessage
+	gossip map[string][]byte
 	gorder []string
 	lanes  map[string]*lane
 	active []*lane // lanes with frames, in round-robin order
@@ -48,7 +47,7 @@ type lane struct {
 
 func newSendQueue(max int) *sendQueue {
 	return &sendQueue{
-		gossip: make(map[string]json.RawMessage),
+		gossip: make(map[string][]byte),
 		lanes:  make(map[string]*lane),
 		max:    max,
 		wake:   make(chan struct{}, 1),
@@ -83,7 +82,7 @@ func (q *sendQueue) pushCtrl(data []byte) error {
 
 // pushGossip queues one topology entry; a newer entry for the same origin
 // replaces a pending older one.
-func (q *sendQueue) pushGossip(origin string, raw json.RawMessage) {
+func (q *sendQueue) pushGossip(origin string, raw []byte) {
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
@@ -141,7 +140,7 @@ func (q *sendQueue) pushData(ctx context.Context, key string, data []byte) error
 // entries to wrap in a peer_sync frame.
 type popped struct {
 	data   []byte
-	gossip []json.RawMessage
+	gossip [][]byte
 }
 
 // pop takes the next item, or reports false when the queue is empty.
@@ -160,7 +159,7 @@ func (q *sendQueue) pop(maxGossip int) (popped, bool) {
 		return popped{data: d}, true
 	}
 	if len(q.gorder) > 0 {
-		var batch []json.RawMessage
+		var batch [][]byte
 		size := 0
 		i := 0
 		for ; i < len(q.gorder); i++ {

@@ -48,18 +48,20 @@ import (
 // records every link its stream's frames may have used and fails the stream
 // when one of them is lost, since frames in flight on it are gone.
 
-// streamMsg is the payload of all stream frames.
+// streamMsg is a stream frame's content. S and R travel in the routed
+// header (so relays can report a lost frame's stream), the rest in the body
+// (codec.go).
 type streamMsg struct {
-	S    uint64       `json:"s"`              // stream id, chosen by the caller
-	Q    uint64       `json:"q,omitempty"`    // sequence number within the direction
-	M    string       `json:"m,omitempty"`    // method (first request chunk)
-	W    int          `json:"w,omitempty"`    // window (first request chunk)
-	D    []byte       `json:"d,omitempty"`    // message bytes (base64 in JSON)
-	More bool         `json:"more,omitempty"` // the message continues in the next chunk
-	N    uint64       `json:"n,omitempty"`    // ack: frames consumed so far
-	R    bool         `json:"r,omitempty"`    // ack: for request frames (target -> caller)
-	E    *RemoteError `json:"e,omitempty"`    // end: the handler's error
-	P    string       `json:"p,omitempty"`    // lost: the other end of the stream
+	S    uint64       // stream id, chosen by the caller
+	Q    uint64       // sequence number within the direction
+	M    string       // method (first request chunk)
+	W    int          // window (first request chunk)
+	D    []byte       // message bytes
+	More bool         // the message continues in the next chunk
+	N    uint64       // ack: frames consumed so far
+	R    bool         // sent by the target's side (acks for request frames, no_stream and lost to the caller)
+	E    *RemoteError // end: the handler's error
+	P    string       // lost: the other end of the stream
 }
 
 // maxWindow bounds the window a caller may ask for.
@@ -418,9 +420,10 @@ var errCancelled = errors.New("mesh: request cancelled by the caller")
 func (n *Node) deliver(l *link, f *Frame) {
 	var m streamMsg
 	if err := decodeStreamMsg(f.Payload, &m); err != nil {
-		n.log.Debug("mesh: malformed stream frame", "from", f.From, "type", f.Type, "err", err)
+		n.log.Debug("mesh: malformed stream frame", "from", f.From, "type", typeName(f.Type), "err", err)
 		return
 	}
+	m.S, m.R = f.Stream, f.R
 	switch f.Type {
 	case typeReq:
 		n.onReq(l, f.From, &m)
@@ -1056,14 +1059,10 @@ func (n *Node) frameLost(f *Frame, why string) {
 	default:
 		return // endings and notices: nobody waits for them
 	}
-	var m streamMsg
-	if decodeStreamMsg(f.Payload, &m) != nil {
-		return
-	}
-	n.log.Debug("mesh: stream frame lost", "type", f.Type, "from", f.From, "to", f.To, "stream", m.S, "why", why)
+	n.log.Debug("mesh: stream frame lost", "type", typeName(f.Type), "from", f.From, "to", f.To, "stream", f.Stream, "why", why)
 	notice := &streamMsg{
-		S: m.S,
-		R: f.Type == typeRes || f.Type == typeEnd || (f.Type == typeAck && m.R), // the target sent it
+		S: f.Stream,
+		R: f.Type == typeRes || f.Type == typeEnd || (f.Type == typeAck && f.R), // the target sent it
 		P: f.To,
 		E: &RemoteError{Code: CodeUnavailable, Message: n.id + " dropped a frame of the stream: " + why},
 	}

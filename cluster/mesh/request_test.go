@@ -3,7 +3,6 @@ package mesh
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -412,8 +411,8 @@ func blockedStream(t *testing.T) (a, c *Node, s *Stream, cancelled chan error) {
 	return a, c, s, cancelled
 }
 
-func injectRes(n *Node, from string, typ string, m streamMsg) {
-	n.deliver(nil, &Frame{Type: typ, ID: strconv.FormatUint(n.nextID(), 36), From: from, To: n.ID(), Payload: encodeStreamMsg(&m)})
+func injectRes(n *Node, from string, typ byte, m streamMsg) {
+	n.deliver(nil, streamFrame(typ, from, n.ID(), m))
 }
 
 func TestResponseFramesReordered(t *testing.T) {
@@ -664,10 +663,11 @@ func TestLostFrameEndsStream(t *testing.T) {
 		want string
 	}{
 		{"relay reports it", func(a, b *Node, s *Stream) {
-			b.frameLost(&Frame{Type: typeReq, ID: "x1", From: "a", To: "c", Payload: encodeStreamMsg(&streamMsg{S: s.id, Q: 1})}, "test drop")
+			b.frameLost(streamFrame(typeReq, "a", "c", streamMsg{S: s.id, Q: 1}), "test drop")
 		}, "b dropped a frame of the stream: test drop"},
 		{"origin gets its own frame back", func(a, b *Node, s *Stream) {
-			a.route(a.linkTo("b"), &Frame{Type: typeAck, ID: "x2", From: "a", To: "c", TTL: 3, Payload: encodeStreamMsg(&streamMsg{S: s.id, N: 1})})
+			f := streamFrame(typeAck, "a", "c", streamMsg{S: s.id, N: 1})
+			a.route(a.linkTo("b"), f, encodeFrame(f))
 		}, "a dropped a frame of the stream: a routing loop brought it back to its origin"},
 	}
 	for _, tt := range tests {
@@ -804,8 +804,7 @@ func TestRefusedRequestDoesNotBlockReader(t *testing.T) {
 	slow.login()
 	waitUntil(t, b, 5*time.Second, "slow linked", func() bool { _, ok := b.Peer("slow"); return ok })
 	l := b.linkTo("slow")
-	payload, _ := json.Marshal(streamMsg{S: 1, M: "flood", W: maxWindow})
-	slow.sendFrame(&Frame{Type: typeReq, ID: "flood-1", From: "slow", To: "b", TTL: 4, Timestamp: 1, Payload: payload})
+	slow.sendFrame(streamFrame(typeReq, "slow", "b", streamMsg{S: 1, M: "flood", W: maxWindow}))
 	// slow never reads again; the handler fills the socket buffers, then
 	// the queue up to the half where local senders wait.
 	waitPoll(t, 20*time.Second, "the queue to the slow peer half full", func() bool {
@@ -815,17 +814,18 @@ func TestRefusedRequestDoesNotBlockReader(t *testing.T) {
 	other := rawDial(t, b.URL(), "other")
 	other.login()
 	waitUntil(t, b, 5*time.Second, "other linked", func() bool { _, ok := b.Peer("other"); return ok })
-	big, _ := json.Marshal(streamMsg{S: 7, M: "x", W: 1, D: bytes.Repeat([]byte("y"), cfg.MaxMessageBytes+1)})
-	other.sendFrame(&Frame{Type: typeReq, ID: newNonce()[:10], From: "slow", To: "b", TTL: 4, Timestamp: 1, Payload: big})
-	other.sendFrame(&Frame{Type: typePing, ID: "after-refusal", From: "other", Timestamp: 1, Payload: []byte(`{"t":1}`)})
-	deadline := time.Now().Add(5 * time.Second)
+	// A request from other itself, too large: refused by b's reader,
+	// which must not wait for room in the slow peer's queue.
+	other.sendFrame(streamFrame(typeReq, "other", "b", streamMsg{S: 7, M: "x", W: 1, D: bytes.Repeat([]byte("y"), 32<<10), More: true}))
+	other.sendFrame(streamFrame(typeReq, "other", "b", streamMsg{S: 7, Q: 1, D: bytes.Repeat([]byte("y"), cfg.MaxMessageBytes)}))
+	marker := []byte{0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 1}
+	other.sendFrame(&Frame{Type: typePing, Payload: marker})
 	for {
-		_ = other.conn.SetReadDeadline(deadline)
-		_, data, err := other.conn.ReadMessage()
+		f, err := other.read()
 		if err != nil {
 			t.Fatalf("no pong from b after the refused request (its reader is blocked?): %v", err)
 		}
-		if f, err := decodeFrame(data); err == nil && f.Type == typePong && f.ID == "after-refusal" {
+		if f.Type == typePong && bytes.Equal(f.Payload, marker) {
 			break
 		}
 	}
@@ -853,25 +853,21 @@ func TestPendingRequestBytesBounded(t *testing.T) {
 	p.login()
 	waitUntil(t, b, 5*time.Second, "p linked", func() bool { _, ok := b.Peer("p"); return ok })
 
-	sendAs := func(typ string, m streamMsg) {
+	sendAs := func(typ byte, m streamMsg) {
 		t.Helper()
-		payload, err := json.Marshal(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.sendFrame(&Frame{Type: typ, ID: newNonce()[:12], From: "p", To: "b", TTL: 4, Timestamp: 1, Payload: payload})
+		p.sendFrame(streamFrame(typ, "p", "b", m))
 	}
 	send := func(m streamMsg) { t.Helper(); sendAs(typeReq, m) }
 	// next reads frames until one of stream s of type typ arrives.
-	next := func(s uint64, typ string) streamMsg {
+	next := func(s uint64, typ byte) streamMsg {
 		t.Helper()
 		for {
 			f, err := p.read()
 			if err != nil {
-				t.Fatalf("waiting for %s of stream %d: %v", typ, s, err)
+				t.Fatalf("waiting for %s of stream %d: %v", typeName(typ), s, err)
 			}
 			var m streamMsg
-			if f.Type == typ && decodeStreamMsg(f.Payload, &m) == nil && m.S == s {
+			if f.Type == typ && decodeStreamMsg(f.Payload, &m) == nil && f.Stream == s {
 				return m
 			}
 		}

@@ -96,6 +96,11 @@ func (n *Node) recomputeLocked() {
 			if _, ok := reach[v]; ok {
 				continue
 			}
+			if n.topo.entries[v] == nil {
+				// Known only from a neighbour's word: without its own
+				// signed entry there is no key to reach it end to end.
+				continue
+			}
 			reach[v] = hop{via: hu.via, hops: hu.hops + 1, beyond: hu.beyond + time.Duration(le.RTTMicros)*time.Microsecond}
 			queue = append(queue, v)
 			parent[v] = u
@@ -177,7 +182,10 @@ type dedupSet struct {
 	next int
 }
 
-type dedupKey struct{ from, id string }
+type dedupKey struct {
+	from string
+	id   uint64
+}
 
 func newDedupSet(size int) *dedupSet {
 	return &dedupSet{size: size, set: make(map[dedupKey]struct{})}
@@ -201,56 +209,74 @@ func (d *dedupSet) add(k dedupKey) bool {
 	return true
 }
 
-// handleFrame dispatches one frame read from an authenticated link.
-func (n *Node) handleFrame(l *link, f *Frame) {
+// handleFrame dispatches one frame read from an authenticated link. raw is
+// the frame as it arrived (the reader's buffer, valid during the call).
+func (n *Node) handleFrame(l *link, f *Frame, raw []byte) {
 	switch f.Type {
 	case typePing:
-		if f.From == l.peer {
-			l.handlePing(f)
-		}
+		l.handlePing(f)
 	case typePong:
-		if f.From == l.peer {
-			l.handlePong(f)
-		}
+		l.handlePong(f)
 	case typePeerSync:
 		n.handlePeerSync(l, f)
-	case typeAuthChallenge, typeAuth, typeAuthOK:
-		l.close(CloseProtocol, "handshake frame on an authenticated link")
+	case typeWelcome:
+		l.close(CloseProtocol, "welcome on an established link")
 	default:
-		if f.To != "" {
-			n.route(l, f)
+		if isRouted(f.Type) {
+			n.route(l, f, raw)
 			return
 		}
 		// An unknown hop-local type from a newer peer: ignore it.
-		n.log.Debug("mesh: ignoring frame of unknown type", "peer", l.peer, "type", f.Type)
+		n.log.Debug("mesh: ignoring frame of unknown type", "peer", l.peer, "type", typeName(f.Type))
 	}
 }
 
 // route delivers a routed frame here or relays it toward its destination.
-func (n *Node) route(l *link, f *Frame) {
-	rt := n.routes.Load()
-	if f.From != l.peer {
-		if _, known := rt.index[f.From]; !known || f.From == n.id {
-			n.stats.spoofed.Add(1)
-			n.log.Debug("mesh: dropped frame with spoofed from", "peer", l.peer, "from", f.From)
-			if f.From == n.id {
-				// One of this node's own frames came back: a routing loop
-				// while routes converge (or a peer forging this node's id,
-				// which can at worst end this node's own stream).
-				n.frameLost(f, "a routing loop brought it back to its origin")
-			}
-			return
-		}
+//
+// Who may send what: a plain (unsealed) stream frame travels one hop, from
+// its origin to its destination, so it is accepted only from the link peer
+// that is its origin; anything else must be sealed end to end, and a sealed
+// frame is believed only once it opens with a session bound to its origin's
+// node key. The e2e handshake frames are plain but authenticate themselves.
+// So a relay, or a peer forging "from", can drop frames but not forge them.
+func (n *Node) route(l *link, f *Frame, raw []byte) {
+	if f.From == n.id {
+		// One of this node's own frames came back: a routing loop while
+		// routes converge (or a peer forging this node's id, which can at
+		// worst end one of this node's streams, as dropping it would).
+		n.stats.spoofed.Add(1)
+		n.frameLost(f, "a routing loop brought it back to its origin")
+		return
 	}
-	if f.ID == "" || !n.dedup.add(dedupKey{f.From, f.ID}) {
+	handshake := f.Type == typeE2EInit || f.Type == typeE2EResp
+	if !f.Sealed && !handshake && (f.From != l.peer || f.To != n.id) {
+		n.stats.spoofed.Add(1)
+		n.log.Debug("mesh: dropped a routed frame that its sender may not send", "peer", l.peer, "from", f.From, "to", f.To, "type", typeName(f.Type))
+		return
+	}
+	if !n.dedup.add(dedupKey{f.From, f.ID}) {
 		n.stats.dup.Add(1)
-		if f.ID != "" && f.To != n.id {
+		if f.To != n.id {
 			n.frameLost(f, "it came by twice (a routing loop)")
 		}
 		return
 	}
 	if f.To == n.id {
-		n.deliver(l, f)
+		switch {
+		case f.Type == typeE2EInit:
+			n.e2e.onInit(f)
+		case f.Type == typeE2EResp:
+			n.e2e.onResp(f)
+		case f.Sealed:
+			if err := n.e2e.open(f); err != nil {
+				n.stats.spoofed.Add(1)
+				n.log.Debug("mesh: dropped a sealed frame that did not open", "from", f.From, "via", l.peer, "type", typeName(f.Type))
+				return
+			}
+			n.deliver(l, f)
+		default:
+			n.deliver(l, f)
+		}
 		return
 	}
 	if f.TTL <= 1 {
@@ -258,14 +284,16 @@ func (n *Node) route(l *link, f *Frame) {
 		n.frameLost(f, "it ran out of hops")
 		return
 	}
+	rt := n.routes.Load()
 	next := rt.next[f.To]
 	if next == nil {
 		n.stats.noRoute.Add(1)
 		n.frameLost(f, "no route to "+strconv.Quote(f.To))
 		return
 	}
-	f.TTL--
-	data := encodeFrame(f)
+	// Forwarded as it came, but for the hop count (not covered by the seal).
+	data := append([]byte(nil), raw...)
+	data[1]--
 	var err error
 	if isControl(f.Type) {
 		err = next.q.pushCtrl(data)
@@ -300,11 +328,13 @@ func (e *unreachableError) Error() string {
 func (e *unreachableError) Unwrap() error { return ErrUnreachable }
 
 // sendRouted sends a stream frame from this node to `to`. Control frames
-// never wait; data frames wait for room in the link's queue until ctx ends.
-// It returns the link used (nil when to is this node).
-func (n *Node) sendRouted(ctx context.Context, to, typ, lane string, msg *streamMsg) (*link, error) {
-	payload := encodeStreamMsg(msg)
-	f := &Frame{Type: typ, ID: n.newFrameID(), From: n.id, To: to, TTL: n.cfg.MaxHops, Timestamp: time.Now().UnixMilli(), Payload: payload}
+// never wait; data frames wait for room in the link's queue (and, the
+// first time a node beyond the next hop is addressed, for the end-to-end
+// session) until ctx ends. It returns the link used (nil when to is this
+// node).
+func (n *Node) sendRouted(ctx context.Context, to string, typ byte, lane string, msg *streamMsg) (*link, error) {
+	f := &Frame{Type: typ, ID: n.newFrameID(), From: n.id, To: to, TTL: uint8(min(n.cfg.MaxHops, 255)), Stream: msg.S, R: msg.R}
+	f.Payload = appendStreamMsg(make([]byte, 0, streamMsgSize(msg)), msg)
 	if to == n.id {
 		n.deliver(nil, f)
 		return nil, nil
@@ -313,23 +343,52 @@ func (n *Node) sendRouted(ctx context.Context, to, typ, lane string, msg *stream
 	if l == nil {
 		return nil, unreachable(to, "no route")
 	}
+	if l.peer == to {
+		return l, n.pushFrame(ctx, l, f, lane)
+	}
+	ss, err := n.e2e.await(ctx, to, f, lane)
+	if err != nil {
+		if errors.Is(err, errNoSession) {
+			return l, nil // queued until the session is up
+		}
+		return l, err
+	}
+	return n.sendSealed(ctx, ss, f, lane)
+}
+
+// sendSealed seals f for its destination and queues it on the next hop.
+func (n *Node) sendSealed(ctx context.Context, ss *session, f *Frame, lane string) (*link, error) {
+	l := n.routes.Load().next[f.To]
+	if l == nil {
+		return nil, unreachable(f.To, "no route")
+	}
+	if l.peer == f.To {
+		// The route became direct meanwhile: the link protects it.
+		return l, n.pushFrame(ctx, l, f, lane)
+	}
+	ss.seal(f)
+	return l, n.pushFrame(ctx, l, f, lane)
+}
+
+// pushFrame queues an encoded frame on link l.
+func (n *Node) pushFrame(ctx context.Context, l *link, f *Frame, lane string) error {
 	data := encodeFrame(f)
 	var err error
-	if isControl(typ) {
+	if isControl(f.Type) {
 		err = l.q.pushCtrl(data)
 	} else {
 		err = l.q.pushData(ctx, lane, data)
 	}
 	switch {
 	case err == nil:
-		return l, nil
+		return nil
 	case errors.Is(err, errQueueOverflow):
 		l.close(CloseSlowPeer, "write queue overflow")
-		return l, unreachable(to, "link to "+l.peer+" overflowed")
+		return unreachable(f.To, "link to "+l.peer+" overflowed")
 	case errors.Is(err, errLinkClosed):
-		return l, unreachable(to, "link to "+l.peer+" closed")
+		return unreachable(f.To, "link to "+l.peer+" closed")
 	default:
-		return l, err
+		return err
 	}
 }
 

@@ -2,7 +2,6 @@ package mesh
 
 import (
 	"context"
-	"encoding/json"
 	"strconv"
 	"testing"
 	"time"
@@ -11,18 +10,18 @@ import (
 func TestDedupSetBounded(t *testing.T) {
 	const size = 4
 	d := newDedupSet(size)
-	k := func(i int) dedupKey { return dedupKey{"a", strconv.Itoa(i)} }
+	k := func(i int) dedupKey { return dedupKey{"a", uint64(i)} }
 	steps := []struct {
 		key  dedupKey
 		want bool
 	}{
 		{k(1), true}, {k(1), false}, // a repeat is refused
-		{dedupKey{"b", "1"}, true}, // ids are per origin
+		{dedupKey{"b", 1}, true},   // ids are per origin
 		{k(2), true}, {k(3), true}, // set full: a1 b1 a2 a3
-		{k(4), true},               // evicts the oldest, a1
-		{k(1), true},               // so a1 counts as new again, evicting b1
-		{k(3), false},              // still remembered
-		{dedupKey{"b", "1"}, true}, // evicted
+		{k(4), true},             // evicts the oldest, a1
+		{k(1), true},             // so a1 counts as new again, evicting b1
+		{k(3), false},            // still remembered
+		{dedupKey{"b", 1}, true}, // evicted
 	}
 	for i, st := range steps {
 		if got := d.add(st.key); got != st.want {
@@ -52,13 +51,12 @@ func TestDuplicateRoutedFrameDropped(t *testing.T) {
 	p.login()
 	waitUntil(t, b, 5*time.Second, "raw linked", func() bool { _, ok := b.Peer("raw"); return ok })
 	before := b.Stats().DroppedDuplicate
-	send := func(id string, s uint64, body string) {
-		payload, _ := json.Marshal(streamMsg{S: s, M: "probe", W: 1, D: []byte(body)})
-		p.sendFrame(&Frame{Type: typeReq, ID: id, From: "raw", To: "b", TTL: 4, Timestamp: 1, Payload: payload})
+	send := func(id, s uint64, body string) {
+		p.sendFrame(&Frame{Type: typeReq, ID: id, From: "raw", To: "b", TTL: 4, Stream: s, Payload: appendStreamMsg(nil, &streamMsg{M: "probe", W: 1, D: []byte(body)})})
 	}
-	send("dup-1", 1, "first")
-	send("dup-1", 2, "replayed id")
-	send("dup-2", 3, "second")
+	send(1, 1, "first")
+	send(1, 2, "replayed id")
+	send(2, 3, "second")
 	ran := map[string]bool{}
 	for len(ran) < 2 { // handlers run concurrently: any order
 		select {
@@ -148,39 +146,29 @@ func TestRouteLostRecordsNewRoute(t *testing.T) {
 // TTL bounds hops: a frame that has run out of hops is dropped at the relay,
 // one with a hop left is relayed and delivered.
 func TestTTLBoundsHops(t *testing.T) {
-	ns := startNodes(t, "b", "c")
-	b, c := ns[0], ns[1]
-	dial(t, c, b)
-	waitAll(t, ns, 5*time.Second)
-	got := make(chan string, 4)
-	c.Handle("probe", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
-		got <- string(r.Payload)
-		return nil
-	}))
-	p := rawDial(t, b.URL(), "raw")
-	p.login()
-	waitUntil(t, c, 5*time.Second, "raw known to c", func() bool { _, ok := c.Peer("raw"); return ok })
-	send := func(ttl int, s uint64, body string) {
-		payload, _ := json.Marshal(streamMsg{S: s, M: "probe", W: 1, D: []byte(body)})
-		p.sendFrame(&Frame{Type: typeReq, ID: "ttl-" + strconv.Itoa(ttl), From: "raw", To: "c", TTL: ttl, Timestamp: 1, Payload: payload})
-	}
-	before := b.Stats().DroppedTTL
-	send(1, 1, "no hops left")
-	send(2, 2, "one hop left")
-	select {
-	case g := <-got:
-		if g != "one hop left" {
-			t.Fatalf("c ran %q", g)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the frame with a hop left was not delivered")
-	}
-	if n := b.Stats().DroppedTTL - before; n != 1 {
-		t.Fatalf("b dropped %d frames for TTL, want 1", n)
-	}
-	select {
-	case g := <-got:
-		t.Fatalf("c ran %q too", g)
-	default:
+	for _, tc := range []struct {
+		hops int
+		ok   bool
+	}{{1, false}, {2, true}} {
+		t.Run(strconv.Itoa(tc.hops), func(t *testing.T) {
+			cfg := testConfig("a")
+			cfg.MaxHops = tc.hops
+			a := startNode(t, cfg)
+			ns := startNodes(t, "b", "c")
+			b, c := ns[0], ns[1]
+			c.Handle("echo", echoHandler())
+			dial(t, a, b)
+			dial(t, c, b)
+			waitAll(t, []*Node{a, b, c}, 5*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_, err := a.Call(ctx, "c", "echo", []byte("x"))
+			if tc.ok != (err == nil) {
+				t.Fatalf("MaxHops %d: call a->b->c: %v", tc.hops, err)
+			}
+			if !tc.ok && b.Stats().DroppedTTL == 0 {
+				t.Fatalf("MaxHops %d: b dropped nothing for TTL", tc.hops)
+			}
+		})
 	}
 }

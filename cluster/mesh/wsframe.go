@@ -8,44 +8,39 @@ import (
 // The link writer encodes its WebSocket frames itself so that it can write a
 // batch of them with one system call; gorilla/websocket writes every message
 // separately. Reading, handshakes and control frames stay with gorilla. Only
-// what the mesh sends is supported: unfragmented text frames without
+// what the mesh sends is supported: unfragmented binary frames without
 // extensions (compression is never negotiated).
 
 const (
-	wsFinText = 0x81 // FIN bit and opcode 1 (text)
-	wsMaskBit = 0x80
+	wsFinBinary = 0x82 // FIN bit and opcode 2 (binary)
+	wsMaskBit   = 0x80
 )
 
-// appendTextFrame appends one complete WebSocket text frame carrying
-// payload to dst. A client (the side that dialed) must mask its frames
-// (RFC 6455 §5.3); a server must not.
-func appendTextFrame(dst, payload []byte, client bool) []byte {
+// appendBinaryHeader appends the header of a WebSocket binary frame of n
+// payload bytes, and returns the masking key to apply to the payload (0 and
+// false for a server, which must not mask; RFC 6455 section 5.3).
+func appendBinaryHeader(dst []byte, n int, client bool) ([]byte, uint32, bool) {
 	var mb byte
 	if client {
 		mb = wsMaskBit
 	}
-	n := len(payload)
 	switch {
 	case n <= 125:
-		dst = append(dst, wsFinText, mb|byte(n))
+		dst = append(dst, wsFinBinary, mb|byte(n))
 	case n <= 0xffff:
-		dst = append(dst, wsFinText, mb|126, byte(n>>8), byte(n))
+		dst = append(dst, wsFinBinary, mb|126, byte(n>>8), byte(n))
 	default:
-		dst = append(dst, wsFinText, mb|127)
+		dst = append(dst, wsFinBinary, mb|127)
 		dst = binary.BigEndian.AppendUint64(dst, uint64(n))
 	}
 	if !client {
-		return append(dst, payload...)
+		return dst, 0, false
 	}
 	// The key only has to be unpredictable to scripts in a browser sharing
 	// the connection's path (cache poisoning of intermediaries); a fast
 	// generator is what gorilla/websocket uses too.
 	key := rand.Uint32()
-	dst = binary.LittleEndian.AppendUint32(dst, key)
-	start := len(dst)
-	dst = append(dst, payload...)
-	maskFrame(dst[start:], key)
-	return dst
+	return binary.LittleEndian.AppendUint32(dst, key), key, true
 }
 
 // maskFrame XORs b with the little-endian mask key repeated, eight bytes at

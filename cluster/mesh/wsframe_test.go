@@ -12,11 +12,22 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// Frames written by appendTextFrame, several per write, are read back by
+// appendBinaryFrame is how the link writer frames a payload.
+func appendBinaryFrame(dst, payload []byte, client bool) []byte {
+	dst, key, mask := appendBinaryHeader(dst, len(payload), client)
+	start := len(dst)
+	dst = append(dst, payload...)
+	if mask {
+		maskFrame(dst[start:], key)
+	}
+	return dst
+}
+
+// Frames written by appendBinaryHeader, several per write, are read back by
 // gorilla/websocket intact in both directions: masked from the client (a
 // server refuses unmasked frames) and unmasked from the server, at every
 // length encoding.
-func TestAppendTextFrameReadByGorilla(t *testing.T) {
+func TestBinaryFramesReadByGorilla(t *testing.T) {
 	sizes := []int{0, 1, 7, 8, 9, 125, 126, 127, 1000, 0xffff, 0x10000, 70001}
 	payload := func(n, seed int) []byte {
 		b := make([]byte, n)
@@ -27,7 +38,7 @@ func TestAppendTextFrameReadByGorilla(t *testing.T) {
 	}
 	var batch []byte
 	for i, n := range sizes {
-		batch = appendTextFrame(batch, payload(n, i), true)
+		batch = appendBinaryFrame(batch, payload(n, i), true)
 	}
 	serverGot := make(chan error, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -42,7 +53,7 @@ func TestAppendTextFrameReadByGorilla(t *testing.T) {
 		serverGot <- readFrames(c, sizes, payload)
 		var out []byte
 		for i, n := range sizes {
-			out = appendTextFrame(out, payload(n, i+1), false)
+			out = appendBinaryFrame(out, payload(n, i+1), false)
 		}
 		_, _ = c.NetConn().Write(out)
 		_, _, _ = c.NextReader() // until the client closes
@@ -72,8 +83,8 @@ func readFrames(c *websocket.Conn, sizes []int, payload func(n, seed int) []byte
 		if err != nil {
 			return fmt.Errorf("frame %d (%d bytes): %w", i, n, err)
 		}
-		if mt != websocket.TextMessage || !bytes.Equal(got, payload(n, i)) {
-			return fmt.Errorf("frame %d: type %d, %d bytes, want text of %d bytes as sent", i, mt, len(got), n)
+		if mt != websocket.BinaryMessage || !bytes.Equal(got, payload(n, i)) {
+			return fmt.Errorf("frame %d: type %d, %d bytes, want binary of %d bytes as sent", i, mt, len(got), n)
 		}
 	}
 	return nil
