@@ -14,7 +14,7 @@
 // KnownNodes (known.go) pins the key each node id was first seen with, the
 // way SSH's known_hosts does, with an optional strict list and revocation.
 //
-// The package sits below the mesh: it imports nothing from this module.
+// The package sits below the mesh: of this module it imports only schema.
 package identity
 
 import (
