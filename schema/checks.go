@@ -39,6 +39,26 @@ func (c *Config) check() []Problem {
 		}
 	}
 
+	trusted := map[string]int{}
+	for i, t := range c.Trust {
+		if j, dup := trusted[t.NodeID]; dup && t.NodeID != "" {
+			add(fmt.Sprintf("trust[%d].nodeId", i), "node %q is already listed as trust[%d]; a node has one key", t.NodeID, j)
+		} else {
+			trusted[t.NodeID] = i
+		}
+	}
+	for i, id := range c.Revoked {
+		at := fmt.Sprintf("revoked[%d]", i)
+		if id != "" && id == c.NodeID {
+			add(at, "is this node's own nodeId %q", c.NodeID)
+		} else if j, both := trusted[id]; both && id != "" {
+			add(at, "node %q is also listed in trust[%d]; remove it from one of the two", id, j)
+		}
+	}
+	if c.IdentityFile != "" && c.KnownNodesFile != "" && c.IdentityFile == c.KnownNodesFile {
+		add("knownNodesFile", "is the same file as identityFile; give each its own file")
+	}
+
 	agents := map[string]int{}
 	for i, a := range c.Agents {
 		if j, dup := agents[a.ID]; dup && a.ID != "" {

@@ -48,6 +48,11 @@ var APIs = []string{
 // keyword so that each failure gets its own plain message.
 const nodeIDPattern = `^[A-Za-z0-9._-]*$`
 
+// publicKeyPattern is the text form of a node's Ed25519 public key:
+// "ed25519:" and the 32 bytes in base64, standard or URL-safe, the one "="
+// of padding optional. The empty string matches too: minLength reports it.
+const publicKeyPattern = `^(ed25519:([A-Za-z0-9+/]{43}|[A-Za-z0-9_-]{43})=?|)$`
+
 // URL scheme patterns, in the schema so that OpenClaw's own config
 // validation refuses a wrong scheme before the sidecar starts; the rest of a
 // URL's shape is checked in check.
@@ -60,23 +65,27 @@ const (
 // Config is the plugin config object (SPEC §4): plugins.entries.clawmatrix.config
 // in OpenClaw, or the file given to `clawmatrix-plugin node --config`.
 type Config struct {
-	NodeID            string       `json:"nodeId" jsonschema:"required,minLength=1,maxLength=64,pattern=^[A-Za-z0-9._-]*$" jsonschema_description:"Unique name of this node in the cluster: 1-64 letters, digits, '.', '_' or '-'."`
-	Secret            string       `json:"secret" jsonschema:"required,minLength=16" jsonschema_description:"Shared cluster secret, at least 16 characters, the same on every node. Both sides of every link prove they know it; it is never sent, logged or shown."`
-	Listen            bool         `json:"listen" jsonschema:"default=false" jsonschema_description:"Accept inbound peer connections on listenHost:listenPort."`
-	ListenHost        string       `json:"listenHost" jsonschema:"minLength=1,default=0.0.0.0" jsonschema_description:"Address to accept peers on when listen is true."`
-	ListenPort        int          `json:"listenPort" jsonschema:"minimum=0,maximum=65535,default=19000" jsonschema_description:"Port to accept peers on when listen is true (0 picks a free port)."`
-	TLS               *TLS         `json:"tls,omitempty" jsonschema_description:"TLS for the mesh: certFile and keyFile make the listener serve wss://; caFile trusts a private CA when dialing wss:// peers."`
-	Peers             []Peer       `json:"peers" jsonschema_description:"Peers to dial. Only one side of a link needs to list the other."`
-	Agents            []Agent      `json:"agents" jsonschema_description:"Agents this node offers to the cluster; the first one describes this node's role."`
-	Models            []Model      `json:"models" jsonschema_description:"Models this node serves to the cluster."`
-	ProxyModels       []ProxyModel `json:"proxyModels" jsonschema_description:"Models served by other nodes that this node's agents want to use, through the local model proxy as provider clawmatrix."`
-	Tags              []string     `json:"tags" jsonschema_description:"Capabilities of this node shown to the cluster (for example gpu, macos)."`
-	ProxyPort         int          `json:"proxyPort" jsonschema:"minimum=0,maximum=65535,default=19001" jsonschema_description:"Port of the local OpenAI-compatible model proxy, always bound to 127.0.0.1 (0 picks a free port)."`
-	ProxyKey          string       `json:"proxyKey,omitempty" jsonschema:"minLength=1" jsonschema_description:"Bearer key the local model proxy requires. Default: a random key per start, handed to OpenClaw as the provider's apiKey."`
-	ToolProxy         ToolProxy    `json:"toolProxy" jsonschema_description:"Remote tool execution on this node, requested by other nodes' agents. Disabled by default."`
-	OpenclawBin       string       `json:"openclawBin" jsonschema:"minLength=1,default=openclaw" jsonschema_description:"The OpenClaw CLI used on this node to run handed-off tasks and sent messages."`
-	MaxConcurrentRuns int          `json:"maxConcurrentRuns" jsonschema:"minimum=1,default=2" jsonschema_description:"How many handoff or send runs this node executes at once; further runs wait in a queue."`
-	Mesh              MeshTiming   `json:"mesh" jsonschema_description:"Failure detection on mesh links: how often to ping, and how long a silent link lives before it is declared dead."`
+	NodeID            string        `json:"nodeId" jsonschema:"required,minLength=1,maxLength=64,pattern=^[A-Za-z0-9._-]*$" jsonschema_description:"Unique name of this node in the cluster: 1-64 letters, digits, '.', '_' or '-'."`
+	Secret            string        `json:"secret" jsonschema:"required,minLength=16" jsonschema_description:"Shared cluster secret, at least 16 characters, the same on every node. Both sides of every link prove they know it; it is never sent, logged or shown."`
+	Listen            bool          `json:"listen" jsonschema:"default=false" jsonschema_description:"Accept inbound peer connections on listenHost:listenPort."`
+	ListenHost        string        `json:"listenHost" jsonschema:"minLength=1,default=0.0.0.0" jsonschema_description:"Address to accept peers on when listen is true."`
+	ListenPort        int           `json:"listenPort" jsonschema:"minimum=0,maximum=65535,default=19000" jsonschema_description:"Port to accept peers on when listen is true (0 picks a free port)."`
+	TLS               *TLS          `json:"tls,omitempty" jsonschema_description:"TLS for the mesh: certFile and keyFile make the listener serve wss://; caFile trusts a private CA when dialing wss:// peers."`
+	IdentityFile      string        `json:"identityFile,omitempty" jsonschema:"minLength=1" jsonschema_description:"File holding this node's private key, made on first start. Default: clawmatrix/node.key in OpenClaw's state directory, or, for clawmatrix-plugin node, the config file's path with .key in place of its extension."`
+	KnownNodesFile    string        `json:"knownNodesFile,omitempty" jsonschema:"minLength=1" jsonschema_description:"File recording the key each other node was first seen with. Default: beside identityFile, named after it (node.key: node.known_nodes.json)."`
+	Trust             []TrustedNode `json:"trust" jsonschema_description:"If not empty, only these nodes may join, each with exactly this public key. If empty, a node's first key is remembered and a different key later is refused."`
+	Revoked           []string      `json:"revoked" jsonschema:"minLength=1,maxLength=64,pattern=^[A-Za-z0-9._-]*$,uniqueItems=true" jsonschema_description:"Node ids refused for good, together with the keys they were known by."`
+	Peers             []Peer        `json:"peers" jsonschema_description:"Peers to dial. Only one side of a link needs to list the other."`
+	Agents            []Agent       `json:"agents" jsonschema_description:"Agents this node offers to the cluster; the first one describes this node's role."`
+	Models            []Model       `json:"models" jsonschema_description:"Models this node serves to the cluster."`
+	ProxyModels       []ProxyModel  `json:"proxyModels" jsonschema_description:"Models served by other nodes that this node's agents want to use, through the local model proxy as provider clawmatrix."`
+	Tags              []string      `json:"tags" jsonschema_description:"Capabilities of this node shown to the cluster (for example gpu, macos)."`
+	ProxyPort         int           `json:"proxyPort" jsonschema:"minimum=0,maximum=65535,default=19001" jsonschema_description:"Port of the local OpenAI-compatible model proxy, always bound to 127.0.0.1 (0 picks a free port)."`
+	ProxyKey          string        `json:"proxyKey,omitempty" jsonschema:"minLength=1" jsonschema_description:"Bearer key the local model proxy requires. Default: a random key per start, handed to OpenClaw as the provider's apiKey."`
+	ToolProxy         ToolProxy     `json:"toolProxy" jsonschema_description:"Remote tool execution on this node, requested by other nodes' agents. Disabled by default."`
+	OpenclawBin       string        `json:"openclawBin" jsonschema:"minLength=1,default=openclaw" jsonschema_description:"The OpenClaw CLI used on this node to run handed-off tasks and sent messages."`
+	MaxConcurrentRuns int           `json:"maxConcurrentRuns" jsonschema:"minimum=1,default=2" jsonschema_description:"How many handoff or send runs this node executes at once; further runs wait in a queue."`
+	Mesh              MeshTiming    `json:"mesh" jsonschema_description:"Failure detection on mesh links: how often to ping, and how long a silent link lives before it is declared dead."`
 }
 
 // TLS configures wss:// for the mesh.
@@ -84,6 +93,12 @@ type TLS struct {
 	CertFile string `json:"certFile,omitempty" jsonschema:"minLength=1" jsonschema_description:"PEM certificate chain served by the listener. Needs keyFile."`
 	KeyFile  string `json:"keyFile,omitempty" jsonschema:"minLength=1" jsonschema_description:"PEM private key of certFile."`
 	CAFile   string `json:"caFile,omitempty" jsonschema:"minLength=1" jsonschema_description:"PEM CA certificates trusted when dialing wss:// peers, in addition to the system roots."`
+}
+
+// TrustedNode is a node allowed to join, with the only key it may use.
+type TrustedNode struct {
+	NodeID    string `json:"nodeId" jsonschema:"required,minLength=1,maxLength=64,pattern=^[A-Za-z0-9._-]*$" jsonschema_description:"The node's id."`
+	PublicKey string `json:"publicKey" jsonschema:"required,minLength=1" jsonschema_description:"The node's public key, as clawmatrix-plugin identity prints it on that node: ed25519: and 44 base64 characters."`
 }
 
 // Peer is a node this node dials.
@@ -252,6 +267,10 @@ func (c *Config) fillEmpty() {
 			*s = []string{}
 		}
 	}
+	if c.Trust == nil {
+		c.Trust = []TrustedNode{}
+	}
+	orEmpty(&c.Revoked)
 	if c.Peers == nil {
 		c.Peers = []Peer{}
 	}

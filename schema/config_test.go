@@ -23,6 +23,7 @@ func TestParseFillsDefaults(t *testing.T) {
 	want := Config{
 		NodeID: "a", Secret: "0123456789abcdef",
 		Listen: false, ListenHost: "0.0.0.0", ListenPort: 19000,
+		Trust: []TrustedNode{}, Revoked: []string{},
 		Peers: []Peer{}, Agents: []Agent{}, Models: []Model{}, ProxyModels: []ProxyModel{}, Tags: []string{},
 		ProxyPort:   19001,
 		ToolProxy:   ToolProxy{Enabled: false, Allow: []string{}, Deny: []string{}, MaxOutputBytes: 1048576, MaxTimeoutMs: 600000},

@@ -27,6 +27,14 @@ func reflectSchema(v any) *jsonschema.Schema {
 	return r.Reflect(v)
 }
 
+// JSONSchemaExtend adds the public key pattern, which a struct tag cannot
+// hold (it has commas and "=").
+func (TrustedNode) JSONSchemaExtend(s *jsonschema.Schema) {
+	if p, ok := s.Properties.Get("publicKey"); ok {
+		p.Pattern = publicKeyPattern
+	}
+}
+
 // configSchema is the generated schema of Config as a Go value.
 var configSchema = sync.OnceValue(func() *jsonschema.Schema {
 	s := reflectSchema(&Config{})

@@ -194,6 +194,8 @@ func describeSchemaError(doc, inst any, e *sjs.ValidationError) []Problem {
 			return []Problem{{path, "must start with ws:// or wss://"}}
 		case httpURLPattern:
 			return []Problem{{path, "must start with http:// or https://"}}
+		case publicKeyPattern:
+			return []Problem{{path, `must be "ed25519:" and 44 base64 characters, as clawmatrix-plugin identity prints it on that node`}}
 		}
 		return []Problem{{path, fmt.Sprintf("must match the pattern %s", parent["pattern"])}}
 	case "minimum":

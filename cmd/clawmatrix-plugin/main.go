@@ -38,6 +38,9 @@ func commands() []command {
 		{"demo", "demo                       start a three-node cluster on loopback, show every feature, then exit", runDemo},
 		{"bench", "bench [--quick] [--soak D] [--only S,...]  measure proxy, mesh, tools, failover and soak on loopback nodes", runBench},
 		{"node", "node --config FILE [--workspace DIR]  run a standalone mesh node until SIGINT/SIGTERM", runNode},
+		{"identity", "identity (--config FILE | --state DIR | --key PATH) [--json]  print this node's id, public key and fingerprint (makes the key if missing)", runIdentity},
+		{"trust", "trust (--config FILE | --state DIR | --known PATH) NODEID PUBLICKEY  pin a node's key (after a key change, or to undo revoke)", runTrust},
+		{"revoke", "revoke (--config FILE | --state DIR | --known PATH) NODEID  refuse a node and its key for good", runRevoke},
 		{"version", "version                    print the version", runVersion},
 	}
 }

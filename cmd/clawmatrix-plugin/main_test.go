@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -370,5 +371,147 @@ func TestDocsListEveryCommand(t *testing.T) {
 				t.Errorf("%s does not document the %q command", doc, c.name)
 			}
 		}
+	}
+}
+
+// runSplit runs the binary and keeps stdout and stderr apart.
+func runSplit(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return out.String(), errOut.String(), ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errOut.String(), 0
+}
+
+func TestIdentityCommands(t *testing.T) {
+	dir := t.TempDir()
+	config := filepath.Join(dir, "relay.json")
+	if err := os.WriteFile(config, []byte(`{"nodeId":"relay","secret":"0123456789abcdef"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "relay.key")
+	knownFile := filepath.Join(dir, "relay.known_nodes.json")
+
+	type ident struct {
+		NodeID, PublicKey, Fingerprint, KeyFile string
+		Created                                 bool
+	}
+	identityJSON := func(args ...string) (ident, string) {
+		t.Helper()
+		out, errOut, code := runSplit(t, append([]string{"identity", "--json"}, args...)...)
+		var id ident
+		if code != 0 || json.Unmarshal([]byte(out), &id) != nil {
+			t.Fatalf("identity %v: exit %d\nstdout: %s\nstderr: %s", args, code, out, errOut)
+		}
+		return id, errOut
+	}
+
+	first, errOut := identityJSON("--config", config)
+	if !first.Created || first.NodeID != "relay" || first.KeyFile != keyFile ||
+		!strings.HasPrefix(first.PublicKey, "ed25519:") || !strings.HasPrefix(first.Fingerprint, "SHA256:") {
+		t.Fatalf("first identity = %+v", first)
+	}
+	if !strings.Contains(errOut, "made a new node key in "+keyFile) {
+		t.Errorf("stderr does not say a key was made: %q", errOut)
+	}
+	if st, err := os.Stat(keyFile); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", st, err)
+	}
+	again, errOut := identityJSON("--config", config)
+	if again.Created || again.PublicKey != first.PublicKey || errOut != "" {
+		t.Errorf("second identity = %+v, stderr %q", again, errOut)
+	}
+	out, _, code := runSplit(t, "identity", "--config", config)
+	for _, want := range []string{"node id:     relay", "public key:  " + first.PublicKey, "fingerprint: " + first.Fingerprint} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("identity text lacks %q (exit %d):\n%s", want, code, out)
+		}
+	}
+	state := filepath.Join(dir, "state")
+	if id, _ := identityJSON("--state", state); id.KeyFile != filepath.Join(state, "clawmatrix", "node.key") || !id.Created || id.NodeID != "" {
+		t.Errorf("identity --state = %+v", id)
+	}
+	peer, _ := identityJSON("--key", filepath.Join(dir, "peer.key"))
+	other, _ := identityJSON("--key", filepath.Join(dir, "other.key"))
+
+	strict := filepath.Join(dir, "strict.json")
+	os.WriteFile(strict, []byte(`{"nodeId":"s","secret":"0123456789abcdef","trust":[{"nodeId":"b","publicKey":"`+other.PublicKey+`"}],"revoked":["c"]}`), 0o600)
+	bad := filepath.Join(dir, "bad.json")
+	os.WriteFile(bad, []byte(`{"nodeId":"x","secret":"0123456789abcdef","trust":[{"nodeId":"b","publicKey":"rsa"}]}`), 0o600)
+	loose := filepath.Join(dir, "loose.key")
+	os.WriteFile(loose, []byte("whatever"), 0o644)
+	os.Chmod(loose, 0o644)
+
+	tests := []struct {
+		args []string
+		code int
+		want []string
+	}{
+		{[]string{"identity", "--help"}, 0, []string{"-config", "-state", "-key", "-json"}},
+		{[]string{"identity"}, 1, []string{"give exactly one of --config, --state and --key"}},
+		{[]string{"identity", "--config", config, "--key", keyFile}, 1, []string{"exactly one"}},
+		{[]string{"identity", "--config", bad}, 2, []string{"trust[0].publicKey: "}},
+		{[]string{"identity", "--key", loose}, 1, []string{"chmod 600 " + loose}},
+		{[]string{"trust", "--help"}, 0, []string{"-known", "NODEID PUBLICKEY"}},
+		{[]string{"trust", "--config", config, "b"}, 1, []string{"usage: clawmatrix-plugin trust"}},
+		{[]string{"trust", "--config", config, "b", "nope"}, 1, []string{`must start with "ed25519:"`}},
+		{[]string{"trust", "--config", config, "b c", peer.PublicKey}, 1, []string{"may contain only"}},
+		{[]string{"trust", "--config", config, "relay", peer.PublicKey}, 1, []string{"own id"}},
+		{[]string{"trust", "--config", config, "b", peer.PublicKey}, 0, []string{"pinned node b to key " + peer.Fingerprint + " in " + knownFile, "next start"}},
+		{[]string{"revoke", "--config", config, "b"}, 0, []string{"revoked node b (key " + peer.Fingerprint + ")", "next start", "new id", "trust --config " + config + " b"}},
+		{[]string{"revoke", "--config", config, "relay"}, 1, []string{"own id"}},
+		{[]string{"revoke", "--known", filepath.Join(dir, "k.json"), "z"}, 0, []string{"revoked node z (no key known yet)"}},
+		{[]string{"revoke", "--config", config}, 1, []string{"usage: clawmatrix-plugin revoke"}},
+		{[]string{"trust", "--config", strict, "b", peer.PublicKey}, 0, []string{"sets trust", `"publicKey": "` + peer.PublicKey + `"`}},
+		{[]string{"trust", "--config", strict, "c", peer.PublicKey}, 0, []string{"lists c under revoked"}},
+		{[]string{"trust", "--state", state, "b", other.PublicKey}, 0, []string{filepath.Join(state, "clawmatrix", "node.known_nodes.json")}},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			out, code := runBinary(t, tc.args...)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d; output:\n%s", code, tc.code, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+	if out, _ := runBinary(t, "trust", "--config", strict, "b", other.PublicKey); strings.Contains(out, "note:") {
+		t.Errorf("a pair trust already lists got a note:\n%s", out)
+	}
+
+	// What the commands wrote is what the store reads.
+	raw, err := os.ReadFile(knownFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Nodes map[string]struct {
+			PublicKey string `json:"publicKey"`
+			Revoked   bool   `json:"revoked"`
+		} `json:"nodes"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil || doc.Nodes["b"].PublicKey != peer.PublicKey || !doc.Nodes["b"].Revoked {
+		t.Fatalf("known nodes file (%v):\n%s", err, raw)
+	}
+	if st, _ := os.Stat(knownFile); st.Mode().Perm() != 0o600 {
+		t.Errorf("known nodes file mode %04o", st.Mode().Perm())
+	}
+	if out, code := runBinary(t, "trust", "--config", config, "b", other.PublicKey); code != 0 {
+		t.Fatalf("re-pin: %s", out)
+	}
+	raw, _ = os.ReadFile(knownFile)
+	json.Unmarshal(raw, &doc)
+	if doc.Nodes["b"].PublicKey != other.PublicKey || doc.Nodes["b"].Revoked {
+		t.Errorf("re-pin did not replace the key and clear the revocation:\n%s", raw)
 	}
 }

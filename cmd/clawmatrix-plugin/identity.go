@@ -1,0 +1,255 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/clawmatrix/clawmatrix/cluster/identity"
+	"github.com/clawmatrix/clawmatrix/schema"
+)
+
+const (
+	identityUsage = "usage: clawmatrix-plugin identity (--config FILE | --state DIR | --key PATH) [--json]"
+	trustUsage    = "usage: clawmatrix-plugin trust (--config FILE | --state DIR | --known PATH) NODEID PUBLICKEY"
+	revokeUsage   = "usage: clawmatrix-plugin revoke (--config FILE | --state DIR | --known PATH) NODEID"
+	nextStart     = "a running node uses the change from its next start"
+)
+
+// place is where a command finds a node's identity files: from a config
+// file (node mode), an OpenClaw state directory (sidecar mode), or one file
+// named directly.
+type place struct {
+	config, state, file string
+	fileFlag            string // "key" or "known"
+}
+
+func (p *place) flags(fs *flag.FlagSet) {
+	fs.StringVar(&p.config, "config", "", "plugin config file (JSON) of the node")
+	fs.StringVar(&p.state, "state", "", "OpenClaw state directory of a gateway running the plugin")
+	help := "node key file"
+	if p.fileFlag == "known" {
+		help = "known-nodes file"
+	}
+	fs.StringVar(&p.file, p.fileFlag, "", help)
+}
+
+// resolve returns the config (nil unless --config), the key file and the
+// known-nodes file, and the flags that name this place again in messages.
+// It reports problems on stderr and returns an exit code other than 0 on
+// failure.
+func (p *place) resolve(usage string, stderr io.Writer) (cfg *schema.Config, keyFile, knownFile, again string, code int) {
+	set := 0
+	for _, v := range []string{p.config, p.state, p.file} {
+		if v != "" {
+			set++
+		}
+	}
+	if set != 1 {
+		fmt.Fprintln(stderr, usage)
+		fmt.Fprintf(stderr, "give exactly one of --config, --state and --%s\n", p.fileFlag)
+		return nil, "", "", "", 1
+	}
+	switch {
+	case p.config != "":
+		c, ok := readConfig(p.config, stderr)
+		if !ok {
+			return nil, "", "", "", 2
+		}
+		keyFile, knownFile = schema.IdentityPaths(c, "", p.config)
+		return c, keyFile, knownFile, "--config " + p.config, 0
+	case p.state != "":
+		keyFile, knownFile = schema.IdentityPaths(nil, p.state, "")
+		return nil, keyFile, knownFile, "--state " + p.state, 0
+	}
+	if p.fileFlag == "key" {
+		return nil, p.file, "", "", 0
+	}
+	return nil, "", p.file, "--known " + p.file, 0
+}
+
+// parseFlags parses a command's flags; done is true when the command should
+// end with code (help asked for, or a bad flag).
+func parseFlags(fs *flag.FlagSet, args []string) (done bool, code int) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return true, 0
+		}
+		return true, 1
+	}
+	return false, 0
+}
+
+func runIdentity(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("identity", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	p := place{fileFlag: "key"}
+	p.flags(fs)
+	asJSON := fs.Bool("json", false, "print one JSON object: nodeId, publicKey, fingerprint, keyFile, created")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, identityUsage)
+		fmt.Fprintln(stderr, "\nPrints this node's id, public key and key fingerprint; makes the key if there is none yet.")
+		fmt.Fprintln(stderr, "\nflags:")
+		fs.PrintDefaults()
+	}
+	if done, code := parseFlags(fs, args); done {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintln(stderr, identityUsage)
+		return 1
+	}
+	cfg, keyFile, _, _, code := p.resolve(identityUsage, stderr)
+	if code != 0 {
+		return code
+	}
+	key, created, err := identity.LoadOrCreate(keyFile)
+	if err != nil {
+		fmt.Fprintln(stderr, "clawmatrix-plugin identity:", err)
+		return 1
+	}
+	if created {
+		fmt.Fprintf(stderr, "made a new node key in %s (mode 0600)\n", keyFile)
+	}
+	nodeID := ""
+	if cfg != nil {
+		nodeID = cfg.NodeID
+	}
+	pub := identity.Public(key)
+	if *asJSON {
+		out, _ := json.Marshal(struct {
+			NodeID      string `json:"nodeId,omitempty"`
+			PublicKey   string `json:"publicKey"`
+			Fingerprint string `json:"fingerprint"`
+			KeyFile     string `json:"keyFile"`
+			Created     bool   `json:"created"`
+		}{nodeID, identity.FormatPublicKey(pub), identity.Fingerprint(pub), keyFile, created})
+		fmt.Fprintf(stdout, "%s\n", out)
+		return 0
+	}
+	if nodeID != "" {
+		fmt.Fprintf(stdout, "node id:     %s\n", nodeID)
+	}
+	fmt.Fprintf(stdout, "public key:  %s\nfingerprint: %s\nkey file:    %s\n", identity.FormatPublicKey(pub), identity.Fingerprint(pub), keyFile)
+	return 0
+}
+
+func runTrust(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("trust", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	p := place{fileFlag: "known"}
+	p.flags(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, trustUsage)
+		fmt.Fprintln(stderr, "\nPins NODEID to PUBLICKEY in the known-nodes file, replacing the key it was known by and undoing a revoke.")
+		fmt.Fprintln(stderr, "\nflags:")
+		fs.PrintDefaults()
+	}
+	if done, code := parseFlags(fs, args); done {
+		return code
+	}
+	if fs.NArg() != 2 {
+		fmt.Fprintln(stderr, trustUsage)
+		return 1
+	}
+	nodeID, keyText := fs.Arg(0), fs.Arg(1)
+	if msg := schema.CheckNodeID(nodeID); msg != "" {
+		fmt.Fprintf(stderr, "clawmatrix-plugin trust: node id %q %s\n", nodeID, msg)
+		return 1
+	}
+	pub, err := identity.ParsePublicKey(keyText)
+	if err != nil {
+		fmt.Fprintln(stderr, "clawmatrix-plugin trust:", err)
+		return 1
+	}
+	cfg, _, knownFile, again, code := p.resolve(trustUsage, stderr)
+	if code != 0 {
+		return code
+	}
+	if cfg != nil && nodeID == cfg.NodeID {
+		fmt.Fprintf(stderr, "clawmatrix-plugin trust: %q is this node's own id; its key is in its key file, not in the known-nodes file\n", nodeID)
+		return 1
+	}
+	store, err := identity.OpenKnownNodes(knownFile, identity.Options{CommandFlags: again})
+	if err == nil {
+		err = store.Pin(nodeID, pub)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "clawmatrix-plugin trust:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "pinned node %s to key %s in %s; %s\n", nodeID, identity.Fingerprint(pub), knownFile, nextStart)
+	if cfg != nil && slices.Contains(cfg.Revoked, nodeID) {
+		fmt.Fprintf(stdout, "note: %s lists %s under revoked, which still refuses it; take it off that list to let it back\n", p.config, nodeID)
+	}
+	if cfg != nil && len(cfg.Trust) > 0 && !trustLists(cfg.Trust, nodeID, pub) {
+		fmt.Fprintf(stdout, "note: %s sets trust, and then only that list decides: put {\"nodeId\": %q, \"publicKey\": %q} in it\n", p.config, nodeID, identity.FormatPublicKey(pub))
+	}
+	return 0
+}
+
+// trustLists reports whether a trust list holds nodeID with pub.
+func trustLists(trust []schema.TrustedNode, nodeID string, pub ed25519.PublicKey) bool {
+	for _, t := range trust {
+		if k, err := identity.ParsePublicKey(t.PublicKey); err == nil && t.NodeID == nodeID && k.Equal(pub) {
+			return true
+		}
+	}
+	return false
+}
+
+func runRevoke(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("revoke", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	p := place{fileFlag: "known"}
+	p.flags(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, revokeUsage)
+		fmt.Fprintln(stderr, "\nMarks NODEID revoked in the known-nodes file: refused from then on, with any key, and its key refused under any id.")
+		fmt.Fprintln(stderr, "\nflags:")
+		fs.PrintDefaults()
+	}
+	if done, code := parseFlags(fs, args); done {
+		return code
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(stderr, revokeUsage)
+		return 1
+	}
+	nodeID := fs.Arg(0)
+	if msg := schema.CheckNodeID(nodeID); msg != "" {
+		fmt.Fprintf(stderr, "clawmatrix-plugin revoke: node id %q %s\n", nodeID, msg)
+		return 1
+	}
+	cfg, _, knownFile, again, code := p.resolve(revokeUsage, stderr)
+	if code != 0 {
+		return code
+	}
+	if cfg != nil && nodeID == cfg.NodeID {
+		fmt.Fprintf(stderr, "clawmatrix-plugin revoke: %q is this node's own id\n", nodeID)
+		return 1
+	}
+	store, err := identity.OpenKnownNodes(knownFile, identity.Options{CommandFlags: again})
+	if err == nil {
+		err = store.Revoke(nodeID)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "clawmatrix-plugin revoke:", err)
+		return 1
+	}
+	what := "no key known yet"
+	for _, e := range store.List() {
+		if e.NodeID == nodeID && e.PublicKey != nil {
+			what = "key " + identity.Fingerprint(e.PublicKey)
+		}
+	}
+	fmt.Fprintf(stdout, "revoked node %s (%s) in %s; %s\n", nodeID, what, knownFile, nextStart)
+	fmt.Fprintln(stdout, "revoke it on every node; a revoked machine that still knows the cluster secret can rejoin under a new id with a new key until the secret is changed or trust lists the allowed nodes")
+	fmt.Fprintf(stdout, "undo: clawmatrix-plugin trust %s %s PUBLICKEY\n", again, nodeID)
+	return 0
+}

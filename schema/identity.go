@@ -1,0 +1,63 @@
+package schema
+
+import (
+	"path/filepath"
+	"regexp"
+	"strings"
+)
+
+// IdentityPaths returns where a node keeps its private key and the keys of
+// the nodes it has seen. cfg's identityFile and knownNodesFile win (cfg may
+// be nil). Otherwise the key is, for a node run from a config file
+// (configPath not empty), that file's path with ".key" in place of its
+// extension ("/etc/clawmatrix/relay.json": "/etc/clawmatrix/relay.key"),
+// else, in sidecar mode, "<stateDir>/clawmatrix/node.key". The known-nodes
+// file sits beside the key, named after it ("relay.known_nodes.json",
+// "node.known_nodes.json"), so that several nodes configured in one
+// directory never share one. Relative paths stay relative: like tls files,
+// they are resolved from the working directory. Both results are "" when
+// nothing names a place.
+func IdentityPaths(cfg *Config, stateDir, configPath string) (keyFile, knownFile string) {
+	if cfg != nil {
+		keyFile, knownFile = cfg.IdentityFile, cfg.KnownNodesFile
+	}
+	if keyFile == "" {
+		switch {
+		case configPath != "":
+			keyFile = withExt(configPath, ".key")
+		case stateDir != "":
+			keyFile = filepath.Join(stateDir, PluginID, "node.key")
+		}
+	}
+	if knownFile == "" && keyFile != "" {
+		knownFile = withExt(keyFile, ".known_nodes.json")
+	}
+	return keyFile, knownFile
+}
+
+// withExt replaces path's extension with ext, or appends ext when path has
+// no extension, has only one (".clawmatrix") or already ends in ext.
+func withExt(path, ext string) string {
+	old := filepath.Ext(path)
+	base := strings.TrimSuffix(filepath.Base(path), old)
+	if old == "" || base == "" || old == ext {
+		return path + ext
+	}
+	return strings.TrimSuffix(path, old) + ext
+}
+
+var nodeIDRe = regexp.MustCompile(nodeIDPattern)
+
+// CheckNodeID returns what is wrong with a node id, in the words config
+// validation uses, or "".
+func CheckNodeID(id string) string {
+	switch {
+	case id == "":
+		return "must not be empty"
+	case len(id) > 64:
+		return "must be at most 64 characters long"
+	case !nodeIDRe.MatchString(id):
+		return `may contain only letters, digits, ".", "_" and "-"`
+	}
+	return ""
+}
