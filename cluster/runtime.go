@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/clawmatrix/clawmatrix/cluster/identity"
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
 	"github.com/clawmatrix/clawmatrix/cluster/proxy"
 	"github.com/clawmatrix/clawmatrix/cluster/remote"
@@ -40,6 +41,12 @@ type Options struct {
 	// Mesh, when set, replaces the timing profile derived from the config
 	// (tests and the demo use mesh.DefaultLocalConfig timings).
 	Mesh *mesh.Config
+	// StateDir (sidecar mode) or ConfigPath (node mode) says where the node
+	// keeps its node key and the keys it has pinned (schema.IdentityPaths).
+	// With neither, and no identityFile in the config, the node runs with
+	// an ephemeral key and pins peers in memory only (tests, the demo).
+	StateDir   string
+	ConfigPath string
 }
 
 // Runtime is one running node.
@@ -64,6 +71,9 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 	}
 	mcfg, err := meshConfig(cfg, opts.Mesh, log)
 	if err != nil {
+		return nil, err
+	}
+	if err := loadIdentity(&mcfg, opts, log); err != nil {
 		return nil, err
 	}
 	node, err := mesh.New(mcfg)
@@ -174,6 +184,38 @@ func meshConfig(cfg *schema.Config, profile *mesh.Config, log *slog.Logger) (mes
 		}
 	}
 	return m, nil
+}
+
+// loadIdentity gives the mesh its node key and trust store, from the files
+// schema.IdentityPaths names, creating the key on first start.
+func loadIdentity(m *mesh.Config, opts Options, log *slog.Logger) error {
+	keyFile, knownFile := schema.IdentityPaths(opts.Config, opts.StateDir, opts.ConfigPath)
+	if keyFile == "" {
+		return nil
+	}
+	key, created, err := identity.LoadOrCreate(keyFile)
+	if err != nil {
+		return fmt.Errorf("node key: %w", err)
+	}
+	if created {
+		log.Info("made a new node key", "file", keyFile, "key", identity.FormatPublicKey(identity.Public(key)))
+	}
+	topts, err := identity.ConfigOptions(opts.Config)
+	if err != nil {
+		return err
+	}
+	if opts.ConfigPath != "" {
+		topts.CommandFlags = "--config " + opts.ConfigPath
+	} else {
+		topts.CommandFlags = "--known " + knownFile
+	}
+	topts.OnPersistError = func(err error) { log.Warn("known nodes not saved", "file", knownFile, "err", err) }
+	known, err := identity.OpenKnownNodes(knownFile, topts)
+	if err != nil {
+		return fmt.Errorf("known nodes: %w", err)
+	}
+	m.Identity, m.Trust = key, known
+	return nil
 }
 
 // Capabilities is what a node with this config offers the cluster.

@@ -16,8 +16,8 @@ type InitializeParams struct {
 	Gateway      *GatewayInfo            `json:"gateway,omitempty"`
 	Providers    map[string]ProviderInfo `json:"providers,omitempty"`
 	WorkspaceDir string                  `json:"workspaceDir,omitempty"`
-	// StateDir is accepted for the protocol's sake: the sidecar keeps no
-	// files of its own (the adapter owns the proxy key and the log there).
+	// StateDir is OpenClaw's state directory; the node keeps its node key
+	// and the keys it has pinned under <stateDir>/clawmatrix.
 	StateDir string `json:"stateDir,omitempty"`
 }
 

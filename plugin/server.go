@@ -277,7 +277,7 @@ func (s *Server) startNode(ctx context.Context, p *InitializeParams) (*cluster.R
 			Data:    rawJSON(map[string]any{"errors": problems}),
 		}
 	}
-	opts := cluster.Options{Config: cfg, WorkspaceDir: p.WorkspaceDir, Logger: s.log}
+	opts := cluster.Options{Config: cfg, WorkspaceDir: p.WorkspaceDir, StateDir: p.StateDir, Logger: s.log}
 	if p.Gateway != nil && p.Gateway.Port > 0 {
 		opts.Gateway = &cluster.Gateway{URL: "http://127.0.0.1:" + strconv.Itoa(p.Gateway.Port), Token: p.Gateway.Token}
 	}

@@ -275,7 +275,13 @@ func (n *Node) handlePeerSync(l *link, f *Frame) {
 			n.log.Warn("mesh: dropped a topology entry with a bad signature", "origin", e.Origin, "via", l.peer)
 			continue
 		}
-		if err := n.trust.Admit(e.Origin, ed25519.PublicKey(e.Key)); err != nil {
+		if e.Origin == n.id && !bytes.Equal(e.Key, n.pub) {
+			// This node's id with another node key: someone else claims it.
+			n.stats.spoofed.Add(1)
+			n.logUntrusted(e.Origin, e.Key, l.peer, errors.New("another key signed an entry under this node's own id"))
+			continue
+		}
+		if err := n.trust.Admit(e.Origin, ed25519.PublicKey(e.Key)); e.Origin != n.id && err != nil {
 			n.stats.spoofed.Add(1)
 			n.logUntrusted(e.Origin, e.Key, l.peer, err)
 			continue

@@ -171,7 +171,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := stderrLogger(stderr)
-	rt, err := cluster.Start(ctx, cluster.Options{Config: cfg, WorkspaceDir: *workspace, Logger: log})
+	rt, err := cluster.Start(ctx, cluster.Options{Config: cfg, WorkspaceDir: *workspace, ConfigPath: *path, Logger: log})
 	if err != nil {
 		fmt.Fprintln(stderr, "clawmatrix-plugin node:", err)
 		return 1
