@@ -66,7 +66,7 @@ const (
 // in OpenClaw, or the file given to `clawmatrix-plugin node --config`.
 type Config struct {
 	NodeID            string        `json:"nodeId" jsonschema:"required,minLength=1,maxLength=64,pattern=^[A-Za-z0-9._-]*$" jsonschema_description:"Unique name of this node in the cluster: 1-64 letters, digits, '.', '_' or '-'."`
-	Secret            string        `json:"secret" jsonschema:"required,minLength=16" jsonschema_description:"Shared cluster secret, at least 16 characters, the same on every node. Both sides of every link prove they know it; it is never sent, logged or shown."`
+	Secret            string        `json:"secret" jsonschema:"required,minLength=16" jsonschema_description:"Shared cluster secret, at least 16 characters, the same on every node. It lets a node join: a key derived from it is mixed into every link handshake. It is never sent, logged or shown."`
 	Listen            bool          `json:"listen" jsonschema:"default=false" jsonschema_description:"Accept inbound peer connections on listenHost:listenPort."`
 	ListenHost        string        `json:"listenHost" jsonschema:"minLength=1,default=0.0.0.0" jsonschema_description:"Address to accept peers on when listen is true."`
 	ListenPort        int           `json:"listenPort" jsonschema:"minimum=0,maximum=65535,default=19000" jsonschema_description:"Port to accept peers on when listen is true (0 picks a free port)."`
