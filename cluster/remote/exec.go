@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"strings"
 	"time"
@@ -40,8 +39,13 @@ func (t *Target) exec(ctx context.Context, a schema.ExecArgs) Result {
 		capNote = fmt.Sprintf("[timeoutMs %d is above node %q's limit; it was lowered to %d (toolProxy.maxTimeoutMs)]\n",
 			a.TimeoutMs, t.nodeID, t.maxTimeout.Milliseconds())
 	}
-	cwd := t.resolvePath(a.Cwd)
-	if fi, err := os.Stat(cwd); err != nil || !fi.IsDir() {
+	root, rel, cwd, err := t.locate(a.Cwd)
+	if err != nil {
+		return errorResult(t.pathError("run a command in", cwd, err))
+	}
+	if fi, err := root.root.Stat(rel); escapes(err) {
+		return errorResult(t.pathError("run a command in", cwd, err))
+	} else if err != nil || !fi.IsDir() {
 		return errorResult(fmt.Sprintf("working directory %q does not exist on node %q (or is not a directory); "+
 			"pass an existing cwd, or leave it out to use the node's workspace %q", cwd, t.nodeID, t.baseDir))
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -50,6 +51,7 @@ type Target struct {
 	maxOutput   int
 	maxTimeout  time.Duration
 	baseDir     string
+	roots       []fsRoot // the workspace, then toolProxy.allowPaths
 	gateway     *Gateway
 	gatewayURL  *url.URL
 	http        *http.Client
@@ -65,6 +67,8 @@ type Target struct {
 	mu     sync.Mutex
 	closed bool
 	runs   sync.WaitGroup // background send runs and in-flight handlers
+
+	closeRootsOnce sync.Once
 }
 
 func newTarget(nodeID string, cfg TargetConfig) (*Target, error) {
@@ -102,10 +106,19 @@ func newTarget(nodeID string, cfg TargetConfig) (*Target, error) {
 		}
 		t.baseDir = wd
 	}
+	if abs, err := filepath.Abs(t.baseDir); err == nil {
+		t.baseDir = abs
+	}
+	roots, err := openRoots(t.baseDir, cfg.ToolProxy.AllowPaths)
+	if err != nil {
+		return nil, err
+	}
+	t.roots = roots
 	secrets := append([]string(nil), cfg.Secrets...)
 	if cfg.Gateway != nil && cfg.Gateway.URL != "" {
 		u, err := url.Parse(strings.TrimRight(cfg.Gateway.URL, "/"))
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			closeRoots(t.roots)
 			return nil, fmt.Errorf("remote: gateway URL %q is not an http(s) URL", cfg.Gateway.URL)
 		}
 		t.gateway, t.gatewayURL = cfg.Gateway, u
@@ -130,6 +143,7 @@ func (t *Target) Close() {
 	t.cancel()
 	t.runs.Wait()
 	t.http.CloseIdleConnections()
+	t.closeRootsOnce.Do(func() { closeRoots(t.roots) })
 }
 
 // begin registers one unit of work; false once the target is closed.
