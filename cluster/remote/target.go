@@ -60,7 +60,8 @@ type Target struct {
 	log         *slog.Logger
 	redact      redactor
 
-	slots chan struct{} // one token per running handoff/send
+	slots     chan struct{} // one token per running handoff/send
+	execSlots chan struct{} // one token per running exec command
 
 	ctx    context.Context // ends on Close; parent of every run
 	cancel context.CancelFunc
@@ -130,6 +131,11 @@ func newTarget(nodeID string, cfg TargetConfig) (*Target, error) {
 		runs = DefaultMaxRuns
 	}
 	t.slots = make(chan struct{}, runs)
+	execs := cfg.ToolProxy.MaxConcurrent
+	if execs <= 0 {
+		execs = schema.DefaultMaxConcurrentExec
+	}
+	t.execSlots = make(chan struct{}, execs)
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	return t, nil
 }
