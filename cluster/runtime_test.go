@@ -203,7 +203,7 @@ func TestGatewayFallbackAgent(t *testing.T) {
 
 	for _, tc := range []struct{ agents, want string }{{`[]`, "openclaw/default"}, {`[{"id":"coder"},{"id":"writer"}]`, "openclaw/coder"}} {
 		cfg, problems := schema.Parse([]byte(fmt.Sprintf(`{"nodeId":"n","secret":%q,"proxyPort":0,"agents":%s,
-			"models":[{"id":"claude","provider":"anthropic"}]}`, testSecret, tc.agents)))
+			"models":[{"id":"claude","provider":"anthropic","serveViaGateway":true}]}`, testSecret, tc.agents)))
 		if len(problems) > 0 {
 			t.Fatal(problems)
 		}

@@ -130,7 +130,7 @@ func twoGateways(t *testing.T) (alpha, beta *sidecar, betaDir string, oc *fakeOp
 			"openclawBin": oc.bin,
 			"models": []any{
 				map[string]any{"id": "via-provider", "provider": "local"},
-				map[string]any{"id": "via-gateway", "provider": "anthropic"},
+				map[string]any{"id": "via-gateway", "provider": "anthropic", "serveViaGateway": true},
 			},
 		}),
 		"gateway":      map[string]any{"port": oc.port(), "token": gatewayToken},

@@ -1,6 +1,7 @@
 package remote
 
 import (
+	"context"
 	"encoding/base64"
 	"fmt"
 	"os"
@@ -152,3 +153,61 @@ func TestExecKillsEveryDescendant(t *testing.T) {
 	}
 }
 
+// allowFrom applies to every method a target serves, tools and agent runs
+// alike, by node id or by a tag the caller announces.
+func TestTargetAllowFrom(t *testing.T) {
+	dir := t.TempDir()
+	tags := map[string][]string{"ops": {"trusted"}, "evil": {"untrusted"}}
+	tg := newTestTarget(t, "n1", TargetConfig{ToolProxy: openPolicy(), WorkspaceDir: dir,
+		OpenclawBin: fakeOpenclaw(t, dir), Agents: []schema.Agent{{ID: "coder"}},
+		AllowFrom: []string{"laptop", "tag:trusted"}, CallerTags: func(id string) []string { return tags[id] }})
+	calls := []struct {
+		tool  string
+		serve func(context.Context, string, []byte) Result
+		args  any
+	}{
+		{ToolExec, tg.serveExec, schema.ExecArgs{Node: "n1", Command: "echo ran >> ran"}},
+		{ToolRead, tg.serveRead, schema.ReadArgs{Node: "n1", Path: "x"}},
+		{ToolWrite, tg.serveWrite, schema.WriteArgs{Node: "n1", Path: "ran", Content: "x"}},
+		{ToolTool, tg.serveTool, schema.ToolArgs{Node: "n1", Tool: "web_fetch"}},
+		{ToolHandoff, tg.serveHandoff, schema.HandoffArgs{Agent: "coder", Task: "t"}},
+		{ToolSend, tg.serveSend, schema.SendArgs{Agent: "coder", Message: "m"}},
+	}
+	for _, c := range calls {
+		for _, caller := range []struct {
+			from string
+			ok   bool
+		}{{"laptop", true}, {"ops", true}, {"evil", false}, {"stranger", false}} {
+			if caller.ok {
+				continue // the executors' own tests cover what runs
+			}
+			err := tg.handler(c.tool, c.serve).ServeMesh(t.Context(), &recorder{}, meshRequest(caller.from, mustJSON(t, c.args)))
+			if err == nil || !strings.Contains(err.Error(), "allowFrom") || !strings.Contains(err.Error(), caller.from) {
+				t.Errorf("%s from %q: got %v, want a refusal naming allowFrom", c.tool, caller.from, err)
+			}
+		}
+		rec := &recorder{}
+		if err := tg.handler(c.tool, c.serve).ServeMesh(t.Context(), rec, meshRequest("ops", mustJSON(t, c.args))); err != nil {
+			t.Errorf("%s from a tagged caller: %v", c.tool, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ran")); err == nil {
+		if b, _ := os.ReadFile(filepath.Join(dir, "ran")); strings.Count(string(b), "ran") > 1 {
+			t.Errorf("a refused caller's command ran: %q", b)
+		}
+	}
+}
+
+// Handoff and send reach only the agents the node lists.
+func TestAgentRunsOnlyListedAgents(t *testing.T) {
+	dir := t.TempDir()
+	tg := newTestTarget(t, "n1", TargetConfig{OpenclawBin: fakeOpenclaw(t, dir), Agents: []schema.Agent{{ID: "coder"}, {ID: "writer"}}})
+	for _, r := range []Result{
+		tg.handoff(t.Context(), "caller", schema.HandoffArgs{Agent: "main", Task: "t"}),
+		tg.send(t.Context(), "caller", schema.SendArgs{Agent: "admin", Message: "m"}),
+	} {
+		if !r.IsError || !strings.Contains(r.Text, "coder, writer") {
+			t.Errorf("got %+v, want a refusal naming the listed agents", r)
+		}
+	}
+}

@@ -41,6 +41,13 @@ type TargetConfig struct {
 	Secrets []string
 	// Logger receives run outcomes and failures; nil discards them.
 	Logger *slog.Logger
+	// AllowFrom is the config's allowFrom: which callers may use any of
+	// the methods served here. nil admits every member (a parsed config
+	// always has a list; an empty one admits nobody).
+	AllowFrom []string
+	// CallerTags returns the tags a caller announces, for tag:<t> entries;
+	// Register fills it from the mesh node when nil.
+	CallerTags func(nodeID string) []string
 }
 
 // Target serves remote tool and agent-run requests on one node. It owns the
@@ -59,6 +66,8 @@ type Target struct {
 	agents      []schema.Agent
 	log         *slog.Logger
 	redact      redactor
+	allowFrom   []string
+	callerTags  func(string) []string
 
 	slots     chan struct{} // one token per running handoff/send
 	execSlots chan struct{} // one token per running exec command
@@ -82,6 +91,8 @@ func newTarget(nodeID string, cfg TargetConfig) (*Target, error) {
 		openclawBin: cfg.OpenclawBin,
 		agents:      cfg.Agents,
 		log:         cfg.Logger,
+		allowFrom:   cfg.AllowFrom,
+		callerTags:  cfg.CallerTags,
 		// The request context (capped at maxTimeout) bounds each call. The
 		// gateway is local: no proxy from the environment applies.
 		http: &http.Client{Transport: &http.Transport{
@@ -178,6 +189,9 @@ func (t *Target) handler(tool string, serve func(ctx context.Context, from strin
 		stop := context.AfterFunc(t.ctx, cancel)
 		defer stop()
 
+		if err := t.checkCaller(r.From); err != nil {
+			return err
+		}
 		start := time.Now()
 		var res Result
 		if problems := schema.ValidateToolArgs(tool, r.Payload); len(problems) > 0 {
@@ -195,6 +209,25 @@ func (t *Target) handler(tool string, serve func(ctx context.Context, from strin
 		}
 		return w.Write(msg)
 	})
+}
+
+// checkCaller applies allowFrom to the node a request came from. The id is
+// the mesh's From: once the mesh authenticates the origin of every frame,
+// this rule is as strong as that.
+func (t *Target) checkCaller(from string) error {
+	if t.allowFrom == nil {
+		return nil
+	}
+	var tags []string
+	if t.callerTags != nil {
+		tags = t.callerTags(from)
+	}
+	if schema.AllowsCaller(t.allowFrom, from, tags) {
+		return nil
+	}
+	return mesh.Errorf(mesh.CodeRefused, "node %q does not take requests from node %q: it is not in the node's allowFrom list. "+
+		"To let it in, the node's owner adds %q (or a tag:<tag> it announces) to allowFrom in node %q's clawmatrix config",
+		t.nodeID, from, from, t.nodeID)
 }
 
 func formatProblems(problems []schema.Problem) string {
