@@ -214,6 +214,17 @@ export function proxyBaseUrl(pluginConfig) {
 }
 
 // ---------------------------------------------------------------------------
+/**
+ * The sidecar's environment: the gateway's, without the proxy key. The key
+ * reaches the sidecar in the initialize params (config.proxyKey) only, so
+ * nothing the sidecar starts can inherit it.
+ */
+export function sidecarEnv(env) {
+  const out = { ...env };
+  delete out[KEY_ENV];
+  return out;
+}
+
 // initialize parameters
 
 /** OpenClaw providers named by this node's served models, OpenAI-compatible only. */
@@ -475,7 +486,7 @@ class Supervisor {
     const logFile = this.#openLog(params.stateDir);
     const child = spawn(bin, ["serve"], {
       cwd: params.stateDir,
-      env: { ...process.env, [KEY_ENV]: params.config.proxyKey },
+      env: sidecarEnv(process.env),
       stdio: ["pipe", "pipe", "pipe"],
     });
     const startedAt = Date.now();

@@ -7,7 +7,15 @@ import os from "node:os";
 import path from "node:path";
 import { after, test } from "node:test";
 
-import { clusterModels, loadProxyKey, proxyBaseUrl, resolveBinary, resolveWorkspaceDir, servingProviders } from "./index.js";
+import {
+  clusterModels,
+  loadProxyKey,
+  proxyBaseUrl,
+  resolveBinary,
+  resolveWorkspaceDir,
+  servingProviders,
+  sidecarEnv,
+} from "./index.js";
 
 const made = [];
 function tempDir() {
@@ -64,6 +72,15 @@ test("proxy key: created once per state dir, private, then reused", () => {
   assert.deepEqual(fs.readdirSync(state), ["clawmatrix"]);
   assert.deepEqual(fs.readdirSync(path.join(state, "clawmatrix")), ["proxy-key"]);
   assert.equal(fs.statSync(path.join(state, "clawmatrix", "proxy-key")).mode & 0o777, 0o600);
+});
+
+test("sidecar environment: the proxy key is not in it, the rest is", () => {
+  const env = { PATH: "/usr/bin", CLAWMATRIX_PROXY_KEY: "cmx-secret", OPENCLAW_STATE_DIR: "/s" };
+  const got = sidecarEnv(env);
+  assert.equal(got.CLAWMATRIX_PROXY_KEY, undefined);
+  assert.equal(Object.values(got).includes("cmx-secret"), false);
+  assert.deepEqual(got, { PATH: "/usr/bin", OPENCLAW_STATE_DIR: "/s" });
+  assert.equal(env.CLAWMATRIX_PROXY_KEY, "cmx-secret", "the gateway's own environment is left alone");
 });
 
 test("models: served then wanted, first id wins, defaults filled, always the proxy's API", () => {

@@ -97,7 +97,13 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 		gw = &proxy.Gateway{URL: opts.Gateway.URL, Token: opts.Gateway.Token, Agent: agent}
 		rgw = &remote.Gateway{URL: opts.Gateway.URL, Token: opts.Gateway.Token}
 	}
-	rt.serve = proxy.RegisterServing(node, proxy.ServingConfig{Models: cfg.Models, Providers: opts.Providers, Gateway: gw, Logger: log})
+	callerTags := func(id string) []string {
+		p, _ := node.Peer(id)
+		return p.Tags
+	}
+	rt.serve = proxy.RegisterServing(node, proxy.ServingConfig{Models: cfg.Models, Providers: opts.Providers, Gateway: gw, Logger: log,
+		AllowFrom: cfg.AllowFrom, CallerTags: callerTags})
+	warnGatewayModels(cfg, opts, log)
 	rt.target, err = remote.Register(node, remote.TargetConfig{
 		ToolProxy:         cfg.ToolProxy,
 		WorkspaceDir:      opts.WorkspaceDir,
@@ -107,6 +113,8 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 		MaxConcurrentRuns: cfg.MaxConcurrentRuns,
 		Secrets:           secrets(opts, rt.key),
 		Logger:            log,
+		AllowFrom:         cfg.AllowFrom,
+		CallerTags:        callerTags,
 	})
 	if err != nil {
 		node.Close()
@@ -136,6 +144,25 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 		return nil, fmt.Errorf("model proxy on 127.0.0.1:%d: %w (set proxyPort to a free port)", cfg.ProxyPort, err)
 	}
 	return rt, nil
+}
+
+// warnGatewayModels says at start which models this node no longer serves
+// because they would need the gateway fallback without serveViaGateway: a
+// config written when that fallback was implicit must not change quietly.
+func warnGatewayModels(cfg *schema.Config, opts Options, log *slog.Logger) {
+	if opts.Gateway == nil {
+		return
+	}
+	for _, m := range cfg.Models {
+		if m.ServeViaGateway || (m.Upstream != nil && m.Upstream.BaseURL != "") {
+			continue
+		}
+		if p, ok := opts.Providers[m.Provider]; ok && p.BaseURL != "" && (p.API == "" || p.API == schema.DefaultAPI) {
+			continue
+		}
+		log.Warn("model is not served: it would run through the OpenClaw gateway (a full agent turn); "+
+			"set serveViaGateway: true on it to allow that, or give it an upstream", "model", m.ID)
+	}
 }
 
 // meshConfig turns the node's config into the mesh's.

@@ -114,7 +114,7 @@ func TestNodeModeServesModels(t *testing.T) {
 	up := fakeUpstream(t)
 	var logs syncBuffer
 	gpu := startNode(t, fmt.Sprintf(`{"nodeId":"gpu","secret":%q,"listen":true,"listenHost":"127.0.0.1","listenPort":0,"proxyPort":0,
-		"tags":["gpu"],"toolProxy":{"enabled":true},
+		"tags":["gpu"],"toolProxy":{"enabled":true,"allow":["*"]},
 		"models":[{"id":"qwen","provider":"vllm","description":"Qwen on the GPU box","upstream":{"baseUrl":%q,"apiKey":%q}}]}`,
 		testSecret, up.URL+"/v1", upstreamKey), &logs)
 	laptop := startNode(t, fmt.Sprintf(`{"nodeId":"laptop","secret":%q,"proxyPort":0,"peers":[{"url":%q,"nodeId":"gpu"}],
@@ -203,7 +203,7 @@ func TestGatewayFallbackAgent(t *testing.T) {
 
 	for _, tc := range []struct{ agents, want string }{{`[]`, "openclaw/default"}, {`[{"id":"coder"},{"id":"writer"}]`, "openclaw/coder"}} {
 		cfg, problems := schema.Parse([]byte(fmt.Sprintf(`{"nodeId":"n","secret":%q,"proxyPort":0,"agents":%s,
-			"models":[{"id":"claude","provider":"anthropic"}]}`, testSecret, tc.agents)))
+			"models":[{"id":"claude","provider":"anthropic","serveViaGateway":true}]}`, testSecret, tc.agents)))
 		if len(problems) > 0 {
 			t.Fatal(problems)
 		}

@@ -310,7 +310,7 @@ func TestTwoSidecarsSeeEachOther(t *testing.T) {
 	if err := a.Call(MethodPromptBuild, PromptParams{AgentID: "main"}, &prompt, callTimeout); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`node "alpha"`, "Your role: plans the work", "- beta (direct) [gpu]", "agent coder: writes Go", "clawmatrix/big", "cluster_handoff"} {
+	for _, want := range []string{`node "alpha"`, "Your role: plans the work", "- beta (direct) [gpu]", `agent coder: "writes Go"`, "clawmatrix/big", "cluster_handoff"} {
 		if !strings.Contains(prompt.PrependContext, want) {
 			t.Errorf("prompt lacks %q:\n%s", want, prompt.PrependContext)
 		}

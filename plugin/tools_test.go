@@ -126,11 +126,11 @@ func twoGateways(t *testing.T) (alpha, beta *sidecar, betaDir string, oc *fakeOp
 		"config": config("beta", map[string]any{
 			"listen": true, "listenHost": "127.0.0.1", "listenPort": 0,
 			"agents":      []any{map[string]any{"id": "coder", "description": "writes code"}},
-			"toolProxy":   map[string]any{"enabled": true, "deny": []string{"write"}},
+			"toolProxy":   map[string]any{"enabled": true, "allow": []string{"*"}, "deny": []string{"write"}},
 			"openclawBin": oc.bin,
 			"models": []any{
 				map[string]any{"id": "via-provider", "provider": "local"},
-				map[string]any{"id": "via-gateway", "provider": "anthropic"},
+				map[string]any{"id": "via-gateway", "provider": "anthropic", "serveViaGateway": true},
 			},
 		}),
 		"gateway":      map[string]any{"port": oc.port(), "token": gatewayToken},

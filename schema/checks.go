@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 )
 
@@ -118,6 +119,8 @@ func (c *Config) check() []Problem {
 		}
 	}
 
+	ps = append(ps, c.checkToolProxy()...)
+
 	if c.Mesh.PingIntervalMs > 0 && c.Mesh.DeadAfterMs > 0 && c.Mesh.DeadAfterMs <= c.Mesh.PingIntervalMs {
 		add("mesh.deadAfterMs", "must be greater than mesh.pingIntervalMs (%d), or every link is declared dead between two pings", c.Mesh.PingIntervalMs)
 	}
@@ -180,4 +183,50 @@ func unwrapPathError(err error) error {
 		return pe.Err
 	}
 	return err
+}
+
+// checkToolProxy covers what the policy's lists mean together, and the
+// configs written when an empty allow list still meant every tool: such a
+// config is refused with what to write, rather than quietly running nothing
+// (or everything).
+func (c *Config) checkToolProxy() []Problem {
+	var ps []Problem
+	tp := c.ToolProxy
+	if tp.Enabled && len(tp.Allow) == 0 {
+		ps = append(ps, Problem{Path: "toolProxy.allow", Message: `is empty, so no remote tool would run on this node: ` +
+			`an empty allow list now means nothing (it used to mean every tool). List the tools to offer, ` +
+			`for example ["read", "exec"], or ["*"] for every tool; or set toolProxy.enabled to false`})
+	}
+	seen := map[string]bool{}
+	for i, p := range tp.AllowPaths {
+		at := fmt.Sprintf("toolProxy.allowPaths[%d]", i)
+		switch {
+		case p == "":
+			// the schema reports it
+		case !filepath.IsAbs(p):
+			ps = append(ps, Problem{Path: at, Message: "must be an absolute directory path (like /srv/data)"})
+		case seen[filepath.Clean(p)]:
+			ps = append(ps, Problem{Path: at, Message: "is listed twice"})
+		default:
+			seen[filepath.Clean(p)] = true
+			if msg := checkDir(p); msg != "" {
+				ps = append(ps, Problem{Path: at, Message: msg})
+			}
+		}
+	}
+	return ps
+}
+
+// checkDir returns why path is not a directory this process can open, or "".
+func checkDir(path string) string {
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Sprintf("directory %q does not exist", path)
+	case err != nil:
+		return fmt.Sprintf("directory %q cannot be opened: %v", path, unwrapPathError(err))
+	case !st.IsDir():
+		return fmt.Sprintf("%q is not a directory", path)
+	}
+	return ""
 }

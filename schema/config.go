@@ -6,7 +6,13 @@
 // It is the lowest package of the module and imports nothing from it.
 package schema
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+)
 
 // Version is the clawmatrix release, written into the manifest.
 const Version = "0.2.0"
@@ -25,6 +31,7 @@ const (
 	DefaultMaxTimeoutMs      = 600000
 	DefaultOpenclawBin       = "openclaw"
 	DefaultMaxConcurrentRuns = 2
+	DefaultMaxConcurrentExec = 4
 	DefaultPingIntervalMs    = 1000
 	DefaultDeadAfterMs       = 4000
 	DefaultAPI               = "openai-completions"
@@ -52,6 +59,13 @@ const nodeIDPattern = `^[A-Za-z0-9._-]*$`
 // "ed25519:" and the 32 bytes in base64, standard or URL-safe, the one "="
 // of padding optional. The empty string matches too: minLength reports it.
 const publicKeyPattern = `^(ed25519:([A-Za-z0-9+/]{43}|[A-Za-z0-9_-]{43})=?|)$`
+
+// Patterns of policy entries, named so that a mismatch gets a plain message.
+const (
+	toolPolicyPattern = `^ *([*]|[A-Za-z0-9_]+) *$`
+	allowFromPattern  = `^([*]|tag:[A-Za-z0-9._:/@+-]+|[A-Za-z0-9._-]+)$`
+	envNamePattern    = `^[A-Za-z_][A-Za-z0-9_]*$`
+)
 
 // URL scheme patterns, in the schema so that OpenClaw's own config
 // validation refuses a wrong scheme before the sidecar starts; the rest of a
@@ -86,6 +100,7 @@ type Config struct {
 	OpenclawBin       string        `json:"openclawBin" jsonschema:"minLength=1,default=openclaw" jsonschema_description:"The OpenClaw CLI used on this node to run handed-off tasks and sent messages."`
 	MaxConcurrentRuns int           `json:"maxConcurrentRuns" jsonschema:"minimum=1,default=2" jsonschema_description:"How many handoff or send runs this node executes at once; further runs wait in a queue."`
 	Mesh              MeshTiming    `json:"mesh" jsonschema_description:"Failure detection on mesh links: how often to ping, and how long a silent link lives before it is declared dead."`
+	AllowFrom         []string      `json:"allowFrom" jsonschema:"default=*,pattern=^([*]|tag:[A-Za-z0-9._:/@+-]+|[A-Za-z0-9._-]+)$" jsonschema_description:"Which cluster members may use what this node offers (remote tools, handoff and send to its agents, and the models it serves): node ids, tag:<tag> for every node announcing that tag, or * for every member (the default). An empty list refuses every caller."`
 }
 
 // TLS configures wss:// for the mesh.
@@ -160,6 +175,10 @@ type Model struct {
 	Description string `json:"description,omitempty" jsonschema_description:"Display name of the model; the id when empty."`
 	ModelParams
 	Upstream *Upstream `json:"upstream,omitempty" jsonschema_description:"Send requests for this model straight to an OpenAI-compatible server instead of through OpenClaw."`
+	// ServeViaGateway is an explicit opt-in because the gateway fallback
+	// is not a plain model call: it runs a whole agent turn, with that
+	// agent's tools, for whoever sent the request.
+	ServeViaGateway bool `json:"serveViaGateway,omitempty" jsonschema:"default=false" jsonschema_description:"Serve this model through the local OpenClaw gateway when it has no upstream and the host passed no OpenAI-compatible provider for it. Each request then runs a full agent turn of this node's first agent, with that agent's tools, so it is off unless set here."`
 }
 
 // DisplayName is the model's description, else its id.
@@ -211,27 +230,96 @@ type Upstream struct {
 // ToolProxy is the policy for tools other nodes run on this node.
 type ToolProxy struct {
 	Enabled        bool     `json:"enabled" jsonschema:"default=false" jsonschema_description:"Let other nodes run tools on this node."`
-	Allow          []string `json:"allow" jsonschema_description:"OpenClaw tool names allowed (exec, read, write, or any tool for cluster_tool). Empty or [\"*\"] allows all."`
-	Deny           []string `json:"deny" jsonschema_description:"OpenClaw tool names refused; deny wins over allow."`
+	Allow          []string `json:"allow" jsonschema:"pattern=^ *([*]|[A-Za-z0-9_]+) *$" jsonschema_description:"OpenClaw tool names other nodes may run here: exec, read, write, or any tool for cluster_tool. Names are compared in lower case. Empty allows nothing; [\"*\"] allows every tool."`
+	Deny           []string `json:"deny" jsonschema:"pattern=^ *([*]|[A-Za-z0-9_]+) *$" jsonschema_description:"OpenClaw tool names refused; deny wins over allow."`
+	AllowPaths     []string `json:"allowPaths" jsonschema:"minLength=1" jsonschema_description:"Absolute directories that read, write and exec's cwd may use besides the workspace. Paths are resolved inside these roots: '..' and symlinks cannot leave them."`
+	Env            []string `json:"env" jsonschema:"pattern=^[A-Za-z_][A-Za-z0-9_]*$" jsonschema_description:"Names of environment variables passed on to exec commands. Commands otherwise get only PATH, HOME, LANG, USER and TMPDIR, never the gateway's keys."`
+	MaxConcurrent  int      `json:"maxConcurrent" jsonschema:"minimum=1,default=4" jsonschema_description:"How many exec commands run at once; a command beyond that is refused with a request to try again."`
 	MaxOutputBytes int      `json:"maxOutputBytes" jsonschema:"minimum=1,maximum=16777216,default=1048576" jsonschema_description:"Output beyond this many bytes is cut, with a note saying so (at most 16 MiB, so a result always fits in one mesh message)."`
 	MaxTimeoutMs   int      `json:"maxTimeoutMs" jsonschema:"minimum=1,default=600000" jsonschema_description:"Upper bound on the timeoutMs a caller may ask for."`
 }
 
+// maxToolNameLen bounds a tool name; OpenClaw's are far shorter.
+const maxToolNameLen = 64
+
+var toolNameRE = regexp.MustCompile(`^[a-z0-9_]+$`)
+
+// NormalizeToolName is the one form in which tool names are compared:
+// trimmed and lower-case. Names outside [a-z0-9_] are refused rather than
+// cleaned up, so no spelling of a denied tool can reach a tool that a
+// lenient lookup further on would accept.
+func NormalizeToolName(name string) (string, error) {
+	n := strings.ToLower(strings.TrimSpace(name))
+	if len(n) == 0 || len(n) > maxToolNameLen || !toolNameRE.MatchString(n) {
+		return "", fmt.Errorf("%q is not a tool name: tool names are 1-%d lower-case letters, digits or '_' (like exec or web_fetch)",
+			name, maxToolNameLen)
+	}
+	return n, nil
+}
+
+// policyName is a config entry of allow or deny in compared form; "" for
+// an entry that names no tool.
+func policyName(entry string) string {
+	if strings.TrimSpace(entry) == "*" {
+		return "*"
+	}
+	n, err := NormalizeToolName(entry)
+	if err != nil {
+		return ""
+	}
+	return n
+}
+
 // Allows reports whether the policy lets other nodes run the named tool.
+// Only what allow names runs: an empty allow list runs nothing.
 func (p ToolProxy) Allows(tool string) bool {
 	if !p.Enabled {
 		return false
 	}
+	name, err := NormalizeToolName(tool)
+	if err != nil {
+		return false
+	}
 	for _, d := range p.Deny {
-		if d == tool || d == "*" {
+		if n := policyName(d); n == name || n == "*" {
 			return false
 		}
 	}
-	if len(p.Allow) == 0 {
+	for _, a := range p.Allow {
+		if n := policyName(a); n == name || n == "*" {
+			return true
+		}
+	}
+	return false
+}
+
+// Denies reports whether the deny list names tool (or "*").
+func (p ToolProxy) Denies(tool string) bool {
+	name, err := NormalizeToolName(tool)
+	if err != nil {
 		return true
 	}
-	for _, a := range p.Allow {
-		if a == tool || a == "*" {
+	for _, d := range p.Deny {
+		if n := policyName(d); n == name || n == "*" {
+			return true
+		}
+	}
+	return false
+}
+
+// AllowsCaller reports whether an allowFrom list admits the node from,
+// which announces tags: "*" admits every member, a node id that node, and
+// "tag:<t>" every node announcing tag t.
+func AllowsCaller(allowFrom []string, from string, tags []string) bool {
+	for _, a := range allowFrom {
+		switch {
+		case a == "*":
+			return true
+		case strings.HasPrefix(a, "tag:"):
+			if slices.Contains(tags, strings.TrimPrefix(a, "tag:")) {
+				return true
+			}
+		case a == from:
 			return true
 		}
 	}
@@ -252,7 +340,8 @@ func defaultConfig() Config {
 		ListenHost:        DefaultListenHost,
 		ListenPort:        DefaultListenPort,
 		ProxyPort:         DefaultProxyPort,
-		ToolProxy:         ToolProxy{MaxOutputBytes: DefaultMaxOutputBytes, MaxTimeoutMs: DefaultMaxTimeoutMs},
+		ToolProxy:         ToolProxy{MaxOutputBytes: DefaultMaxOutputBytes, MaxTimeoutMs: DefaultMaxTimeoutMs, MaxConcurrent: DefaultMaxConcurrentExec},
+		AllowFrom:         []string{"*"},
 		OpenclawBin:       DefaultOpenclawBin,
 		MaxConcurrentRuns: DefaultMaxConcurrentRuns,
 		Mesh:              MeshTiming{PingIntervalMs: DefaultPingIntervalMs, DeadAfterMs: DefaultDeadAfterMs},
@@ -286,8 +375,23 @@ func (c *Config) fillEmpty() {
 	orEmpty(&c.Tags)
 	orEmpty(&c.ToolProxy.Allow)
 	orEmpty(&c.ToolProxy.Deny)
+	orEmpty(&c.ToolProxy.AllowPaths)
+	orEmpty(&c.ToolProxy.Env)
+	orEmpty(&c.AllowFrom)
 	for i := range c.Agents {
 		orEmpty(&c.Agents[i].Tags)
+	}
+}
+
+// normalize puts tool names in the form the policy compares them in, so
+// that the config in use reads as it is enforced.
+func (c *Config) normalize() {
+	for _, list := range [][]string{c.ToolProxy.Allow, c.ToolProxy.Deny} {
+		for i, e := range list {
+			if n := policyName(e); n != "" {
+				list[i] = n
+			}
+		}
 	}
 }
 

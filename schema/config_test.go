@@ -25,10 +25,12 @@ func TestParseFillsDefaults(t *testing.T) {
 		Listen: false, ListenHost: "0.0.0.0", ListenPort: 19000,
 		Trust: []TrustedNode{}, Revoked: []string{},
 		Peers: []Peer{}, Agents: []Agent{}, Models: []Model{}, ProxyModels: []ProxyModel{}, Tags: []string{},
-		ProxyPort:   19001,
-		ToolProxy:   ToolProxy{Enabled: false, Allow: []string{}, Deny: []string{}, MaxOutputBytes: 1048576, MaxTimeoutMs: 600000},
+		ProxyPort: 19001,
+		ToolProxy: ToolProxy{Enabled: false, Allow: []string{}, Deny: []string{}, AllowPaths: []string{}, Env: []string{},
+			MaxConcurrent: 4, MaxOutputBytes: 1048576, MaxTimeoutMs: 600000},
 		OpenclawBin: "openclaw", MaxConcurrentRuns: 2,
-		Mesh: MeshTiming{PingIntervalMs: 1000, DeadAfterMs: 4000},
+		Mesh:      MeshTiming{PingIntervalMs: 1000, DeadAfterMs: 4000},
+		AllowFrom: []string{"*"},
 	}
 	if !reflect.DeepEqual(*cfg, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", *cfg, want)
@@ -42,8 +44,8 @@ func TestParseKeepsExplicitValues(t *testing.T) {
 		check func(c *Config) bool
 	}{
 		{"port 0 is kept, not defaulted", `"listenPort": 0, "proxyPort": 0`, func(c *Config) bool { return c.ListenPort == 0 && c.ProxyPort == 0 }},
-		{"partial toolProxy keeps other defaults", `"toolProxy": {"enabled": true}`, func(c *Config) bool {
-			return c.ToolProxy.Enabled && c.ToolProxy.MaxOutputBytes == DefaultMaxOutputBytes && c.ToolProxy.MaxTimeoutMs == DefaultMaxTimeoutMs
+		{"partial toolProxy keeps other defaults", `"toolProxy": {"enabled": true, "allow": ["read"]}`, func(c *Config) bool {
+			return c.ToolProxy.Enabled && c.ToolProxy.MaxConcurrent == DefaultMaxConcurrentExec && c.ToolProxy.MaxOutputBytes == DefaultMaxOutputBytes && c.ToolProxy.MaxTimeoutMs == DefaultMaxTimeoutMs
 		}},
 		{"partial mesh keeps other default", `"mesh": {"pingIntervalMs": 100}`, func(c *Config) bool {
 			return c.Mesh.PingIntervalMs == 100 && c.Mesh.DeadAfterMs == DefaultDeadAfterMs
@@ -61,6 +63,10 @@ func TestParseKeepsExplicitValues(t *testing.T) {
 			return m.Reasoning && m.AcceptsImages() && m.ContextWindow == DefaultContextWindow && m.MaxTokens == DefaultMaxTokens
 		}},
 		{"no tls stays nil", ``, func(c *Config) bool { return c.TLS == nil }},
+		{"policy names are kept in compared form", `"toolProxy": {"enabled": true, "allow": [" Read", "WEB_fetch", "*"], "deny": ["Exec "]}`, func(c *Config) bool {
+			return reflect.DeepEqual(c.ToolProxy.Allow, []string{"read", "web_fetch", "*"}) && reflect.DeepEqual(c.ToolProxy.Deny, []string{"exec"})
+		}},
+		{"an explicit empty allowFrom is kept", `"allowFrom": []`, func(c *Config) bool { return c.AllowFrom != nil && len(c.AllowFrom) == 0 }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -199,6 +205,7 @@ func TestRedactedHidesEverySecret(t *testing.T) {
 }
 
 func TestToolProxyAllows(t *testing.T) {
+	denyExec := ToolProxy{Enabled: true, Allow: []string{"*"}, Deny: []string{"exec"}}
 	tests := []struct {
 		name  string
 		p     ToolProxy
@@ -206,17 +213,68 @@ func TestToolProxyAllows(t *testing.T) {
 		allow bool
 	}{
 		{"disabled refuses everything", ToolProxy{Allow: []string{"exec"}}, "exec", false},
-		{"empty allow means all", ToolProxy{Enabled: true}, "exec", true},
+		{"empty allow runs nothing", ToolProxy{Enabled: true}, "exec", false},
+		{"empty allow runs nothing, not even read", ToolProxy{Enabled: true, Allow: []string{}}, "read", false},
 		{"star means all", ToolProxy{Enabled: true, Allow: []string{"*"}}, "web_fetch", true},
 		{"listed", ToolProxy{Enabled: true, Allow: []string{"read"}}, "read", true},
+		{"listed in another case", ToolProxy{Enabled: true, Allow: []string{"Read "}}, "read", true},
+		{"caller spells a listed name in another case", ToolProxy{Enabled: true, Allow: []string{"read"}}, "READ", true},
 		{"not listed", ToolProxy{Enabled: true, Allow: []string{"read"}}, "exec", false},
 		{"deny wins over allow", ToolProxy{Enabled: true, Allow: []string{"exec"}, Deny: []string{"exec"}}, "exec", false},
 		{"deny wins over star", ToolProxy{Enabled: true, Allow: []string{"*"}, Deny: []string{"write"}}, "write", false},
-		{"deny star refuses all", ToolProxy{Enabled: true, Deny: []string{"*"}}, "read", false},
+		{"deny star refuses all", ToolProxy{Enabled: true, Allow: []string{"*"}, Deny: []string{"*"}}, "read", false},
+		{"Exec does not slip past deny exec", denyExec, "Exec", false},
+		{"EXEC does not slip past deny exec", denyExec, "EXEC", false},
+		{"leading space does not slip past deny exec", denyExec, " exec", false},
+		{"trailing space does not slip past deny exec", denyExec, "exec ", false},
+		{"tab and newline do not slip past deny exec", denyExec, "\texec\n", false},
+		{"a name outside the charset is refused", denyExec, "exec\u200b", false},
+		{"a dash is outside the charset", denyExec, "web-fetch", false},
+		{"an empty name is refused", denyExec, "", false},
+		{"other tools still run under star", denyExec, "web_fetch", true},
 	}
 	for _, tt := range tests {
-		if got := tt.p.Allows(tt.tool); got != tt.allow {
-			t.Errorf("%s: Allows(%q) = %v, want %v", tt.name, tt.tool, got, tt.allow)
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.p.Allows(tt.tool); got != tt.allow {
+				t.Errorf("Allows(%q) = %v, want %v", tt.tool, got, tt.allow)
+			}
+		})
+	}
+}
+
+func TestNormalizeToolName(t *testing.T) {
+	for in, want := range map[string]string{"exec": "exec", " Exec": "exec", "EXEC ": "exec", "web_fetch": "web_fetch"} {
+		if got, err := NormalizeToolName(in); err != nil || got != want {
+			t.Errorf("NormalizeToolName(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", " ", "ex ec", "exec;rm", "web-fetch", "exec\x00", strings.Repeat("a", 65), "ｅｘｅｃ"} {
+		if got, err := NormalizeToolName(in); err == nil {
+			t.Errorf("NormalizeToolName(%q) = %q, want an error", in, got)
+		}
+	}
+}
+
+func TestAllowsCaller(t *testing.T) {
+	tests := []struct {
+		name      string
+		allowFrom []string
+		from      string
+		tags      []string
+		want      bool
+	}{
+		{"star admits every member", []string{"*"}, "any", nil, true},
+		{"empty admits nobody", []string{}, "any", nil, false},
+		{"node id", []string{"laptop"}, "laptop", nil, true},
+		{"other node id", []string{"laptop"}, "evil", nil, false},
+		{"tag", []string{"tag:trusted"}, "gpu", []string{"gpu", "trusted"}, true},
+		{"missing tag", []string{"tag:trusted"}, "gpu", []string{"gpu"}, false},
+		{"a node named like the tag entry is not the tag", []string{"tag:trusted"}, "tag:trusted", nil, false},
+		{"a tag named like a node is not the node", []string{"laptop"}, "evil", []string{"laptop"}, false},
+	}
+	for _, tt := range tests {
+		if got := AllowsCaller(tt.allowFrom, tt.from, tt.tags); got != tt.want {
+			t.Errorf("%s: AllowsCaller(%v, %q, %v) = %v, want %v", tt.name, tt.allowFrom, tt.from, tt.tags, got, tt.want)
 		}
 	}
 }

@@ -66,6 +66,7 @@ func Parse(raw []byte) (*Config, []Problem) {
 		return nil, sortProblems(append(problems, Problem{Message: "config cannot be decoded: " + err.Error()}))
 	}
 	cfg.fillEmpty()
+	cfg.normalize()
 	for _, p := range cfg.check() {
 		if !covered(problems, p.Path) {
 			problems = append(problems, p)
@@ -196,6 +197,12 @@ func describeSchemaError(doc, inst any, e *sjs.ValidationError) []Problem {
 			return []Problem{{path, "must start with http:// or https://"}}
 		case publicKeyPattern:
 			return []Problem{{path, `must be "ed25519:" and 44 base64 characters, as clawmatrix-plugin identity prints it on that node`}}
+		case toolPolicyPattern:
+			return []Problem{{path, `must be a tool name (letters, digits and "_", like exec or web_fetch) or "*"`}}
+		case allowFromPattern:
+			return []Problem{{path, `must be a node id, "tag:<tag>" or "*"`}}
+		case envNamePattern:
+			return []Problem{{path, `must be an environment variable name (letters, digits and "_", not starting with a digit)`}}
 		}
 		return []Problem{{path, fmt.Sprintf("must match the pattern %s", parent["pattern"])}}
 	case "minimum":

@@ -60,6 +60,11 @@ type ServingConfig struct {
 	// RequestTimeout bounds a whole upstream request, body included.
 	RequestTimeout time.Duration
 	Logger         *slog.Logger
+	// AllowFrom is the config's allowFrom: which callers may use the
+	// models served here; nil admits every member.
+	AllowFrom []string
+	// CallerTags returns the tags a caller announces, for tag:<t> entries.
+	CallerTags func(nodeID string) []string
 }
 
 // Serving answers model.chat requests for the models of one node.
@@ -170,7 +175,7 @@ func (s *Serving) target(m schema.Model) (target, error) {
 	if havep && p.BaseURL != "" && (p.API == "" || p.API == schema.DefaultAPI) {
 		return target{url: chatURL(p.BaseURL), key: p.APIKey, model: m.ID, via: fmt.Sprintf("provider %q", m.Provider)}, nil
 	}
-	if g := s.cfg.Gateway; g != nil && g.URL != "" {
+	if g := s.cfg.Gateway; g != nil && g.URL != "" && m.ServeViaGateway {
 		agent := g.Agent
 		if agent == "" {
 			agent = "default"
@@ -182,6 +187,12 @@ func (s *Serving) target(m schema.Model) (target, error) {
 	why := fmt.Sprintf("the host passed no provider %q", m.Provider)
 	if havep {
 		why = fmt.Sprintf("provider %q has api %q, not openai-completions", m.Provider, p.API)
+	}
+	if g := s.cfg.Gateway; g != nil && g.URL != "" {
+		return target{}, fmt.Errorf("node %q does not serve model %q through its OpenClaw gateway: it has no upstream and %s, "+
+			"and serving through the gateway runs a full agent turn (with that agent's tools) for the caller, so it needs consent. "+
+			"To allow it, set serveViaGateway: true on the model in node %q's clawmatrix config, or give the model an upstream",
+			s.nodeID, m.ID, why, s.nodeID)
 	}
 	return target{}, fmt.Errorf("node %q cannot serve model %q: it has no upstream, %s, and there is no OpenClaw gateway; set models[].upstream.baseUrl to an OpenAI-compatible server", s.nodeID, m.ID, why)
 }
@@ -254,6 +265,17 @@ func isSchemeByte(c byte) bool {
 // caller under the mesh's flow control, so a slow client slows the upstream
 // read instead of filling memory.
 func (s *Serving) ServeMesh(ctx context.Context, w mesh.ResponseWriter, r *mesh.Request) error {
+	if s.cfg.AllowFrom != nil {
+		var tags []string
+		if s.cfg.CallerTags != nil {
+			tags = s.cfg.CallerTags(r.From)
+		}
+		if !schema.AllowsCaller(s.cfg.AllowFrom, r.From, tags) {
+			return mesh.Errorf(mesh.CodeRefused, "node %q does not serve models to node %q: it is not in the node's allowFrom list. "+
+				"To let it in, the node's owner adds %q (or a tag:<tag> it announces) to allowFrom in node %q's clawmatrix config",
+				s.nodeID, r.From, r.From, s.nodeID)
+		}
+	}
 	cr, err := parseChatRequest(r.Payload)
 	if err != nil {
 		return mesh.Errorf(mesh.CodeBadRequest, "%v", err)

@@ -118,14 +118,14 @@ func TestServingRoutes(t *testing.T) {
 		},
 		{
 			name:      "gateway when the provider is not OpenAI-compatible",
-			models:    []schema.Model{model("m", "anth", nil)},
+			models:    []schema.Model{viaGateway(model("m", "anth", nil))},
 			providers: map[string]Provider{"anth": {BaseURL: prov.URL, API: "anthropic-messages", APIKey: "k-prov"}},
 			gateway:   &Gateway{URL: gwURL, Token: "k-gw", Agent: "main"},
 			mock:      gw, wantModel: "openclaw/main", wantAuth: "Bearer k-gw", wantHdr: "anth/m",
 		},
 		{
 			name:    "gateway without agent uses the default agent",
-			models:  []schema.Model{model("m", "p", nil)},
+			models:  []schema.Model{viaGateway(model("m", "p", nil))},
 			gateway: &Gateway{URL: gwURL, Token: "k-gw"},
 			mock:    gw, wantModel: "openclaw/default", wantAuth: "Bearer k-gw", wantHdr: "p/m",
 		},
@@ -467,6 +467,62 @@ func TestRedactErr(t *testing.T) {
 	} {
 		if got := redactErr(errors.New(in)).Error(); got != want {
 			t.Errorf("redactErr(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func viaGateway(m schema.Model) schema.Model {
+	m.ServeViaGateway = true
+	return m
+}
+
+// A model without an upstream or an OpenAI-compatible provider is served
+// through the gateway (an agent turn) only when it says so; otherwise the
+// request is refused with how to allow it, and the gateway sees nothing.
+func TestServingGatewayNeedsConsent(t *testing.T) {
+	gw := newMockLLM(t, "gateway")
+	s := NewServing("b", ServingConfig{Models: []schema.Model{{ID: "m", Provider: "anthropic", ModelParams: schema.DefaultModelParams()}},
+		Gateway: &Gateway{URL: gw.URL, Token: "k-gw", Agent: "main"}})
+	defer s.Close()
+	_, err := serveOnce(t, s, `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
+	if err == nil || !strings.Contains(err.Error(), "serveViaGateway: true") {
+		t.Fatalf("got %v, want a refusal saying how to allow the gateway", err)
+	}
+	if n := len(gw.Calls()); n != 0 {
+		t.Errorf("the gateway got %d requests", n)
+	}
+}
+
+// allowFrom decides which callers get the models: node ids and tags.
+func TestServingAllowFrom(t *testing.T) {
+	up := newMockLLM(t, "upstream")
+	tags := map[string][]string{"trusted": {"team"}, "evil": {"SYSTEM"}}
+	for _, tc := range []struct {
+		allowFrom []string
+		from      string
+		ok        bool
+	}{
+		{nil, "anyone", true},
+		{[]string{"*"}, "anyone", true},
+		{[]string{}, "laptop", false},
+		{[]string{"laptop"}, "laptop", true},
+		{[]string{"laptop"}, "evil", false},
+		{[]string{"tag:team"}, "trusted", true},
+		{[]string{"tag:team"}, "evil", false},
+	} {
+		s := NewServing("b", ServingConfig{
+			Models:    []schema.Model{model("m", "p", &schema.Upstream{BaseURL: up.URL})},
+			AllowFrom: tc.allowFrom, CallerTags: func(id string) []string { return tags[id] },
+		})
+		w := &recWriter{}
+		err := s.ServeMesh(t.Context(), w, &mesh.Request{From: tc.from, Method: MethodChat,
+			Payload: []byte(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`)})
+		s.Close()
+		if tc.ok != (err == nil) {
+			t.Errorf("allowFrom %v, caller %q: err = %v, want allowed = %v", tc.allowFrom, tc.from, err, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "allowFrom") {
+			t.Errorf("refusal does not name allowFrom: %v", err)
 		}
 	}
 }

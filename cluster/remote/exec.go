@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,16 +41,30 @@ func (t *Target) exec(ctx context.Context, a schema.ExecArgs) Result {
 		capNote = fmt.Sprintf("[timeoutMs %d is above node %q's limit; it was lowered to %d (toolProxy.maxTimeoutMs)]\n",
 			a.TimeoutMs, t.nodeID, t.maxTimeout.Milliseconds())
 	}
-	cwd := t.resolvePath(a.Cwd)
-	if fi, err := os.Stat(cwd); err != nil || !fi.IsDir() {
+	root, rel, cwd, err := t.locate(a.Cwd)
+	if err != nil {
+		return errorResult(t.pathError("run a command in", cwd, err))
+	}
+	if fi, err := root.root.Stat(rel); escapes(err) {
+		return errorResult(t.pathError("run a command in", cwd, err))
+	} else if err != nil || !fi.IsDir() {
 		return errorResult(fmt.Sprintf("working directory %q does not exist on node %q (or is not a directory); "+
 			"pass an existing cwd, or leave it out to use the node's workspace %q", cwd, t.nodeID, t.baseDir))
+	}
+
+	select {
+	case t.execSlots <- struct{}{}:
+		defer func() { <-t.execSlots }()
+	default:
+		return errorResult(fmt.Sprintf("node %q is already running %d commands for the cluster, its limit (toolProxy.maxConcurrent); "+
+			"try again in a moment", t.nodeID, cap(t.execSlots)))
 	}
 
 	runCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.Command("sh", "-c", a.Command)
 	cmd.Dir = cwd
+	cmd.Env = t.commandEnv()
 	// The buffers hold a little more than can be shown, so that the cut can
 	// be placed where it splits no secret.
 	stdout := &limitedBuffer{max: t.maxOutput + t.redact.lookahead()}
@@ -87,6 +102,40 @@ func (t *Target) exec(ctx context.Context, a schema.ExecArgs) Result {
 		status = "killed by signal " + exit.Signal
 	}
 	return Result{Text: capNote + status + "\n" + body, Details: d}
+}
+
+// commandEnv is the environment of an exec command: enough for a shell to
+// work, plus the variables toolProxy.env names. Everything else in the
+// node's environment (the gateway's API keys, tokens) stays out, so that a
+// command cannot print it in any encoding the output scrub would miss.
+func (t *Target) commandEnv() []string {
+	env := make([]string, 0, 5+len(t.policy.Env))
+	set := func(name, value string) {
+		if value != "" {
+			env = append(env, name+"="+value)
+		}
+	}
+	path := os.Getenv("PATH")
+	if path == "" {
+		path = "/usr/local/bin:/usr/bin:/bin"
+	}
+	set("PATH", path)
+	home, _ := os.UserHomeDir()
+	set("HOME", home)
+	lang := os.Getenv("LANG")
+	if lang == "" {
+		lang = "C.UTF-8"
+	}
+	set("LANG", lang)
+	set("USER", os.Getenv("USER"))
+	set("TMPDIR", os.Getenv("TMPDIR"))
+	for _, name := range t.policy.Env {
+		if v, ok := os.LookupEnv(name); ok {
+			env = slices.DeleteFunc(env, func(e string) bool { return strings.HasPrefix(e, name+"=") })
+			env = append(env, name+"="+v)
+		}
+	}
+	return env
 }
 
 // clampTimeout is the time limit for a caller's timeoutMs: def when none is

@@ -8,30 +8,17 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/clawmatrix/clawmatrix/schema"
 )
-
-// resolvePath makes p absolute: "~/" is the home directory, and relative
-// paths start at the workspace. There is no sandbox: the toolProxy policy
-// decides whether a caller may read or write at all.
-func (t *Target) resolvePath(p string) string {
-	if p == "~" || strings.HasPrefix(p, "~/") {
-		if home, err := os.UserHomeDir(); err == nil {
-			p = filepath.Join(home, strings.TrimPrefix(p, "~"))
-		}
-	}
-	if !filepath.IsAbs(p) {
-		p = filepath.Join(t.baseDir, p)
-	}
-	return filepath.Clean(p)
-}
 
 // ReadDetails are the details of a cluster_read result.
 type ReadDetails struct {
@@ -63,12 +50,15 @@ func (t *Target) read(ctx context.Context, a schema.ReadArgs) Result {
 	if err := checkPolicy(t.policy, t.nodeID, "read"); err != nil {
 		return errorResult(err.Error())
 	}
-	path := t.resolvePath(a.Path)
+	root, rel, path, err := t.locate(a.Path)
+	if err != nil {
+		return errorResult(t.pathError("read", path, err))
+	}
 	// Stat before opening: opening a FIFO would block, and a device may
 	// never end.
-	fi, err := os.Stat(path)
+	fi, err := root.root.Stat(rel)
 	if err != nil {
-		return errorResult(t.fileError("read", path, err))
+		return errorResult(t.pathError("read", path, err))
 	}
 	if fi.IsDir() {
 		return errorResult(fmt.Sprintf("%q on node %q is a directory, not a file; list it with cluster_exec (e.g. ls -la %s)",
@@ -78,9 +68,9 @@ func (t *Target) read(ctx context.Context, a schema.ReadArgs) Result {
 		return errorResult(fmt.Sprintf("%q on node %q is not a regular file (%s); cluster_read reads files only. "+
 			"Use cluster_exec with a bounded command (e.g. head -c 4096 %s) instead.", path, t.nodeID, fi.Mode().Type(), shellQuote(path)))
 	}
-	f, err := os.Open(path)
+	f, err := root.root.Open(rel)
 	if err != nil {
-		return errorResult(t.fileError("read", path, err))
+		return errorResult(t.pathError("read", path, err))
 	}
 	defer f.Close()
 	d := ReadDetails{Node: t.nodeID, Path: path, SizeBytes: fi.Size()}
@@ -254,47 +244,64 @@ type WriteDetails struct {
 	Created  bool   `json:"created,omitempty"`
 }
 
+// newFileMode is the mode of files cluster_write creates: what another
+// node writes is private to the user the node runs as until that user
+// decides otherwise (the process umask can only narrow it further).
+const newFileMode fs.FileMode = 0o600
+
 // write replaces the file atomically (a temp file in the same directory,
 // then rename), or appends to it; missing parent directories are created.
-// Writing through a symlink writes the file it points to.
+// Writing through a symlink writes the file it points to, which must lie in
+// the same root. An existing file keeps its mode.
 func (t *Target) write(a schema.WriteArgs) Result {
 	if err := checkPolicy(t.policy, t.nodeID, "write"); err != nil {
 		return errorResult(err.Error())
 	}
-	path := t.resolvePath(a.Path)
-	if real, err := filepath.EvalSymlinks(path); err == nil {
-		path = real
+	root, rel, path, err := t.locate(a.Path)
+	if err != nil {
+		return errorResult(t.pathError("write", path, err))
 	}
-	mode := fs.FileMode(0o644)
-	fi, statErr := os.Stat(path)
-	created := statErr != nil
-	if statErr == nil {
-		if fi.IsDir() {
-			return errorResult(fmt.Sprintf("%q on node %q is a directory; give a file path inside it", path, t.nodeID))
-		}
-		if !fi.Mode().IsRegular() {
-			return errorResult(fmt.Sprintf("%q on node %q is not a regular file (%s); cluster_write writes files only",
-				path, t.nodeID, fi.Mode().Type()))
-		}
+	r := root.root
+	mode := newFileMode
+	fi, statErr := r.Stat(rel)
+	created := isNotExist(statErr)
+	switch {
+	case statErr != nil && !created:
+		return errorResult(t.pathError("write", path, statErr))
+	case statErr == nil && fi.IsDir():
+		return errorResult(fmt.Sprintf("%q on node %q is a directory; give a file path inside it", path, t.nodeID))
+	case statErr == nil && !fi.Mode().IsRegular():
+		return errorResult(fmt.Sprintf("%q on node %q is not a regular file (%s); cluster_write writes files only",
+			path, t.nodeID, fi.Mode().Type()))
+	case statErr == nil:
 		mode = fi.Mode().Perm()
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return errorResult(t.fileError("write", path, err))
+	if dir := filepath.Dir(rel); dir != "." {
+		if err := r.MkdirAll(dir, 0o755); err != nil {
+			return errorResult(t.pathError("write", path, err))
+		}
 	}
 	d := WriteDetails{Node: t.nodeID, Path: path, Bytes: len(a.Content), Appended: a.Append, Created: created}
 	if a.Append {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, mode)
+		f, err := r.OpenFile(rel, os.O_WRONLY|os.O_APPEND|os.O_CREATE, newFileMode)
 		if err == nil {
 			_, err = f.WriteString(a.Content)
 			err = errors.Join(err, f.Close())
 		}
 		if err != nil {
-			return errorResult(t.fileError("write", path, err))
+			return errorResult(t.pathError("write", path, err))
 		}
 		return Result{Text: fmt.Sprintf("appended %d bytes to %q on node %q", len(a.Content), path, t.nodeID), Details: d}
 	}
-	if err := writeAtomic(path, []byte(a.Content), mode); err != nil {
-		return errorResult(t.fileError("write", path, err))
+	if lfi, err := r.Lstat(rel); err == nil && lfi.Mode()&fs.ModeSymlink != 0 {
+		// A rename would replace the link itself; the root has checked
+		// that the file it leads to is inside.
+		err = writeInPlace(r, rel, []byte(a.Content))
+		if err != nil {
+			return errorResult(t.pathError("write", path, err))
+		}
+	} else if err := writeAtomic(r, rel, []byte(a.Content), mode, !created); err != nil {
+		return errorResult(t.pathError("write", path, err))
 	}
 	verb := "replaced"
 	if created {
@@ -303,26 +310,39 @@ func (t *Target) write(a schema.WriteArgs) Result {
 	return Result{Text: fmt.Sprintf("%s %q on node %q (%d bytes)", verb, path, t.nodeID, len(a.Content)), Details: d}
 }
 
-func writeAtomic(path string, data []byte, mode fs.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+func writeInPlace(r *os.Root, rel string, data []byte) error {
+	f, err := r.OpenFile(rel, os.O_WRONLY|os.O_TRUNC, 0)
 	if err != nil {
 		return err
 	}
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Sync()
+	_, err = f.Write(data)
+	return errors.Join(err, f.Close())
+}
+
+// writeAtomic writes data to a temp file beside rel and renames it over
+// rel. keepMode applies mode to the temp file (an existing file's mode);
+// otherwise the file keeps the mode it was created with.
+func writeAtomic(r *os.Root, rel string, data []byte, mode fs.FileMode, keepMode bool) error {
+	tmp := filepath.Join(filepath.Dir(rel), "."+filepath.Base(rel)+".tmp-"+strconv.FormatUint(rand.Uint64(), 36))
+	f, err := r.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, newFileMode)
+	if err != nil {
+		return err
 	}
+	_, err = f.Write(data)
 	if err == nil {
-		err = tmp.Chmod(mode)
+		err = f.Sync()
 	}
-	if cerr := tmp.Close(); err == nil {
+	if err == nil && keepMode {
+		err = f.Chmod(mode)
+	}
+	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp.Name(), path)
+		err = r.Rename(tmp, rel)
 	}
 	if err != nil {
-		os.Remove(tmp.Name())
+		r.Remove(tmp)
 	}
 	return err
 }

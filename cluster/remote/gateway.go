@@ -74,6 +74,8 @@ func (t *Target) invokeTool(ctx context.Context, a schema.ToolArgs) Result {
 	if err := checkPolicy(t.policy, t.nodeID, a.Tool); err != nil {
 		return errorResult(err.Error())
 	}
+	// The gateway gets the name exactly as the policy checked it.
+	a.Tool, _ = schema.NormalizeToolName(a.Tool)
 	if t.gateway == nil {
 		return errorResult(fmt.Sprintf("node %q has no OpenClaw gateway (it runs as a standalone clawmatrix node), so it cannot run "+
 			"OpenClaw tools like %q; only cluster_exec, cluster_read and cluster_write work there.", t.nodeID, a.Tool))

@@ -18,7 +18,7 @@ import (
 
 // openPolicy allows every tool, with the default limits.
 func openPolicy() schema.ToolProxy {
-	return schema.ToolProxy{Enabled: true, MaxOutputBytes: DefaultMaxOutputBytes, MaxTimeoutMs: 600000}
+	return schema.ToolProxy{Enabled: true, Allow: []string{"*"}, MaxOutputBytes: DefaultMaxOutputBytes, MaxTimeoutMs: 600000}
 }
 
 // newTestTarget makes a Target without a mesh node, for the executors.

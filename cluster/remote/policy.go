@@ -2,7 +2,6 @@ package remote
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -16,16 +15,24 @@ func checkPolicy(p schema.ToolProxy, nodeID, tool string) error {
 	if !p.Enabled {
 		return fmt.Errorf("node %q does not accept remote tools: its tool proxy is disabled. "+
 			"To allow it, set toolProxy.enabled: true in node %q's clawmatrix config "+
-			"(optionally with toolProxy.allow / toolProxy.deny lists of tool names)", nodeID, nodeID)
+			"with toolProxy.allow listing the tools to offer (or [\"*\"] for all)", nodeID, nodeID)
 	}
-	if p.Allows(tool) {
+	name, err := schema.NormalizeToolName(tool)
+	if err != nil {
+		return fmt.Errorf("node %q refuses the tool: %v", nodeID, err)
+	}
+	if p.Allows(name) {
 		return nil
 	}
-	if slices.Contains(p.Deny, tool) || slices.Contains(p.Deny, "*") {
-		return fmt.Errorf("node %q refuses tool %q: it is in the node's toolProxy.deny list", nodeID, tool)
+	if p.Denies(name) {
+		return fmt.Errorf("node %q refuses tool %q: it is in the node's toolProxy.deny list", nodeID, name)
 	}
-	return fmt.Errorf("node %q refuses tool %q: it is not in the node's toolProxy.allow list (allowed: %s)",
-		nodeID, tool, strings.Join(p.Allow, ", "))
+	allowed := "none"
+	if len(p.Allow) > 0 {
+		allowed = strings.Join(p.Allow, ", ")
+	}
+	return fmt.Errorf("node %q refuses tool %q: it is not in the node's toolProxy.allow list (allowed: %s). "+
+		"To offer it, add %q to toolProxy.allow in node %q's clawmatrix config", nodeID, name, allowed, name, nodeID)
 }
 
 // limitedBuffer keeps the first max bytes written to it and counts the rest,

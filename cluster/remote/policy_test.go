@@ -11,6 +11,7 @@ import (
 )
 
 func TestCheckPolicy(t *testing.T) {
+	denyExec := schema.ToolProxy{Enabled: true, Allow: []string{"*"}, Deny: []string{"exec"}}
 	cases := []struct {
 		name    string
 		policy  schema.ToolProxy
@@ -20,14 +21,20 @@ func TestCheckPolicy(t *testing.T) {
 	}{
 		{"disabled", schema.ToolProxy{}, "exec", false, `set toolProxy.enabled: true in node "n1"'s clawmatrix config`},
 		{"disabled even if allowed", schema.ToolProxy{Allow: []string{"exec"}}, "exec", false, "tool proxy is disabled"},
-		{"empty allow is all", schema.ToolProxy{Enabled: true}, "web_fetch", true, ""},
+		{"empty allow runs nothing", schema.ToolProxy{Enabled: true}, "web_fetch", false, "allowed: none"},
 		{"star allows all", schema.ToolProxy{Enabled: true, Allow: []string{"*"}}, "write", true, ""},
 		{"specific allowed", schema.ToolProxy{Enabled: true, Allow: []string{"read", "exec"}}, "exec", true, ""},
 		{"specific not listed", schema.ToolProxy{Enabled: true, Allow: []string{"read"}}, "exec", false, "not in the node's toolProxy.allow list (allowed: read)"},
 		{"deny beats allow", schema.ToolProxy{Enabled: true, Allow: []string{"exec"}, Deny: []string{"exec"}}, "exec", false, "toolProxy.deny"},
 		{"deny beats star", schema.ToolProxy{Enabled: true, Allow: []string{"*"}, Deny: []string{"write"}}, "write", false, "toolProxy.deny"},
-		{"deny others only", schema.ToolProxy{Enabled: true, Deny: []string{"write"}}, "read", true, ""},
-		{"deny star", schema.ToolProxy{Enabled: true, Deny: []string{"*"}}, "read", false, "toolProxy.deny"},
+		{"deny others only", schema.ToolProxy{Enabled: true, Allow: []string{"*"}, Deny: []string{"write"}}, "read", true, ""},
+		{"deny star", schema.ToolProxy{Enabled: true, Allow: []string{"*"}, Deny: []string{"*"}}, "read", false, "toolProxy.deny"},
+		{"Exec is exec", denyExec, "Exec", false, `refuses tool "exec": it is in the node's toolProxy.deny`},
+		{"EXEC is exec", denyExec, "EXEC", false, "toolProxy.deny"},
+		{"leading space", denyExec, " exec", false, "toolProxy.deny"},
+		{"trailing space", denyExec, "exec ", false, "toolProxy.deny"},
+		{"odd characters are refused", denyExec, "exec\u200b", false, "is not a tool name"},
+		{"a newline inside is refused", denyExec, "ex\nec", false, "is not a tool name"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

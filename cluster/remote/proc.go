@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -20,6 +22,7 @@ const pipeGrace = 2 * time.Second
 // the whole tree it starts can be killed at once.
 type groupProc struct {
 	cmd        *exec.Cmd
+	marker     string // NAME=value in the environment of the whole tree
 	outR, errR *os.File
 	readers    sync.WaitGroup
 }
@@ -44,6 +47,13 @@ func startGroup(cmd *exec.Cmd, stdout, stderr io.Writer) (*groupProc, error) {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Setpgid = true
+	// The marker is inherited by every descendant, also those that leave
+	// the process group, so that they can be found and killed with it.
+	marker := runMarkerEnv + "=" + strconv.FormatUint(rand.Uint64(), 36)
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	cmd.Env = append(cmd.Env, marker)
 	err = cmd.Start()
 	// The child holds its own copies; ours must close so that EOF arrives
 	// when the last process writing to the pipe ends.
@@ -54,7 +64,7 @@ func startGroup(cmd *exec.Cmd, stdout, stderr io.Writer) (*groupProc, error) {
 		errR.Close()
 		return nil, err
 	}
-	p := &groupProc{cmd: cmd, outR: outR, errR: errR}
+	p := &groupProc{cmd: cmd, marker: marker, outR: outR, errR: errR}
 	p.readers.Add(2)
 	go p.drain(outR, stdout)
 	go p.drain(errR, stderr)
@@ -69,10 +79,15 @@ func (p *groupProc) drain(r *os.File, w io.Writer) {
 // pid is the process id, which is also the process group id.
 func (p *groupProc) pid() int { return p.cmd.Process.Pid }
 
-// killGroup sends SIGKILL to every process in the group.
+// runMarkerEnv names the variable that marks a command's process tree.
+const runMarkerEnv = "CLAWMATRIX_RUN"
+
+// killGroup sends SIGKILL to every process in the group and to every
+// other process that came from the command (see killTree).
 func (p *groupProc) killGroup() {
 	// ESRCH (group already gone) is the expected case after a clean exit.
 	_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
+	killTree(p.pid(), p.marker)
 }
 
 // wait waits for the process to exit, killing the whole group as soon as ctx

@@ -5,6 +5,12 @@ import "github.com/clawmatrix/clawmatrix/cluster/mesh"
 // Register installs the remote-tool handlers on node and returns the Target
 // that owns their work.
 func Register(node *mesh.Node, cfg TargetConfig) (*Target, error) {
+	if cfg.CallerTags == nil {
+		cfg.CallerTags = func(id string) []string {
+			p, _ := node.Peer(id)
+			return p.Tags
+		}
+	}
 	t, err := newTarget(node.ID(), cfg)
 	if err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -40,6 +41,13 @@ type TargetConfig struct {
 	Secrets []string
 	// Logger receives run outcomes and failures; nil discards them.
 	Logger *slog.Logger
+	// AllowFrom is the config's allowFrom: which callers may use any of
+	// the methods served here. nil admits every member (a parsed config
+	// always has a list; an empty one admits nobody).
+	AllowFrom []string
+	// CallerTags returns the tags a caller announces, for tag:<t> entries;
+	// Register fills it from the mesh node when nil.
+	CallerTags func(nodeID string) []string
 }
 
 // Target serves remote tool and agent-run requests on one node. It owns the
@@ -50,6 +58,7 @@ type Target struct {
 	maxOutput   int
 	maxTimeout  time.Duration
 	baseDir     string
+	roots       []fsRoot // the workspace, then toolProxy.allowPaths
 	gateway     *Gateway
 	gatewayURL  *url.URL
 	http        *http.Client
@@ -57,14 +66,19 @@ type Target struct {
 	agents      []schema.Agent
 	log         *slog.Logger
 	redact      redactor
+	allowFrom   []string
+	callerTags  func(string) []string
 
-	slots chan struct{} // one token per running handoff/send
+	slots     chan struct{} // one token per running handoff/send
+	execSlots chan struct{} // one token per running exec command
 
 	ctx    context.Context // ends on Close; parent of every run
 	cancel context.CancelFunc
 	mu     sync.Mutex
 	closed bool
 	runs   sync.WaitGroup // background send runs and in-flight handlers
+
+	closeRootsOnce sync.Once
 }
 
 func newTarget(nodeID string, cfg TargetConfig) (*Target, error) {
@@ -77,6 +91,8 @@ func newTarget(nodeID string, cfg TargetConfig) (*Target, error) {
 		openclawBin: cfg.OpenclawBin,
 		agents:      cfg.Agents,
 		log:         cfg.Logger,
+		allowFrom:   cfg.AllowFrom,
+		callerTags:  cfg.CallerTags,
 		// The request context (capped at maxTimeout) bounds each call. The
 		// gateway is local: no proxy from the environment applies.
 		http: &http.Client{Transport: &http.Transport{
@@ -102,10 +118,19 @@ func newTarget(nodeID string, cfg TargetConfig) (*Target, error) {
 		}
 		t.baseDir = wd
 	}
+	if abs, err := filepath.Abs(t.baseDir); err == nil {
+		t.baseDir = abs
+	}
+	roots, err := openRoots(t.baseDir, cfg.ToolProxy.AllowPaths)
+	if err != nil {
+		return nil, err
+	}
+	t.roots = roots
 	secrets := append([]string(nil), cfg.Secrets...)
 	if cfg.Gateway != nil && cfg.Gateway.URL != "" {
 		u, err := url.Parse(strings.TrimRight(cfg.Gateway.URL, "/"))
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			closeRoots(t.roots)
 			return nil, fmt.Errorf("remote: gateway URL %q is not an http(s) URL", cfg.Gateway.URL)
 		}
 		t.gateway, t.gatewayURL = cfg.Gateway, u
@@ -117,6 +142,11 @@ func newTarget(nodeID string, cfg TargetConfig) (*Target, error) {
 		runs = DefaultMaxRuns
 	}
 	t.slots = make(chan struct{}, runs)
+	execs := cfg.ToolProxy.MaxConcurrent
+	if execs <= 0 {
+		execs = schema.DefaultMaxConcurrentExec
+	}
+	t.execSlots = make(chan struct{}, execs)
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	return t, nil
 }
@@ -130,6 +160,7 @@ func (t *Target) Close() {
 	t.cancel()
 	t.runs.Wait()
 	t.http.CloseIdleConnections()
+	t.closeRootsOnce.Do(func() { closeRoots(t.roots) })
 }
 
 // begin registers one unit of work; false once the target is closed.
@@ -158,6 +189,9 @@ func (t *Target) handler(tool string, serve func(ctx context.Context, from strin
 		stop := context.AfterFunc(t.ctx, cancel)
 		defer stop()
 
+		if err := t.checkCaller(r.From); err != nil {
+			return err
+		}
 		start := time.Now()
 		var res Result
 		if problems := schema.ValidateToolArgs(tool, r.Payload); len(problems) > 0 {
@@ -175,6 +209,25 @@ func (t *Target) handler(tool string, serve func(ctx context.Context, from strin
 		}
 		return w.Write(msg)
 	})
+}
+
+// checkCaller applies allowFrom to the node a request came from. The id is
+// the mesh's From: once the mesh authenticates the origin of every frame,
+// this rule is as strong as that.
+func (t *Target) checkCaller(from string) error {
+	if t.allowFrom == nil {
+		return nil
+	}
+	var tags []string
+	if t.callerTags != nil {
+		tags = t.callerTags(from)
+	}
+	if schema.AllowsCaller(t.allowFrom, from, tags) {
+		return nil
+	}
+	return mesh.Errorf(mesh.CodeRefused, "node %q does not take requests from node %q: it is not in the node's allowFrom list. "+
+		"To let it in, the node's owner adds %q (or a tag:<tag> it announces) to allowFrom in node %q's clawmatrix config",
+		t.nodeID, from, from, t.nodeID)
 }
 
 func formatProblems(problems []schema.Problem) string {

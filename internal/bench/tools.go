@@ -58,7 +58,7 @@ func startToolsLine(ctx context.Context) (tl *toolsLine, err error) {
 	}
 	a, b, c := tl.nodes[0], tl.nodes[1], tl.nodes[2]
 	tl.target, err = remote.Register(c, remote.TargetConfig{
-		ToolProxy:    schema.ToolProxy{Enabled: true, MaxOutputBytes: 4 << 20, MaxTimeoutMs: 60000},
+		ToolProxy:    schema.ToolProxy{Enabled: true, Allow: []string{"*"}, MaxOutputBytes: 4 << 20, MaxTimeoutMs: 60000},
 		WorkspaceDir: dir,
 	})
 	if err != nil {
