@@ -69,8 +69,8 @@ type Config struct {
 	// MaxFrameBytes is the largest WebSocket message accepted or sent; a
 	// bigger one closes the link with CloseFrameTooLarge.
 	MaxFrameBytes int
-	// ChunkBytes is the largest piece of a message carried by one frame
-	// (before base64). Small chunks interleave streams more finely.
+	// ChunkBytes is the largest piece of a message carried by one frame.
+	// Small chunks interleave streams more finely.
 	ChunkBytes int
 	// MaxMessageBytes bounds one reassembled message (request or response).
 	MaxMessageBytes int

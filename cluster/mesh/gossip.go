@@ -275,19 +275,19 @@ func (n *Node) handlePeerSync(l *link, f *Frame) {
 			n.log.Warn("mesh: dropped a topology entry with a bad signature", "origin", e.Origin, "via", l.peer)
 			continue
 		}
-		if e.Origin == n.id && !bytes.Equal(e.Key, n.pub) {
-			// This node's id with another node key: someone else claims it.
-			n.stats.spoofed.Add(1)
-			n.logUntrusted(e.Origin, e.Key, l.peer, errors.New("another key signed an entry under this node's own id"))
+		if e.Origin == n.id {
+			if !bytes.Equal(e.Key, n.pub) {
+				// This node's id with another node key: someone else claims it.
+				n.stats.spoofed.Add(1)
+				n.logUntrusted(e.Origin, e.Key, l.peer, errors.New("another key signed an entry under this node's own id"))
+				continue
+			}
+			n.ownEntrySeenLocked(l, e, p.raw)
 			continue
 		}
-		if err := n.trust.Admit(e.Origin, ed25519.PublicKey(e.Key)); e.Origin != n.id && err != nil {
+		if err := n.trust.Admit(e.Origin, ed25519.PublicKey(e.Key)); err != nil {
 			n.stats.spoofed.Add(1)
 			n.logUntrusted(e.Origin, e.Key, l.peer, err)
-			continue
-		}
-		if e.Origin == n.id {
-			n.ownEntrySeenLocked(l, e, p.raw)
 			continue
 		}
 		if cur == nil && len(n.topo.entries) >= n.cfg.MaxNodes && !n.evictLocked() {

@@ -276,15 +276,26 @@ func (n *Node) dialHandshake(conn *websocket.Conn, pa PeerAddr) (string, *link, 
 	if err := n.writeHandshakeMsg(conn, msg3); err != nil {
 		return peer, nil, fmt.Errorf("mesh: handshake write: %w", err)
 	}
-	rec, err := n.readHandshakeMsg(conn)
-	if err != nil {
-		return peer, nil, err
+	// The welcome may span several records (large capabilities).
+	var welcomeFrame []byte
+	for {
+		rec, err := n.readHandshakeMsg(conn)
+		if err != nil {
+			return peer, nil, err
+		}
+		pt, err := recv.Decrypt(nil, nil, rec)
+		if err != nil || len(pt) < 1 || pt[0] > recordMore {
+			return peer, nil, authFail(CloseProtocol, "the listener's first record did not decrypt")
+		}
+		if len(welcomeFrame)+len(pt)-1 > maxHandshakeBytes {
+			return peer, nil, authFail(CloseFrameTooLarge, "welcome larger than %d bytes", maxHandshakeBytes)
+		}
+		welcomeFrame = append(welcomeFrame, pt[1:]...)
+		if pt[0] == recordFinal {
+			break
+		}
 	}
-	pt, err := recv.Decrypt(nil, nil, rec)
-	if err != nil || len(pt) < 2 || pt[0] != recordFinal {
-		return peer, nil, authFail(CloseProtocol, "the listener's first record did not decrypt")
-	}
-	f, err := decodeFrame(pt[1:])
+	f, err := decodeFrame(welcomeFrame)
 	if err != nil || f.Type != typeWelcome {
 		return peer, nil, authFail(CloseProtocol, "expected a welcome from the listener")
 	}

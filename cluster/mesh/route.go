@@ -59,30 +59,36 @@ func (rt *routeTable) intact(p []pathEdge) (edgeKey, bool) {
 	return edgeKey{}, true
 }
 
-// recomputeLocked runs a breadth-first search from this node over its own
-// links and the gossiped links of the nodes it reaches, publishes the new
-// table, and fires Changed when the view changed. Edges are taken from the
+// computeRoutes runs a breadth-first search from self over its own links
+// and the gossiped links of the nodes it reaches. Edges are taken from the
 // side that announces them, so a node whose neighbours all dropped it is
 // withdrawn even though its own stale entry still lists them.
-func (n *Node) recomputeLocked() {
+//
+// It builds the route table of node self from its live links
+// (sorted by peer id) and the topology entries it holds. It depends on its
+// arguments only. A node is reached through the first link (in that order)
+// on a shortest path; a node beyond the first hop counts only once its own
+// signed entry has arrived, since without its key it cannot be reached end
+// to end.
+func computeRoutes(self string, links []*link, entries map[string]*storedEntry) *routeTable {
 	type hop struct {
 		via    *link
 		hops   int
 		beyond time.Duration // RTT past the first hop, from gossip
 	}
-	reach := make(map[string]hop, len(n.topo.entries))
-	queue := make([]string, 0, len(n.topo.entries))
-	parent := make(map[string]string, len(n.topo.entries))
+	reach := make(map[string]hop, len(entries))
+	queue := make([]string, 0, len(entries))
+	parent := make(map[string]string, len(entries))
 	edges := make(map[edgeKey]uint64)
-	for _, l := range n.sortedLinksLocked() {
+	for _, l := range links {
 		reach[l.peer] = hop{via: l, hops: 1}
 		queue = append(queue, l.peer)
-		parent[l.peer] = n.id
-		edges[edgeKey{n.id, l.peer}] = l.epoch
+		parent[l.peer] = self
+		edges[edgeKey{self, l.peer}] = l.epoch
 	}
 	for i := 0; i < len(queue); i++ {
 		u := queue[i]
-		e := n.topo.entries[u]
+		e := entries[u]
 		if e == nil {
 			continue
 		}
@@ -90,13 +96,13 @@ func (n *Node) recomputeLocked() {
 		for _, le := range e.Links {
 			v := le.Peer
 			edges[edgeKey{u, v}] = le.Since
-			if v == n.id {
+			if v == self {
 				continue
 			}
 			if _, ok := reach[v]; ok {
 				continue
 			}
-			if n.topo.entries[v] == nil {
+			if entries[v] == nil {
 				// Known only from a neighbour's word: without its own
 				// signed entry there is no key to reach it end to end.
 				continue
@@ -107,7 +113,7 @@ func (n *Node) recomputeLocked() {
 		}
 	}
 	rt := &routeTable{
-		self:   n.id,
+		self:   self,
 		parent: parent,
 		edges:  edges,
 		next:   make(map[string]*link, len(reach)),
@@ -123,7 +129,7 @@ func (n *Node) recomputeLocked() {
 			p.Status = StatusRelay
 			p.Via = h.via.peer
 		}
-		if e := n.topo.entries[id]; e != nil {
+		if e := entries[id]; e != nil {
 			p.Capabilities = e.Caps
 		} else if h.hops == 1 {
 			p.Capabilities = h.via.caps
@@ -136,6 +142,13 @@ func (n *Node) recomputeLocked() {
 		rt.index[p.NodeID] = i
 		rt.beyond[i], rt.peers[i].RTT = p.RTT, 0
 	}
+	return rt
+}
+
+// recomputeLocked publishes the route table for the current links and
+// entries, and fires Changed when the view changed.
+func (n *Node) recomputeLocked() {
+	rt := computeRoutes(n.id, n.sortedLinksLocked(), n.topo.entries)
 	old := n.routes.Swap(rt)
 	if !samePeers(old.peers, rt.peers) {
 		close(n.changed)

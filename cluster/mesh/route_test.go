@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -168,6 +169,75 @@ func TestTTLBoundsHops(t *testing.T) {
 			}
 			if !tc.ok && b.Stats().DroppedTTL == 0 {
 				t.Fatalf("MaxHops %d: b dropped nothing for TTL", tc.hops)
+			}
+		})
+	}
+}
+
+// computeRoutes is a pure function of the links and entries: each case
+// lists them and the route expected to every node.
+func TestComputeRoutes(t *testing.T) {
+	entry := func(origin string, links ...string) *storedEntry {
+		e := &storedEntry{nodeEntry: nodeEntry{Origin: origin, Caps: Capabilities{Tags: []string{"t-" + origin}}}}
+		for i, p := range links {
+			e.Links = append(e.Links, linkEntry{Peer: p, Since: uint64(i + 1), RTTMicros: 100})
+		}
+		return e
+	}
+	type want struct {
+		status PeerStatus
+		via    string
+		hops   int
+	}
+	for _, tc := range []struct {
+		name    string
+		links   []string
+		entries []*storedEntry
+		want    map[string]want
+	}{
+		{"alone", nil, nil, map[string]want{}},
+		{"direct links, no gossip yet", []string{"b", "c"}, nil,
+			map[string]want{"b": {StatusConnected, "", 1}, "c": {StatusConnected, "", 1}}},
+		{"relayed through b", []string{"b"}, []*storedEntry{entry("b", "a", "c"), entry("c", "b")},
+			map[string]want{"b": {StatusConnected, "", 1}, "c": {StatusRelay, "b", 2}}},
+		{"beyond b but no entry of its own yet", []string{"b"}, []*storedEntry{entry("b", "a", "c")},
+			map[string]want{"b": {StatusConnected, "", 1}}},
+		{"shortest path wins", []string{"b", "d"}, []*storedEntry{entry("b", "c"), entry("c", "e"), entry("d", "e"), entry("e")},
+			map[string]want{"b": {StatusConnected, "", 1}, "d": {StatusConnected, "", 1}, "c": {StatusRelay, "b", 2}, "e": {StatusRelay, "d", 2}}},
+		{"tie goes to the first link by id", []string{"b", "c"}, []*storedEntry{entry("b", "x"), entry("c", "x"), entry("x")},
+			map[string]want{"b": {StatusConnected, "", 1}, "c": {StatusConnected, "", 1}, "x": {StatusRelay, "b", 2}}},
+		{"unreachable entry is left out", []string{"b"}, []*storedEntry{entry("b"), entry("z", "y"), entry("y", "z")},
+			map[string]want{"b": {StatusConnected, "", 1}}},
+		{"three hops", []string{"b"}, []*storedEntry{entry("b", "c"), entry("c", "d"), entry("d")},
+			map[string]want{"b": {StatusConnected, "", 1}, "c": {StatusRelay, "b", 2}, "d": {StatusRelay, "b", 3}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var links []*link
+			for i, p := range tc.links {
+				links = append(links, &link{peer: p, epoch: uint64(100 + i), done: make(chan struct{})})
+			}
+			entries := map[string]*storedEntry{}
+			for _, e := range tc.entries {
+				entries[e.Origin] = e
+			}
+			rt := computeRoutes("a", links, entries)
+			if len(rt.peers) != len(tc.want) {
+				t.Fatalf("reached %v, want %v", rt.peers, tc.want)
+			}
+			for _, p := range rt.peers {
+				w, ok := tc.want[p.NodeID]
+				if !ok || p.Status != w.status || p.Via != w.via || p.Hops != w.hops {
+					t.Fatalf("%s: %+v, want %+v", p.NodeID, p, w)
+				}
+				if rt.next[p.NodeID] == nil || (w.via == "" && rt.next[p.NodeID].peer != p.NodeID) || (w.via != "" && rt.next[p.NodeID].peer != w.via) {
+					t.Fatalf("%s: next hop %v", p.NodeID, rt.next[p.NodeID])
+				}
+				if e := entries[p.NodeID]; e != nil && !slices.Equal(p.Tags, e.Caps.Tags) {
+					t.Fatalf("%s: tags %v, want its entry's", p.NodeID, p.Tags)
+				}
+			}
+			if p := rt.path("a"); p != nil {
+				t.Fatalf("path to self = %v", p)
 			}
 		})
 	}
