@@ -97,7 +97,7 @@ type Suite struct {
 func Suites() []Suite {
 	return []Suite{
 		{"proxy", "model proxy against the upstream directly and against two chained reverse proxy processes: throughput, latency, first chunk, 1,000 streams, memory per stream", runProxy},
-		{"mesh", "relay cost per hop, convergence for 16 and 64 nodes, failure detection, memory per idle link", runMesh},
+		{"mesh", "relay cost per hop, convergence for 16 and 64 nodes, failure detection, link handshake time, memory per idle link", runMesh},
 		{"tools", "cluster_exec and a 1 MB cluster_read, direct and through a relay", runTools},
 		{"failover", "three nodes serve one model; one is killed under steady load", runFailover},
 		{"soak", "mixed proxy, tool and handoff traffic with nodes restarting", runSoak},

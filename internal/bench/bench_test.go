@@ -121,6 +121,7 @@ func TestSuitesQuick(t *testing.T) {
 			"cold convergence, 16 nodes",
 			"detection of a killed peer",
 			"detection of a silent peer",
+			"handshake time of a link",
 			"memory per idle link",
 			"goroutines per idle link",
 		}, map[string]Goal{
@@ -130,7 +131,7 @@ func TestSuitesQuick(t *testing.T) {
 			"detection of a silent peer":         {"<=", 6000},
 		}, func(t *testing.T, m map[string]Metric) {
 			positive(t, m, "small call p50, 1 hop (baseline)", "convergence after a join, 16 nodes", "cold convergence, 16 nodes",
-				"detection of a killed peer", "goroutines per idle link")
+				"detection of a killed peer", "handshake time of a link", "goroutines per idle link")
 			// A silent peer is only found by missing traffic: not before
 			// DeadAfter (4 s with LAN timings) less the ping interval (the
 			// last frame may have come up to 1.2 s before the freeze).
@@ -266,7 +267,7 @@ func TestMeasureDetectionRejectsUnknownFault(t *testing.T) {
 }
 
 // Go benchmarks over the suites' own functions. The scenario benchmarks
-// (convergence, detection, idle link) report their figure as a custom
+// (convergence, detection, links) report their figure as a custom
 // metric; run them with a small -benchtime such as 3x.
 
 func BenchmarkRelayHop(b *testing.B) {
@@ -324,14 +325,15 @@ func BenchmarkDetection(b *testing.B) {
 	}
 }
 
-func BenchmarkIdleLink(b *testing.B) {
-	var last idleLink
+func BenchmarkLinks(b *testing.B) {
+	var last links
 	for b.Loop() {
 		var err error
-		if last, err = measureIdleLink(b.Context(), 50); err != nil {
+		if last, err = measureLinks(b.Context(), 50); err != nil {
 			b.Fatal(err)
 		}
 	}
+	b.ReportMetric(ms(median(last.handshakes)), "handshake-ms")
 	b.ReportMetric(last.bytes, "bytes/link")
 	b.ReportMetric(last.goroutines, "goroutines/link")
 	b.ReportMetric(0, "ns/op")
