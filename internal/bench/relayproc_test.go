@@ -3,12 +3,16 @@ package bench
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/clawmatrix/clawmatrix/cluster/proxy"
 )
 
 // upstreamEcho answers every request with its method and path.
@@ -123,5 +127,48 @@ func TestNodeBinRefusesTestBinary(t *testing.T) {
 	}
 	if bin, err := (Options{NodeBin: "/x/clawmatrix-plugin"}).nodeBin(); bin != "/x/clawmatrix-plugin" || err != nil {
 		t.Fatalf("nodeBin() with NodeBin set = %q, %v", bin, err)
+	}
+}
+
+// The chain and the cluster processes answer, a load cut short by its
+// context fails, and closing the paths leaves no process running.
+func TestChainPathsStopWhenCancelled(t *testing.T) {
+	bin := testNodeBin(t)
+	up, err := proxy.StartSyntheticUpstream(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	p, err := startChainPaths(ctx, bin, up.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	procs := slices.Clone(p.procs)
+	if len(procs) != 4 {
+		t.Fatalf("%d processes, want nodes A and B and two relays", len(procs))
+	}
+	loadCtx, stop := context.WithCancel(ctx)
+	stop()
+	if _, err := compareChain(loadCtx, p, 50); err == nil {
+		t.Fatal("compareChain succeeded with its context ended")
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, pr := range procs {
+		if !pr.Exited() || !pr.State().Success() {
+			t.Errorf("%s: exited %v, state %v", pr.name, pr.Exited(), pr.State())
+		}
+	}
+}
+
+// A context that has ended starts nothing.
+func TestStartChainPathsCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := startChainPaths(ctx, "/bin/true", "http://127.0.0.1:1/v1"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 }
