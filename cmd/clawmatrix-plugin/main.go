@@ -69,6 +69,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return c.run(ctx, args, stdout, stderr)
 		}
 	}
+	// Not listed: the bench starts its yardstick proxies with it.
+	if name == bench.RelayCommand {
+		return bench.RunRelay(ctx, args, stdout, stderr)
+	}
 	fmt.Fprintf(stderr, "clawmatrix-plugin: unknown command %q\n\n", name)
 	usage(stderr)
 	return 1

@@ -248,6 +248,8 @@ func TestCommands(t *testing.T) {
 		{[]string{"bench", "--help"}, 0, []string{"failover", "soak", "--quick"}},
 		{[]string{"bench", "--only", "nope"}, 1, []string{`unknown suite "nope"`, "proxy, mesh"}},
 		{[]string{"bench", "--soak", "10ms"}, 1, []string{"too short"}},
+		// The bench's yardstick proxy is a command, but not a listed one.
+		{[]string{"bench-relay"}, 1, []string{"usage: clawmatrix-plugin bench-relay --target"}},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -261,6 +263,9 @@ func TestCommands(t *testing.T) {
 				}
 			}
 		})
+	}
+	if out, _ := runBinary(t, "--help"); strings.Contains(out, "bench-relay") {
+		t.Errorf("the usage lists the hidden bench-relay command:\n%s", out)
 	}
 	out, _ := runBinary(t, "validate-config", bad)
 	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 {

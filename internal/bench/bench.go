@@ -33,8 +33,9 @@ type Options struct {
 	Only []string
 	// Logger receives progress; nil discards it.
 	Logger *slog.Logger
-	// NodeBin is the clawmatrix-plugin binary the failover and soak suites
-	// start nodes with (`node --config FILE`); empty means this executable.
+	// NodeBin is the clawmatrix-plugin binary the proxy, failover and soak
+	// suites start nodes (`node --config FILE`) and the proxy suite its
+	// yardstick proxies (RelayCommand) with; empty means this executable.
 	NodeBin string
 }
 
@@ -95,8 +96,8 @@ type Suite struct {
 // Suites lists every suite in the order Run runs them.
 func Suites() []Suite {
 	return []Suite{
-		{"proxy", "model proxy against the upstream directly: throughput, latency, first chunk, 1,000 streams, memory per stream", runProxy},
-		{"mesh", "relay cost per hop, convergence for 16 and 64 nodes, failure detection, memory per idle link", runMesh},
+		{"proxy", "model proxy against the upstream directly and against two chained reverse proxy processes: throughput, latency, first chunk, 1,000 streams, memory per stream", runProxy},
+		{"mesh", "relay cost per hop, convergence for 16 and 64 nodes, failure detection, link handshake time, memory per idle link", runMesh},
 		{"tools", "cluster_exec and a 1 MB cluster_read, direct and through a relay", runTools},
 		{"failover", "three nodes serve one model; one is killed under steady load", runFailover},
 		{"soak", "mixed proxy, tool and handoff traffic with nodes restarting", runSoak},

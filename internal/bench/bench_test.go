@@ -9,15 +9,56 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(removeBuiltAfter{m}) }
+
+// removeBuiltAfter runs the tests, then removes the binary testNodeBin built.
+type removeBuiltAfter struct{ m *testing.M }
+
+func (r removeBuiltAfter) Run() int {
+	code := r.m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	return code
+}
+
+// built is the clawmatrix-plugin binary testNodeBin builds once per run.
+var built struct {
+	once     sync.Once
+	dir, bin string
+	err      error
+}
+
+// testNodeBin builds clawmatrix-plugin for the suites to start nodes and
+// relays with (the test binary itself has neither command).
+func testNodeBin(t *testing.T) string {
+	t.Helper()
+	built.once.Do(func() {
+		if built.dir, built.err = os.MkdirTemp("", "clawmatrix-bench-test-"); built.err != nil {
+			return
+		}
+		built.bin = filepath.Join(built.dir, "clawmatrix-plugin")
+		out, err := exec.Command("go", "build", "-o", built.bin, "../../cmd/clawmatrix-plugin").CombinedOutput()
+		if err != nil {
+			built.err = fmt.Errorf("building clawmatrix-plugin: %v\n%s", err, out)
+		}
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
+	}
+	return built.bin
+}
 
 // runQuick runs one suite in quick mode through Run and returns the report
 // and what Run printed.
@@ -26,7 +67,7 @@ func runQuick(t *testing.T, suite string) (Report, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	o := Options{Quick: true, Only: []string{suite}}
+	o := Options{Quick: true, Only: []string{suite}, NodeBin: testNodeBin(t)}
 	if os.Getenv("BENCH_TEST_LOG") != "" {
 		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
@@ -50,18 +91,28 @@ func TestSuitesQuick(t *testing.T) {
 			"direct p50, 1 client (baseline)",
 			"added p50, 1 client",
 			"added time to first chunk, streamed",
+			"two-proxy chain throughput, 16 clients (yardstick)",
+			"cluster processes throughput / chain, 16 clients",
+			"cluster processes throughput / direct, 16 clients",
+			"two-proxy chain added p50, 1 client (yardstick)",
+			"cluster processes added p50 / chain added p50, 1 client",
 			"bad streams of 200 concurrent",
 			"memory per open stream, added by the proxy",
 		}, map[string]Goal{
-			"proxied throughput / direct, 16 clients": {">=", 0.4},
-			"added p50, 1 client":                     {"<=", 0.3},
-			"added time to first chunk, streamed":     {"<=", 1},
-			"bad streams of 200 concurrent":           {"<=", 0},
+			"proxied throughput / direct, 16 clients":                 {">=", 0.4},
+			"added p50, 1 client":                                     {"<=", 0.3},
+			"added time to first chunk, streamed":                     {"<=", 1},
+			"bad streams of 200 concurrent":                           {"<=", 0},
+			"cluster processes throughput / chain, 16 clients":        {">=", 1.5},
+			"cluster processes added p50 / chain added p50, 1 client": {"<=", 0.8},
 		}, func(t *testing.T, m map[string]Metric) {
 			if v := m["bad streams of 200 concurrent"]; v.Value != 0 {
 				t.Errorf("streams lost or reordered chunks: %+v", v)
 			}
-			positive(t, m, "direct throughput, 16 clients (baseline)", "proxied throughput / direct, 16 clients", "reference: one httputil.ReverseProxy / direct, 16 clients", "direct p50, 1 client (baseline)")
+			positive(t, m, "direct throughput, 16 clients (baseline)", "proxied throughput / direct, 16 clients", "reference: one httputil.ReverseProxy / direct, 16 clients", "direct p50, 1 client (baseline)",
+				"two-proxy chain throughput, 16 clients (yardstick)", "cluster processes throughput / chain, 16 clients",
+				"cluster processes throughput / direct, 16 clients", "two-proxy chain added p50, 1 client (yardstick)",
+				"cluster processes added p50 / chain added p50, 1 client")
 		}},
 		{"mesh", []string{
 			"small call p50, 1 hop (baseline)",
@@ -70,6 +121,7 @@ func TestSuitesQuick(t *testing.T) {
 			"cold convergence, 16 nodes",
 			"detection of a killed peer",
 			"detection of a silent peer",
+			"handshake time of a link",
 			"memory per idle link",
 			"goroutines per idle link",
 		}, map[string]Goal{
@@ -79,7 +131,7 @@ func TestSuitesQuick(t *testing.T) {
 			"detection of a silent peer":         {"<=", 6000},
 		}, func(t *testing.T, m map[string]Metric) {
 			positive(t, m, "small call p50, 1 hop (baseline)", "convergence after a join, 16 nodes", "cold convergence, 16 nodes",
-				"detection of a killed peer", "goroutines per idle link")
+				"detection of a killed peer", "handshake time of a link", "goroutines per idle link")
 			// A silent peer is only found by missing traffic: not before
 			// DeadAfter (4 s with LAN timings) less the ping interval (the
 			// last frame may have come up to 1.2 s before the freeze).
@@ -169,6 +221,7 @@ func TestRunRejectsUnknownSuite(t *testing.T) {
 // A suite whose context ends fails with an error and leaves nothing
 // running (goleak checks the latter when the package's tests end).
 func TestSuitesStopWhenCancelled(t *testing.T) {
+	bin := testNodeBin(t)
 	for _, s := range Suites() {
 		if !slices.Contains([]string{"proxy", "mesh", "tools"}, s.Name) {
 			continue
@@ -181,7 +234,7 @@ func TestSuitesStopWhenCancelled(t *testing.T) {
 			log := slog.New(cancelOnRecord{cancel})
 			done := make(chan error, 1)
 			go func() {
-				_, err := s.Run(ctx, Options{Quick: true, Logger: log})
+				_, err := s.Run(ctx, Options{Quick: true, Logger: log, NodeBin: bin})
 				done <- err
 			}()
 			select {
@@ -214,7 +267,7 @@ func TestMeasureDetectionRejectsUnknownFault(t *testing.T) {
 }
 
 // Go benchmarks over the suites' own functions. The scenario benchmarks
-// (convergence, detection, idle link) report their figure as a custom
+// (convergence, detection, links) report their figure as a custom
 // metric; run them with a small -benchtime such as 3x.
 
 func BenchmarkRelayHop(b *testing.B) {
@@ -272,14 +325,15 @@ func BenchmarkDetection(b *testing.B) {
 	}
 }
 
-func BenchmarkIdleLink(b *testing.B) {
-	var last idleLink
+func BenchmarkLinks(b *testing.B) {
+	var last links
 	for b.Loop() {
 		var err error
-		if last, err = measureIdleLink(b.Context(), 50); err != nil {
+		if last, err = measureLinks(b.Context(), 50); err != nil {
 			b.Fatal(err)
 		}
 	}
+	b.ReportMetric(ms(median(last.handshakes)), "handshake-ms")
 	b.ReportMetric(last.bytes, "bytes/link")
 	b.ReportMetric(last.goroutines, "goroutines/link")
 	b.ReportMetric(0, "ns/op")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"math"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -13,18 +12,6 @@ import (
 
 	"go.uber.org/goleak"
 )
-
-// buildNodeBin builds clawmatrix-plugin into a temp dir for the suites to
-// start nodes with (the test binary itself has no `node` command).
-func faultsNodeBin(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "clawmatrix-plugin")
-	out, err := exec.Command("go", "build", "-o", bin, "../../cmd/clawmatrix-plugin").CombinedOutput()
-	if err != nil {
-		t.Fatalf("building clawmatrix-plugin: %v\n%s", err, out)
-	}
-	return bin
-}
 
 func faultsMetric(t *testing.T, ms []Metric, name string) Metric {
 	t.Helper()
@@ -54,7 +41,7 @@ func faultsFinite(t *testing.T, ms []Metric) {
 
 func TestFailoverQuick(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	o := Options{Quick: true, NodeBin: faultsNodeBin(t)}
+	o := Options{Quick: true, NodeBin: testNodeBin(t)}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	run, err := failover(ctx, o)
@@ -124,7 +111,7 @@ func TestFailoverQuick(t *testing.T) {
 
 func TestSoakQuick(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	o := Options{Quick: true, NodeBin: faultsNodeBin(t)}
+	o := Options{Quick: true, NodeBin: testNodeBin(t)}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	run, err := soak(ctx, o)

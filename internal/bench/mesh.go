@@ -2,8 +2,9 @@ package bench
 
 // The mesh suite: what one relay hop adds to a small request, how fast the
 // topology converges after a join, how fast a killed or a silent peer is
-// withdrawn, and what an idle link costs. Each measurement is a function
-// that the suite and the package's Go benchmarks both call.
+// withdrawn, how long a link takes to come up and what an idle link costs.
+// Each measurement is a function that the suite and the package's Go
+// benchmarks both call.
 
 import (
 	"bytes"
@@ -233,18 +234,22 @@ func detectRuns(ctx context.Context, fault string, runs int) ([]time.Duration, e
 	return took, nil
 }
 
-// idleLink is the in-process cost of one idle authenticated link, both ends
-// included.
-type idleLink struct {
-	bytes      float64 // heap in use plus goroutine stacks
-	goroutines float64
+// links is what it takes to set up links and keep them idle, in process,
+// both ends included.
+type links struct {
+	// handshakes are the times from a dial until both ends list each
+	// other, one per link.
+	handshakes []time.Duration
+	bytes      float64 // per idle link: heap in use plus goroutine stacks
+	goroutines float64 // per idle link
 }
 
-// measureIdleLink starts 2*pairs nodes, links them in pairs and compares
-// memory and goroutines before and after.
-func measureIdleLink(ctx context.Context, pairs int) (idleLink, error) {
+// measureLinks starts 2*pairs nodes, links them in pairs one pair at a
+// time, timing each link from the dial until both ends list each other,
+// and compares memory and goroutines before and after.
+func measureLinks(ctx context.Context, pairs int) (links, error) {
 	if pairs < 1 {
-		return idleLink{}, errors.New("measureIdleLink: need at least one pair")
+		return links{}, errors.New("measureLinks: need at least one pair")
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
@@ -254,31 +259,31 @@ func measureIdleLink(ctx context.Context, pairs int) (idleLink, error) {
 	}
 	ns, err := startNodes(ctx, randomSecret(), ids, nil)
 	if err != nil {
-		return idleLink{}, err
+		return links{}, err
 	}
 	defer closeNodes(ns)
+	r := links{handshakes: make([]time.Duration, 0, pairs)}
 	mem0, g0 := memInUse(), runtime.NumGoroutine()
 	for p := 0; p < pairs; p++ {
+		t0 := time.Now()
 		if err := dial(ns[2*p], ns[2*p+1]); err != nil {
-			return idleLink{}, err
+			return r, err
 		}
-	}
-	for p := 0; p < pairs; p++ {
 		if err := waitConverged(ctx, ns[2*p:2*p+2]); err != nil {
-			return idleLink{}, err
+			return r, err
 		}
+		r.handshakes = append(r.handshakes, time.Since(t0))
 	}
 	// Let the handshakes' buffers and goroutines go before measuring.
 	select {
 	case <-time.After(200 * time.Millisecond):
 	case <-ctx.Done():
-		return idleLink{}, ctx.Err()
+		return r, ctx.Err()
 	}
 	mem1, g1 := memInUse(), runtime.NumGoroutine()
-	return idleLink{
-		bytes:      (float64(mem1) - float64(mem0)) / float64(pairs),
-		goroutines: float64(g1-g0) / float64(pairs),
-	}, nil
+	r.bytes = (float64(mem1) - float64(mem0)) / float64(pairs)
+	r.goroutines = float64(g1-g0) / float64(pairs)
+	return r, nil
 }
 
 // memInUse is heap in use plus goroutine stacks after a full collection.
@@ -385,15 +390,17 @@ func runMesh(ctx context.Context, o Options) ([]Metric, error) {
 		out = append(out, Metric{Name: "detection of a " + f.fault + " peer", Value: ms(worst(took)), Unit: "ms", Goal: AtMost(f.goal), Note: note})
 	}
 
-	log.Info("mesh: idle link cost", "pairs", plan.pairs)
-	il, err := measureIdleLink(ctx, plan.pairs)
+	log.Info("mesh: link set-up and idle cost", "pairs", plan.pairs)
+	ls, err := measureLinks(ctx, plan.pairs)
 	if err != nil {
-		return out, fmt.Errorf("idle link: %w", err)
+		return out, fmt.Errorf("links: %w", err)
 	}
 	out = append(out,
-		Metric{Name: "memory per idle link", Value: il.bytes / 1024, Unit: "KB",
+		Metric{Name: "handshake time of a link", Value: ms(median(ls.handshakes)), Unit: "ms",
+			Note: fmt.Sprintf("median of %d links (worst %.3f ms), from the dial until both ends list each other, in process over loopback", len(ls.handshakes), ms(worst(ls.handshakes)))},
+		Metric{Name: "memory per idle link", Value: ls.bytes / 1024, Unit: "KB",
 			Note: fmt.Sprintf("heap in use + stacks, both ends, %d links", plan.pairs)},
-		Metric{Name: "goroutines per idle link", Value: il.goroutines, Unit: "",
+		Metric{Name: "goroutines per idle link", Value: ls.goroutines, Unit: "",
 			Note: "both ends"},
 	)
 	return out, nil

@@ -5,17 +5,13 @@ package bench
 // machine, which an in-process node cannot imitate.
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/clawmatrix/clawmatrix/cluster"
@@ -23,13 +19,8 @@ import (
 	"github.com/clawmatrix/clawmatrix/schema"
 )
 
-// Deadlines for node processes.
-const (
-	nodeStartTimeout = 20 * time.Second
-	nodeStopTimeout  = 5 * time.Second
-	// joinTimeout bounds the wait until a node is seen by another.
-	joinTimeout = 20 * time.Second
-)
+// joinTimeout bounds the wait until a node is seen by another.
+const joinTimeout = 20 * time.Second
 
 // benchSecret is the cluster secret of the nodes the fault suites start.
 const benchSecret = "bench-fault-suites-secret-0123456789"
@@ -43,20 +34,21 @@ func (o Options) nodeBin() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("locating the clawmatrix-plugin binary to start nodes: %w (set Options.NodeBin)", err)
 	}
+	// A test binary has no `node` command; run with no arguments it would
+	// run the tests again.
+	if strings.HasSuffix(filepath.Base(bin), ".test") {
+		return "", fmt.Errorf("%s is a test binary, which cannot run nodes: set Options.NodeBin to a clawmatrix-plugin binary", bin)
+	}
 	return bin, nil
 }
 
 // nodeProc is one `clawmatrix-plugin node` process.
 type nodeProc struct {
+	*proc
 	ID       string
-	MeshURL  string
+	MeshURL  string // empty when the node does not listen
 	ProxyURL string
 	ProxyKey string
-
-	cmd    *exec.Cmd
-	stderr *tailWriter
-	done   chan struct{} // closed once the process has been waited for
-	state  *os.ProcessState
 }
 
 // startNodeProc writes cfg (a plugin config object; secret and proxyPort
@@ -81,142 +73,11 @@ func startNodeProc(ctx context.Context, bin, dir string, cfg map[string]any, wor
 	if workspace != "" {
 		args = append(args, "--workspace", workspace)
 	}
-	p := &nodeProc{ID: id, stderr: &tailWriter{max: 8 << 10}, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Stderr = p.stderr
-	p.cmd.SysProcAttr = nodeSysProcAttr()
-	// A child that still holds the stderr pipe must not stall Wait.
-	p.cmd.WaitDelay = 2 * time.Second
-	stdout, err := p.cmd.StdoutPipe()
+	p, v, err := startProc(ctx, "node "+id, bin, args, "mesh: ", "model proxy: ", "proxy key: ")
 	if err != nil {
 		return nil, err
 	}
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting node %s (%s): %w", id, bin, err)
-	}
-	up := make(chan struct{})
-	var addrs struct{ mesh, proxy, key string }
-	go func() {
-		// Reads stdout to its end (so the node never blocks on it), then
-		// reaps the process.
-		defer close(p.done)
-		sc := bufio.NewScanner(stdout)
-		signalled := false
-		for sc.Scan() {
-			line := sc.Text()
-			if signalled {
-				continue
-			}
-			if v, ok := strings.CutPrefix(line, "mesh: "); ok {
-				addrs.mesh = v
-			} else if v, ok := strings.CutPrefix(line, "model proxy: "); ok {
-				addrs.proxy = v
-			} else if v, ok := strings.CutPrefix(line, "proxy key: "); ok {
-				addrs.key = v
-				signalled = true
-				close(up)
-			}
-		}
-		p.cmd.Wait()
-		p.state = p.cmd.ProcessState
-	}()
-	timer := time.NewTimer(nodeStartTimeout)
-	defer timer.Stop()
-	select {
-	case <-up:
-		p.MeshURL, p.ProxyURL, p.ProxyKey = addrs.mesh, addrs.proxy, addrs.key
-		return p, nil
-	case <-p.done:
-		return nil, fmt.Errorf("node %s exited before it was up (%s); its stderr ends:\n%s", id, p.state, p.stderr)
-	case <-timer.C:
-		p.Kill()
-		return nil, fmt.Errorf("node %s printed no addresses within %s; its stderr ends:\n%s", id, nodeStartTimeout, p.stderr)
-	case <-ctx.Done():
-		p.Kill()
-		return nil, ctx.Err()
-	}
-}
-
-// Pid is the process id.
-func (p *nodeProc) Pid() int { return p.cmd.Process.Pid }
-
-// Exited reports whether the process has ended and been reaped.
-func (p *nodeProc) Exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// State is the exit state, nil while the process runs.
-func (p *nodeProc) State() *os.ProcessState {
-	if !p.Exited() {
-		return nil
-	}
-	return p.state
-}
-
-// Kill sends SIGKILL (a crash) and waits until the process is reaped.
-func (p *nodeProc) Kill() error {
-	if p.Exited() {
-		return nil
-	}
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	return p.wait(nodeStopTimeout)
-}
-
-// Stop asks the node to shut down (SIGTERM) and kills it if it has not
-// exited within nodeStopTimeout.
-func (p *nodeProc) Stop() error {
-	if p.Exited() {
-		return nil
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	if err := p.wait(nodeStopTimeout); err == nil {
-		if !p.state.Success() {
-			return fmt.Errorf("node %s shut down with %s; its stderr ends:\n%s", p.ID, p.state, p.stderr)
-		}
-		return nil
-	}
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	p.wait(nodeStopTimeout)
-	return fmt.Errorf("node %s did not exit within %s of SIGTERM and was killed", p.ID, nodeStopTimeout)
-}
-
-func (p *nodeProc) wait(d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-p.done:
-		return nil
-	case <-t.C:
-		return fmt.Errorf("node %s (pid %d) was not reaped within %s", p.ID, p.Pid(), d)
-	}
-}
-
-// tailWriter keeps the last max bytes written to it.
-type tailWriter struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
-}
-
-func (t *tailWriter) Write(b []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, b...)
-	if over := len(t.buf) - t.max; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
-	}
-	return len(b), nil
-}
-
-func (t *tailWriter) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.buf)
+	return &nodeProc{proc: p, ID: id, MeshURL: v[0], ProxyURL: v[1], ProxyKey: v[2]}, nil
 }
 
 // hubConfig is the config of the in-process node the load comes from: it

@@ -1,9 +1,12 @@
 package bench
 
 // The proxy suite: the same load against the synthetic upstream directly and
-// through A's proxy -> mesh link -> B -> upstream, in one run. The harness is
-// cluster/proxy's (StartBenchCluster, Compare, CountBadStreams,
-// StreamMemory), which the proxy package's own Go benchmarks use too.
+// through A's proxy -> mesh link -> B -> upstream, in one run, first with
+// both nodes in the bench's process, then with each node a process of its
+// own beside a chain of two standard-library reverse proxy processes (see
+// chain.go). The in-process harness is cluster/proxy's (StartBenchCluster,
+// Compare, CountBadStreams, StreamMemory), which the proxy package's own Go
+// benchmarks use too.
 
 import (
 	"context"
@@ -30,6 +33,10 @@ func planProxy(o Options) proxyPlan {
 func runProxy(ctx context.Context, o Options) ([]Metric, error) {
 	plan := planProxy(o)
 	log := o.logger()
+	bin, err := o.nodeBin()
+	if err != nil {
+		return nil, err
+	}
 	startCtx, cancel := context.WithTimeout(ctx, waitLimit)
 	c, err := proxy.StartBenchCluster(startCtx, plan.chunks)
 	cancel()
@@ -58,6 +65,20 @@ func runProxy(ctx context.Context, o Options) ([]Metric, error) {
 		Metric{Name: "added time to first chunk, streamed", Value: ms(r.AddedFirstChunk()), Unit: "ms", Goal: AtMost(1),
 			Note: fmt.Sprintf("proxied %.3f ms - direct %.3f ms (p50, 1 client)", ms(r.ProxyStream.FirstChunkP50), ms(r.DirectStream.FirstChunkP50))},
 	)
+
+	log.Info("proxy: direct vs two-proxy chain vs cluster, each node a process", "requests", plan.requests)
+	paths, err := startChainPaths(ctx, bin, c.Upstream.URL)
+	if err != nil {
+		return out, fmt.Errorf("starting the chain and the cluster processes: %w", err)
+	}
+	cr, err := compareChain(ctx, paths, plan.requests)
+	if stopErr := paths.Close(); err == nil && stopErr != nil {
+		err = fmt.Errorf("stopping the chain and the cluster processes: %w", stopErr)
+	}
+	if err != nil {
+		return out, fmt.Errorf("load against processes: %w", err)
+	}
+	out = append(out, chainMetrics(cr, plan.requests)...)
 
 	log.Info("proxy: concurrent streams over one link", "streams", plan.streams)
 	bad, first := proxy.CountBadStreams(ctx, c.Front.URL(), c.Key, plan.streams, plan.chunks)
