@@ -2,9 +2,9 @@
 //
 // This file is deliberately thin: all cluster logic lives in the Go sidecar
 // `clawmatrix-plugin`, which this adapter starts once per gateway process and
-// drives over NDJSON JSON-RPC 2.0 on its stdin/stdout (SPEC §3).
+// drives over NDJSON JSON-RPC 2.0 on its stdin/stdout (docs/HOST-PROTOCOL.md).
 //
-// Facts about OpenClaw that shape this file (see openclaw.md in the project):
+// Facts about OpenClaw that shape this file:
 // - OpenClaw imports this entry several times as separate module instances,
 //   from a copy of the plugin folder, so the one sidecar handle lives on
 //   globalThis, never in a module variable.
@@ -28,8 +28,9 @@ const BIN_NAME = "clawmatrix-plugin";
 const HANDLE = Symbol.for("clawmatrix.sidecar");
 const KEY_ENV = "CLAWMATRIX_PROXY_KEY";
 
-// SPEC §4 defaults, needed here because OpenClaw builds the model catalog
-// without waiting for the sidecar.
+// Config defaults (README.md, Configuration; the same values as the Default*
+// constants in schema/config.go), needed here because OpenClaw builds the
+// model catalog without waiting for the sidecar.
 const DEFAULT_PROXY_PORT = 19001;
 const MODEL_DEFAULTS = Object.freeze({
   api: "openai-completions",
@@ -181,7 +182,7 @@ export function loadProxyKey(stateDir) {
 // ---------------------------------------------------------------------------
 // Models for the clawmatrix provider, built from the plugin config alone.
 
-/** models ∪ proxyModels by id (first wins), SPEC §4 defaults filled. */
+/** models ∪ proxyModels by id (first wins), config defaults filled. */
 export function clusterModels(pluginConfig) {
   const seen = new Set();
   const out = [];

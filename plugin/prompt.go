@@ -51,7 +51,8 @@ func cleanIDs(ids []string) []string {
 }
 
 // promptContext is the block put before every prompt while peers exist
-// (SPEC §8). It goes into every turn, so every line must earn its place.
+// (docs/HOST-PROTOCOL.md, hooks/beforePromptBuild). It goes into every
+// turn, so every line must earn its place.
 func promptContext(cfg *schema.Config, peers []mesh.PeerInfo) string {
 	if len(peers) == 0 {
 		return ""

@@ -6,8 +6,8 @@ import (
 	"github.com/clawmatrix/clawmatrix/cluster/proxy"
 )
 
-// Host protocol messages (SPEC §3). Field names are part of the contract with
-// the OpenClaw adapter.
+// Host protocol messages (docs/HOST-PROTOCOL.md). Field names are part of
+// the contract with the OpenClaw adapter.
 
 // InitializeParams is the host's first request.
 type InitializeParams struct {

@@ -1,5 +1,6 @@
 // Package plugin speaks the host protocol: JSON-RPC 2.0, one object per line
-// on stdin/stdout, between the OpenClaw adapter and the sidecar (SPEC §3).
+// on stdin/stdout, between the OpenClaw adapter and the sidecar
+// (docs/HOST-PROTOCOL.md).
 package plugin
 
 import (

@@ -21,8 +21,9 @@ const Version = "0.2.0"
 // sidecar registers.
 const PluginID = "clawmatrix"
 
-// Default values of SPEC §4. The JSON Schema carries the same values as
-// struct tags; TestDefaultsMatchSchema keeps the two in step.
+// Default values of the config (README.md, Configuration). The JSON Schema
+// carries the same values as struct tags; TestDefaultsMatchSchema keeps the
+// two in step.
 const (
 	DefaultListenHost        = "0.0.0.0"
 	DefaultListenPort        = 19000
@@ -39,7 +40,7 @@ const (
 	DefaultMaxTokens         = 4096
 )
 
-// APIs lists the model API kinds OpenClaw understands (SPEC §4).
+// APIs lists the model API kinds OpenClaw understands (the model param api).
 var APIs = []string{
 	"openai-completions",
 	"openai-responses",
@@ -76,8 +77,9 @@ const (
 	httpURLPattern = `^([Hh][Tt][Tt][Pp][Ss]?://|$)`
 )
 
-// Config is the plugin config object (SPEC §4): plugins.entries.clawmatrix.config
-// in OpenClaw, or the file given to `clawmatrix-plugin node --config`.
+// Config is the plugin config object (README.md, Configuration):
+// plugins.entries.clawmatrix.config in OpenClaw, or the file given to
+// `clawmatrix-plugin node --config`.
 type Config struct {
 	NodeID            string        `json:"nodeId" jsonschema:"required,minLength=1,maxLength=64,pattern=^[A-Za-z0-9._-]*$" jsonschema_description:"Unique name of this node in the cluster: 1-64 letters, digits, '.', '_' or '-'."`
 	Secret            string        `json:"secret" jsonschema:"required,minLength=16" jsonschema_description:"Shared cluster secret, at least 16 characters, the same on every node. It lets a node join: a key derived from it is mixed into every link handshake. It is never sent, logged or shown."`
@@ -148,7 +150,8 @@ type ModelParams struct {
 	Cost          Cost     `json:"cost" jsonschema_description:"Price per million tokens (zeros if free or unknown)."`
 }
 
-// DefaultModelParams returns the model params of SPEC §4.
+// DefaultModelParams returns the default model params (README.md,
+// Configuration: model params).
 func DefaultModelParams() ModelParams {
 	return ModelParams{
 		API:           DefaultAPI,
@@ -409,7 +412,7 @@ type CatalogModel struct {
 
 // CatalogModels returns the models this node offers its OpenClaw as provider
 // clawmatrix: models, then proxyModels, by id, the first entry of an id
-// winning (SPEC §6).
+// winning (docs/HOST-PROTOCOL.md, initialize: provider.models).
 func (c *Config) CatalogModels() []CatalogModel {
 	out := make([]CatalogModel, 0, len(c.Models)+len(c.ProxyModels))
 	seen := make(map[string]bool, cap(out))

@@ -6,12 +6,13 @@ import (
 )
 
 // ProxyKeyEnv is the environment variable through which OpenClaw sees the
-// provider credential of the clawmatrix model proxy (openclaw.md, provider
-// registration).
+// provider credential of the clawmatrix model proxy: the adapter (index.js)
+// registers the provider with it in envVars and sets it in process.env, since
+// OpenClaw runs a provider catalog only when its credential is present.
 const ProxyKeyEnv = "CLAWMATRIX_PROXY_KEY"
 
-// uiHint is the shape of a manifest uiHints entry (OpenClaw docs,
-// plugins/manifest/setup-and-auth.md).
+// uiHint is one entry of the manifest's uiHints: how OpenClaw's config UI
+// labels and explains one config field.
 type uiHint struct {
 	Label       string `json:"label,omitempty"`
 	Help        string `json:"help,omitempty"`

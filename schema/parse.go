@@ -33,7 +33,8 @@ func (p Problem) String() string {
 }
 
 // Parse decodes a plugin config, validates it against ConfigSchema and the
-// checks a schema cannot express, and fills the defaults of SPEC §4. It
+// checks a schema cannot express, and fills the defaults (README.md,
+// Configuration; the values are the Default* constants of config.go). It
 // returns every problem at once, sorted by path, and a nil config if there is
 // any.
 func Parse(raw []byte) (*Config, []Problem) {

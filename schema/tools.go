@@ -6,7 +6,7 @@ import (
 	"sync"
 )
 
-// Tool is one tool offered to agents (SPEC §7).
+// Tool is one tool offered to agents (README.md, Tools for agents).
 type Tool struct {
 	Name  string
 	Label string
@@ -140,11 +140,12 @@ var tools = []Tool{
 	},
 }
 
-// Tools returns the seven tools in SPEC §7 order. The slice is a copy; the
-// Args values are shared templates: decode into a fresh value of their type.
+// Tools returns the seven tools in catalogue order (the order of README.md,
+// Tools for agents). The slice is a copy; the Args values are shared
+// templates: decode into a fresh value of their type.
 func Tools() []Tool { return append([]Tool(nil), tools...) }
 
-// ToolNames returns the tool names in SPEC §7 order.
+// ToolNames returns the tool names in catalogue order.
 func ToolNames() []string {
 	names := make([]string, len(tools))
 	for i, t := range tools {
@@ -217,7 +218,7 @@ func quote(s string) string {
 }
 
 // ToolCatalogue returns the bytes of openclaw.tools.json: every tool as
-// {name, label, description, parameters}, in SPEC §7 order, so the OpenClaw
+// {name, label, description, parameters}, in catalogue order, so the OpenClaw
 // adapter can register the tools without starting the sidecar.
 func ToolCatalogue() []byte { return toolCatalogueJSON() }
 

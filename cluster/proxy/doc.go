@@ -1,4 +1,5 @@
-// Package proxy is the cluster model proxy (SPEC §6).
+// Package proxy is the cluster model proxy (README.md, Routing and failover;
+// the path of a request is in docs/ARCHITECTURE.md).
 //
 // The front (Server) is an OpenAI-compatible HTTP server on 127.0.0.1 that
 // local clients such as OpenClaw call; it picks a node serving the requested

@@ -10,8 +10,9 @@ type OpenClawModel = schema.CatalogModel
 
 // OpenClawModels returns the models to hand OpenClaw in initialize:
 // models ∪ proxyModels by id, the first entry of an id winning, with every
-// field filled (defaults of SPEC §4 for any left zero, name = description or
-// id), so a config built in code and one parsed from JSON give the same list.
+// field filled (schema.DefaultModelParams for any left zero, name =
+// description or id), so a config built in code and one parsed from JSON
+// give the same list.
 func OpenClawModels(cfg *schema.Config) []OpenClawModel {
 	out := cfg.CatalogModels()
 	def := schema.DefaultModelParams()
