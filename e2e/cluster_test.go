@@ -155,7 +155,7 @@ func TestTwoGatewayCluster(t *testing.T) {
 		"proxyPort":   freePort(t, 1),
 		"agents":      []any{map[string]any{"id": bobAgent, "description": bAgentDesc, "tags": []string{"builder"}}},
 		"models":      []any{map[string]any{"id": modelID, "provider": mockProv, "description": "mock model on node B"}},
-		"toolProxy":   map[string]any{"enabled": true, "allow": []string{"*"}},
+		"toolProxy":   map[string]any{"enabled": true, "allow": []string{"*"}, "env": []string{"E2E_ONLY_ON_B"}},
 		"openclawBin": filepath.Join(ocBin, "openclaw"),
 		"tags":        []string{"e2e-b"},
 	})

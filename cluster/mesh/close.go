@@ -49,6 +49,9 @@ const (
 	// CloseDecrypt: a record failed authentication (a flipped or injected
 	// byte on the wire).
 	CloseDecrypt = 4014
+	// CloseFlood: the peer kept opening requests past its share after as
+	// many refusals as the share allows.
+	CloseFlood = 4015
 )
 
 // closeReasons gives the default reason text per code.
@@ -67,6 +70,7 @@ var closeReasons = map[int]string{
 	CloseUntrusted:     "node key not trusted for this node id",
 	CloseVersion:       "mesh protocol version mismatch",
 	CloseDecrypt:       "record failed authentication",
+	CloseFlood:         "too many requests past this peer's share",
 }
 
 // authError is a handshake failure with the close code to send.

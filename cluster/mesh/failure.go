@@ -230,7 +230,7 @@ func (n *Node) onLost(by string, m *streamMsg) {
 // is reachable, instead of waiting for the caller's deadline.
 func (n *Node) watchStreams() {
 	defer n.wg.Done()
-	every := max(n.cfg.DeadAfter/2, time.Millisecond)
+	every := max(min(n.cfg.DeadAfter, n.cfg.RequestIdleTimeout)/2, time.Millisecond)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var probe []*Stream
@@ -241,6 +241,7 @@ func (n *Node) watchStreams() {
 		case <-t.C:
 		}
 		now := n.mono()
+		n.idleRequests(now)
 		probe = probe[:0]
 		n.smu.Lock()
 		for _, s := range n.clients {

@@ -78,6 +78,7 @@ type Node struct {
 	// pendingReq is the request bytes held by servers still reassembling
 	// their request (MaxPendingRequestBytes); each serverStream's held share.
 	pendingReq atomic.Int64
+	shares     map[string]*peerShare // per caller, see share.go
 	ended      *endedStreams
 }
 
@@ -132,6 +133,7 @@ func New(cfg Config) (*Node, error) {
 		handlers:  make(map[string]Handler),
 		clients:   make(map[uint64]*Stream),
 		servers:   make(map[serverKey]*serverStream),
+		shares:    make(map[string]*peerShare),
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.e2e = newSessions(n)

@@ -55,8 +55,11 @@ type serverStream struct {
 	inLink  *link
 	outLink *link
 	path    []pathEdge // the route back to the caller
-	credit  chan struct{}
-	writeMu sync.Mutex
+	share   *peerShare // the caller's share of this node
+	// lastChunk is n.mono() when the last request chunk arrived.
+	lastChunk int64
+	credit    chan struct{}
+	writeMu   sync.Mutex
 }
 
 var errCancelled = errors.New("mesh: request cancelled by the caller")
@@ -68,15 +71,16 @@ func (n *Node) server(from string, id uint64) *serverStream {
 }
 
 func (n *Node) removeServer(ss *serverStream) {
-	n.smu.Lock()
-	if n.servers[ss.key] == ss {
-		delete(n.servers, ss.key)
-	}
-	n.smu.Unlock()
 	ss.mu.Lock()
 	ss.removed = true
 	ss.releaseLocked()
 	ss.mu.Unlock()
+	n.smu.Lock()
+	if n.servers[ss.key] == ss {
+		delete(n.servers, ss.key)
+		n.releaseStreamLocked(ss.key.from)
+	}
+	n.smu.Unlock()
 }
 
 // releaseLocked drops the request being reassembled and returns its share
@@ -84,6 +88,7 @@ func (n *Node) removeServer(ss *serverStream) {
 func (ss *serverStream) releaseLocked() {
 	if len(ss.req) > 0 {
 		ss.n.pendingReq.Add(-int64(len(ss.req)))
+		ss.share.pending.Add(-int64(len(ss.req)))
 	}
 	ss.req = nil
 }
@@ -108,6 +113,15 @@ func (n *Node) onReq(l *link, from string, m *streamMsg) {
 			n.sendEnd(nil, from, m.S, 0, &RemoteError{Code: CodeUnavailable, Message: "too many concurrent requests"})
 			return
 		}
+		if refusal, flood := n.admitStreamLocked(l, from); refusal != nil {
+			n.smu.Unlock()
+			n.sendEnd(nil, from, m.S, 0, refusal)
+			if flood {
+				n.log.Warn("mesh: closing the link of a peer that floods this node with requests", "peer", from)
+				l.close(CloseFlood, "")
+			}
+			return
+		}
 		w := m.W
 		if w <= 0 {
 			w = 1
@@ -122,6 +136,7 @@ func (n *Node) onReq(l *link, from string, m *streamMsg) {
 			ctx:    ctx,
 			cancel: cancel,
 			credit: make(chan struct{}, 1),
+			share:  n.shareLocked(from),
 		}
 		n.servers[key] = ss
 	}
@@ -141,6 +156,7 @@ func (n *Node) onReq(l *link, from string, m *streamMsg) {
 	}
 	ss.reqQ++
 	ss.inLink = l
+	ss.lastChunk = n.mono()
 	if ss.path == nil && from != n.id {
 		ss.path = n.routes.Load().path(from)
 	}
@@ -156,8 +172,7 @@ func (n *Node) onReq(l *link, from string, m *streamMsg) {
 		refuse("request too large", &RemoteError{Code: CodeBadRequest, Message: "request exceeds MaxMessageBytes"})
 		return
 	}
-	if n.pendingReq.Add(int64(len(m.D))) > int64(n.cfg.MaxPendingRequestBytes) {
-		n.pendingReq.Add(-int64(len(m.D)))
+	if !n.takePending(ss.share, len(m.D)) {
 		refuse("request buffer full", &RemoteError{Code: CodeUnavailable,
 			Message: fmt.Sprintf("node %q is receiving too many large requests at once; retry shortly", n.id)})
 		return
