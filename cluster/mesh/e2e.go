@@ -216,14 +216,7 @@ func (s *sessions) startLocked(peer string, p *peerSessions) error {
 	if static == nil {
 		return unreachable(peer, "its node key is not known yet")
 	}
-	hs, err := noise.NewHandshakeState(noise.Config{
-		CipherSuite:   cipherSuite,
-		Pattern:       noise.HandshakeKK,
-		Initiator:     true,
-		Prologue:      []byte(e2ePrologue),
-		StaticKeypair: n.static,
-		PeerStatic:    static,
-	})
+	hs, err := n.newE2EHandshake(true, static)
 	if err != nil {
 		return err
 	}
@@ -283,6 +276,17 @@ func (n *Node) sendHandshakeFrame(peer string, typ byte, body []byte) {
 	_ = l.q.pushCtrl(encodeFrame(f))
 }
 
+func (n *Node) newE2EHandshake(initiator bool, peerStatic []byte) (*noise.HandshakeState, error) {
+	return noise.NewHandshakeState(noise.Config{
+		CipherSuite:   cipherSuite,
+		Pattern:       noise.HandshakeKK,
+		Initiator:     initiator,
+		Prologue:      []byte(e2ePrologue),
+		StaticKeypair: n.static,
+		PeerStatic:    peerStatic,
+	})
+}
+
 // onInit answers an e2e_init from f.From.
 func (s *sessions) onInit(f *Frame) {
 	n := s.n
@@ -306,14 +310,7 @@ func (s *sessions) onInit(f *Frame) {
 		return
 	}
 	static = append([]byte(nil), static...)
-	hs, err := noise.NewHandshakeState(noise.Config{
-		CipherSuite:   cipherSuite,
-		Pattern:       noise.HandshakeKK,
-		Initiator:     false,
-		Prologue:      []byte(e2ePrologue),
-		StaticKeypair: n.static,
-		PeerStatic:    static,
-	})
+	hs, err := n.newE2EHandshake(false, static)
 	if err != nil {
 		return
 	}

@@ -115,6 +115,22 @@ func (p *rawPeer) read() (*Frame, error) {
 	}
 }
 
+// readUntil reads frames until one of type typ for stream s arrives, and
+// returns its message.
+func (p *rawPeer) readUntil(typ byte, s uint64) streamMsg {
+	p.t.Helper()
+	for {
+		f, err := p.read()
+		if err != nil {
+			p.t.Fatalf("waiting for %s of stream %d: %v", typeName(typ), s, err)
+		}
+		var m streamMsg
+		if f.Type == typ && f.Stream == s && decodeStreamMsg(f.Payload, &m) == nil {
+			return m
+		}
+	}
+}
+
 // sendFrame sends f as one record.
 func (p *rawPeer) sendFrame(f *Frame) {
 	p.t.Helper()

@@ -186,3 +186,20 @@ var frameID atomic.Uint64
 func streamFrame(typ byte, from, to string, m streamMsg) *Frame {
 	return &Frame{Type: typ, ID: frameID.Add(1), From: from, To: to, TTL: 4, Stream: m.S, R: m.R, Payload: appendStreamMsg(nil, &m)}
 }
+
+// waitClosedWith waits until link l has been closed by this side, and checks
+// the close code it sent.
+func waitClosedWith(t testing.TB, l *link, timeout time.Duration, code int, what string) {
+	t.Helper()
+	select {
+	case <-l.done:
+	case <-time.After(timeout):
+		t.Fatalf("%s: the link is still up after %v", what, timeout)
+	}
+	l.closeMu.Lock()
+	got := l.sentCode
+	l.closeMu.Unlock()
+	if got != code {
+		t.Fatalf("%s: link closed with code %d, want %d", what, got, code)
+	}
+}

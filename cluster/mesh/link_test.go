@@ -108,17 +108,7 @@ func TestSilentPeerDeadWhileWriteBlocked(t *testing.T) {
 	})
 	// Generous bound (DeadAfter is 2 s); without the reader's own deadline
 	// the link would end only with the one-minute write timeout.
-	select {
-	case <-l.done:
-	case <-time.After(15 * time.Second):
-		t.Fatal("a did not declare the silent peer dead while its write was blocked")
-	}
-	l.closeMu.Lock()
-	code := l.sentCode
-	l.closeMu.Unlock()
-	if code != CloseDead {
-		t.Fatalf("link closed with code %d, want CloseDead (%d)", code, CloseDead)
-	}
+	waitClosedWith(t, l, 15*time.Second, CloseDead, "a declaring the silent peer dead while its write was blocked")
 }
 
 // A link's RTT is gossiped again on its first measurement and on a change

@@ -858,20 +858,7 @@ func TestPendingRequestBytesBounded(t *testing.T) {
 		p.sendFrame(streamFrame(typ, "p", "b", m))
 	}
 	send := func(m streamMsg) { t.Helper(); sendAs(typeReq, m) }
-	// next reads frames until one of stream s of type typ arrives.
-	next := func(s uint64, typ byte) streamMsg {
-		t.Helper()
-		for {
-			f, err := p.read()
-			if err != nil {
-				t.Fatalf("waiting for %s of stream %d: %v", typeName(typ), s, err)
-			}
-			var m streamMsg
-			if f.Type == typ && decodeStreamMsg(f.Payload, &m) == nil && f.Stream == s {
-				return m
-			}
-		}
-	}
+	next := func(s uint64, typ byte) streamMsg { t.Helper(); return p.readUntil(typ, s) }
 	kb := func(n int) []byte { return bytes.Repeat([]byte("z"), n<<10) }
 
 	send(streamMsg{S: 1, M: "size", W: maxWindow, D: kb(40), More: true})

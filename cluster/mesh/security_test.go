@@ -156,17 +156,7 @@ func TestAttackInterposerTampering(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			_, _ = a.Call(ctx, "b", "run", []byte("x"))
-			select {
-			case <-l.done:
-			case <-time.After(5 * time.Second):
-				t.Fatal("the tampered link is still up")
-			}
-			l.closeMu.Lock()
-			code := l.sentCode
-			l.closeMu.Unlock()
-			if code != CloseDecrypt {
-				t.Fatalf("b closed the link with %d, want CloseDecrypt (%d)", code, CloseDecrypt)
-			}
+			waitClosedWith(t, l, 5*time.Second, CloseDecrypt, "b closing the tampered link")
 			if tc.name == "injected frame" && ran.Load() != 0 {
 				t.Fatal("the injected request ran")
 			}

@@ -30,18 +30,8 @@ func TestPeerStreamShare(t *testing.T) {
 		half(s)
 	}
 	half(9)
-	for {
-		f, err := hog.read()
-		if err != nil {
-			t.Fatalf("waiting for the refusal of stream 9: %v", err)
-		}
-		var m streamMsg
-		if f.Type == typeEnd && f.Stream == 9 && decodeStreamMsg(f.Payload, &m) == nil {
-			if m.E == nil || m.E.Code != CodeUnavailable || !strings.Contains(m.E.Message, "at most 8 requests at once") {
-				t.Fatalf("stream 9 ended with %+v, want a refusal of its share", m.E)
-			}
-			break
-		}
+	if m := hog.readUntil(typeEnd, 9); m.E == nil || m.E.Code != CodeUnavailable || !strings.Contains(m.E.Message, "at most 8 requests at once") {
+		t.Fatalf("stream 9 ended with %+v, want a refusal of its share", m.E)
 	}
 	stillServes(t, a, b)
 	// Past its share, as many times again: the link is closed.
@@ -49,17 +39,7 @@ func TestPeerStreamShare(t *testing.T) {
 	for s := uint64(10); s < 10+8; s++ {
 		half(s)
 	}
-	select {
-	case <-l.done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the flooding peer's link is still up")
-	}
-	l.closeMu.Lock()
-	code := l.sentCode
-	l.closeMu.Unlock()
-	if code != CloseFlood {
-		t.Fatalf("closed with %d, want CloseFlood (%d)", code, CloseFlood)
-	}
+	waitClosedWith(t, l, 5*time.Second, CloseFlood, "b closing the flooding peer's link")
 	stillServes(t, a, b)
 	waitPoll(t, 5*time.Second, "the hog's share released", func() bool {
 		b.smu.Lock()
@@ -81,18 +61,8 @@ func TestPeerPendingBytesShare(t *testing.T) {
 	kb := func(n int) []byte { return bytes.Repeat([]byte("z"), n<<10) }
 	p.sendFrame(streamFrame(typeReq, "p", "b", streamMsg{S: 1, M: "echo", W: 16, D: kb(30), More: true}))
 	p.sendFrame(streamFrame(typeReq, "p", "b", streamMsg{S: 2, M: "echo", W: 16, D: kb(30), More: true}))
-	for {
-		f, err := p.read()
-		if err != nil {
-			t.Fatalf("waiting for the refusal of stream 2: %v", err)
-		}
-		var m streamMsg
-		if f.Type == typeEnd && f.Stream == 2 && decodeStreamMsg(f.Payload, &m) == nil {
-			if m.E == nil || m.E.Code != CodeUnavailable {
-				t.Fatalf("stream 2 ended with %+v, want unavailable", m.E)
-			}
-			return
-		}
+	if m := p.readUntil(typeEnd, 2); m.E == nil || m.E.Code != CodeUnavailable {
+		t.Fatalf("stream 2 ended with %+v, want unavailable", m.E)
 	}
 }
 
@@ -107,18 +77,8 @@ func TestHalfSentRequestTimesOut(t *testing.T) {
 	p.login()
 	waitUntil(t, b, 5*time.Second, "p linked", func() bool { _, ok := b.Peer("p"); return ok })
 	p.sendFrame(streamFrame(typeReq, "p", "b", streamMsg{S: 1, M: "echo", W: 16, D: []byte("half"), More: true}))
-	for {
-		f, err := p.read()
-		if err != nil {
-			t.Fatalf("waiting for the half-sent request to be given up: %v", err)
-		}
-		var m streamMsg
-		if f.Type == typeNoStream && f.Stream == 1 && decodeStreamMsg(f.Payload, &m) == nil {
-			if m.E == nil || !strings.Contains(m.E.Message, "half-sent") {
-				t.Fatalf("no_stream with %+v, want the reason", m.E)
-			}
-			break
-		}
+	if m := p.readUntil(typeNoStream, 1); m.E == nil || !strings.Contains(m.E.Message, "half-sent") {
+		t.Fatalf("no_stream with %+v, want the reason", m.E)
 	}
 	waitPoll(t, 5*time.Second, "no request bytes held", func() bool { return b.pendingReq.Load() == 0 })
 }
