@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
+	"runtime/debug"
 	"sync"
 
 	"github.com/flynn/noise"
@@ -98,6 +99,9 @@ func derivePSK(secret string) []byte {
 	s := v.(*pskSlot)
 	s.once.Do(func() {
 		s.key = argon2.IDKey([]byte(secret), []byte(pskSalt), pskTime, pskMemKiB, pskThreads, 32)
+		// Hand the derivation's memory back at once: an idle sidecar
+		// would otherwise keep it resident for minutes.
+		debug.FreeOSMemory()
 	})
 	return s.key
 }
