@@ -29,6 +29,7 @@ plugin:
 test: check unit e2e
 
 check:
+	@bash scripts/check-commits.sh
 	@out=$$(gofmt -l $(GOFILES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/
