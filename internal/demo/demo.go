@@ -109,6 +109,7 @@ func Run(ctx context.Context, w io.Writer) error {
 	}); err != nil {
 		return err
 	}
+	fmt.Fprintln(w, "   every link is a Noise session between node keys; a's traffic to c is sealed end to end, so b relays what it cannot read")
 	step("cluster converged", t0)
 
 	t0 = time.Now()
