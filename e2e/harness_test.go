@@ -109,6 +109,13 @@ func stagePlugin(t *testing.T, root, dir string) {
 	}
 	required := map[string]bool{"index.js": true, "openclaw.plugin.json": true, "openclaw.tools.json": true}
 	for _, name := range append([]string{"package.json"}, pkg.Files...) {
+		if fi, err := os.Stat(filepath.Join(root, name)); err == nil && fi.IsDir() {
+			// A listed folder (docs) ships whole, as npm pack does.
+			if err := os.CopyFS(filepath.Join(dir, name), os.DirFS(filepath.Join(root, name))); err != nil {
+				t.Fatalf("package folder %s: %v", name, err)
+			}
+			continue
+		}
 		data, err := os.ReadFile(filepath.Join(root, name))
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) && !required[name] && name != "package.json" {
