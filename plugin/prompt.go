@@ -21,22 +21,13 @@ const (
 	promptMaxID          = 64
 )
 
-// peerIDChars is what an id or tag from another node may hold to be put in
-// the prompt: the node-id charset plus ':' and '/' (model ids such as
-// vllm/qwen3:32b). Anything else is left out rather than cleaned up: a
-// peer's text is data, and an id that needs cleaning is not one to offer.
+// peerID reports whether an id or tag from another node may be put in the
+// prompt: the mesh's id rule for what peers announce (the node-id charset
+// plus ':' and '/', as in vllm/qwen3:32b), and short. Anything else is left
+// out rather than cleaned up: a peer's text is data, and an id that needs
+// cleaning is not one to offer.
 func peerID(s string) bool {
-	if s == "" || len(s) > promptMaxID {
-		return false
-	}
-	for _, c := range s {
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '.', c == ':', c == '/':
-		default:
-			return false
-		}
-	}
-	return true
+	return len(s) <= promptMaxID && mesh.ValidCapID(s)
 }
 
 // cleanIDs keeps the ids that pass peerID.

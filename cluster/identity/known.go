@@ -181,11 +181,8 @@ func (k *KnownNodes) Strict() bool { return len(k.strict) > 0 }
 // mode the first key seen for an id is pinned and saved; see Options for
 // what happens when saving fails. A refusal is a *RefusedError.
 func (k *KnownNodes) Admit(nodeID string, pub ed25519.PublicKey) error {
-	if nodeID == "" {
-		return errors.New("admit: empty node id")
-	}
-	if len(pub) != ed25519.PublicKeySize {
-		return fmt.Errorf("admit %q: public key is %d bytes, want %d", nodeID, len(pub), ed25519.PublicKeySize)
+	if err := checkArgs("admit", nodeID, pub); err != nil {
+		return err
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -228,10 +225,7 @@ func (k *KnownNodes) Admit(nodeID string, pub ed25519.PublicKey) error {
 			"node %q refused: its key %s is the key of revoked node %q; if this is intended, run: clawmatrix-plugin trust %s %s %s",
 			nodeID, Fingerprint(pub), owner, k.flags, nodeID, FormatPublicKey(pub))
 	}
-	if rec == nil {
-		rec = &record{}
-		k.nodes[nodeID] = rec
-	}
+	rec = k.recordLocked(nodeID)
 	rec.pub = slices.Clone(pub)
 	rec.firstSeen = k.now().UTC()
 	pinned := *rec
@@ -262,6 +256,27 @@ func (k *KnownNodes) revokedOwner(pub ed25519.PublicKey) string {
 	return owners[0]
 }
 
+// checkArgs refuses what no store operation can take.
+func checkArgs(op, nodeID string, pub ed25519.PublicKey) error {
+	if nodeID == "" {
+		return fmt.Errorf("%s: empty node id", op)
+	}
+	if len(pub) != ed25519.PublicKeySize {
+		return fmt.Errorf("%s %q: public key is %d bytes, want %d", op, nodeID, len(pub), ed25519.PublicKeySize)
+	}
+	return nil
+}
+
+// recordLocked returns nodeID's record, adding an empty one (mu held).
+func (k *KnownNodes) recordLocked(nodeID string) *record {
+	rec := k.nodes[nodeID]
+	if rec == nil {
+		rec = &record{}
+		k.nodes[nodeID] = rec
+	}
+	return rec
+}
+
 func (k *KnownNodes) refuse(nodeID string, reason error, format string, args ...any) error {
 	return &RefusedError{NodeID: nodeID, Reason: reason, msg: fmt.Sprintf(format, args...)}
 }
@@ -272,19 +287,12 @@ func (k *KnownNodes) refuse(nodeID string, reason error, format string, args ...
 // refused until it is taken off that list, and strict mode still admits
 // only the trust list. The file is saved before Pin returns.
 func (k *KnownNodes) Pin(nodeID string, pub ed25519.PublicKey) error {
-	if nodeID == "" {
-		return errors.New("pin: empty node id")
-	}
-	if len(pub) != ed25519.PublicKeySize {
-		return fmt.Errorf("pin %q: public key is %d bytes, want %d", nodeID, len(pub), ed25519.PublicKeySize)
+	if err := checkArgs("pin", nodeID, pub); err != nil {
+		return err
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	rec := k.nodes[nodeID]
-	if rec == nil {
-		rec = &record{}
-		k.nodes[nodeID] = rec
-	}
+	rec := k.recordLocked(nodeID)
 	if rec.pub == nil || !rec.pub.Equal(pub) {
 		rec.pub = slices.Clone(pub)
 		rec.firstSeen = k.now().UTC()
@@ -303,11 +311,7 @@ func (k *KnownNodes) Revoke(nodeID string) error {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	rec := k.nodes[nodeID]
-	if rec == nil {
-		rec = &record{}
-		k.nodes[nodeID] = rec
-	}
+	rec := k.recordLocked(nodeID)
 	rec.revoked = true
 	revoked := *rec
 	return k.persist(func(m map[string]fileEntry) {

@@ -171,6 +171,3 @@ func appendFrame(b []byte, f *Frame) []byte {
 func encodeFrame(f *Frame) []byte {
 	return appendFrame(make([]byte, 0, routedHeaderMin+len(f.From)+len(f.To)+len(f.Payload)), f)
 }
-
-// routedHeaderLen is the length of f's encoded header.
-func routedHeaderLen(f *Frame) int { return 3 + 1 + len(f.From) + 1 + len(f.To) + 16 }

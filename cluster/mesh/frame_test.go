@@ -22,8 +22,8 @@ func TestFrameRoundTrip(t *testing.T) {
 		if g.Type != f.Type || g.ID != f.ID || g.From != f.From || g.To != f.To || g.TTL != f.TTL || g.Stream != f.Stream || g.R != f.R || g.Sealed != f.Sealed || !bytes.Equal(g.Payload, f.Payload) {
 			t.Fatalf("round trip of %+v: %+v", f, g)
 		}
-		if isRouted(f.Type) && routedHeaderLen(&f) != len(data)-len(f.Payload) {
-			t.Fatalf("routedHeaderLen %d, encoded header %d", routedHeaderLen(&f), len(data)-len(f.Payload))
+		if want := 3 + 1 + len(f.From) + 1 + len(f.To) + 16; isRouted(f.Type) && want != len(data)-len(f.Payload) {
+			t.Fatalf("routed header of %d bytes, want %d", len(data)-len(f.Payload), want)
 		}
 	}
 }

@@ -258,37 +258,62 @@ func (n *Node) handlePeerSync(l *link, f *Frame) {
 		}
 		entries = append(entries, parsed{e, js, sig, append([]byte(nil), raw...)})
 	}
+	// Only news is checked, and the checks (a signature each, and a first
+	// pin that the trust store may save to disk) run without the node's
+	// lock; what was news is checked again when it is stored.
+	n.mu.Lock()
+	news := entries[:0]
+	for _, p := range entries {
+		if cur := n.topo.entries[p.e.Origin]; p.e.Origin == n.id || cur == nil || supersedes(p.e, &cur.nodeEntry) {
+			news = append(news, p)
+		}
+	}
+	n.mu.Unlock()
+	type refusal struct {
+		e   *nodeEntry
+		err error
+	}
+	var refused []refusal
+	trusted := news[:0]
+	for _, p := range news {
+		e := p.e
+		switch {
+		case !ed25519.Verify(ed25519.PublicKey(e.Key), append([]byte(sigContextEntry), p.js...), p.sig):
+			n.stats.spoofed.Add(1)
+			n.log.Warn("mesh: dropped a topology entry with a bad signature", "origin", e.Origin, "via", l.peer)
+		case e.Origin == n.id && !bytes.Equal(e.Key, n.pub):
+			// This node's id with another node key: someone else claims it.
+			refused = append(refused, refusal{e, errors.New("another key signed an entry under this node's own id")})
+		case e.Origin == n.id:
+			trusted = append(trusted, p)
+		default:
+			if err := n.trust.Admit(e.Origin, ed25519.PublicKey(e.Key)); err != nil {
+				refused = append(refused, refusal{e, err})
+				continue
+			}
+			trusted = append(trusted, p)
+		}
+	}
 	n.mu.Lock()
 	if n.closing {
 		n.mu.Unlock()
 		return
 	}
+	for _, r := range refused {
+		n.stats.spoofed.Add(1)
+		n.logUntrusted(r.e.Origin, r.e.Key, l.peer, r.err)
+	}
 	changed := false
-	for _, p := range entries {
+	var restarted []string
+	for _, p := range trusted {
 		e := p.e
-		cur := n.topo.entries[e.Origin]
-		if e.Origin != n.id && cur != nil && !supersedes(e, &cur.nodeEntry) {
-			continue
-		}
-		if !ed25519.Verify(ed25519.PublicKey(e.Key), append([]byte(sigContextEntry), p.js...), p.sig) {
-			n.stats.spoofed.Add(1)
-			n.log.Warn("mesh: dropped a topology entry with a bad signature", "origin", e.Origin, "via", l.peer)
-			continue
-		}
 		if e.Origin == n.id {
-			if !bytes.Equal(e.Key, n.pub) {
-				// This node's id with another node key: someone else claims it.
-				n.stats.spoofed.Add(1)
-				n.logUntrusted(e.Origin, e.Key, l.peer, errors.New("another key signed an entry under this node's own id"))
-				continue
-			}
 			n.ownEntrySeenLocked(l, e, p.raw)
 			continue
 		}
-		if err := n.trust.Admit(e.Origin, ed25519.PublicKey(e.Key)); err != nil {
-			n.stats.spoofed.Add(1)
-			n.logUntrusted(e.Origin, e.Key, l.peer, err)
-			continue
+		cur := n.topo.entries[e.Origin]
+		if cur != nil && !supersedes(e, &cur.nodeEntry) {
+			continue // a newer one came in meanwhile
 		}
 		if cur == nil && len(n.topo.entries) >= n.cfg.MaxNodes && !n.evictLocked() {
 			n.log.Warn("mesh: topology table full, ignoring node", "origin", e.Origin, "max_nodes", n.cfg.MaxNodes)
@@ -296,8 +321,7 @@ func (n *Node) handlePeerSync(l *link, f *Frame) {
 		}
 		sanitizeCaps(&e.Caps)
 		if cur != nil && !bytes.Equal(cur.Static, e.Static) {
-			// The origin restarted: its end-to-end sessions are void.
-			n.e2e.forget(e.Origin)
+			restarted = append(restarted, e.Origin)
 		}
 		n.topo.entries[e.Origin] = &storedEntry{nodeEntry: *e, raw: p.raw, updated: time.Now()}
 		for _, other := range n.links {
@@ -311,6 +335,11 @@ func (n *Node) handlePeerSync(l *link, f *Frame) {
 		n.recomputeLocked()
 	}
 	n.mu.Unlock()
+	// The origins that restarted: their end-to-end sessions are void.
+	// (Outside the node's lock: the sessions' lock is taken before it.)
+	for _, id := range restarted {
+		n.e2e.forget(id)
+	}
 	if changed {
 		n.checkStreams()
 	}

@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -73,7 +72,7 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		tc := &trackedConn{Conn: c, l: l, source: sourceOf(c.RemoteAddr()), since: time.Now()}
+		tc := &trackedConn{Conn: c, l: l, source: sourceOf(c.RemoteAddr())}
 		var evict []*trackedConn
 		l.mu.Lock()
 		if l.open-len(l.pending) >= l.maxConns {
@@ -142,7 +141,6 @@ type trackedConn struct {
 	net.Conn
 	l      *trackedListener
 	source string
-	since  time.Time
 	once   sync.Once
 }
 

@@ -20,15 +20,14 @@ import (
 
 // interposer is a TCP man in the middle between a dialer and a listener:
 // it records what passes (a passive capture) and, when armed, flips one
-// byte or injects bytes on the way to the listener.
+// byte on the way to the listener; tests inject bytes on toListn.
 type interposer struct {
 	ln     net.Listener
 	target string
 
 	mu      sync.Mutex
 	capture bytes.Buffer
-	flip    bool   // flip a byte in the next chunk to the listener
-	inject  []byte // bytes to put on the wire to the listener
+	flip    bool // flip a byte in the next chunk to the listener
 	conns   []net.Conn
 	wg      sync.WaitGroup
 	toListn net.Conn

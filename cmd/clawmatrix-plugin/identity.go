@@ -86,17 +86,8 @@ func parseFlags(fs *flag.FlagSet, args []string) (done bool, code int) {
 }
 
 func runIdentity(_ context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("identity", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	p := place{fileFlag: "key"}
-	p.flags(fs)
+	fs, p := placeCommand("identity", "key", identityUsage, "\nPrints this node's id, public key and key fingerprint; makes the key if there is none yet.", stderr)
 	asJSON := fs.Bool("json", false, "print one JSON object: nodeId, publicKey, fingerprint, keyFile, created")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, identityUsage)
-		fmt.Fprintln(stderr, "\nPrints this node's id, public key and key fingerprint; makes the key if there is none yet.")
-		fmt.Fprintln(stderr, "\nflags:")
-		fs.PrintDefaults()
-	}
 	if done, code := parseFlags(fs, args); done {
 		return code
 	}
@@ -140,16 +131,7 @@ func runIdentity(_ context.Context, args []string, stdout, stderr io.Writer) int
 }
 
 func runTrust(_ context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("trust", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	p := place{fileFlag: "known"}
-	p.flags(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, trustUsage)
-		fmt.Fprintln(stderr, "\nPins NODEID to PUBLICKEY in the known-nodes file, replacing the key it was known by and undoing a revoke.")
-		fmt.Fprintln(stderr, "\nflags:")
-		fs.PrintDefaults()
-	}
+	fs, p := placeCommand("trust", "known", trustUsage, "\nPins NODEID to PUBLICKEY in the known-nodes file, replacing the key it was known by and undoing a revoke.", stderr)
 	if done, code := parseFlags(fs, args); done {
 		return code
 	}
@@ -204,16 +186,7 @@ func trustLists(trust []schema.TrustedNode, nodeID string, pub ed25519.PublicKey
 }
 
 func runRevoke(_ context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("revoke", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	p := place{fileFlag: "known"}
-	p.flags(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, revokeUsage)
-		fmt.Fprintln(stderr, "\nMarks NODEID revoked in the known-nodes file: refused from then on, with any key, and its key refused under any id.")
-		fmt.Fprintln(stderr, "\nflags:")
-		fs.PrintDefaults()
-	}
+	fs, p := placeCommand("revoke", "known", revokeUsage, "\nMarks NODEID revoked in the known-nodes file: refused from then on, with any key, and its key refused under any id.", stderr)
 	if done, code := parseFlags(fs, args); done {
 		return code
 	}
@@ -252,4 +225,21 @@ func runRevoke(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(stdout, "revoke it on every node; a revoked machine that still knows the cluster secret can rejoin under a new id with a new key until the secret is changed or trust lists the allowed nodes")
 	fmt.Fprintf(stdout, "undo: clawmatrix-plugin trust %s %s PUBLICKEY\n", again, nodeID)
 	return 0
+}
+
+// placeCommand makes the flag set of a command that works on a node's key
+// or known-nodes file: the flags that name the place, and a usage text of
+// the command's usage line, what it does and its flags.
+func placeCommand(name, fileFlag, usage, about string, stderr io.Writer) (*flag.FlagSet, *place) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	p := &place{fileFlag: fileFlag}
+	p.flags(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, usage)
+		fmt.Fprintln(stderr, about)
+		fmt.Fprintln(stderr, "\nflags:")
+		fs.PrintDefaults()
+	}
+	return fs, p
 }
