@@ -6,7 +6,10 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -375,4 +378,38 @@ func FuzzHandshake(f *testing.F) {
 			t.Fatalf("a fuzzed dialer hello was accepted: %q", payload)
 		}
 	})
+}
+
+// A v2 dialer that reaches a v1 listener (no subprotocol, a JSON challenge
+// in a text frame) is told to upgrade, with CloseVersion.
+func TestHandshakeV1ListenerRefused(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_ = c.WriteMessage(websocket.TextMessage, []byte(`{"type":"auth_challenge","id":"1","from":"old","timestamp":1,"payload":{"proto":1,"nodeId":"old","nonce":"x"}}`))
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, _, _ = c.ReadMessage()
+	}))
+	defer srv.Close()
+	a := startNode(t, testConfig("a"))
+	_, l, err := a.dialOnce(PeerAddr{URL: "ws" + strings.TrimPrefix(srv.URL, "http")})
+	if l != nil || closeCodeOf(err) != CloseVersion || !strings.Contains(err.Error(), "protocol v2") {
+		t.Fatalf("dial to a v1 listener: link=%v err=%v; want close %d naming protocol v2", l != nil, err, CloseVersion)
+	}
+}
+
+// A welcome larger than one record (a listener offering many agents) spans
+// several records and still brings the link up.
+func TestLargeWelcomeSpansRecords(t *testing.T) {
+	cfg := testConfig("b")
+	for i := range 40 {
+		cfg.Capabilities.Agents = append(cfg.Capabilities.Agents, AgentInfo{ID: fmt.Sprintf("agent-%d", i), Description: strings.Repeat("d", 2000)})
+	}
+	b := startNode(t, cfg)
+	a := startNode(t, testConfig("a"))
+	dial(t, a, b)
+	waitUntil(t, a, 5*time.Second, "b's 40 agents", func() bool { p, ok := a.Peer("b"); return ok && len(p.Agents) == 40 })
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -402,4 +403,49 @@ func (r *revokingTrust) Admit(id string, key ed25519.PublicKey) error {
 		return errors.New("node " + id + " is revoked")
 	}
 	return r.memoryTrust.Admit(id, key)
+}
+
+// A node off a stream's route cannot end it by claiming to have dropped
+// one of its frames.
+func TestAttackLostNoticeFromOffRoute(t *testing.T) {
+	a, b, c := line(t, nil)
+	s, _ := openHanging(t, a, c)
+	m := rawDial(t, a.URL(), "mallory")
+	m.login()
+	waitUntil(t, a, 5*time.Second, "mallory linked", func() bool { _, ok := a.Peer("mallory"); return ok })
+	m.sendFrame(streamFrame(typeLost, "mallory", "a", streamMsg{S: s.id, P: "c", E: &RemoteError{Code: CodeUnavailable, Message: "dropped"}}))
+	// a's reader handles mallory's frames in order: once the pong is back,
+	// the notice has been handled.
+	marker := []byte{0, 0, 0, 0, 0, 0, 0, 42}
+	m.sendFrame(&Frame{Type: typePing, Payload: marker})
+	for {
+		f, err := m.read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Type == typePong && bytes.Equal(f.Payload, marker) {
+			break
+		}
+	}
+	s.mu.Lock()
+	finished := s.finished
+	s.mu.Unlock()
+	if finished {
+		t.Fatal("a lost notice from a node off the route ended the stream")
+	}
+	stillServes(t, b, a)
+	stillServes(t, a, c)
+}
+
+// A topology entry over the size budget closes the link that brought it.
+func TestAttackEntryOverBudget(t *testing.T) {
+	a, b := pair(t)
+	m := rawDial(t, b.URL(), "mallory")
+	m.login()
+	big := make([]byte, 70<<10)
+	m.sendFrame(&Frame{Type: typePeerSync, Payload: appendPeerSync(nil, [][]byte{big})[1:]})
+	if code, reason := m.closeFrame(); code != CloseProtocol || !strings.Contains(reason, "budget") {
+		t.Fatalf("closed with %d %q, want %d naming the budget", code, reason, CloseProtocol)
+	}
+	stillServes(t, a, b)
 }
