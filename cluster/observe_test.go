@@ -358,7 +358,7 @@ func checkMetrics(t *testing.T, a, b *Runtime) {
 }
 
 // checkTrace finds the spans of the request's trace and checks that they
-// chain as the brief of the trace says.
+// chain from the incoming parent through every node to both upstreams.
 func checkTrace(t *testing.T, all []telemetrytest.Span, cTrace, bTrace string) {
 	t.Helper()
 	byID := map[string]telemetrytest.Span{}
@@ -395,9 +395,6 @@ func checkTrace(t *testing.T, all []telemetrytest.Span, cTrace, bTrace string) {
 			t.Errorf("%s on %s: parent %s, want %s on %s (%s)", child.Name, child.Node(), child.ParentID(), parent.Name, parent.Node(), parent.SpanID())
 		}
 	}
-	attempt := func(n string) func(telemetrytest.Span) bool {
-		return func(s telemetrytest.Span) bool { return s.Attr("clawmatrix.proxy.attempt") == n }
-	}
 	chat := find("a", "clawmatrix.proxy.chat", nil)
 	if chat.ParentID() != inSpanID {
 		t.Errorf("a's request span has parent %s, want the incoming %s", chat.ParentID(), inSpanID)
@@ -409,38 +406,46 @@ func checkTrace(t *testing.T, all []telemetrytest.Span, cTrace, bTrace string) {
 	if chat.Attr("clawmatrix.proxy.ttfb_ms") == "" || chat.Attr("clawmatrix.proxy.response_bytes") == "0" {
 		t.Errorf("a's request span lacks time to first byte or bytes: %v", chat.Attributes)
 	}
-	first, second := find("a", "clawmatrix.proxy.attempt", attempt("1")), find("a", "clawmatrix.proxy.attempt", attempt("2"))
-	parentIs(first, chat)
-	parentIs(second, chat)
-	if first.Attr("clawmatrix.proxy.node") != "c" || first.Attr("clawmatrix.proxy.failover_reason") != "unreachable" {
-		t.Errorf("the first attempt: %v", first.Attributes)
+	// The attempts, the failover and each hop's leaving a are its events.
+	var events []string
+	for _, e := range chat.EventList() {
+		desc := e.Name
+		for _, k := range []string{"clawmatrix.proxy.attempt", "clawmatrix.proxy.node", "clawmatrix.proxy.failover_reason", "clawmatrix.mesh.peer", "clawmatrix.mesh.hops"} {
+			if v, ok := e.Attrs[k]; ok {
+				desc += " " + k[strings.LastIndexByte(k, '.')+1:] + "=" + v
+			}
+		}
+		events = append(events, desc)
 	}
-	if second.Attr("clawmatrix.proxy.node") != "b" || second.Attr("http.response.status_code") != "200" {
-		t.Errorf("the second attempt: %v", second.Attributes)
+	want := []string{
+		"clawmatrix.proxy.attempt attempt=1 node=c",
+		"clawmatrix.mesh.sent peer=c hops=2",
+		"clawmatrix.proxy.failover attempt=1 node=c failover_reason=unreachable",
+		"clawmatrix.proxy.attempt attempt=2 node=b",
+		"clawmatrix.mesh.sent peer=b hops=1",
 	}
-	toC := find("a", "clawmatrix.mesh.send", func(s telemetrytest.Span) bool { return s.Attr("clawmatrix.mesh.peer") == "c" })
-	toB := find("a", "clawmatrix.mesh.send", func(s telemetrytest.Span) bool { return s.Attr("clawmatrix.mesh.peer") == "b" })
-	parentIs(toC, first)
-	parentIs(toB, second)
+	if !slices.Equal(events, want) {
+		t.Errorf("a's request span events:\n got %q\nwant %q", events, want)
+	}
 	relay := find("b", "clawmatrix.mesh.relay", nil)
-	parentIs(relay, toC)
+	parentIs(relay, chat)
 	serveC := find("c", "clawmatrix.mesh.serve", nil)
-	parentIs(serveC, toC)
-	upstreamC := find("c", "clawmatrix.serving.upstream", nil)
-	parentIs(upstreamC, serveC)
+	parentIs(serveC, chat)
 	serveB := find("b", "clawmatrix.mesh.serve", func(s telemetrytest.Span) bool { return s.Attr("clawmatrix.mesh.method") == "model.chat" })
-	parentIs(serveB, toB)
-	upstreamB := find("b", "clawmatrix.serving.upstream", nil)
-	parentIs(upstreamB, serveB)
-	if upstreamB.Attr("http.response.status_code") != "200" || upstreamB.Attr("gen_ai.request.model") != "m" {
-		t.Errorf("b's upstream span: %v", upstreamB.Attributes)
+	parentIs(serveB, chat)
+	if serveB.Attr("http.response.status_code") != "200" || serveB.Attr("gen_ai.request.model") != "m" || serveB.Attr("clawmatrix.serving.upstream") != "upstream" ||
+		serveB.Attr("server.address") == "" || serveB.Attr("clawmatrix.serving.ttfb_ms") == "" {
+		t.Errorf("b's serving span: %v", serveB.Attributes)
 	}
-	// Each upstream was told the trace, with its node's upstream span as
+	if serveC.Attr("clawmatrix.serving.upstream") != "upstream" || serveC.Attr("gen_ai.request.model") != "m" {
+		t.Errorf("c's serving span: %v", serveC.Attributes)
+	}
+	// Each upstream was told the trace, with its node's serving span as
 	// the parent.
 	for node, got := range map[string]string{"c": cTrace, "b": bTrace} {
-		up := upstreamC
+		up := serveC
 		if node == "b" {
-			up = upstreamB
+			up = serveB
 		}
 		if want := "00-" + inTraceID + "-" + up.SpanID() + "-01"; got != want {
 			t.Errorf("%s's upstream got traceparent %q, want %q", node, got, want)

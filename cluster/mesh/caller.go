@@ -88,7 +88,7 @@ func (n *Node) Open(ctx context.Context, to, method string, payload []byte) (*St
 	}
 	n.smu.Unlock()
 
-	ext, endSend := n.sendTrace(ctx, to, method)
+	ext, endSend := n.sendTrace(ctx, to)
 	chunk := n.cfg.ChunkBytes
 	for q, off := uint64(0), 0; ; q++ {
 		end := min(off+chunk, len(payload))

@@ -13,15 +13,18 @@ import (
 // Tracing. A request's trace context travels in its first req frame (a
 // req_ext, see ext.go), whatever this node records: a node without a
 // TracerProvider still passes on the context its caller put in ctx, so
-// nodes further on can join the trace. With one, the node records three
-// kinds of span (names in docs/PROTOCOL.md, "Header extensions"):
+// nodes further on can join the trace. With one, the node records (names in
+// docs/PROTOCOL.md, "Header extensions"):
 //
-//   - clawmatrix.mesh.send on the origin: from Open to the first request
-//     frame leaving the node (the end-to-end handshake and the wait in the
-//     link's queue). Its context is the one the frame carries.
+//   - on the origin, an event clawmatrix.mesh.sent on the caller's span when
+//     the first request frame leaves the node: its time after the span's
+//     start is the end-to-end handshake and the wait in the link's queue.
+//     An event, not a span of its own: every span costs a request time
+//     (docs/PROTOCOL.md gives the figures), and the caller's span is the
+//     one the frame names as parent.
 //   - clawmatrix.mesh.relay on each relay: from the frame's arrival to its
 //     leaving for the next hop. A relay cannot change the frame, so its span
-//     is a sibling of the target's, both children of the origin's send span.
+//     is a sibling of the target's, both children of the caller's span.
 //   - clawmatrix.mesh.serve on the target: from the first request frame to
 //     the handler's return; the handler's context carries it.
 //
@@ -32,16 +35,15 @@ const tracerName = "github.com/clawmatrix/clawmatrix/cluster/mesh"
 
 // Span attribute keys of the mesh.
 const (
-	attrMethod   = attribute.Key("clawmatrix.mesh.method")
-	attrPeer     = attribute.Key("clawmatrix.mesh.peer")
-	attrFrom     = attribute.Key("clawmatrix.mesh.from")
-	attrTo       = attribute.Key("clawmatrix.mesh.to")
-	attrNextHop  = attribute.Key("clawmatrix.mesh.next_hop")
-	attrHops     = attribute.Key("clawmatrix.mesh.hops")
-	attrQueued   = attribute.Key("clawmatrix.mesh.queued_bytes")
-	attrNode     = attribute.Key("clawmatrix.node")
-	attrCode     = attribute.Key("clawmatrix.mesh.code")
-	attrMessages = attribute.Key("clawmatrix.mesh.messages")
+	attrMethod  = attribute.Key("clawmatrix.mesh.method")
+	attrPeer    = attribute.Key("clawmatrix.mesh.peer")
+	attrFrom    = attribute.Key("clawmatrix.mesh.from")
+	attrTo      = attribute.Key("clawmatrix.mesh.to")
+	attrNextHop = attribute.Key("clawmatrix.mesh.next_hop")
+	attrHops    = attribute.Key("clawmatrix.mesh.hops")
+	attrQueued  = attribute.Key("clawmatrix.mesh.queued_bytes")
+	attrCode    = attribute.Key("clawmatrix.mesh.code")
+	attrError   = attribute.Key("clawmatrix.mesh.error")
 )
 
 // speaks reports whether node id announces a protocol feature. This node
@@ -57,38 +59,36 @@ func (n *Node) speaks(id, feature string) bool {
 
 // sendTrace prepares the trace context of a request Open sends to `to`:
 // the extension records for its first frame (nil when ctx carries no trace
-// or `to` would not understand them) and the function that ends the send
-// span (nil when nothing is recorded) when that frame leaves, or with the
-// error that kept it from leaving.
-func (n *Node) sendTrace(ctx context.Context, to, method string) ([]byte, func(error)) {
-	sc := trace.SpanContextFromContext(ctx)
+// or `to` would not understand them) and the function that notes, on the
+// caller's span, that frame leaving or the error that kept it from leaving
+// (nil when nothing is recorded).
+func (n *Node) sendTrace(ctx context.Context, to string) ([]byte, func(error)) {
+	span := trace.SpanFromContext(ctx)
+	sc := span.SpanContext()
 	if !sc.IsValid() {
 		return nil, nil
 	}
-	var end func(error)
-	if n.tracer != nil {
-		hops := 0
-		if rt := n.routes.Load(); to != n.id {
-			if i, ok := rt.index[to]; ok {
-				hops = rt.peers[i].Hops
-			}
-		}
-		_, span := n.tracer.Start(ctx, "clawmatrix.mesh.send", trace.WithSpanKind(trace.SpanKindClient),
-			trace.WithAttributes(attrNode.String(n.id), attrMethod.String(method), attrPeer.String(to), attrHops.Int(hops)))
-		sc = span.SpanContext()
-		if span.IsRecording() {
-			end = func(err error) {
-				if err != nil {
-					span.SetStatus(codes.Error, err.Error())
+	var sent func(error)
+	if n.tracer != nil && span.IsRecording() {
+		sent = func(err error) {
+			hops := 0
+			if rt := n.routes.Load(); to != n.id {
+				if i, ok := rt.index[to]; ok {
+					hops = rt.peers[i].Hops
 				}
-				span.End()
 			}
+			attrs := trace.WithAttributes(attrPeer.String(to), attrHops.Int(hops))
+			if err != nil {
+				span.AddEvent("clawmatrix.mesh.not_sent", attrs, trace.WithAttributes(attrError.String(err.Error())))
+				return
+			}
+			span.AddEvent("clawmatrix.mesh.sent", attrs)
 		}
 	}
 	if !n.speaks(to, FeatureTrace) {
-		return nil, end
+		return nil, sent
 	}
-	return traceRecord(sc), end
+	return traceRecord(sc), sent
 }
 
 // relayTrace starts the span of a traced request frame this node relays to
@@ -101,8 +101,7 @@ func (n *Node) relayTrace(f *Frame, next *link) func(error) {
 	}
 	ctx := trace.ContextWithRemoteSpanContext(context.Background(), sc)
 	_, span := n.tracer.Start(ctx, "clawmatrix.mesh.relay", trace.WithSpanKind(trace.SpanKindInternal),
-		trace.WithAttributes(attrNode.String(n.id), attrFrom.String(f.From), attrTo.String(f.To),
-			attrNextHop.String(next.peer), attrQueued.Int(next.q.queued())))
+		trace.WithAttributes(attrFrom.String(f.From), attrTo.String(f.To), attrNextHop.String(next.peer), attrQueued.Int(next.q.queued())))
 	if !span.IsRecording() {
 		return nil
 	}
@@ -128,15 +127,11 @@ func (ss *serverStream) serveTrace(method string) (context.Context, func(error))
 	}
 	ctx, span := n.tracer.Start(ctx, "clawmatrix.mesh.serve", trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithTimestamp(ss.arrived),
-		trace.WithAttributes(attrNode.String(n.id), attrMethod.String(method), attrFrom.String(ss.key.from)))
+		trace.WithAttributes(attrMethod.String(method), attrFrom.String(ss.key.from)))
 	if !span.IsRecording() {
 		return ctx, func(error) {}
 	}
 	return ctx, func(err error) {
-		ss.mu.Lock()
-		sent := ss.outQ
-		ss.mu.Unlock()
-		span.SetAttributes(attrMessages.Int64(int64(sent)))
 		if err != nil {
 			code := CodeInternal
 			if re, ok := err.(*RemoteError); ok && re.Code != "" {

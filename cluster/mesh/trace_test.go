@@ -95,35 +95,49 @@ func TestTraceCrossesRelay(t *testing.T) {
 	a, _, c := tracedLine(t, recs)
 	got := make(chan trace.SpanContext, 1)
 	c.Handle("echo", seenTrace(got))
-	ctx, parent := incomingTrace(t, true)
+	ctx, incoming := incomingTrace(t, true)
+	// The caller's own span, as the model proxy or a remote tool makes one.
+	ctx, caller := a.cfg.TracerProvider.Tracer("test").Start(ctx, "caller")
 	canary := []byte("CANARY-PAYLOAD-7f3e do not record me")
 	msg, err := a.Call(ctx, "c", "echo", canary)
+	caller.End()
 	if err != nil || !bytes.Equal(msg, canary) {
 		t.Fatalf("Call = %q, %v", msg, err)
 	}
 	inHandler := <-got
 
-	send := spanNamed(t, recs[0], "clawmatrix.mesh.send")
+	send := spanNamed(t, recs[0], "caller")
 	relay := spanNamed(t, recs[1], "clawmatrix.mesh.relay")
 	// The serve span ends after the handler returns, which may be just
 	// after Call returns.
 	waitPoll(t, 5*time.Second, "c's serve span", func() bool { return len(recs[2].Ended()) == 1 })
 	serve := spanNamed(t, recs[2], "clawmatrix.mesh.serve")
 
-	if send.Parent().SpanID() != parent.SpanID() || send.SpanContext().TraceID() != parent.TraceID() {
-		t.Errorf("send span: parent %v in trace %v, want %v in %v", send.Parent().SpanID(), send.SpanContext().TraceID(), parent.SpanID(), parent.TraceID())
+	if n := len(recs[0].Ended()); n != 1 {
+		t.Errorf("a recorded %d spans; the caller's own, with an event for the hop, is all it should", n)
 	}
 	for _, s := range []sdktrace.ReadOnlySpan{relay, serve} {
-		if s.Parent().SpanID() != send.SpanContext().SpanID() || s.SpanContext().TraceID() != parent.TraceID() || !s.Parent().IsRemote() {
-			t.Errorf("%s: parent %v (remote %v) in trace %v, want the send span %v in %v",
-				s.Name(), s.Parent().SpanID(), s.Parent().IsRemote(), s.SpanContext().TraceID(), send.SpanContext().SpanID(), parent.TraceID())
+		if s.Parent().SpanID() != send.SpanContext().SpanID() || s.SpanContext().TraceID() != incoming.TraceID() || !s.Parent().IsRemote() {
+			t.Errorf("%s: parent %v (remote %v) in trace %v, want the caller's span %v in %v",
+				s.Name(), s.Parent().SpanID(), s.Parent().IsRemote(), s.SpanContext().TraceID(), send.SpanContext().SpanID(), incoming.TraceID())
+		}
+	}
+	if ev := send.Events(); len(ev) != 1 || ev[0].Name != "clawmatrix.mesh.sent" || ev[0].Time.Before(send.StartTime()) {
+		t.Errorf("the caller's span has events %+v, want clawmatrix.mesh.sent", ev)
+	} else {
+		m := map[string]string{}
+		for _, kv := range ev[0].Attributes {
+			m[string(kv.Key)] = kv.Value.Emit()
+		}
+		if m["clawmatrix.mesh.peer"] != "c" || m["clawmatrix.mesh.hops"] != "2" {
+			t.Errorf("sent event attributes %v", m)
 		}
 	}
 	if inHandler.SpanID() != serve.SpanContext().SpanID() {
 		t.Errorf("the handler's context carries span %v, want the serve span %v", inHandler.SpanID(), serve.SpanContext().SpanID())
 	}
-	if serve.SpanKind() != trace.SpanKindServer || send.SpanKind() != trace.SpanKindClient {
-		t.Errorf("kinds: send %v, serve %v", send.SpanKind(), serve.SpanKind())
+	if serve.SpanKind() != trace.SpanKindServer {
+		t.Errorf("serve span kind %v", serve.SpanKind())
 	}
 	attrs := func(s sdktrace.ReadOnlySpan) map[string]string {
 		m := map[string]string{}
@@ -132,11 +146,8 @@ func TestTraceCrossesRelay(t *testing.T) {
 		}
 		return m
 	}
-	if m := attrs(relay); m["clawmatrix.mesh.from"] != "a" || m["clawmatrix.mesh.to"] != "c" || m["clawmatrix.mesh.next_hop"] != "c" || m["clawmatrix.node"] != "b" {
+	if m := attrs(relay); m["clawmatrix.mesh.from"] != "a" || m["clawmatrix.mesh.to"] != "c" || m["clawmatrix.mesh.next_hop"] != "c" {
 		t.Errorf("relay attributes %v", m)
-	}
-	if m := attrs(send); m["clawmatrix.mesh.method"] != "echo" || m["clawmatrix.mesh.peer"] != "c" || m["clawmatrix.mesh.hops"] != "2" {
-		t.Errorf("send attributes %v", m)
 	}
 	if m := attrs(serve); m["clawmatrix.mesh.from"] != "a" || m["clawmatrix.mesh.method"] != "echo" {
 		t.Errorf("serve attributes %v", m)
@@ -197,15 +208,15 @@ func TestTraceNotSentToNodeWithoutFeature(t *testing.T) {
 	if a.speaks("old", FeatureTrace) {
 		t.Fatal("a believes the old node speaks trace")
 	}
-	ext, end := a.sendTrace(ctx, "old", "echo")
+	ext, end := a.sendTrace(ctx, "old")
 	if ext != nil || end != nil {
 		t.Fatalf("sendTrace for a node without the feature: ext %x, end set %v", ext, end != nil)
 	}
 	tctx, _ := incomingTrace(t, true)
-	if ext, _ := a.sendTrace(tctx, "old", "echo"); ext != nil {
+	if ext, _ := a.sendTrace(tctx, "old"); ext != nil {
 		t.Fatalf("a would send extensions %x to a node without the feature", ext)
 	}
-	if ext, _ := a.sendTrace(tctx, "a", "echo"); ext == nil {
+	if ext, _ := a.sendTrace(tctx, "a"); ext == nil {
 		t.Fatal("a would not send its own trace context to itself")
 	}
 	if _, err := a.Call(tctx, "old", "echo", []byte("hi")); err != nil {
@@ -236,25 +247,27 @@ func TestTraceUnsampledRecordsNothing(t *testing.T) {
 	}
 }
 
-func TestTraceSendSpanEndsOnFailure(t *testing.T) {
+func TestTraceLocalRequest(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	a := startNode(t, tracedConfig("a", rec))
 	ctx, _ := incomingTrace(t, true)
+	ctx, caller := a.cfg.TracerProvider.Tracer("test").Start(ctx, "caller")
 	if _, err := a.Open(ctx, "nobody", "echo", nil); !errors.Is(err, ErrUnknownNode) {
 		t.Fatalf("Open to an unknown node: %v", err)
 	}
-	if n := len(rec.Started()); n != 0 {
-		t.Fatalf("%d spans started for a request to an unknown node", n)
-	}
-	// A request to this node itself is delivered locally: send and serve.
+	// A request to this node itself is delivered locally.
 	a.Handle("echo", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error { return w.Write(r.Payload) }))
 	if _, err := a.Call(ctx, "a", "echo", []byte("x")); err != nil {
 		t.Fatal(err)
 	}
+	caller.End()
 	waitPoll(t, 5*time.Second, "two spans", func() bool { return len(rec.Ended()) == 2 })
-	send, serve := spanNamed(t, rec, "clawmatrix.mesh.send"), spanNamed(t, rec, "clawmatrix.mesh.serve")
+	send, serve := spanNamed(t, rec, "caller"), spanNamed(t, rec, "clawmatrix.mesh.serve")
 	if serve.Parent().SpanID() != send.SpanContext().SpanID() {
-		t.Fatalf("local serve span's parent %v, want the send span %v", serve.Parent().SpanID(), send.SpanContext().SpanID())
+		t.Fatalf("local serve span's parent %v, want the caller's span %v", serve.Parent().SpanID(), send.SpanContext().SpanID())
+	}
+	if ev := send.Events(); len(ev) != 1 || ev[0].Name != "clawmatrix.mesh.sent" {
+		t.Fatalf("events %+v: want one sent (none for the unknown node)", ev)
 	}
 }
 

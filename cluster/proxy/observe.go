@@ -16,9 +16,15 @@ import (
 )
 
 // What the front reports of each chat completion (README.md,
-// Observability): a span per request and per attempt, the metrics and a
-// journal entry. A nil *chatObs (no telemetry) records nothing; every
-// method checks.
+// Observability): a span per request, with an event per attempt and per
+// failover, the metrics and a journal entry. A nil *chatObs (no telemetry)
+// records nothing; every method checks.
+//
+// Attempts are events rather than spans of their own because each span
+// costs every request measurable time (README.md, Performance) and the
+// request's span is the parent the nodes it reaches record under anyway.
+// The node recording a span is in its resource (service.instance.id), so
+// spans do not repeat it.
 
 // Error reasons of clawmatrix_proxy_errors_total.
 const (
@@ -42,7 +48,6 @@ const (
 
 // Span attributes of the front.
 const (
-	attrNode       = attribute.Key("clawmatrix.node")
 	attrModel      = attribute.Key("gen_ai.request.model")
 	attrServedBy   = attribute.Key("clawmatrix.proxy.node")
 	attrAttempt    = attribute.Key("clawmatrix.proxy.attempt")
@@ -52,11 +57,10 @@ const (
 	attrStream     = attribute.Key("clawmatrix.proxy.stream")
 	attrBytes      = attribute.Key("clawmatrix.proxy.response_bytes")
 	attrTTFB       = attribute.Key("clawmatrix.proxy.ttfb_ms")
-	attrPath       = attribute.Key("clawmatrix.proxy.path")
 	attrStatusCode = attribute.Key("http.response.status_code")
 
-	attrCaller        = attribute.Key("clawmatrix.serving.caller")
 	attrUpstreamKind  = attribute.Key("clawmatrix.serving.upstream")
+	attrUpstreamTTFB  = attribute.Key("clawmatrix.serving.ttfb_ms")
 	attrServerAddress = attribute.Key("server.address")
 )
 
@@ -69,8 +73,7 @@ type chatObs struct {
 	tel     *telemetry.Telemetry
 	tracer  trace.Tracer // nil: no spans
 	span    trace.Span   // the request's span, nil when not recording
-	attempt trace.Span   // the current attempt's, nil when not recording
-	w       *observedWriter
+	w       observedWriter
 	counted string // the model counted in flight, when inFlight
 	flight  bool
 	rec     telemetry.ProxyRecord
@@ -85,16 +88,15 @@ func (s *Server) observeChat(w http.ResponseWriter, r *http.Request) (context.Co
 		return ctx, w, nil
 	}
 	o := &chatObs{tel: s.tel, tracer: s.tel.Tracer(), rec: telemetry.ProxyRecord{Start: time.Now()}}
-	o.w = &observedWriter{ResponseWriter: w, start: o.rec.Start}
+	o.w = observedWriter{ResponseWriter: w}
 	if o.tracer != nil {
 		var span trace.Span
-		ctx, span = o.tracer.Start(ctx, "clawmatrix.proxy.chat", trace.WithSpanKind(trace.SpanKindServer),
-			trace.WithTimestamp(o.rec.Start), trace.WithAttributes(attrNode.String(s.node.ID())))
+		ctx, span = o.tracer.Start(ctx, "clawmatrix.proxy.chat", trace.WithSpanKind(trace.SpanKindServer), trace.WithTimestamp(o.rec.Start))
 		if span.IsRecording() {
 			o.span = span
 		}
 	}
-	return ctx, o.w, o
+	return ctx, &o.w, o
 }
 
 // known sets the model once the cluster knows it (so that a label never
@@ -119,33 +121,25 @@ func (o *chatObs) fail(reason, msg string) {
 	o.rec.Reason, o.rec.Error = reason, msg
 }
 
-// startAttempt opens the span of attempt n, to node.
-func (o *chatObs) startAttempt(ctx context.Context, n int, node string) context.Context {
+// startAttempt notes attempt n, to node.
+func (o *chatObs) startAttempt(n int, node string) {
 	if o == nil {
-		return ctx
+		return
 	}
 	o.rec.Attempts = n
-	o.attempt = nil
-	if o.span == nil {
-		return ctx
+	if o.span != nil {
+		o.span.AddEvent("clawmatrix.proxy.attempt", trace.WithAttributes(attrAttempt.Int(n), attrServedBy.String(node)))
 	}
-	ctx, span := o.tracer.Start(ctx, "clawmatrix.proxy.attempt", trace.WithSpanKind(trace.SpanKindInternal),
-		trace.WithAttributes(attrNode.String(o.tel.NodeID()), attrAttempt.Int(n), attrServedBy.String(node)))
-	o.attempt = span
-	return ctx
 }
 
-// failover ends the current attempt: node is given up for the next.
+// failover notes that node was given up for the next.
 func (o *chatObs) failover(node, reason, msg string) {
 	if o == nil {
 		return
 	}
 	o.tel.ProxyFailover(o.rec.Model, node, reason, msg)
-	if o.attempt != nil {
-		o.attempt.SetAttributes(attrFailover.String(reason))
-		o.attempt.SetStatus(codes.Error, reason)
-		o.attempt.End()
-		o.attempt = nil
+	if o.span != nil {
+		o.span.AddEvent("clawmatrix.proxy.failover", trace.WithAttributes(attrAttempt.Int(o.rec.Attempts), attrServedBy.String(node), attrFailover.String(reason)))
 	}
 }
 
@@ -162,14 +156,11 @@ func failoverReason(err error) string {
 }
 
 // answered notes the node whose answer goes to the client and its path.
-func (o *chatObs) answered(node string, path []string, status int) {
+func (o *chatObs) answered(node string, path []string) {
 	if o == nil {
 		return
 	}
 	o.rec.Node, o.rec.Path = node, path
-	if o.attempt != nil {
-		o.attempt.SetAttributes(attrStatusCode.Int(status))
-	}
 }
 
 // finish records the request once its handler returns. A handler that
@@ -202,33 +193,29 @@ func (o *chatObs) finish(aborting bool) {
 		o.tel.ProxyEnded(o.counted)
 	}
 	o.tel.ProxyDone(*rec)
-	for _, span := range []trace.Span{o.attempt, o.span} {
-		if span == nil {
-			continue
-		}
-		span.SetAttributes(attrStatusCode.Int(rec.Status), attrBytes.Int64(rec.Bytes))
-		if rec.TTFB > 0 {
-			span.SetAttributes(attrTTFB.Float64(float64(rec.TTFB.Microseconds()) / 1000))
-		}
-		if rec.Reason != "" {
-			span.SetAttributes(attrReason.String(rec.Reason))
-			span.SetStatus(codes.Error, rec.Reason)
-		}
-		if span == o.span {
-			span.SetAttributes(attrAttempts.Int(rec.Attempts), attrServedBy.String(rec.Node))
-			if len(rec.Path) > 0 {
-				span.SetAttributes(attrPath.StringSlice(rec.Path))
-			}
-		}
-		span.End()
+	if o.span == nil {
+		return
 	}
+	attrs := make([]attribute.KeyValue, 0, 10)
+	attrs = append(attrs, attrStatusCode.Int(rec.Status), attrBytes.Int64(rec.Bytes), attrAttempts.Int(rec.Attempts))
+	if rec.Node != "" {
+		attrs = append(attrs, attrServedBy.String(rec.Node))
+	}
+	if rec.TTFB > 0 {
+		attrs = append(attrs, attrTTFB.Float64(float64(rec.TTFB.Microseconds())/1000))
+	}
+	if rec.Reason != "" {
+		attrs = append(attrs, attrReason.String(rec.Reason))
+		o.span.SetStatus(codes.Error, rec.Reason)
+	}
+	o.span.SetAttributes(attrs...)
+	o.span.End()
 }
 
 // observedWriter notes the status, the body bytes and when the first of
 // them went out.
 type observedWriter struct {
 	http.ResponseWriter
-	start  time.Time
 	status int
 	bytes  int64
 	first  time.Time
@@ -260,33 +247,32 @@ func (w *observedWriter) Flush() {
 // Unwrap lets http.ResponseController reach the server's writer.
 func (w *observedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// upstreamObs observes one upstream call on the serving side: the span
-// clawmatrix.serving.upstream and clawmatrix_serving_* metrics.
+// upstreamObs observes one upstream call on the serving side: the
+// clawmatrix_serving_* metrics, and the upstream's details on the span the
+// mesh records for the request (clawmatrix.mesh.serve, whose context goes
+// to the upstream). The serve span is the serving span: for model.chat the
+// handler is the upstream call, and a span of its own would cost as much
+// again.
 type upstreamObs struct {
 	tel    *telemetry.Telemetry
 	model  string
 	start  time.Time
-	span   trace.Span // nil when not recording
+	span   trace.Span // the serve span, nil when not recording
 	status int
 	ttfb   time.Duration
 }
 
-func (s *Serving) observeUpstream(ctx context.Context, caller, model string, t target) (context.Context, *upstreamObs) {
+func (s *Serving) observeUpstream(ctx context.Context, model string, t target) *upstreamObs {
 	tel := s.cfg.Telemetry
 	if tel == nil {
-		return ctx, nil
+		return nil
 	}
 	o := &upstreamObs{tel: tel, model: model, start: time.Now()}
-	if tr := tel.Tracer(); tr != nil {
-		var span trace.Span
-		ctx, span = tr.Start(ctx, "clawmatrix.serving.upstream", trace.WithSpanKind(trace.SpanKindClient), trace.WithTimestamp(o.start),
-			trace.WithAttributes(attrNode.String(s.nodeID), attrModel.String(model), attrCaller.String(caller),
-				attrUpstreamKind.String(t.kind), attrServerAddress.String(urlHost(t.url))))
-		if span.IsRecording() {
-			o.span = span
-		}
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		o.span = span
+		span.SetAttributes(attrModel.String(model), attrUpstreamKind.String(t.kind), attrServerAddress.String(urlHost(t.url)))
 	}
-	return ctx, o
+	return o
 }
 
 // headers notes the upstream's answer (nil: none came).
@@ -312,15 +298,11 @@ func (o *upstreamObs) end(err error) {
 		return
 	}
 	if o.status != 0 {
-		o.span.SetAttributes(attrStatusCode.Int(o.status), attrTTFB.Float64(float64(o.ttfb.Microseconds())/1000))
+		o.span.SetAttributes(attrStatusCode.Int(o.status), attrUpstreamTTFB.Float64(float64(o.ttfb.Microseconds())/1000))
 	}
-	switch {
-	case err != nil:
-		o.span.SetStatus(codes.Error, errorCode(err))
-	case o.status >= 400:
+	if err == nil && o.status >= 400 {
 		o.span.SetStatus(codes.Error, "HTTP "+outcome)
 	}
-	o.span.End()
 }
 
 // served counts a request the serving side answered without an upstream call.

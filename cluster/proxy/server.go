@@ -378,8 +378,8 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		tried = append(tried, node)
-		actx := o.startAttempt(ctx, len(tried), node)
-		st, h, err := s.begin(actx, node, body)
+		o.startAttempt(len(tried), node)
+		st, h, err := s.begin(ctx, node, body)
 		if err != nil {
 			s.router.release(node)
 			if r.Context().Err() != nil {
@@ -394,7 +394,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 			}
 			var re *mesh.RemoteError
 			if errors.As(err, &re) && re.Code == mesh.CodeBadRequest {
-				o.answered(node, nil, http.StatusBadRequest)
+				o.answered(node, nil)
 				o.fail(reasonBadRequest, fmt.Sprintf("node %q could not read the request", node))
 				writeError(w, &apiError{Status: http.StatusBadRequest, Type: typeInvalidRequest, Code: codeBadRequest, Message: re.Message})
 				return
@@ -418,7 +418,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 			s.headHook(node, h.Status)
 		}
 		if o != nil {
-			o.answered(node, s.node.Path(node), h.Status)
+			o.answered(node, s.node.Path(node))
 		}
 		retry := func() bool {
 			defer s.router.release(node)
@@ -434,7 +434,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	}
 	msg := fmt.Sprintf("no node could serve model %q; tried %s (%s)", cr.Model, strings.Join(tried, ", "), strings.Join(fails, "; "))
 	s.log.Warn("model proxy: " + msg)
-	o.answered("", nil, http.StatusServiceUnavailable)
+	o.answered("", nil)
 	o.fail(reasonUnavailable, msg)
 	writeError(w, &apiError{Status: http.StatusServiceUnavailable, Type: typeServer, Code: codeModelUnavailable, Message: msg})
 }

@@ -297,7 +297,7 @@ func (s *Serving) ServeMesh(ctx context.Context, w mesh.ResponseWriter, r *mesh.
 		s.served(m.ID, mesh.CodeUnavailable)
 		return mesh.Errorf(mesh.CodeUnavailable, "%v", err)
 	}
-	ctx, up := s.observeUpstream(ctx, r.From, m.ID, t)
+	up := s.observeUpstream(ctx, m.ID, t)
 	err = s.callUpstream(ctx, w, r, cr, m, t, up)
 	up.end(err)
 	return err

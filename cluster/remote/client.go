@@ -138,7 +138,7 @@ func (c *Client) observedCall(ctx context.Context, tool string, args []byte) Res
 	var span trace.Span
 	if tr := c.Telemetry.Tracer(); tr != nil {
 		ctx, span = tr.Start(ctx, "clawmatrix.remote.call", trace.WithSpanKind(trace.SpanKindClient),
-			trace.WithAttributes(attribute.String("clawmatrix.node", c.Node.ID()), attribute.String("clawmatrix.remote.tool", tool)))
+			trace.WithAttributes(attribute.String("clawmatrix.remote.tool", tool)))
 	}
 	res, out := c.call(ctx, tool, args)
 	c.Telemetry.RemoteCall(tool, out.node, out.outcome, time.Since(start))

@@ -1,7 +1,6 @@
 package telemetry
 
 import (
-	"slices"
 	"sync"
 	"time"
 )
@@ -30,8 +29,8 @@ func newJournal(size int) *Journal {
 	return &Journal{size: size, requests: ring[ProxyRecord]{max: size}, errors: ring[ErrorEntry]{max: size}}
 }
 
+// addRequest keeps r, which it owns from now on (its Path too).
 func (j *Journal) addRequest(r ProxyRecord) {
-	r.Path = slices.Clone(r.Path)
 	j.mu.Lock()
 	j.requests.add(r)
 	j.mu.Unlock()

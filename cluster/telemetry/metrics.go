@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
@@ -12,7 +13,47 @@ import (
 // a long generation in minutes.
 var latencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
 
+// proxySeries are the series of one (model, node) that every successful
+// request updates, looked up once: finding a series by its label values
+// hashes them, four times a request.
+type proxySeries struct {
+	ok             prometheus.Counter // requests_total with code 200
+	duration, ttfb prometheus.Observer
+	bytes          prometheus.Counter
+}
+
+type seriesKey struct{ model, node string }
+
+// maxCachedSeries bounds the cache; past it, series are looked up each time.
+const maxCachedSeries = 4096
+
+// series returns the cached series of (model, node).
+func (m *metrics) series(model, node string) *proxySeries {
+	k := seriesKey{model, node}
+	m.seriesMu.RLock()
+	s := m.cached[k]
+	m.seriesMu.RUnlock()
+	if s != nil {
+		return s
+	}
+	s = &proxySeries{
+		ok:       m.proxyRequests.WithLabelValues(model, node, "200"),
+		duration: m.proxyDuration.WithLabelValues(model, node),
+		ttfb:     m.proxyTTFB.WithLabelValues(model, node),
+		bytes:    m.proxyBytes.WithLabelValues(model, node),
+	}
+	m.seriesMu.Lock()
+	if len(m.cached) < maxCachedSeries {
+		m.cached[k] = s
+	}
+	m.seriesMu.Unlock()
+	return s
+}
+
 type metrics struct {
+	seriesMu sync.RWMutex
+	cached   map[seriesKey]*proxySeries
+
 	proxyRequests  *prometheus.CounterVec
 	proxyErrors    *prometheus.CounterVec
 	proxyFailovers *prometheus.CounterVec
@@ -30,6 +71,7 @@ type metrics struct {
 
 func newMetrics(reg *prometheus.Registry) *metrics {
 	m := &metrics{
+		cached: map[seriesKey]*proxySeries{},
 		proxyRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "clawmatrix_proxy_requests_total",
 			Help: "Chat completions answered by this node's model proxy, by model, serving node (empty when none answered) and HTTP status sent to the client."},
 			[]string{"model", "node", "code"}),
@@ -113,22 +155,34 @@ func (t *Telemetry) ProxyFailover(model, node, reason, message string) {
 	t.jr.addError(ErrorEntry{At: time.Now(), Kind: "failover", Node: node, Message: message})
 }
 
-// ProxyDone records a finished chat completion.
+// ProxyDone records a finished chat completion; the record's Path is the
+// journal's from then on.
 func (t *Telemetry) ProxyDone(r ProxyRecord) {
-	code := strconv.Itoa(r.Status)
-	t.m.proxyRequests.WithLabelValues(r.Model, r.Node, code).Inc()
+	if r.Status == 200 && r.Node != "" {
+		s := t.m.series(r.Model, r.Node)
+		s.ok.Inc()
+		s.duration.Observe(r.Duration.Seconds())
+		if r.TTFB > 0 {
+			s.ttfb.Observe(r.TTFB.Seconds())
+		}
+		if r.Bytes > 0 {
+			s.bytes.Add(float64(r.Bytes))
+		}
+	} else {
+		t.m.proxyRequests.WithLabelValues(r.Model, r.Node, strconv.Itoa(r.Status)).Inc()
+		if r.Node != "" {
+			t.m.proxyDuration.WithLabelValues(r.Model, r.Node).Observe(r.Duration.Seconds())
+			if r.TTFB > 0 {
+				t.m.proxyTTFB.WithLabelValues(r.Model, r.Node).Observe(r.TTFB.Seconds())
+			}
+			if r.Bytes > 0 {
+				t.m.proxyBytes.WithLabelValues(r.Model, r.Node).Add(float64(r.Bytes))
+			}
+		}
+	}
 	if r.Reason != "" {
 		t.m.proxyErrors.WithLabelValues(r.Model, r.Reason).Inc()
 		t.jr.addError(ErrorEntry{At: r.Start.Add(r.Duration), Kind: "proxy", Node: r.Node, Message: r.Error})
-	}
-	if r.Node != "" {
-		t.m.proxyDuration.WithLabelValues(r.Model, r.Node).Observe(r.Duration.Seconds())
-		if r.TTFB > 0 {
-			t.m.proxyTTFB.WithLabelValues(r.Model, r.Node).Observe(r.TTFB.Seconds())
-		}
-		if r.Bytes > 0 {
-			t.m.proxyBytes.WithLabelValues(r.Model, r.Node).Add(float64(r.Bytes))
-		}
 	}
 	t.jr.addRequest(r)
 }

@@ -101,6 +101,7 @@ func Suites() []Suite {
 		{"tools", "cluster_exec and a 1 MB cluster_read, direct and through a relay", runTools},
 		{"failover", "three nodes serve one model; one is killed under steady load", runFailover},
 		{"soak", "mixed proxy, tool and handoff traffic with nodes restarting", runSoak},
+		{"observe", "cost of metrics and of exported spans on the proxied path, against telemetry off", runObserve},
 	}
 }
 

@@ -45,6 +45,25 @@ func (s Span) Attr(key string) string {
 	return ""
 }
 
+// Event is a span event with its attributes as text.
+type Event struct {
+	Name  string
+	Attrs map[string]string
+}
+
+// EventList returns the span's events in order.
+func (s Span) EventList() []Event {
+	out := make([]Event, 0, len(s.Events))
+	for _, e := range s.Events {
+		ev := Event{Name: e.Name, Attrs: map[string]string{}}
+		for _, kv := range e.Attributes {
+			ev.Attrs[kv.Key] = valueText(kv.Value)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
 func valueText(v *commonpb.AnyValue) string {
 	switch x := v.GetValue().(type) {
 	case *commonpb.AnyValue_StringValue:
