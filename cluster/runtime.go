@@ -161,7 +161,7 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 	if tel != nil {
 		tel.WatchMesh(node)
 		tel.RegisterRunQueue(rt.target.Runs)
-		rt.status = status.NewHandler(status.Source{Node: node, Telemetry: tel, Config: cfg, StartedAt: started}, rt.key)
+		rt.status = status.NewHandler(status.Source{Node: node, Telemetry: tel, StartedAt: started}, rt.key)
 		scfg.Ops = rt.status
 	}
 	var perr error

@@ -53,7 +53,8 @@ func screenshotDir(t *testing.T) string {
 
 // The status page in a real headless browser: it opens with the one-time
 // link, shows the three nodes of a demo-like cluster and a relayed request,
-// shows peer text as text, and turns a node that stops into a down node.
+// follows a change of a node's agents (showing peer text as text, never as
+// markup), and turns a node that stops into a down node.
 func TestStatusPageInBrowser(t *testing.T) {
 	browser := chromium(t)
 	llm, err := mockllm.Start("demo-llm", mockllm.EchoReply("node c's model answers: "))
@@ -62,10 +63,9 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 	defer llm.Close()
 	var logs syncBuffer
-	const xss = `reads <img src=x onerror="window.pwned=1"> papers`
 	c := startNode(t, fmt.Sprintf(`{"nodeId":"c","secret":%q,"proxyPort":0,"listen":true,"listenHost":"127.0.0.1","listenPort":0,
-		"tags":["gpu","linux"],"agents":[{"id":"researcher","description":%q}],
-		"models":[{"id":"demo-llm","provider":"demo","upstream":{"baseUrl":%q}}]}`, testSecret, xss, llm.URL()), &logs)
+		"tags":["gpu","linux"],"agents":[{"id":"researcher","description":"digs through data on node c"}],
+		"models":[{"id":"demo-llm","provider":"demo","description":"mock model on c","upstream":{"baseUrl":%q}}]}`, testSecret, llm.URL()), &logs)
 	b := startNode(t, fmt.Sprintf(`{"nodeId":"b","secret":%q,"proxyPort":0,"listen":true,"listenHost":"127.0.0.1","listenPort":0,
 		"tags":["relay"],"peers":[{"url":%q,"nodeId":"c"}]}`, testSecret, c.Mesh().URL()), &logs)
 	a := startNode(t, fmt.Sprintf(`{"nodeId":"a","secret":%q,"proxyPort":0,"peers":[{"url":%q,"nodeId":"b"}],
@@ -124,11 +124,9 @@ func TestStatusPageInBrowser(t *testing.T) {
 		"a-b:direct b-c:remote")
 	waitPage("the relayed requests", `Array.from(document.querySelectorAll("#requests tbody tr td.path")).map(td => td.textContent).join("|")`,
 		"a → b → c|a → b → c")
-	if got := eval(`document.querySelector('#nodes .card[data-node="c"]').textContent`); !strings.Contains(got, xss) || !strings.Contains(got, "demo-llm") || !strings.Contains(got, "gpu, linux") {
-		t.Errorf("c's card shows %q; want its agent's description as text, its model and tags", got)
-	}
-	if got := eval(`String(window.pwned) + "/" + document.querySelectorAll("#nodes img").length`); got != "undefined/0" {
-		t.Errorf("a peer's description ran as markup: %s", got)
+	card := `document.querySelector('#nodes .card[data-node="c"]').textContent`
+	if got := eval(card); !strings.Contains(got, "researcher — digs through data on node c") || !strings.Contains(got, "demo-llm") || !strings.Contains(got, "gpu, linux") {
+		t.Errorf("c's card shows %q; want its agent, model and tags", got)
 	}
 	if got := eval(`document.getElementById("conn").dataset.state`); got != "live" {
 		t.Errorf("the page's connection says %q", got)
@@ -154,6 +152,16 @@ func TestStatusPageInBrowser(t *testing.T) {
 		if err := os.WriteFile("../docs/status-page.png", healthy, 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+
+	// Other nodes choose their descriptions: the page shows them as text.
+	const xss = `reads <img src=x onerror="window.pwned=1"> papers`
+	caps := c.Mesh().Capabilities()
+	caps.Agents[0].Description = xss
+	c.Mesh().SetCapabilities(caps)
+	waitPage("c's new agent description", `String(`+card+`.includes("researcher — reads <img"))`, "true")
+	if got := eval(`String(window.pwned) + "/" + document.querySelectorAll("#nodes img").length`); got != "undefined/0" {
+		t.Errorf("a peer's description ran as markup: %s", got)
 	}
 
 	c.Close()

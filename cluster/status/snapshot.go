@@ -5,6 +5,7 @@ package status
 
 import (
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
@@ -116,7 +117,6 @@ const maxPeerErrors = 5
 type Source struct {
 	Node      *mesh.Node
 	Telemetry *telemetry.Telemetry
-	Config    *schema.Config
 	StartedAt time.Time
 }
 
@@ -142,26 +142,30 @@ func (src Source) Take() Snapshot {
 		s.Requests = append(s.Requests, q)
 	}
 
-	reachable := map[string]bool{}
 	for _, p := range src.Node.Peers() {
-		reachable[p.NodeID] = true
 		s.Peers = append(s.Peers, peer(p, string(p.Status)))
 	}
+	at := make(map[string]int, len(s.Peers))
+	for i, p := range s.Peers {
+		at[p.NodeID] = i
+	}
 	for _, k := range tel.Peers() {
-		if k.Reachable || reachable[k.NodeID] {
-			for i := range s.Peers {
-				if s.Peers[i].NodeID == k.NodeID {
-					s.Peers[i].Since, s.Peers[i].LastSeen = k.Since.UTC(), now.UTC()
-				}
+		if i, ok := at[k.NodeID]; ok {
+			if k.Reachable {
+				s.Peers[i].Since = k.Since.UTC()
 			}
+			s.Peers[i].LastSeen = now.UTC()
 			continue
+		}
+		if k.Reachable {
+			continue // gone since the memory's last update; shown once it notices
 		}
 		p := peer(k.Last, telemetry.StateDown)
 		p.Via, p.Hops, p.RTTMs = "", 0, nil
 		p.Since, p.LastSeen = k.Since.UTC(), k.LastSeen.UTC()
 		s.Peers = append(s.Peers, p)
 	}
-	slices.SortFunc(s.Peers, func(a, b Peer) int { return compare(a.NodeID, b.NodeID) })
+	slices.SortFunc(s.Peers, func(a, b Peer) int { return strings.Compare(a.NodeID, b.NodeID) })
 	for i := range s.Peers {
 		for _, e := range s.Errors {
 			if e.Node == s.Peers[i].NodeID && len(s.Peers[i].LastErrors) < maxPeerErrors {
@@ -215,13 +219,3 @@ func nonNil(s []string) []string {
 
 // ms is d in milliseconds, to the microsecond.
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func compare(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
