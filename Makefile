@@ -33,8 +33,8 @@ check:
 	@out=$$(gofmt -l $(GOFILES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/
-	@command -v node >/dev/null || { echo "node is needed for the adapter tests (index.test.js): install Node.js 20 or later"; exit 1; }
-	node --test index.test.js
+	@command -v node >/dev/null || { echo "node is needed for the adapter tests (test/*.test.js): install Node.js 20 or later"; exit 1; }
+	node --test test/*.test.js
 	@$(GO) run ./cmd/clawmatrix-plugin manifest | cmp -s - openclaw.plugin.json || { echo "openclaw.plugin.json is stale: run 'make generate'"; exit 1; }
 	@$(GO) run ./cmd/clawmatrix-plugin tools | cmp -s - openclaw.tools.json || { echo "openclaw.tools.json is stale: run 'make generate'"; exit 1; }
 
