@@ -19,7 +19,6 @@ import (
 
 	"github.com/clawmatrix/clawmatrix/cluster"
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
-	"github.com/clawmatrix/clawmatrix/internal/mockllm"
 	"github.com/clawmatrix/clawmatrix/schema"
 )
 
@@ -69,18 +68,18 @@ func Run(ctx context.Context, w io.Writer) error {
 		return err
 	}
 
-	llm, err := mockllm.Start(model, mockllm.EchoReply("node c's model answers: "))
+	llm, err := startEchoModel("node c's model answers: ")
 	if err != nil {
 		return err
 	}
-	defer llm.Close()
+	defer llm.close()
 
 	t0 := time.Now()
 	fmt.Fprintln(w, "1. Starting three nodes in a line: a — b — c (c serves a model, tools and an agent)")
 	c, err := startNode(ctx, map[string]any{
 		"nodeId": "c", "listen": true, "tags": []string{"gpu", "linux"},
 		"agents":      []any{map[string]any{"id": "researcher", "description": "digs through data on node c"}},
-		"models":      []any{map[string]any{"id": model, "provider": "demo", "description": "mock model on c", "upstream": map[string]any{"baseUrl": llm.URL()}}},
+		"models":      []any{map[string]any{"id": model, "provider": "demo", "description": "echo model on c", "upstream": map[string]any{"baseUrl": llm.URL()}}},
 		"toolProxy":   map[string]any{"enabled": true, "allow": []string{"*"}},
 		"openclawBin": agentBin,
 	}, workspace)
