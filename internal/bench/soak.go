@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/clawmatrix/clawmatrix/cluster"
+	"github.com/clawmatrix/clawmatrix/internal/mockllm"
 )
 
 const soakModel = "soak-model"
@@ -88,7 +89,7 @@ const (
 // soakNode is one node process slot; restarts replace its process.
 type soakNode struct {
 	id, agent, workspace string
-	up                   *echoUpstream
+	up                   *mockllm.Server
 
 	mu   sync.Mutex
 	proc *nodeProc
@@ -98,7 +99,7 @@ func (n *soakNode) config(hubURL, hubID, agentBin string) map[string]any {
 	return map[string]any{
 		"nodeId":      n.id,
 		"peers":       []any{map[string]any{"url": hubURL, "nodeId": hubID}},
-		"models":      []any{map[string]any{"id": soakModel, "provider": "bench", "upstream": map[string]any{"baseUrl": n.up.url}}},
+		"models":      []any{map[string]any{"id": soakModel, "provider": "bench", "upstream": map[string]any{"baseUrl": n.up.URL()}}},
 		"agents":      []any{map[string]any{"id": n.agent, "description": "soak stand-in agent on " + n.id}},
 		"toolProxy":   map[string]any{"enabled": true, "allow": []string{"*"}},
 		"openclawBin": agentBin,
