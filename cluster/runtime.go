@@ -303,7 +303,7 @@ func (r *Runtime) ProxyURL() string { return r.proxy.URL() }
 func (r *Runtime) ProxyKey() string { return r.key }
 
 // Models are the models OpenClaw should list for the clawmatrix provider.
-func (r *Runtime) Models() []proxy.OpenClawModel { return proxy.OpenClawModels(r.cfg) }
+func (r *Runtime) Models() []schema.CatalogModel { return r.cfg.CatalogModels() }
 
 // CallTool runs one of the remote cluster tools (all but cluster_peers).
 func (r *Runtime) CallTool(ctx context.Context, name string, args []byte) remote.Result {

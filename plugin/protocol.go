@@ -3,7 +3,7 @@ package plugin
 import (
 	"encoding/json"
 
-	"github.com/clawmatrix/clawmatrix/cluster/proxy"
+	"github.com/clawmatrix/clawmatrix/schema"
 )
 
 // Host protocol messages (docs/HOST-PROTOCOL.md). Field names are part of
@@ -62,7 +62,7 @@ type ProviderResult struct {
 	BaseURL string                `json:"baseUrl"`
 	APIKey  string                `json:"apiKey"`
 	API     string                `json:"api"`
-	Models  []proxy.OpenClawModel `json:"models"`
+	Models  []schema.CatalogModel `json:"models"`
 }
 
 // ToolCallParams asks the sidecar to run one tool.
