@@ -210,7 +210,7 @@ func TestGatewayFallbackAgent(t *testing.T) {
 		local := mesh.DefaultLocalConfig()
 		ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
 		rt, err := Start(ctx, Options{Config: cfg, Mesh: &local, WorkspaceDir: t.TempDir(),
-			Gateway:   &Gateway{URL: gw.URL, Token: "gw-token-123456"},
+			Gateway:   &schema.Gateway{URL: gw.URL, Token: "gw-token-123456"},
 			Providers: map[string]proxy.Provider{"anthropic": {BaseURL: "https://api.anthropic.test", API: "anthropic-messages"}}})
 		if err != nil {
 			cancel()

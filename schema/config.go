@@ -398,6 +398,16 @@ func (c *Config) normalize() {
 	}
 }
 
+// Gateway locates the local OpenClaw gateway, as the host hands it to the
+// sidecar in initialize (docs/HOST-PROTOCOL.md): the gateway serves
+// cluster_tool requests and, for models with serveViaGateway, model turns.
+// The token never appears in results, logs or errors.
+type Gateway struct {
+	// URL is the gateway's base URL, e.g. http://127.0.0.1:18789.
+	URL   string
+	Token string
+}
+
 // CatalogModel is one model as OpenClaw's provider catalogue lists it.
 type CatalogModel struct {
 	ID            string   `json:"id"`

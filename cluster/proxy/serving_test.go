@@ -91,7 +91,8 @@ func TestServingRoutes(t *testing.T) {
 		name      string
 		models    []schema.Model
 		providers map[string]Provider
-		gateway   *Gateway
+		gateway   *schema.Gateway
+		agent     string // the gateway agent
 		env       string
 		mock      *mockllm.Server
 		wantModel string
@@ -102,8 +103,8 @@ func TestServingRoutes(t *testing.T) {
 			name:      "upstream with key",
 			models:    []schema.Model{model("m", "p", &schema.Upstream{BaseURL: up.URL() + "/", APIKey: "k-up"})},
 			providers: map[string]Provider{"p": {BaseURL: prov.URL(), API: "openai-completions", APIKey: "k-prov"}},
-			gateway:   &Gateway{URL: gwURL, Token: "k-gw", Agent: "main"},
-			mock:      up, wantModel: "m", wantAuth: "Bearer k-up",
+			gateway:   &schema.Gateway{URL: gwURL, Token: "k-gw"}, agent: "main",
+			mock: up, wantModel: "m", wantAuth: "Bearer k-up",
 		},
 		{
 			name:   "upstream key from env at request time",
@@ -114,26 +115,26 @@ func TestServingRoutes(t *testing.T) {
 			name:      "host provider",
 			models:    []schema.Model{model("m", "p", nil)},
 			providers: map[string]Provider{"p": {BaseURL: prov.URL(), API: "openai-completions", APIKey: "k-prov"}},
-			gateway:   &Gateway{URL: gwURL, Token: "k-gw", Agent: "main"},
-			mock:      prov, wantModel: "m", wantAuth: "Bearer k-prov",
+			gateway:   &schema.Gateway{URL: gwURL, Token: "k-gw"}, agent: "main",
+			mock: prov, wantModel: "m", wantAuth: "Bearer k-prov",
 		},
 		{
 			name:      "gateway when the provider is not OpenAI-compatible",
 			models:    []schema.Model{viaGateway(model("m", "anth", nil))},
 			providers: map[string]Provider{"anth": {BaseURL: prov.URL(), API: "anthropic-messages", APIKey: "k-prov"}},
-			gateway:   &Gateway{URL: gwURL, Token: "k-gw", Agent: "main"},
-			mock:      gw, wantModel: "openclaw/main", wantAuth: "Bearer k-gw", wantHdr: "anth/m",
+			gateway:   &schema.Gateway{URL: gwURL, Token: "k-gw"}, agent: "main",
+			mock: gw, wantModel: "openclaw/main", wantAuth: "Bearer k-gw", wantHdr: "anth/m",
 		},
 		{
 			name:    "gateway without agent uses the default agent",
 			models:  []schema.Model{viaGateway(model("m", "p", nil))},
-			gateway: &Gateway{URL: gwURL, Token: "k-gw"},
+			gateway: &schema.Gateway{URL: gwURL, Token: "k-gw"},
 			mock:    gw, wantModel: "openclaw/default", wantAuth: "Bearer k-gw", wantHdr: "p/m",
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := NewServing("b", ServingConfig{Models: tt.models, Providers: tt.providers, Gateway: tt.gateway})
+			s := NewServing("b", ServingConfig{Models: tt.models, Providers: tt.providers, Gateway: tt.gateway, GatewayAgent: tt.agent})
 			defer s.Close()
 			if tt.env != "" {
 				t.Setenv("PROXY_TEST_KEY", tt.env)
@@ -483,7 +484,7 @@ func viaGateway(m schema.Model) schema.Model {
 func TestServingGatewayNeedsConsent(t *testing.T) {
 	gw := startLLM(t, "gateway")
 	s := NewServing("b", ServingConfig{Models: []schema.Model{{ID: "m", Provider: "anthropic", ModelParams: schema.DefaultModelParams()}},
-		Gateway: &Gateway{URL: gw.URL(), Token: "k-gw", Agent: "main"}})
+		Gateway: &schema.Gateway{URL: gw.URL(), Token: "k-gw"}, GatewayAgent: "main"})
 	defer s.Close()
 	_, err := serveOnce(t, s, `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
 	if err == nil || !strings.Contains(err.Error(), "serveViaGateway: true") {

@@ -144,7 +144,7 @@ func TestRemoteToolsAcrossRelay(t *testing.T) {
 	gw := newFakeGateway(t)
 	a, _, c := line(t, nodeSpec{id: "a"}, nodeSpec{id: "b"}, nodeSpec{id: "c", config: func(tc *TargetConfig) {
 		tc.ToolProxy.MaxOutputBytes = 4 << 20
-		tc.Gateway = &Gateway{URL: gw.URL, Token: testGatewayToken}
+		tc.Gateway = &schema.Gateway{URL: gw.URL, Token: testGatewayToken}
 	}})
 
 	r := call(t, a.client, ToolExec, schema.ExecArgs{Node: "c", Command: "pwd; echo err >&2; exit 2"})
@@ -347,7 +347,7 @@ func TestSecretsNeverInResults(t *testing.T) {
 	var logs syncBuffer
 	a, _, _ := line(t, nodeSpec{id: "a", logs: &logs}, nodeSpec{id: "b", logs: &logs, config: func(tc *TargetConfig) { tc.ToolProxy = schema.ToolProxy{} }},
 		nodeSpec{id: "c", agents: []string{"coder"}, logs: &logs, config: func(tc *TargetConfig) {
-			tc.Gateway = &Gateway{URL: gw.URL, Token: testGatewayToken}
+			tc.Gateway = &schema.Gateway{URL: gw.URL, Token: testGatewayToken}
 		}})
 	calls := []struct {
 		tool string

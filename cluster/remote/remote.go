@@ -57,14 +57,6 @@ const (
 	DefaultMaxRuns        = 2
 )
 
-// Gateway is the local OpenClaw gateway that serves cluster_tool requests.
-type Gateway struct {
-	// URL is the gateway's base URL, e.g. http://127.0.0.1:18789.
-	URL string
-	// Token is the gateway's bearer token. It never appears in results or logs.
-	Token string
-}
-
 // Result is what the calling agent sees. The plugin maps it to
 // {content: [{type: "text", text}], details, isError}.
 type Result struct {

@@ -27,7 +27,7 @@ type TargetConfig struct {
 	WorkspaceDir string
 	// Gateway is the local OpenClaw gateway for cluster_tool; nil on a
 	// standalone node, which then refuses cluster_tool.
-	Gateway *Gateway
+	Gateway *schema.Gateway
 	// OpenclawBin is the CLI that runs handoff and send turns ("openclaw").
 	OpenclawBin string
 	// Agents are the agents this node offers; handoff and send accept only
@@ -59,7 +59,7 @@ type Target struct {
 	maxTimeout  time.Duration
 	baseDir     string
 	roots       []fsRoot // the workspace, then toolProxy.allowPaths
-	gateway     *Gateway
+	gateway     *schema.Gateway
 	gatewayURL  *url.URL
 	http        *http.Client
 	openclawBin string

@@ -70,7 +70,7 @@ func TestSendOutcomeLogged(t *testing.T) {
 	var logs syncBuffer
 	tg := newTestTarget(t, "n1", TargetConfig{
 		WorkspaceDir: dir, OpenclawBin: fakeOpenclaw(t, dir), Agents: []schema.Agent{{ID: "coder"}},
-		Gateway: &Gateway{URL: "http://127.0.0.1:1", Token: testGatewayToken},
+		Gateway: &schema.Gateway{URL: "http://127.0.0.1:1", Token: testGatewayToken},
 		Logger:  slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	for _, msg := range []string{"hello", "FAIL " + testGatewayToken} {
