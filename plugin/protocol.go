@@ -99,11 +99,12 @@ type PromptResult struct {
 // StatusResult is the cluster as this node sees it.
 type StatusResult struct {
 	NodeID string       `json:"nodeId"`
-	Peers  []PeerStatus `json:"peers"`
+	Peers  []PeerView `json:"peers"`
 }
 
-// PeerStatus is one reachable node.
-type PeerStatus struct {
+// PeerView is one reachable node as shown to hosts and agents (its Status
+// is a mesh.PeerStatus: "connected" or "relay").
+type PeerView struct {
 	NodeID string      `json:"nodeId"`
 	Status string      `json:"status"`
 	Via    string      `json:"via,omitempty"`

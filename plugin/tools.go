@@ -64,15 +64,15 @@ func errorResult(text string) ToolCallResult {
 // status is the cluster as rt sees it, shaped for hosts and agents.
 func status(rt *cluster.Runtime) StatusResult {
 	peers := rt.Peers()
-	out := StatusResult{NodeID: rt.NodeID(), Peers: make([]PeerStatus, 0, len(peers))}
+	out := StatusResult{NodeID: rt.NodeID(), Peers: make([]PeerView, 0, len(peers))}
 	for _, p := range peers {
-		out.Peers = append(out.Peers, peerStatus(p))
+		out.Peers = append(out.Peers, peerView(p))
 	}
 	return out
 }
 
-func peerStatus(p mesh.PeerInfo) PeerStatus {
-	ps := PeerStatus{NodeID: p.NodeID, Status: string(p.Status), Via: p.Via,
+func peerView(p mesh.PeerInfo) PeerView {
+	ps := PeerView{NodeID: p.NodeID, Status: string(p.Status), Via: p.Via,
 		Agents: []AgentView{}, Models: []string{}, Tags: p.Tags}
 	if ps.Tags == nil {
 		ps.Tags = []string{}
@@ -91,7 +91,7 @@ func peerStatus(p mesh.PeerInfo) PeerStatus {
 }
 
 // peersText is cluster_peers' answer for the agent.
-func peersText(self string, peers []PeerStatus) string {
+func peersText(self string, peers []PeerView) string {
 	if len(peers) == 0 {
 		return fmt.Sprintf("This node is %q. No other node is reachable: check the peers and listen settings of the clawmatrix config on both sides.", self)
 	}
