@@ -295,9 +295,10 @@ func (r *Runtime) ProxyKey() string { return r.key }
 // Models are the models OpenClaw should list for the clawmatrix provider.
 func (r *Runtime) Models() []schema.CatalogModel { return r.cfg.CatalogModels() }
 
-// CallTool runs one of the remote cluster tools (all but cluster_peers).
-func (r *Runtime) CallTool(ctx context.Context, name string, args []byte) remote.Result {
-	return r.client.Call(ctx, name, args)
+// CallTool runs one of the remote cluster tools (all but cluster_peers),
+// decoded and checked by schema.DecodeToolCall.
+func (r *Runtime) CallTool(ctx context.Context, call schema.ToolCall) remote.Result {
+	return r.client.Call(ctx, call)
 }
 
 // Close stops the proxy, ends running work and closes every link.

@@ -170,7 +170,11 @@ func TestNodeModeServesModels(t *testing.T) {
 
 	// A command that prints every secret the gpu node knows shows none.
 	cmd := fmt.Sprintf("echo %s %s %s", testSecret, upstreamKey, gpu.ProxyKey())
-	res := laptop.CallTool(ctx, "cluster_exec", []byte(fmt.Sprintf(`{"node":"gpu","command":%q}`, cmd)))
+	call, problems := schema.DecodeToolCall("cluster_exec", []byte(fmt.Sprintf(`{"node":"gpu","command":%q}`, cmd)))
+	if problems != nil {
+		t.Fatal(problems)
+	}
+	res := laptop.CallTool(ctx, call)
 	if res.IsError || strings.Count(res.Text, "[redacted]") != 3 {
 		t.Fatalf("exec on gpu: %+v", res)
 	}

@@ -98,7 +98,7 @@ type PromptResult struct {
 
 // StatusResult is the cluster as this node sees it.
 type StatusResult struct {
-	NodeID string       `json:"nodeId"`
+	NodeID string     `json:"nodeId"`
 	Peers  []PeerView `json:"peers"`
 }
 

@@ -123,7 +123,7 @@ func TestInvokeToolRedactsToken(t *testing.T) {
 	gw := newFakeGateway(t)
 	tg := newTestTarget(t, "n1", TargetConfig{ToolProxy: openPolicy(), Gateway: &schema.Gateway{URL: gw.URL, Token: testGatewayToken}})
 	w := &recorder{}
-	if err := tg.handler(ToolTool, tg.serveTool).ServeMesh(t.Context(), w, meshRequest("a", []byte(`{"node":"n1","tool":"leaky"}`))); err != nil {
+	if err := tg.handler(schema.ToolTool).ServeMesh(t.Context(), w, meshRequest("a", []byte(`{"node":"n1","tool":"leaky"}`))); err != nil {
 		t.Fatal(err)
 	}
 	if raw := string(w.msgs[0]); strings.Contains(raw, testGatewayToken) || !strings.Contains(raw, "[redacted]") {
@@ -139,7 +139,7 @@ func TestInvokeToolCapSplitsNoToken(t *testing.T) {
 	p := openPolicy()
 	p.MaxOutputBytes = 1000
 	tg := newTestTarget(t, "n1", TargetConfig{ToolProxy: p, Gateway: &schema.Gateway{URL: gw.URL, Token: testGatewayToken}})
-	r := serve(t, tg, ToolTool, tg.serveTool, schema.ToolArgs{Node: "n1", Tool: "cutleak"})
+	r := serve(t, tg, schema.ToolTool, schema.ToolArgs{Node: "n1", Tool: "cutleak"})
 	if strings.Contains(r.Text, testGatewayToken[:5]) {
 		t.Fatalf("a prefix of the token survived the cut: ...%q", r.Text[900:])
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/clawmatrix/clawmatrix/cluster"
 	"github.com/clawmatrix/clawmatrix/internal/mockllm"
+	"github.com/clawmatrix/clawmatrix/schema"
 )
 
 const soakModel = "soak-model"
@@ -418,7 +419,11 @@ func (r *soakRun) record(kind, node string, from, to time.Time, out opOutcome, d
 func (r *soakRun) op(ctx context.Context, kind string, target *soakNode, token string, w int) (opOutcome, string, string) {
 	call := func(tool string, args map[string]any) (string, bool) {
 		raw, _ := json.Marshal(args)
-		res := r.hub.CallTool(ctx, tool, raw)
+		tc, problems := schema.DecodeToolCall(tool, raw)
+		if problems != nil {
+			return fmt.Sprintf("the bench built invalid %s arguments: %v", tool, problems), true
+		}
+		res := r.hub.CallTool(ctx, tc)
 		return res.Text, res.IsError
 	}
 	switch kind {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/clawmatrix/clawmatrix/cluster"
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
+	"github.com/clawmatrix/clawmatrix/cluster/remote"
 	"github.com/clawmatrix/clawmatrix/schema"
 )
 
@@ -141,7 +142,7 @@ func Run(ctx context.Context, w io.Writer) error {
 
 	t0 = time.Now()
 	fmt.Fprintln(w, "4. cluster_exec on c from a:")
-	res := a.CallTool(ctx, "cluster_exec", mustJSON(map[string]any{"node": "c", "command": "echo \"pwd: $(pwd)\"; cat notes.txt"}))
+	res := callTool(ctx, a, "cluster_exec", mustJSON(map[string]any{"node": "c", "command": "echo \"pwd: $(pwd)\"; cat notes.txt"}))
 	if res.IsError {
 		return fmt.Errorf("cluster_exec: %s", res.Text)
 	}
@@ -150,7 +151,7 @@ func Run(ctx context.Context, w io.Writer) error {
 
 	t0 = time.Now()
 	fmt.Fprintln(w, "5. cluster_handoff from a to agent \"researcher\" (on c):")
-	res = a.CallTool(ctx, "cluster_handoff", mustJSON(map[string]any{"agent": "researcher", "task": "Summarise what you can see on your node.", "context": "asked by the demo"}))
+	res = callTool(ctx, a, "cluster_handoff", mustJSON(map[string]any{"agent": "researcher", "task": "Summarise what you can see on your node.", "context": "asked by the demo"}))
 	if res.IsError {
 		return fmt.Errorf("cluster_handoff: %s", res.Text)
 	}
@@ -159,6 +160,16 @@ func Run(ctx context.Context, w io.Writer) error {
 
 	fmt.Fprintf(w, "Done in %s. Shutting the cluster down.\n", time.Since(started).Round(time.Millisecond))
 	return nil
+}
+
+// callTool runs a cluster tool from node rt as an agent's call would: the
+// arguments checked and decoded once, then sent.
+func callTool(ctx context.Context, rt *cluster.Runtime, name string, args []byte) remote.Result {
+	call, problems := schema.DecodeToolCall(name, args)
+	if problems != nil {
+		return remote.Result{Text: fmt.Sprintf("%s: invalid arguments: %v", name, problems), IsError: true}
+	}
+	return rt.CallTool(ctx, call)
 }
 
 func startNode(ctx context.Context, fields map[string]any, workspace string) (*cluster.Runtime, error) {
