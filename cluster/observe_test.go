@@ -6,10 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +18,8 @@ import (
 
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
 	"github.com/clawmatrix/clawmatrix/cluster/telemetry/telemetrytest"
+	"github.com/clawmatrix/clawmatrix/internal/mockllm"
+	"github.com/clawmatrix/clawmatrix/schema"
 )
 
 // Strings that must never leave a node in a span, a metric, the status
@@ -38,57 +39,6 @@ const (
 	inTraceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 	inSpanID  = "00f067aa0ba902b7"
 )
-
-// scriptedUpstream is a model server whose answers the test controls:
-// with hold set, its first request waits until released; with hang set,
-// every request waits until its client goes. It records each request's
-// traceparent.
-type scriptedUpstream struct {
-	name       string
-	hold, hang bool
-	release    chan struct{}
-	arrived    chan string // traceparent of each request, as it arrives
-
-	mu     sync.Mutex
-	first  bool
-	traces []string
-	srv    *httptest.Server
-}
-
-func newScriptedUpstream(t *testing.T, name string, hold, hang bool) *scriptedUpstream {
-	u := &scriptedUpstream{name: name, hold: hold, hang: hang, release: make(chan struct{}), arrived: make(chan string, 16), first: true}
-	u.srv = httptest.NewServer(http.HandlerFunc(u.serve))
-	t.Cleanup(u.srv.Close)
-	return u
-}
-
-func (u *scriptedUpstream) serve(w http.ResponseWriter, r *http.Request) {
-	io.Copy(io.Discard, r.Body)
-	tp := r.Header.Get("Traceparent")
-	u.mu.Lock()
-	first := u.first
-	u.first = false
-	u.traces = append(u.traces, tp)
-	u.mu.Unlock()
-	u.arrived <- tp
-	switch {
-	case u.hang:
-		<-r.Context().Done()
-		return
-	case u.hold && first:
-		select {
-		case <-u.release:
-		case <-r.Context().Done():
-			return
-		}
-	}
-	w.Header().Set("Content-Type", "text/event-stream")
-	for _, piece := range []string{"hello ", "from ", u.name} {
-		fmt.Fprintf(w, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":%q}}]}\n\n", piece)
-		w.(http.Flusher).Flush()
-	}
-	io.WriteString(w, "data: [DONE]\n\n")
-}
 
 // streamChat sends a streamed chat completion and returns the status, the
 // serving node and the text of its deltas.
@@ -121,6 +71,17 @@ func streamChat(ctx context.Context, rt *Runtime, model, prompt string, header h
 		}
 	}
 	return resp.StatusCode, resp.Header.Get("X-Clawmatrix-Node"), text.String(), sc.Err()
+}
+
+// startMock starts a mock model server stopped at the end of the test.
+func startMock(t *testing.T, o mockllm.Options) *mockllm.Server {
+	t.Helper()
+	up, err := mockllm.Start(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { up.Close() })
+	return up
 }
 
 // get fetches a path of a node's proxy port with its key.
@@ -216,13 +177,36 @@ func TestTraceAcrossRelayAndFailover(t *testing.T) {
 	rcv := telemetrytest.Start()
 	defer rcv.Close()
 	var logs syncBuffer
-	upB := newScriptedUpstream(t, "b", true, false)
-	upC := newScriptedUpstream(t, "c", false, true)
+	// b's model holds its first request until released; c's never
+	// answers (its wait ends when its client goes).
+	upB := startMock(t, mockllm.Options{Name: "b", Reply: mockllm.Pieces("hello ", "from ", "b")})
+	release := make(chan struct{})
+	var held atomic.Bool
+	upB.SetBefore(func(w http.ResponseWriter, r *http.Request) bool {
+		if held.CompareAndSwap(false, true) {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		return false
+	})
+	upC := startMock(t, mockllm.Options{Name: "c", Latency: time.Hour})
 	c := observedNode(t, rcv, fmt.Sprintf(`"nodeId":"c","listen":true,"listenHost":"127.0.0.1","listenPort":0,
-		"models":[{"id":"m","provider":"vllm","upstream":{"baseUrl":%q,"apiKey":%q}}]`, upC.srv.URL+"/v1", canaryUpKey), &logs)
+		"models":[{"id":"m","provider":"vllm","upstream":{"baseUrl":%q,"apiKey":%q}}]`, upC.URL(), canaryUpKey), &logs)
 	b := observedNode(t, rcv, fmt.Sprintf(`"nodeId":"b","listen":true,"listenHost":"127.0.0.1","listenPort":0,
 		"peers":[{"url":%q,"nodeId":"c"}],"toolProxy":{"enabled":true,"allow":["exec"]},
-		"models":[{"id":"m","provider":"vllm","upstream":{"baseUrl":%q,"apiKey":%q}}]`, c.Mesh().URL(), upB.srv.URL+"/v1", canaryUpKey), &logs)
+		"models":[{"id":"m","provider":"vllm","upstream":{"baseUrl":%q,"apiKey":%q}}]`, c.Mesh().URL(), upB.URL(), canaryUpKey), &logs)
+	traceparent := func(up *mockllm.Server) string {
+		t.Helper()
+		select {
+		case call := <-up.Arrived():
+			return call.Header.Get("Traceparent")
+		case <-time.After(testDeadline):
+			t.Fatalf("no request reached %s's model", up.Name())
+			return ""
+		}
+	}
 	a := observedNode(t, rcv, fmt.Sprintf(`"nodeId":"a","proxyKey":%q,"peers":[{"url":%q,"nodeId":"b"}],"proxyModels":[{"id":"m"}]`,
 		canaryProxyKey, b.Mesh().URL()), &logs)
 	waitModelOn(t, a, "c", "m")
@@ -236,12 +220,12 @@ func TestTraceAcrossRelayAndFailover(t *testing.T) {
 		node, text string
 		err        error
 	}
-	held := make(chan result, 1)
+	holder := make(chan result, 1)
 	go func() {
 		st, node, text, err := streamChat(ctx, a, "m", "hold me", nil)
-		held <- result{st, node, text, err}
+		holder <- result{st, node, text, err}
 	}()
-	<-upB.arrived
+	traceparent(upB)
 
 	done := make(chan result, 1)
 	go func() {
@@ -249,7 +233,7 @@ func TestTraceAcrossRelayAndFailover(t *testing.T) {
 		st, node, text, err := streamChat(ctx, a, "m", canaryPrompt, h)
 		done <- result{st, node, text, err}
 	}()
-	cTrace := <-upC.arrived
+	cTrace := traceparent(upC)
 	// c has the request; scrape it, then it dies before answering.
 	_, cMetrics := scrape(t, c)
 	cStatus := get(t, c, "/status.json")
@@ -258,18 +242,25 @@ func TestTraceAcrossRelayAndFailover(t *testing.T) {
 	if r.err != nil || r.status != http.StatusOK || r.node != "b" || r.text != "hello from b" {
 		t.Fatalf("the failed-over request: %+v", r)
 	}
-	bTrace := <-upB.arrived
-	close(upB.release)
-	if h := <-held; h.err != nil || h.status != http.StatusOK || h.node != "b" {
+	bTrace := traceparent(upB)
+	close(release)
+	if h := <-holder; h.err != nil || h.status != http.StatusOK || h.node != "b" {
 		t.Fatalf("the held request: %+v", h)
 	}
 
 	// A remote tool call, and one to a node that is gone.
-	if res := a.CallTool(ctx, "cluster_exec", []byte(`{"node":"b","command":"echo hi"}`)); res.IsError {
-		t.Fatalf("exec on b: %s", res.Text)
+	exec := func(node string) bool {
+		call, problems := schema.DecodeToolCall("cluster_exec", []byte(`{"node":"`+node+`","command":"echo hi"}`))
+		if problems != nil {
+			t.Fatal(problems)
+		}
+		return !a.CallTool(ctx, call).IsError
 	}
-	if res := a.CallTool(ctx, "cluster_exec", []byte(`{"node":"c","command":"echo hi"}`)); !res.IsError {
-		t.Fatalf("exec on the dead c succeeded: %s", res.Text)
+	if !exec("b") {
+		t.Fatal("exec on b failed")
+	}
+	if exec("c") {
+		t.Fatal("exec on the dead c succeeded")
 	}
 	// An unknown model and a wrong key.
 	if st, _, _, _ := streamChat(ctx, a, "nope", "x", nil); st != http.StatusNotFound {

@@ -57,11 +57,7 @@ func screenshotDir(t *testing.T) string {
 // markup), and turns a node that stops into a down node.
 func TestStatusPageInBrowser(t *testing.T) {
 	browser := chromium(t)
-	llm, err := mockllm.Start("demo-llm", mockllm.EchoReply("node c's model answers: "))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer llm.Close()
+	llm := startMock(t, mockllm.Options{Name: "c", Reply: mockllm.Echo("node c's model answers: ")})
 	var logs syncBuffer
 	c := startNode(t, fmt.Sprintf(`{"nodeId":"c","secret":%q,"proxyPort":0,"listen":true,"listenHost":"127.0.0.1","listenPort":0,
 		"tags":["gpu","linux"],"agents":[{"id":"researcher","description":"digs through data on node c"}],

@@ -24,7 +24,6 @@ import (
 	"time"
 
 	"github.com/clawmatrix/clawmatrix/cluster"
-	"github.com/clawmatrix/clawmatrix/cluster/proxy"
 	"github.com/clawmatrix/clawmatrix/schema"
 )
 
@@ -58,10 +57,10 @@ func (p *observedPath) Close() {
 	}
 }
 
-// startObservedPath starts B serving proxy.BenchModel from upstream and A
+// startObservedPath starts B serving benchModel from upstream and A
 // using it; otel, when not nil, goes into both configs.
 func startObservedPath(ctx context.Context, name, upstream string, otel map[string]any, noTelemetry bool) (_ *observedPath, err error) {
-	p := &observedPath{name: name, client: proxy.NewLoadClient(32)}
+	p := &observedPath{name: name, client: newLoadClient(32)}
 	defer func() {
 		if err != nil {
 			p.Close()
@@ -84,21 +83,21 @@ func startObservedPath(ctx context.Context, name, upstream string, otel map[stri
 		return cluster.Start(ctx, cluster.Options{Config: cfg, NoTelemetry: noTelemetry})
 	}
 	if p.b, err = start(map[string]any{"nodeId": "b", "listen": true, "listenHost": "127.0.0.1", "listenPort": 0,
-		"models": []any{map[string]any{"id": proxy.BenchModel, "provider": "bench", "upstream": map[string]any{"baseUrl": upstream}}}}); err != nil {
+		"models": []any{map[string]any{"id": benchModel, "provider": "bench", "upstream": map[string]any{"baseUrl": upstream}}}}); err != nil {
 		return nil, err
 	}
 	if p.a, err = start(map[string]any{"nodeId": "a", "peers": []any{map[string]any{"url": p.b.Mesh().URL(), "nodeId": "b"}},
-		"proxyModels": []any{map[string]any{"id": proxy.BenchModel}}}); err != nil {
+		"proxyModels": []any{map[string]any{"id": benchModel}}}); err != nil {
 		return nil, err
 	}
-	if err := waitPeer(ctx, p.a.Mesh(), "b", []string{proxy.BenchModel}, nil); err != nil {
+	if err := waitPeer(ctx, p.a.Mesh(), "b", []string{benchModel}, nil); err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
-func (p *observedPath) load(ctx context.Context, clients, requests int) (proxy.LoadResult, error) {
-	return proxy.RunLoad(ctx, p.client, proxy.LoadOptions{URL: p.a.ProxyURL(), APIKey: p.a.ProxyKey(), Model: proxy.BenchModel,
+func (p *observedPath) load(ctx context.Context, clients, requests int) (loadResult, error) {
+	return runLoad(ctx, p.client, loadOptions{URL: p.a.ProxyURL(), APIKey: p.a.ProxyKey(), Model: benchModel,
 		Concurrency: clients, Requests: requests})
 }
 
@@ -149,7 +148,7 @@ type observeCost struct {
 
 func measureObserveCost(ctx context.Context, plan observePlan) (observeCost, error) {
 	res := observeCost{perSecond: map[string]float64{}, p50: map[string]time.Duration{}, cpu: map[string]time.Duration{}}
-	up, err := proxy.StartSyntheticUpstream(4)
+	up, err := startSynthetic(4)
 	if err != nil {
 		return res, err
 	}
@@ -176,7 +175,7 @@ func measureObserveCost(ctx context.Context, plan observePlan) (observeCost, err
 		{"metrics", nil, false},
 		{"traced", map[string]any{"endpoint": sink.URL, "sampleRatio": 1}, false},
 	} {
-		p, err := startObservedPath(startCtx, c.name, up.URL, c.otel, c.off)
+		p, err := startObservedPath(startCtx, c.name, up.URL(), c.otel, c.off)
 		if err != nil {
 			return res, fmt.Errorf("starting the %s cluster: %w", c.name, err)
 		}
