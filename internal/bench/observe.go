@@ -6,7 +6,7 @@ package bench
 // telemetry: off (cluster.Options.NoTelemetry, the baseline), the default
 // (metrics, journal and status page, no otel), and everything on (spans of
 // every request exported over OTLP/HTTP to a collector on loopback, sample
-// ratio 1). Rounds alternate between them, so drift of the shared machine
+// ratio 1), and the same with sample ratio 0.1. Rounds alternate between them, so drift of the shared machine
 // hits all three alike; each figure is the median over rounds. Besides
 // throughput, the process's CPU time per request (load generator, both
 // nodes and the upstream alike in every cluster) is compared: on a machine
@@ -174,6 +174,7 @@ func measureObserveCost(ctx context.Context, plan observePlan) (observeCost, err
 		{"off", nil, true},
 		{"metrics", nil, false},
 		{"traced", map[string]any{"endpoint": sink.URL, "sampleRatio": 1}, false},
+		{"sampled", map[string]any{"endpoint": sink.URL, "sampleRatio": 0.1}, false},
 	} {
 		p, err := startObservedPath(startCtx, c.name, up.URL(), c.otel, c.off)
 		if err != nil {
@@ -220,8 +221,9 @@ func measureObserveCost(ctx context.Context, plan observePlan) (observeCost, err
 	for name, v := range cpus {
 		res.cpu[name] = median(v)
 	}
-	// The traced cluster's last spans leave when it closes.
+	// The traced clusters' last spans leave when they close.
 	paths[2].Close()
+	paths[3].Close()
 	paths = paths[:2]
 	res.exports, res.bytes = sink.exports.Load(), sink.bytes.Load()
 	return res, nil
@@ -252,12 +254,16 @@ func runObserve(ctx context.Context, o Options) ([]Metric, error) {
 		{Name: "metrics and spans / off throughput, 16 clients", Value: c.perSecond["traced"] / c.perSecond["off"], Unit: "x", Goal: AtLeast(0.95),
 			Note: fmt.Sprintf("%.0f req/s with every request's spans exported over OTLP/HTTP (sample ratio 1); %d exports, %d bytes",
 				c.perSecond["traced"], c.exports, c.bytes)},
+		{Name: "metrics and 10% of spans / off throughput, 16 clients", Value: c.perSecond["sampled"] / c.perSecond["off"], Unit: "x",
+			Note: fmt.Sprintf("%.0f req/s with otel sampleRatio 0.1", c.perSecond["sampled"])},
 		{Name: "metrics on / off CPU per request", Value: cpuRatio("metrics"), Unit: "x", Note: cpuNote("metrics")},
 		{Name: "metrics and spans / off CPU per request", Value: cpuRatio("traced"), Unit: "x", Note: cpuNote("traced")},
+		{Name: "metrics and 10% of spans / off CPU per request", Value: cpuRatio("sampled"), Unit: "x", Note: cpuNote("sampled")},
 		{Name: "telemetry off p50, 1 client (baseline)", Value: us(c.p50["off"]), Unit: "µs"},
 		{Name: "metrics on added p50, 1 client", Value: us(c.p50["metrics"] - c.p50["off"]), Unit: "µs"},
 		{Name: "metrics and spans added p50, 1 client", Value: us(c.p50["traced"] - c.p50["off"]), Unit: "µs", Goal: AtMost(20)},
+		{Name: "metrics and 10% of spans added p50, 1 client", Value: us(c.p50["sampled"] - c.p50["off"]), Unit: "µs"},
 		{Name: "span exports received", Value: float64(c.exports), Unit: "",
-			Note: "OTLP/HTTP requests the collector got from the traced cluster: proof the spans left"},
+			Note: "OTLP/HTTP requests the collector got from the traced clusters: proof the spans left"},
 	}, nil
 }
