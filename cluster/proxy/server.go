@@ -57,13 +57,13 @@ type ServerConfig struct {
 	// Telemetry records each request's spans, metrics and journal entry;
 	// nil records nothing (the trace context is passed on either way).
 	Telemetry *telemetry.Telemetry
-	// Ops, when set, serves the paths under OpsPaths (metrics and the
+	// Ops, when set, serves the paths isOpsPath names (metrics and the
 	// status page) and does its own authorization.
 	Ops http.Handler
 }
 
-// OpsPaths are the paths the front hands to ServerConfig.Ops: /metrics,
-// /status and everything under /status/ (status.json is /status.json).
+// isOpsPath reports whether the front hands a path to ServerConfig.Ops:
+// /metrics, /status, /status.json and everything under /status/.
 func isOpsPath(p string) bool {
 	return p == "/metrics" || p == "/status" || p == "/status.json" || strings.HasPrefix(p, "/status/")
 }
