@@ -3,11 +3,15 @@ package telemetry
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
 
@@ -145,5 +149,46 @@ func TestPeerMemory(t *testing.T) {
 	}
 	if n := len(m.list()); n > maxKnownPeers {
 		t.Fatalf("%d peers remembered, at most %d", n, maxKnownPeers)
+	}
+}
+
+// BenchmarkSpan is what one span like the model proxy's costs in the
+// OpenTelemetry SDK: started with two attributes, an event, five more
+// attributes, ended; without export, and exported over OTLP/HTTP to a
+// collector that drops what it gets (the batch processor drops spans when
+// its queue is full, as it does under this loop).
+func BenchmarkSpan(b *testing.B) {
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) }))
+	defer sink.Close()
+	for _, tc := range []struct {
+		name string
+		otel *schema.OTel
+	}{
+		{"not exported", nil},
+		{"exported", &schema.OTel{Endpoint: sink.URL, SampleRatio: 1}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			var tp trace.TracerProvider = sdktrace.NewTracerProvider()
+			if tc.otel != nil {
+				tel, err := New(Options{NodeID: "n", OTel: tc.otel})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer tel.Close(context.Background())
+				tp = tel.TracerProvider()
+			}
+			tr := tp.Tracer("bench")
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				_, span := tr.Start(ctx, "clawmatrix.proxy.chat", trace.WithSpanKind(trace.SpanKindServer),
+					trace.WithAttributes(attribute.String("gen_ai.request.model", "m"), attribute.Bool("clawmatrix.proxy.stream", true)))
+				span.AddEvent("clawmatrix.proxy.attempt", trace.WithAttributes(attribute.Int("clawmatrix.proxy.attempt", 1), attribute.String("clawmatrix.proxy.node", "b")))
+				span.SetAttributes(attribute.Int("http.response.status_code", 200), attribute.Int64("clawmatrix.proxy.response_bytes", 1400),
+					attribute.Int("clawmatrix.proxy.attempts", 1), attribute.String("clawmatrix.proxy.node", "b"), attribute.Float64("clawmatrix.proxy.ttfb_ms", 0.8))
+				span.End()
+			}
+		})
 	}
 }
