@@ -6,7 +6,7 @@ import fs from "node:fs";
 import { fileURLToPath } from "node:url";
 
 import { errorText } from "./errors.js";
-import { RpcError } from "./rpc.js";
+import { isRpcError } from "./rpc.js";
 import { supervisorFor } from "./supervisor.js";
 
 const TOOL_TIMEOUT_SLACK_MS = 30_000;
@@ -44,7 +44,7 @@ export function clusterTool(api, t) {
       } catch (err) {
         api.logger.error(`clawmatrix: ${t.name}: ${errorText(err)}`);
         // The sidecar answered with an error: it is running, so say what it said.
-        const text = err instanceof RpcError
+        const text = isRpcError(err)
           ? `${t.name} failed: ${err.message}`
           : `${t.name} failed: clawmatrix is unavailable on this node (${errorText(err)}). ` +
             `Tell the user; the gateway log has details.`;
