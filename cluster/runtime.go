@@ -14,8 +14,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/clawmatrix/clawmatrix/cluster/identity"
@@ -58,7 +60,19 @@ type Runtime struct {
 	target *remote.Target
 	client *remote.Client
 	key    string
+	log    *slog.Logger
+
+	known *identity.KnownNodes // nil without a known-nodes file
+	errs  *recentErrors
+	peers peerBook
+
+	stopWatch chan struct{}
+	watched   chan struct{}
 }
+
+// knownNodesPoll is how often a running node looks whether its known-nodes
+// file changed (the trust and revoke commands write it).
+const knownNodesPoll = time.Second
 
 // Start brings a node up: mesh links, the model proxy on 127.0.0.1 and the
 // handlers that serve models and tools to the cluster. On error nothing is
@@ -69,21 +83,27 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	key := cfg.ProxyKey
+	if key == "" {
+		key = randomKey()
+	}
+	// The node's warnings and errors are kept for its status as well.
+	errs := newRecentErrors(secrets(opts, key))
+	log = slog.New(&errorsHandler{next: log.Handler(), keep: errs})
 	mcfg, err := meshConfig(cfg, opts.Mesh, log)
 	if err != nil {
 		return nil, err
 	}
-	if err := loadIdentity(&mcfg, opts, log); err != nil {
+	known, err := loadIdentity(&mcfg, opts, log)
+	if err != nil {
 		return nil, err
 	}
 	node, err := mesh.New(mcfg)
 	if err != nil {
 		return nil, err
 	}
-	rt := &Runtime{cfg: cfg, node: node, key: cfg.ProxyKey, client: &remote.Client{Node: node}}
-	if rt.key == "" {
-		rt.key = randomKey()
-	}
+	rt := &Runtime{cfg: cfg, node: node, key: key, client: &remote.Client{Node: node}, log: log,
+		known: known, errs: errs, stopWatch: make(chan struct{}), watched: make(chan struct{})}
 
 	var gw *proxy.Gateway
 	var rgw *remote.Gateway
@@ -133,6 +153,7 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 		APIKey: rt.key,
 		Pins:   cfg.ProxyModels,
 		Logger: log,
+		Routes: map[string]http.Handler{StatusPath: rt.statusHandler()},
 	})
 	if err == nil {
 		err = rt.proxy.Start(ctx)
@@ -143,7 +164,49 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 		rt.serve.Close()
 		return nil, fmt.Errorf("model proxy on 127.0.0.1:%d: %w (set proxyPort to a free port)", cfg.ProxyPort, err)
 	}
+	go rt.watch()
 	return rt, nil
+}
+
+// watch runs until Close: it notes the reachable nodes for the status, and
+// applies edits of the known-nodes file (the trust and revoke commands) to
+// the running node: a node no longer trusted is cut off at once.
+func (r *Runtime) watch() {
+	defer close(r.watched)
+	tick := time.NewTicker(knownNodesPoll)
+	defer tick.Stop()
+	for {
+		changed := r.node.Changed()
+		r.peers.note(r.node, time.Now())
+		select {
+		case <-r.stopWatch:
+			return
+		case <-changed:
+		case <-tick.C:
+			r.reloadKnown()
+		}
+	}
+}
+
+// reloadKnown reads the known-nodes file again if it changed, and asks the
+// mesh to drop the nodes it no longer admits.
+func (r *Runtime) reloadKnown() {
+	if r.known == nil {
+		return
+	}
+	changed, err := r.known.ReloadIfChanged()
+	if err != nil {
+		r.log.Warn("known nodes file changed but cannot be used; the node keeps the keys it knew", "file", r.known.Path(), "err", err)
+		return
+	}
+	if !changed {
+		return
+	}
+	if cut := r.node.Recheck(); len(cut) > 0 {
+		r.log.Info("known nodes file changed: cut off the nodes it no longer admits", "file", r.known.Path(), "nodes", strings.Join(cut, ","))
+	} else {
+		r.log.Info("known nodes file changed: reloaded", "file", r.known.Path())
+	}
 }
 
 // warnGatewayModels says at start which models this node no longer serves
@@ -214,22 +277,23 @@ func meshConfig(cfg *schema.Config, profile *mesh.Config, log *slog.Logger) (mes
 }
 
 // loadIdentity gives the mesh its node key and trust store, from the files
-// schema.IdentityPaths names, creating the key on first start.
-func loadIdentity(m *mesh.Config, opts Options, log *slog.Logger) error {
+// schema.IdentityPaths names, creating the key on first start, and returns
+// the store (nil when nothing names the files).
+func loadIdentity(m *mesh.Config, opts Options, log *slog.Logger) (*identity.KnownNodes, error) {
 	keyFile, knownFile := schema.IdentityPaths(opts.Config, opts.StateDir, opts.ConfigPath)
 	if keyFile == "" {
-		return nil
+		return nil, nil
 	}
 	key, created, err := identity.LoadOrCreate(keyFile)
 	if err != nil {
-		return fmt.Errorf("node key: %w", err)
+		return nil, fmt.Errorf("node key: %w", err)
 	}
 	if created {
 		log.Info("made a new node key", "file", keyFile, "key", identity.FormatPublicKey(identity.Public(key)))
 	}
 	topts, err := identity.ConfigOptions(opts.Config)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if opts.ConfigPath != "" {
 		topts.CommandFlags = "--config " + opts.ConfigPath
@@ -239,10 +303,10 @@ func loadIdentity(m *mesh.Config, opts Options, log *slog.Logger) error {
 	topts.OnPersistError = func(err error) { log.Warn("known nodes not saved", "file", knownFile, "err", err) }
 	known, err := identity.OpenKnownNodes(knownFile, topts)
 	if err != nil {
-		return fmt.Errorf("known nodes: %w", err)
+		return nil, fmt.Errorf("known nodes: %w", err)
 	}
 	m.Identity, m.Trust = key, known
-	return nil
+	return known, nil
 }
 
 // Capabilities is what a node with this config offers the cluster.
@@ -312,6 +376,12 @@ func (r *Runtime) CallTool(ctx context.Context, name string, args []byte) remote
 
 // Close stops the proxy, ends running work and closes every link.
 func (r *Runtime) Close() error {
+	select {
+	case <-r.stopWatch:
+	default:
+		close(r.stopWatch)
+	}
+	<-r.watched
 	err := r.proxy.Close()
 	r.target.Close()
 	err = errors.Join(err, r.node.Close())

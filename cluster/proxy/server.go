@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,6 +54,9 @@ type ServerConfig struct {
 	// side's DefaultRequestTimeout plus a minute).
 	RequestTimeout time.Duration
 	Logger         *slog.Logger
+	// Routes are further paths served behind the same bearer key (the
+	// node's status); a handler sees only requests that carried the key.
+	Routes map[string]http.Handler
 }
 
 // Server is the OpenAI-compatible front of the cluster model proxy.
@@ -230,9 +234,26 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.getModel(w, strings.TrimPrefix(path, "/v1/models/"))
 	default:
+		if h := s.cfg.Routes[path]; h != nil {
+			h.ServeHTTP(w, r)
+			return
+		}
 		writeError(w, &apiError{Status: http.StatusNotFound, Type: typeInvalidRequest, Code: codeNotFound,
-			Message: fmt.Sprintf("no route %s %s: the clawmatrix proxy serves GET /v1/models and POST /v1/chat/completions", r.Method, path)})
+			Message: fmt.Sprintf("no route %s %s: the clawmatrix proxy serves GET /v1/models and POST /v1/chat/completions%s", r.Method, path, s.otherRoutes())})
 	}
+}
+
+// otherRoutes lists Routes for the not-found message.
+func (s *Server) otherRoutes() string {
+	if len(s.cfg.Routes) == 0 {
+		return ""
+	}
+	paths := make([]string, 0, len(s.cfg.Routes))
+	for p := range s.cfg.Routes {
+		paths = append(paths, p)
+	}
+	slices.Sort(paths)
+	return ", and " + strings.Join(paths, ", ")
 }
 
 func (s *Server) authorized(r *http.Request) bool {
