@@ -38,8 +38,11 @@ check:
 	@$(GO) run ./cmd/clawmatrix-plugin manifest | cmp -s - openclaw.plugin.json || { echo "openclaw.plugin.json is stale: run 'make generate'"; exit 1; }
 	@$(GO) run ./cmd/clawmatrix-plugin tools | cmp -s - openclaw.tools.json || { echo "openclaw.tools.json is stale: run 'make generate'"; exit 1; }
 
+# The status page test runs in headless Chromium (installed here when
+# missing) and leaves its screenshots in test-output/.
 unit:
-	$(GO) test -race -count=1 -timeout 20m ./...
+	bash scripts/install-chromium.sh
+	CLAWMATRIX_REQUIRE_BROWSER=1 CLAWMATRIX_SCREENSHOTS=$(CURDIR)/test-output $(GO) test -race -count=1 -timeout 20m ./...
 
 e2e:
 	bash scripts/install-openclaw.sh

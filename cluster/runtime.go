@@ -24,6 +24,8 @@ import (
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
 	"github.com/clawmatrix/clawmatrix/cluster/proxy"
 	"github.com/clawmatrix/clawmatrix/cluster/remote"
+	"github.com/clawmatrix/clawmatrix/cluster/status"
+	"github.com/clawmatrix/clawmatrix/cluster/telemetry"
 	"github.com/clawmatrix/clawmatrix/schema"
 )
 
@@ -49,6 +51,10 @@ type Options struct {
 	// an ephemeral key and pins peers in memory only (tests, the demo).
 	StateDir   string
 	ConfigPath string
+	// NoTelemetry turns off metrics, spans, the status page and the
+	// journal, as if the code were not there: the baseline the cost of
+	// telemetry is measured against. Trace context is still passed on.
+	NoTelemetry bool
 }
 
 // Runtime is one running node.
@@ -60,12 +66,17 @@ type Runtime struct {
 	target *remote.Target
 	client *remote.Client
 	key    string
-	log    *slog.Logger
+	tel    *telemetry.Telemetry // nil with Options.NoTelemetry
+	status *status.Handler      // nil with Options.NoTelemetry
+	// metricsSrv serves metrics.listen; nil when not set.
+	metricsSrv  *http.Server
+	metricsAddr net.Addr
+	metricsDone chan struct{}
 
+	log   *slog.Logger
 	known *identity.KnownNodes // nil without a known-nodes file
-	errs  *recentErrors
-	peers peerBook
-
+	// stopWatch ends watchKnown; watched is closed when it has ended (nil
+	// until it runs).
 	stopWatch chan struct{}
 	watched   chan struct{}
 }
@@ -83,13 +94,6 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	key := cfg.ProxyKey
-	if key == "" {
-		key = randomKey()
-	}
-	// The node's warnings and errors are kept for its status as well.
-	errs := newRecentErrors(secrets(opts, key))
-	log = slog.New(&errorsHandler{next: log.Handler(), keep: errs})
 	mcfg, err := meshConfig(cfg, opts.Mesh, log)
 	if err != nil {
 		return nil, err
@@ -98,12 +102,29 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
+	var tel *telemetry.Telemetry
+	if !opts.NoTelemetry {
+		if tel, err = telemetry.New(telemetry.Options{NodeID: cfg.NodeID, OTel: cfg.OTel, Logger: log}); err != nil {
+			return nil, err
+		}
+		mcfg.TracerProvider = tel.TracerProvider()
+	}
 	node, err := mesh.New(mcfg)
 	if err != nil {
+		tel.Close(context.Background())
 		return nil, err
 	}
-	rt := &Runtime{cfg: cfg, node: node, key: key, client: &remote.Client{Node: node}, log: log,
-		known: known, errs: errs, stopWatch: make(chan struct{}), watched: make(chan struct{})}
+	rt := &Runtime{cfg: cfg, node: node, key: cfg.ProxyKey, client: &remote.Client{Node: node, Telemetry: tel}, tel: tel,
+		log: log, known: known, stopWatch: make(chan struct{})}
+	if rt.key == "" {
+		rt.key = randomKey()
+	}
+	started := time.Now()
+	// fail undoes what Start did so far (the fields still nil are skipped).
+	fail := func(err error) (*Runtime, error) {
+		rt.shutdown()
+		return nil, err
+	}
 
 	var gw *proxy.Gateway
 	var rgw *remote.Gateway
@@ -122,7 +143,7 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 		return p.Tags
 	}
 	rt.serve = proxy.RegisterServing(node, proxy.ServingConfig{Models: cfg.Models, Providers: opts.Providers, Gateway: gw, Logger: log,
-		AllowFrom: cfg.AllowFrom, CallerTags: callerTags})
+		AllowFrom: cfg.AllowFrom, CallerTags: callerTags, Telemetry: tel})
 	warnGatewayModels(cfg, opts, log)
 	rt.target, err = remote.Register(node, remote.TargetConfig{
 		ToolProxy:         cfg.ToolProxy,
@@ -137,51 +158,58 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 		CallerTags:        callerTags,
 	})
 	if err != nil {
-		node.Close()
-		rt.serve.Close()
-		return nil, err
+		rt.target = nil
+		return fail(err)
 	}
 	if err := node.Start(ctx); err != nil {
-		rt.target.Close()
-		node.Close()
-		rt.serve.Close()
-		return nil, err
+		return fail(err)
 	}
-	rt.proxy, err = proxy.NewServer(proxy.ServerConfig{
-		Node:   node,
-		Addr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.ProxyPort)),
-		APIKey: rt.key,
-		Pins:   cfg.ProxyModels,
-		Logger: log,
-		Routes: map[string]http.Handler{StatusPath: rt.statusHandler()},
-	})
-	if err == nil {
-		err = rt.proxy.Start(ctx)
+	scfg := proxy.ServerConfig{
+		Node:      node,
+		Addr:      net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.ProxyPort)),
+		APIKey:    rt.key,
+		Pins:      cfg.ProxyModels,
+		Logger:    log,
+		Telemetry: tel,
 	}
-	if err != nil {
-		rt.target.Close()
-		node.Close()
-		rt.serve.Close()
-		return nil, fmt.Errorf("model proxy on 127.0.0.1:%d: %w (set proxyPort to a free port)", cfg.ProxyPort, err)
+	if tel != nil {
+		tel.WatchMesh(node)
+		tel.RegisterRunQueue(rt.target.Runs)
+		rt.status = status.NewHandler(status.Source{Node: node, Telemetry: tel, Config: cfg, StartedAt: started}, rt.key)
+		scfg.Ops = rt.status
 	}
-	go rt.watch()
+	var perr error
+	rt.proxy, perr = proxy.NewServer(scfg)
+	if perr == nil {
+		perr = rt.proxy.Start(ctx)
+	}
+	if perr != nil {
+		rt.proxy = nil
+		return fail(fmt.Errorf("model proxy on 127.0.0.1:%d: %w (set proxyPort to a free port)", cfg.ProxyPort, perr))
+	}
+	if cfg.Metrics.Listen != "" && rt.status != nil {
+		if err := rt.serveMetrics(ctx, cfg.Metrics.Listen); err != nil {
+			return fail(fmt.Errorf("metrics.listen %s: %w", cfg.Metrics.Listen, err))
+		}
+	}
+	if known != nil {
+		rt.watched = make(chan struct{})
+		go rt.watchKnown()
+	}
 	return rt, nil
 }
 
-// watch runs until Close: it notes the reachable nodes for the status, and
-// applies edits of the known-nodes file (the trust and revoke commands) to
-// the running node: a node no longer trusted is cut off at once.
-func (r *Runtime) watch() {
+// watchKnown applies edits of the known-nodes file (the trust and revoke
+// commands) to the running node until Close: a node no longer trusted is
+// cut off at once.
+func (r *Runtime) watchKnown() {
 	defer close(r.watched)
 	tick := time.NewTicker(knownNodesPoll)
 	defer tick.Stop()
 	for {
-		changed := r.node.Changed()
-		r.peers.note(r.node, time.Now())
 		select {
 		case <-r.stopWatch:
 			return
-		case <-changed:
 		case <-tick.C:
 			r.reloadKnown()
 		}
@@ -191,9 +219,6 @@ func (r *Runtime) watch() {
 // reloadKnown reads the known-nodes file again if it changed, and asks the
 // mesh to drop the nodes it no longer admits.
 func (r *Runtime) reloadKnown() {
-	if r.known == nil {
-		return
-	}
 	changed, err := r.known.ReloadIfChanged()
 	if err != nil {
 		r.log.Warn("known nodes file changed but cannot be used; the node keeps the keys it knew", "file", r.known.Path(), "err", err)
@@ -202,11 +227,30 @@ func (r *Runtime) reloadKnown() {
 	if !changed {
 		return
 	}
-	if cut := r.node.Recheck(); len(cut) > 0 {
-		r.log.Info("known nodes file changed: cut off the nodes it no longer admits", "file", r.known.Path(), "nodes", strings.Join(cut, ","))
-	} else {
+	cut := r.node.Recheck()
+	if len(cut) == 0 {
 		r.log.Info("known nodes file changed: reloaded", "file", r.known.Path())
+		return
 	}
+	r.log.Warn("known nodes file changed: cut off the nodes it no longer admits", "file", r.known.Path(), "nodes", strings.Join(cut, ","))
+}
+
+// serveMetrics serves /metrics on addr (metrics.listen) until Close.
+func (r *Runtime) serveMetrics(ctx context.Context, addr string) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	r.metricsAddr = ln.Addr()
+	r.metricsSrv = &http.Server{Handler: r.status.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		MaxHeaderBytes: 16 << 10}
+	r.metricsDone = make(chan struct{})
+	go func() {
+		defer close(r.metricsDone)
+		r.metricsSrv.Serve(ln) // ends with http.ErrServerClosed at Close
+	}()
+	return nil
 }
 
 // warnGatewayModels says at start which models this node no longer serves
@@ -339,6 +383,11 @@ func secrets(opts Options, proxyKey string) []string {
 	for _, p := range opts.Providers {
 		out = append(out, p.APIKey)
 	}
+	if o := opts.Config.OTel; o != nil {
+		for _, v := range o.Headers {
+			out = append(out, v)
+		}
+	}
 	return out
 }
 
@@ -374,17 +423,59 @@ func (r *Runtime) CallTool(ctx context.Context, name string, args []byte) remote
 	return r.client.Call(ctx, name, args)
 }
 
-// Close stops the proxy, ends running work and closes every link.
+// StatusLink returns a one-time link that opens this node's status page
+// in a browser; "" when telemetry is off.
+func (r *Runtime) StatusLink() string {
+	if r.status == nil {
+		return ""
+	}
+	return r.status.Link("http://" + r.proxy.Addr().String())
+}
+
+// MetricsAddr is where metrics.listen serves /metrics; nil when not set.
+func (r *Runtime) MetricsAddr() net.Addr { return r.metricsAddr }
+
+// Telemetry is the node's telemetry; nil with Options.NoTelemetry.
+func (r *Runtime) Telemetry() *telemetry.Telemetry { return r.tel }
+
+// Close stops the proxy, ends running work and closes every link, then
+// exports the spans still held.
 func (r *Runtime) Close() error {
+	return r.shutdown()
+}
+
+// shutdown stops whatever of the node has started.
+func (r *Runtime) shutdown() error {
 	select {
 	case <-r.stopWatch:
 	default:
 		close(r.stopWatch)
 	}
-	<-r.watched
-	err := r.proxy.Close()
-	r.target.Close()
+	if r.watched != nil {
+		<-r.watched
+	}
+	var err error
+	if r.metricsSrv != nil {
+		r.metricsSrv.Close()
+		<-r.metricsDone
+	}
+	if r.proxy != nil {
+		err = r.proxy.Close()
+	}
+	if r.target != nil {
+		r.target.Close()
+	}
 	err = errors.Join(err, r.node.Close())
-	r.serve.Close()
+	if r.serve != nil {
+		r.serve.Close()
+	}
+	// Spans that cannot be exported in time are lost (and logged); the
+	// node has stopped either way.
+	ctx, cancel := context.WithTimeout(context.Background(), telemetryFlushTimeout)
+	defer cancel()
+	r.tel.Close(ctx)
 	return err
 }
+
+// telemetryFlushTimeout bounds the export of the last spans at Close.
+const telemetryFlushTimeout = 5 * time.Second

@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // PeerAddr is a peer this node dials.
@@ -113,6 +115,9 @@ type Config struct {
 
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
+	// TracerProvider, when set, records the mesh's spans (trace.go); nil
+	// records none. Trace context is passed on either way.
+	TracerProvider trace.TracerProvider
 }
 
 // MinSecretLen is the shortest secret accepted.

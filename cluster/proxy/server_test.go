@@ -154,35 +154,6 @@ func TestProxyBodyLimit(t *testing.T) {
 	}
 }
 
-// Extra routes are served behind the same key, and only their paths.
-func TestServerRoutes(t *testing.T) {
-	up := newMockLLM(t, "up-b")
-	b := startNode(t, "b", []schema.Model{upstreamModel("m", up)})
-	s, err := NewServer(ServerConfig{Node: b, Addr: "127.0.0.1:0", APIKey: testKey,
-		Routes: map[string]http.Handler{"/status.json": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", "application/json")
-			io.WriteString(w, `{"route":"status","method":"`+r.Method+`"}`)
-		})}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(testCtx(t)); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	root := strings.TrimSuffix(s.URL(), "/v1")
-	if status, v := rawCall(t, "GET", root+"/status.json", "", ""); status != http.StatusUnauthorized || v["route"] != nil {
-		t.Fatalf("without the key: %d %v", status, v)
-	}
-	if status, v := rawCall(t, "GET", root+"/status.json", "Bearer "+testKey, ""); status != http.StatusOK || v["route"] != "status" {
-		t.Fatalf("with the key: %d %v", status, v)
-	}
-	status, v := rawCall(t, "GET", root+"/status.json/x", "Bearer "+testKey, "")
-	if msg, _ := v["error"].(map[string]any)["message"].(string); status != http.StatusNotFound || !strings.HasSuffix(msg, "POST /v1/chat/completions, and /status.json") {
-		t.Fatalf("another path: %d %v", status, v)
-	}
-}
-
 // Closing the front ends the requests in flight, and through their mesh
 // streams the upstream requests on the serving node.
 func TestServerCloseEndsRequests(t *testing.T) {

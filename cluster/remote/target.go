@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
@@ -70,6 +71,7 @@ type Target struct {
 	callerTags  func(string) []string
 
 	slots     chan struct{} // one token per running handoff/send
+	waiting   atomic.Int64  // runs waiting for a slot
 	execSlots chan struct{} // one token per running exec command
 
 	ctx    context.Context // ends on Close; parent of every run

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/clawmatrix/clawmatrix/cluster"
+	"github.com/clawmatrix/clawmatrix/cluster/telemetry"
 	"github.com/clawmatrix/clawmatrix/internal/bench"
 	"github.com/clawmatrix/clawmatrix/internal/demo"
 	"github.com/clawmatrix/clawmatrix/plugin"
@@ -100,7 +101,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "clawmatrix-plugin serve: takes no arguments (got %q)\n", args)
 		return 1
 	}
-	s := &plugin.Server{Logger: stderrLogger(stderr)}
+	log := stderrLogger(stderr)
+	telemetry.LogExportErrors(log)
+	s := &plugin.Server{Logger: log}
 	if err := s.Serve(ctx, os.Stdin, stdout); err != nil {
 		fmt.Fprintln(stderr, "clawmatrix-plugin:", err)
 		return 1
@@ -175,6 +178,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := stderrLogger(stderr)
+	telemetry.LogExportErrors(log)
 	rt, err := cluster.Start(ctx, cluster.Options{Config: cfg, WorkspaceDir: *workspace, ConfigPath: *path, Logger: log})
 	if err != nil {
 		fmt.Fprintln(stderr, "clawmatrix-plugin node:", err)
@@ -185,6 +189,10 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "mesh: %s\n", rt.Mesh().URL())
 	}
 	fmt.Fprintf(stdout, "model proxy: %s\nproxy key: %s\n", rt.ProxyURL(), rt.ProxyKey())
+	fmt.Fprintf(stdout, "status page (opens once): %s\n", rt.StatusLink())
+	if a := rt.MetricsAddr(); a != nil {
+		fmt.Fprintf(stdout, "metrics: http://%s/metrics\n", a)
+	}
 	<-ctx.Done()
 	log.Info("shutting down", "node", rt.NodeID())
 	if err := rt.Close(); err != nil && !errors.Is(err, context.Canceled) {
