@@ -175,7 +175,7 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 	if tel != nil {
 		tel.WatchMesh(node)
 		tel.RegisterRunQueue(rt.target.Runs)
-		rt.status = status.NewHandler(status.Source{Node: node, Telemetry: tel, Config: cfg, StartedAt: started}, rt.key)
+		rt.status = status.NewHandler(status.Source{Node: node, Telemetry: tel, Config: cfg, StartedAt: started, Known: known}, rt.key)
 		scfg.Ops = rt.status
 	}
 	var perr error
@@ -233,6 +233,9 @@ func (r *Runtime) reloadKnown() {
 		return
 	}
 	r.log.Warn("known nodes file changed: cut off the nodes it no longer admits", "file", r.known.Path(), "nodes", strings.Join(cut, ","))
+	for _, id := range cut {
+		r.tel.NodeRefused(id, "node "+id+" was cut off: its key is no longer trusted here (revoked, or another key pinned); its links closed with 4012")
+	}
 }
 
 // serveMetrics serves /metrics on addr (metrics.listen) until Close.
