@@ -3,6 +3,8 @@ package mesh
 import (
 	"crypto/ed25519"
 	"slices"
+
+	"github.com/clawmatrix/clawmatrix/cluster/identity"
 )
 
 // Recheck asks Trust again about every node this node knows, for use after
@@ -46,8 +48,8 @@ func (n *Node) Recheck() []string {
 		}
 		refusedKeys[k.id] = append(refusedKeys[k.id], k.key)
 		if k.l != nil {
-			n.log.Warn("mesh: closing the link to a node whose key is no longer trusted", "peer", k.id, "key", keyFingerprint(k.key), "err", err)
-			k.l.close(CloseUntrusted, "node key "+keyFingerprint(k.key)[:19]+" no longer trusted; the refusing node's log says why")
+			n.log.Warn("mesh: closing the link to a node whose key is no longer trusted", "peer", k.id, "key", identity.Fingerprint(k.key), "err", err)
+			k.l.close(CloseUntrusted, "node key "+identity.Fingerprint(k.key)[:19]+" no longer trusted; the refusing node's log says why")
 		}
 	}
 	if len(refusedKeys) == 0 {
