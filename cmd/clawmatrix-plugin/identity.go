@@ -17,8 +17,8 @@ import (
 
 const (
 	identityUsage = "usage: clawmatrix-plugin identity (--config FILE | --state DIR [--plugin-config FILE|-] | --key PATH) [--json]"
-	trustUsage    = "usage: clawmatrix-plugin trust (--config FILE | --state DIR [--plugin-config FILE|-] | --known PATH) NODEID PUBLICKEY"
-	revokeUsage   = "usage: clawmatrix-plugin revoke (--config FILE | --state DIR [--plugin-config FILE|-] | --known PATH) NODEID"
+	trustUsage    = "usage: clawmatrix-plugin trust (--config FILE | --state DIR [--plugin-config FILE|-] | --known PATH) [--json] NODEID PUBLICKEY"
+	revokeUsage   = "usage: clawmatrix-plugin revoke (--config FILE | --state DIR [--plugin-config FILE|-] | --known PATH) [--json] NODEID"
 	// A running node watches its known-nodes file (cluster.Runtime).
 	takesEffect = "a node running on this file applies it within seconds"
 )
@@ -195,6 +195,7 @@ func runIdentity(_ context.Context, args []string, stdout, stderr io.Writer) int
 
 func runTrust(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fs, p := placeCommand("trust", "known", trustUsage, "\nPins NODEID to PUBLICKEY in the known-nodes file, replacing the key it was known by and undoing a revoke.", stderr)
+	asJSON := fs.Bool("json", false, "print one JSON object: nodeId, fingerprint, revoked, knownNodesFile, notes")
 	if done, code := parseFlags(fs, args); done {
 		return code
 	}
@@ -228,14 +229,38 @@ func runTrust(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "clawmatrix-plugin trust:", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "pinned node %s to key %s in %s; %s\n", nodeID, identity.Fingerprint(pub), knownFile, takesEffect)
+	notes := []string{}
 	if cfg != nil && slices.Contains(cfg.Revoked, nodeID) {
-		fmt.Fprintf(stdout, "note: %s lists %s under revoked, which still refuses it; take it off that list to let it back\n", cfgName, nodeID)
+		notes = append(notes, fmt.Sprintf("%s lists %s under revoked, which still refuses it; take it off that list to let it back", cfgName, nodeID))
 	}
 	if cfg != nil && len(cfg.Trust) > 0 && !trustLists(cfg.Trust, nodeID, pub) {
-		fmt.Fprintf(stdout, "note: %s sets trust, and then only that list decides: put {\"nodeId\": %q, \"publicKey\": %q} in it\n", cfgName, nodeID, identity.FormatPublicKey(pub))
+		notes = append(notes, fmt.Sprintf("%s sets trust, and then only that list decides: put {\"nodeId\": %q, \"publicKey\": %q} in it", cfgName, nodeID, identity.FormatPublicKey(pub)))
+	}
+	if *asJSON {
+		printChange(stdout, changeResult{NodeID: nodeID, Fingerprint: identity.Fingerprint(pub), KnownNodesFile: knownFile, Notes: notes})
+		return 0
+	}
+	fmt.Fprintf(stdout, "pinned node %s to key %s in %s; %s\n", nodeID, identity.Fingerprint(pub), knownFile, takesEffect)
+	for _, n := range notes {
+		fmt.Fprintln(stdout, "note: "+n)
 	}
 	return 0
+}
+
+// changeResult is what trust and revoke print with --json.
+type changeResult struct {
+	NodeID string `json:"nodeId"`
+	// Fingerprint is the key now pinned for the node; absent for a node
+	// revoked before any key was seen for it.
+	Fingerprint    string   `json:"fingerprint,omitempty"`
+	Revoked        bool     `json:"revoked"`
+	KnownNodesFile string   `json:"knownNodesFile"`
+	Notes          []string `json:"notes"`
+}
+
+func printChange(stdout io.Writer, r changeResult) {
+	out, _ := json.Marshal(r)
+	fmt.Fprintf(stdout, "%s\n", out)
 }
 
 // trustLists reports whether a trust list holds nodeID with pub.
@@ -250,6 +275,7 @@ func trustLists(trust []schema.TrustedNode, nodeID string, pub ed25519.PublicKey
 
 func runRevoke(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fs, p := placeCommand("revoke", "known", revokeUsage, "\nMarks NODEID revoked in the known-nodes file: refused from then on, with any key, and its key refused under any id.", stderr)
+	asJSON := fs.Bool("json", false, "print one JSON object: nodeId, fingerprint, revoked, knownNodesFile, notes")
 	if done, code := parseFlags(fs, args); done {
 		return code
 	}
@@ -278,14 +304,22 @@ func runRevoke(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "clawmatrix-plugin revoke:", err)
 		return 1
 	}
-	what := "no key known yet"
+	what, fp := "no key known yet", ""
 	for _, e := range store.List() {
 		if e.NodeID == nodeID && e.PublicKey != nil {
-			what = "key " + identity.Fingerprint(e.PublicKey)
+			fp = identity.Fingerprint(e.PublicKey)
+			what = "key " + fp
 		}
 	}
+	notes := []string{
+		"revoke it on every node; a revoked machine that still knows the cluster secret can rejoin under a new id with a new key until the secret is changed or trust lists the allowed nodes",
+	}
+	if *asJSON {
+		printChange(stdout, changeResult{NodeID: nodeID, Fingerprint: fp, Revoked: true, KnownNodesFile: knownFile, Notes: notes})
+		return 0
+	}
 	fmt.Fprintf(stdout, "revoked node %s (%s) in %s; %s\n", nodeID, what, knownFile, takesEffect)
-	fmt.Fprintln(stdout, "revoke it on every node; a revoked machine that still knows the cluster secret can rejoin under a new id with a new key until the secret is changed or trust lists the allowed nodes")
+	fmt.Fprintln(stdout, notes[0])
 	fmt.Fprintf(stdout, "undo: clawmatrix-plugin trust %s %s PUBLICKEY\n", again, nodeID)
 	return 0
 }

@@ -493,6 +493,9 @@ func TestIdentityCommands(t *testing.T) {
 		{[]string{"revoke", "--config", config, "--plugin-config", pluginCfg, "z"}, 1, []string{"--plugin-config goes with --state"}},
 		{[]string{"revoke", "--state", state, "--plugin-config", bad + ".missing", "z"}, 2, []string{"--plugin-config: open "}},
 		{[]string{"revoke", "--state", state, "--plugin-config", loose, "z"}, 2, []string{"is not a JSON object"}},
+		{[]string{"revoke", "--state", state, "--plugin-config", pluginCfg, "--json", "z"}, 0, []string{`{"nodeId":"z","revoked":true,"knownNodesFile":"` + movedKnown + `","notes":["revoke it on every node;`}},
+		{[]string{"trust", "--state", state, "--plugin-config", pluginCfg, "--json", "c", peer.PublicKey}, 0,
+			[]string{`{"nodeId":"c","fingerprint":"` + peer.Fingerprint + `","revoked":false,"knownNodesFile":"` + movedKnown + `","notes":["the plugin config lists c under revoked`}},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
