@@ -6,7 +6,8 @@
 // on its stdin/stdout (docs/HOST-PROTOCOL.md). The adapter's parts are in lib/:
 // rpc.js (the JSON-RPC client), supervisor.js (the sidecar process),
 // binary.js (finding it), catalog.js (the provider and its models), tools.js,
-// initialize.js, dirs.js and proxy-key.js.
+// cli.js (the openclaw clawmatrix commands), initialize.js, dirs.js and
+// proxy-key.js.
 //
 // Facts about OpenClaw that shape this file:
 // - OpenClaw imports this entry several times as separate module instances,
@@ -18,6 +19,7 @@
 // Node built-ins only: the package has no dependencies.
 
 import { clusterProvider } from "./lib/catalog.js";
+import { registerClusterCli } from "./lib/cli.js";
 import { resolveStateDir } from "./lib/dirs.js";
 import { errorText } from "./lib/errors.js";
 import { PLUGIN_ID } from "./lib/ids.js";
@@ -76,13 +78,16 @@ export default {
   name: "clawmatrix",
   description: "Joins OpenClaw gateways into one cluster: remote models, tools and agents.",
   register(api) {
+    // In every mode: OpenClaw collects CLI metadata in "cli-metadata" loads
+    // and runs the commands from a "discovery" load of a CLI process.
+    registerClusterCli(api);
     if (api.registrationMode === "cli-metadata") return;
     let key = api.pluginConfig?.proxyKey;
     if (!key) {
       try {
         key = loadProxyKey(resolveStateDir(api));
       } catch (err) {
-        api.logger.error(`clawmatrix: cannot create the proxy key: ${errorText(err)}`);
+        api.logger.error(`clawmatrix: no proxy key, so no clawmatrix models: ${errorText(err)}`);
       }
     }
     // Without a credential present OpenClaw never runs the provider catalog.

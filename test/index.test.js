@@ -7,6 +7,7 @@ import path from "node:path";
 import { after, test } from "node:test";
 
 import plugin from "../index.js";
+import { cliDescriptors } from "../lib/cli.js";
 import { Supervisor } from "../lib/supervisor.js";
 import { minimalConfig, recordingLogger, sidecarBinary, tempDir } from "./support.js";
 
@@ -16,7 +17,7 @@ delete process.env.CLAWMATRIX_PROXY_KEY;
 
 /** A host api that keeps everything registered with it. */
 function recordingApi(pluginConfig, registrationMode = "full") {
-  const got = { tools: [], providers: [], hooks: {}, services: [] };
+  const got = { tools: [], providers: [], hooks: {}, services: [], cli: [] };
   const api = {
     registrationMode,
     pluginConfig,
@@ -26,6 +27,7 @@ function recordingApi(pluginConfig, registrationMode = "full") {
     registerProvider: (p) => got.providers.push(p),
     registerService: (s) => got.services.push(s),
     on: (name, fn) => (got.hooks[name] = fn),
+    registerCli: (registrar, opts) => got.cli.push(opts),
   };
   return { api, got };
 }
@@ -40,10 +42,10 @@ function freePort() {
   });
 }
 
-test("register: a metadata-only load registers nothing and makes no files", () => {
+test("register: a metadata-only load registers the CLI commands alone and makes no files", () => {
   const { api, got } = recordingApi(minimalConfig(), "cli-metadata");
   plugin.register(api);
-  assert.deepEqual(got, { tools: [], providers: [], hooks: {}, services: [] });
+  assert.deepEqual(got, { tools: [], providers: [], hooks: {}, services: [], cli: [{ descriptors: cliDescriptors() }] });
   assert.deepEqual(fs.readdirSync(stateDir), []);
 });
 
