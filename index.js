@@ -6,8 +6,8 @@
 // on its stdin/stdout (docs/HOST-PROTOCOL.md). The adapter's parts are in lib/:
 // rpc.js (the JSON-RPC client), supervisor.js (the sidecar process),
 // binary.js (finding it), catalog.js (the provider and its models), tools.js,
-// cli.js (the openclaw clawmatrix commands), initialize.js, dirs.js and
-// proxy-key.js.
+// cli.js (the openclaw clawmatrix commands), approvals.js (approval prompts
+// before remote actions), initialize.js, dirs.js and proxy-key.js.
 //
 // Facts about OpenClaw that shape this file:
 // - OpenClaw imports this entry several times as separate module instances,
@@ -18,6 +18,7 @@
 //   hook needs the sidecar.
 // Node built-ins only: the package has no dependencies.
 
+import { approvalHook } from "./lib/approvals.js";
 import { clusterProvider } from "./lib/catalog.js";
 import { registerClusterCli } from "./lib/cli.js";
 import { resolveStateDir } from "./lib/dirs.js";
@@ -38,6 +39,8 @@ function registerTools(api) {
     return;
   }
   for (const t of tools) api.registerTool(clusterTool(api, t));
+  // Approvals (the config's approvals) ask before the cluster tools act.
+  api.on("before_tool_call", approvalHook(api), { matcher: tools.map((t) => t.name) });
 }
 
 function registerHook(api) {

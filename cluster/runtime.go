@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -75,6 +76,8 @@ type Runtime struct {
 
 	log   *slog.Logger
 	known *identity.KnownNodes // nil without a known-nodes file
+	// secrets are the values nothing this node shows may contain.
+	secrets []string
 	// stopWatch ends watchKnown; watched is closed when it has ended (nil
 	// until it runs).
 	stopWatch chan struct{}
@@ -119,6 +122,7 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 	if rt.key == "" {
 		rt.key = randomKey()
 	}
+	rt.secrets = secrets(opts, rt.key)
 	started := time.Now()
 	// fail undoes what Start did so far (the fields still nil are skipped).
 	fail := func(err error) (*Runtime, error) {
@@ -152,7 +156,7 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 		OpenclawBin:       cfg.OpenclawBin,
 		Agents:            cfg.Agents,
 		MaxConcurrentRuns: cfg.MaxConcurrentRuns,
-		Secrets:           secrets(opts, rt.key),
+		Secrets:           rt.secrets,
 		Logger:            log,
 		AllowFrom:         cfg.AllowFrom,
 		CallerTags:        callerTags,
@@ -414,6 +418,14 @@ func (r *Runtime) Peers() []mesh.PeerInfo { return r.node.Peers() }
 
 // ProxyURL is the OpenAI-compatible base URL of the local model proxy.
 func (r *Runtime) ProxyURL() string { return r.proxy.URL() }
+
+// Secrets are the values (cluster secret, proxy key, model keys) that
+// nothing this node shows may contain: tool results, approval prompts.
+func (r *Runtime) Secrets() []string { return slices.Clone(r.secrets) }
+
+// AgentNode is the node a handoff or send with these arguments goes to now
+// (cluster_handoff's agent or node); an error says why none would.
+func (r *Runtime) AgentNode(agent, node string) (string, error) { return r.client.AgentNode(agent, node) }
 
 // ProxyKey is the bearer key the model proxy requires.
 func (r *Runtime) ProxyKey() string { return r.key }

@@ -23,12 +23,13 @@ import (
 
 // Methods of the host protocol.
 const (
-	MethodInitialize  = "initialize"
-	MethodToolsCall   = "tools/call"
-	MethodPromptBuild = "hooks/beforePromptBuild"
-	MethodStatus      = "cluster/status"
-	MethodShutdown    = "shutdown"
-	NotificationLog   = "log"
+	MethodInitialize   = "initialize"
+	MethodToolsCall    = "tools/call"
+	MethodPromptBuild  = "hooks/beforePromptBuild"
+	MethodToolApproval = "hooks/beforeToolCall"
+	MethodStatus       = "cluster/status"
+	MethodShutdown     = "shutdown"
+	NotificationLog    = "log"
 	// NotificationCancel (host → sidecar, params {id}) abandons a request
 	// still running: its context is cancelled, so a remote command or agent
 	// run it started is killed on the target. The answer that follows is
@@ -39,7 +40,7 @@ const (
 // ProviderID is the OpenClaw model provider that the local proxy backs.
 const ProviderID = "clawmatrix"
 
-var methods = []string{MethodInitialize, MethodToolsCall, MethodPromptBuild, MethodStatus, MethodShutdown}
+var methods = []string{MethodInitialize, MethodToolsCall, MethodPromptBuild, MethodToolApproval, MethodStatus, MethodShutdown}
 
 // Server serves the host protocol for one host connection.
 type Server struct {
@@ -186,6 +187,8 @@ func (s *Server) dispatch(ctx context.Context, req *jsonrpc2.Request) (any, erro
 		return s.toolsCall(ctx, req)
 	case MethodPromptBuild:
 		return s.promptBuild(req)
+	case MethodToolApproval:
+		return s.toolApproval(req)
 	case MethodStatus:
 		rt, err := s.ready()
 		if err != nil {

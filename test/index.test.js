@@ -26,7 +26,10 @@ function recordingApi(pluginConfig, registrationMode = "full") {
     registerTool: (t) => got.tools.push(t),
     registerProvider: (p) => got.providers.push(p),
     registerService: (s) => got.services.push(s),
-    on: (name, fn) => (got.hooks[name] = fn),
+    on: (name, fn, opts) => {
+      got.hooks[name] = fn;
+      if (opts) got.hookOptions = { ...got.hookOptions, [name]: opts };
+    },
     registerCli: (registrar, opts) => got.cli.push(opts),
   };
   return { api, got };
@@ -79,7 +82,8 @@ test("register: tools, provider, hook and service, then the service runs the sid
   assert.equal(process.env.CLAWMATRIX_PROXY_KEY, key, "the key is where OpenClaw looks for the provider's credential");
 
   assert.deepEqual(got.tools.map((x) => x.name), ["cluster_peers", "cluster_exec", "cluster_read", "cluster_write", "cluster_tool", "cluster_handoff", "cluster_send"]);
-  assert.deepEqual(Object.keys(got.hooks), ["before_prompt_build"]);
+  assert.deepEqual(Object.keys(got.hooks).sort(), ["before_prompt_build", "before_tool_call"]);
+  assert.deepEqual(got.hookOptions.before_tool_call, { matcher: got.tools.map((x) => x.name) }, "the approval hook sees the cluster tools only");
   assert.deepEqual(got.services.map((s) => s.id), ["clawmatrix"]);
   const [provider] = got.providers;
   assert.equal(provider.id, "clawmatrix");
