@@ -26,7 +26,7 @@ import { errorText } from "./lib/errors.js";
 import { PLUGIN_ID } from "./lib/ids.js";
 import { KEY_ENV, loadProxyKey } from "./lib/proxy-key.js";
 import { currentSupervisor, supervisorFor } from "./lib/supervisor.js";
-import { clusterTool, readToolCatalogue } from "./lib/tools.js";
+import { clusterTool, readToolCatalogue, toolCallForm } from "./lib/tools.js";
 
 const HOOK_TIMEOUT_MS = 5_000;
 
@@ -48,7 +48,7 @@ function registerHook(api) {
     try {
       const r = await supervisorFor(api).request(
         "hooks/beforePromptBuild",
-        { agentId: ctx?.agentId, sessionKey: ctx?.sessionKey },
+        { agentId: ctx?.agentId, sessionKey: ctx?.sessionKey, toolCallForm: toolCallForm(api.config) },
         { timeoutMs: HOOK_TIMEOUT_MS },
       );
       return r?.prependContext ? { prependContext: r.prependContext } : undefined;

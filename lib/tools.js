@@ -19,6 +19,22 @@ export function readToolCatalogue(file = fileURLToPath(new URL("../openclaw.tool
   return tools;
 }
 
+/**
+ * How an agent calls the plugin's tools under OpenClaw's tools.toolSearch
+ * (docs: tools/tool-search.md in OpenClaw's package): "direct" when tool
+ * search is off (the schemas are in the model's tool list); "code" for the
+ * code mode (true, or an object without a mode, or mode "code"); else
+ * "tool_call", the structured default, which keeps plugin tools out of the
+ * list and reachable through tool_call (directory mode takes tool_call too).
+ */
+export function toolCallForm(openclawConfig) {
+  const ts = openclawConfig?.tools?.toolSearch;
+  if (ts === false) return "direct";
+  if (ts === true) return "code";
+  if (ts && typeof ts === "object") return ts.mode === "tools" || ts.mode === "directory" ? "tool_call" : "code";
+  return "tool_call";
+}
+
 function toolTimeout(params) {
   const t = Number(params?.timeoutMs);
   return Number.isFinite(t) && t > 0 ? t + TOOL_TIMEOUT_SLACK_MS : TOOL_TIMEOUT_DEFAULT_MS;

@@ -89,6 +89,10 @@ type ToolCallResult struct {
 type PromptParams struct {
 	AgentID    string `json:"agentId,omitempty"`
 	SessionKey string `json:"sessionKey,omitempty"`
+	// ToolCallForm is how the agent reaches the cluster tools in this
+	// turn: "direct", "tool_call" (OpenClaw's tool search, its default) or
+	// "code" (tool search's code mode); "direct" when absent.
+	ToolCallForm string `json:"toolCallForm,omitempty"`
 }
 
 // PromptResult carries text to put before the prompt; empty without peers.

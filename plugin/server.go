@@ -10,6 +10,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -335,7 +336,11 @@ func (s *Server) promptBuild(req *jsonrpc2.Request) (any, error) {
 	if !ready {
 		return PromptResult{}, nil
 	}
-	return PromptResult{PrependContext: promptContext(rt.Config(), rt.Peers())}, nil
+	form := p.ToolCallForm
+	if !slices.Contains(callForms, form) {
+		form = FormDirect
+	}
+	return PromptResult{PrependContext: promptContext(rt.Config(), rt.Peers(), form)}, nil
 }
 
 // shutdown closes the node once; later requests are refused.

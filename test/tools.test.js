@@ -8,7 +8,7 @@ import { after, test } from "node:test";
 import { pathToFileURL } from "node:url";
 
 import { currentSupervisor } from "../lib/supervisor.js";
-import { clusterTool, readToolCatalogue } from "../lib/tools.js";
+import { clusterTool, readToolCatalogue, toolCallForm } from "../lib/tools.js";
 import { minimalConfig, recordingLogger, repoRoot, sidecarBinary, tempDir } from "./support.js";
 
 process.env.OPENCLAW_STATE_DIR = tempDir();
@@ -32,6 +32,21 @@ test("catalogue: a file that is not a list is refused, naming the file", () => {
   const file = path.join(tempDir(), "tools.json");
   fs.writeFileSync(file, '{"name":"cluster_peers"}');
   assert.throws(() => readToolCatalogue(file), new RegExp(`^Error: ${file}: expected an array of tools$`));
+});
+
+test("call form: as OpenClaw's tools.toolSearch shows plugin tools to the model", () => {
+  const cases = [
+    [{}, "tool_call"], // unset: the structured default
+    [{ tools: {} }, "tool_call"],
+    [{ tools: { toolSearch: false } }, "direct"],
+    [{ tools: { toolSearch: true } }, "code"],
+    [{ tools: { toolSearch: { mode: "tools" } } }, "tool_call"],
+    [{ tools: { toolSearch: { mode: "directory" } } }, "tool_call"],
+    [{ tools: { toolSearch: { mode: "code", codeTimeoutMs: 5000 } } }, "code"],
+    [{ tools: { toolSearch: { searchDefaultLimit: 5 } } }, "code"], // an object without a mode is code mode
+    [undefined, "tool_call"],
+  ];
+  for (const [config, want] of cases) assert.equal(toolCallForm(config), want, JSON.stringify(config));
 });
 
 // Before the binary is found, so it runs first.
