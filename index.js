@@ -94,7 +94,10 @@ export default {
       }
     }
     // Without a credential present OpenClaw never runs the provider catalog.
-    if (key) process.env[KEY_ENV] ??= key;
+    // Not in a discovery load: OpenClaw's CLI loads plugins that way to run
+    // their commands, checks that the process environment did not change
+    // meanwhile, and refuses to run the command if it did.
+    if (key && api.registrationMode !== "discovery") process.env[KEY_ENV] ??= key;
     if (key) {
       const liveUrl = () => currentSupervisor()?.initResult?.provider?.baseUrl;
       api.registerProvider(clusterProvider(api.pluginConfig ?? {}, key, liveUrl));

@@ -52,6 +52,15 @@ test("register: a metadata-only load registers the CLI commands alone and makes 
   assert.deepEqual(fs.readdirSync(stateDir), []);
 });
 
+test("register: a discovery load (how OpenClaw's CLI runs plugin commands) leaves the process environment alone", () => {
+  const before = { ...process.env };
+  const { api, got } = recordingApi(minimalConfig(), "discovery");
+  plugin.register(api);
+  assert.deepEqual({ ...process.env }, before, "OpenClaw refuses to run a plugin command when the environment changed during registration");
+  assert.equal(got.cli.length, 1);
+  assert.equal(got.providers.length, 1, "the provider is still registered, inert");
+});
+
 test("register: without a sidecar, a hook leaves the prompt alone and says why", async () => {
   const { api, got } = recordingApi(minimalConfig());
   process.env.CLAWMATRIX_BIN = path.join(tempDir(), "missing");
