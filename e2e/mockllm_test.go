@@ -116,6 +116,18 @@ func (r llmRequest) userText() string {
 	return b.String()
 }
 
+// systemText is every system message of the request, joined.
+func (r llmRequest) systemText() string {
+	var b strings.Builder
+	for _, m := range r.Chat.Messages {
+		if m.Role == "system" || m.Role == "developer" {
+			b.WriteString(m.text())
+			b.WriteString("\n")
+		}
+	}
+	return b.String()
+}
+
 func newScriptLLM() *scriptLLM {
 	m := &scriptLLM{}
 	mux := http.NewServeMux()
