@@ -425,7 +425,9 @@ func (r *Runtime) Secrets() []string { return slices.Clone(r.secrets) }
 
 // AgentNode is the node a handoff or send with these arguments goes to now
 // (cluster_handoff's agent or node); an error says why none would.
-func (r *Runtime) AgentNode(agent, node string) (string, error) { return r.client.AgentNode(agent, node) }
+func (r *Runtime) AgentNode(agent, node string) (string, error) {
+	return r.client.AgentNode(agent, node)
+}
 
 // ProxyKey is the bearer key the model proxy requires.
 func (r *Runtime) ProxyKey() string { return r.key }
