@@ -16,7 +16,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/clawmatrix/clawmatrix/cluster/identity"
@@ -66,7 +68,20 @@ type Runtime struct {
 	metricsSrv  *http.Server
 	metricsAddr net.Addr
 	metricsDone chan struct{}
+
+	log   *slog.Logger
+	known *identity.KnownNodes // nil without a known-nodes file
+	// secrets are the values nothing this node shows may contain.
+	secrets []string
+	// stopWatch ends watchKnown; watched is closed when it has ended (nil
+	// until it runs).
+	stopWatch chan struct{}
+	watched   chan struct{}
 }
+
+// knownNodesPoll is how often a running node looks whether its known-nodes
+// file changed (the trust and revoke commands write it).
+const knownNodesPoll = time.Second
 
 // Start brings a node up: mesh links, the model proxy on 127.0.0.1 and the
 // handlers that serve models and tools to the cluster. On error nothing is
@@ -81,7 +96,8 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := loadIdentity(&mcfg, opts, log); err != nil {
+	known, err := loadIdentity(&mcfg, opts, log)
+	if err != nil {
 		return nil, err
 	}
 	var tel *telemetry.Telemetry
@@ -96,10 +112,12 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 		tel.Close(context.Background())
 		return nil, err
 	}
-	rt := &Runtime{cfg: cfg, node: node, key: cfg.ProxyKey, client: &remote.Client{Node: node, Telemetry: tel}, tel: tel}
+	rt := &Runtime{cfg: cfg, node: node, key: cfg.ProxyKey, client: &remote.Client{Node: node, Telemetry: tel}, tel: tel,
+		log: log, known: known, stopWatch: make(chan struct{})}
 	if rt.key == "" {
 		rt.key = randomKey()
 	}
+	rt.secrets = secrets(opts, rt.key)
 	started := time.Now()
 	// fail undoes what Start did so far (the fields still nil are skipped).
 	fail := func(err error) (*Runtime, error) {
@@ -128,7 +146,7 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 		OpenclawBin:       cfg.OpenclawBin,
 		Agents:            cfg.Agents,
 		MaxConcurrentRuns: cfg.MaxConcurrentRuns,
-		Secrets:           secrets(opts, rt.key),
+		Secrets:           rt.secrets,
 		Logger:            log,
 		AllowFrom:         cfg.AllowFrom,
 		CallerTags:        callerTags,
@@ -151,7 +169,7 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 	if tel != nil {
 		tel.WatchMesh(node)
 		tel.RegisterRunQueue(rt.target.Runs)
-		rt.status = status.NewHandler(status.Source{Node: node, Telemetry: tel, StartedAt: started}, rt.key)
+		rt.status = status.NewHandler(status.Source{Node: node, Telemetry: tel, StartedAt: started, Known: known}, rt.key)
 		scfg.Ops = rt.status
 	}
 	var perr error
@@ -168,7 +186,50 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 			return fail(fmt.Errorf("metrics.listen %s: %w", cfg.Metrics.Listen, err))
 		}
 	}
+	if known != nil {
+		rt.watched = make(chan struct{})
+		go rt.watchKnown()
+	}
 	return rt, nil
+}
+
+// watchKnown applies edits of the known-nodes file (the trust and revoke
+// commands) to the running node until Close: a node no longer trusted is
+// cut off at once.
+func (r *Runtime) watchKnown() {
+	defer close(r.watched)
+	tick := time.NewTicker(knownNodesPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.stopWatch:
+			return
+		case <-tick.C:
+			r.reloadKnown()
+		}
+	}
+}
+
+// reloadKnown reads the known-nodes file again if it changed, and asks the
+// mesh to drop the nodes it no longer admits.
+func (r *Runtime) reloadKnown() {
+	changed, err := r.known.ReloadIfChanged()
+	if err != nil {
+		r.log.Warn("known nodes file changed but cannot be used; the node keeps the keys it knew", "file", r.known.Path(), "err", err)
+		return
+	}
+	if !changed {
+		return
+	}
+	cut := r.node.Recheck()
+	if len(cut) == 0 {
+		r.log.Info("known nodes file changed: reloaded", "file", r.known.Path())
+		return
+	}
+	r.log.Warn("known nodes file changed: cut off the nodes it no longer admits", "file", r.known.Path(), "nodes", strings.Join(cut, ","))
+	for _, id := range cut {
+		r.tel.NodeRefused(id, "node "+id+" was cut off: its key is no longer trusted here (revoked, or another key pinned); its links closed with 4012")
+	}
 }
 
 // serveMetrics serves /metrics on addr (metrics.listen) until Close.
@@ -257,22 +318,23 @@ func meshConfig(cfg *schema.Config, profile *mesh.Config, log *slog.Logger) (mes
 }
 
 // loadIdentity gives the mesh its node key and trust store, from the files
-// schema.IdentityPaths names, creating the key on first start.
-func loadIdentity(m *mesh.Config, opts Options, log *slog.Logger) error {
+// schema.IdentityPaths names, creating the key on first start, and returns
+// the store (nil when nothing names the files).
+func loadIdentity(m *mesh.Config, opts Options, log *slog.Logger) (*identity.KnownNodes, error) {
 	keyFile, knownFile := schema.IdentityPaths(opts.Config, opts.StateDir, opts.ConfigPath)
 	if keyFile == "" {
-		return nil
+		return nil, nil
 	}
 	key, created, err := identity.LoadOrCreate(keyFile)
 	if err != nil {
-		return fmt.Errorf("node key: %w", err)
+		return nil, fmt.Errorf("node key: %w", err)
 	}
 	if created {
 		log.Info("made a new node key", "file", keyFile, "key", identity.FormatPublicKey(identity.Public(key)))
 	}
 	topts, err := identity.ConfigOptions(opts.Config)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if opts.ConfigPath != "" {
 		topts.CommandFlags = "--config " + opts.ConfigPath
@@ -282,10 +344,10 @@ func loadIdentity(m *mesh.Config, opts Options, log *slog.Logger) error {
 	topts.OnPersistError = func(err error) { log.Warn("known nodes not saved", "file", knownFile, "err", err) }
 	known, err := identity.OpenKnownNodes(knownFile, topts)
 	if err != nil {
-		return fmt.Errorf("known nodes: %w", err)
+		return nil, fmt.Errorf("known nodes: %w", err)
 	}
 	m.Identity, m.Trust = key, known
-	return nil
+	return known, nil
 }
 
 // Capabilities is what a node with this config offers the cluster.
@@ -347,6 +409,16 @@ func (r *Runtime) Peers() []mesh.PeerInfo { return r.node.Peers() }
 // ProxyURL is the OpenAI-compatible base URL of the local model proxy.
 func (r *Runtime) ProxyURL() string { return r.proxy.URL() }
 
+// Secrets are the values (cluster secret, proxy key, model keys) that
+// nothing this node shows may contain: tool results, approval prompts.
+func (r *Runtime) Secrets() []string { return slices.Clone(r.secrets) }
+
+// AgentNode is the node a handoff or send with these arguments goes to now
+// (cluster_handoff's agent or node); an error says why none would.
+func (r *Runtime) AgentNode(agent, node string) (string, error) {
+	return r.client.AgentNode(agent, node)
+}
+
 // ProxyKey is the bearer key the model proxy requires.
 func (r *Runtime) ProxyKey() string { return r.key }
 
@@ -382,6 +454,14 @@ func (r *Runtime) Close() error {
 
 // shutdown stops whatever of the node has started.
 func (r *Runtime) shutdown() error {
+	select {
+	case <-r.stopWatch:
+	default:
+		close(r.stopWatch)
+	}
+	if r.watched != nil {
+		<-r.watched
+	}
 	var err error
 	if r.metricsSrv != nil {
 		r.metricsSrv.Close()

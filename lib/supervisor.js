@@ -17,7 +17,7 @@ import { errorText } from "./errors.js";
 import { PLUGIN_ID } from "./ids.js";
 import { initializeParams } from "./initialize.js";
 import { sidecarEnv } from "./proxy-key.js";
-import { LineReader, RpcClient, RpcError } from "./rpc.js";
+import { LineReader, RpcClient, isRpcError } from "./rpc.js";
 
 const HANDLE = Symbol.for("clawmatrix.sidecar");
 
@@ -161,7 +161,7 @@ export class Supervisor {
       );
       return result;
     } catch (err) {
-      if (err instanceof RpcError && err.code === -32602) {
+      if (isRpcError(err) && err.code === -32602) {
         // An invalid config does not heal by restarting: stop and say why.
         const lines = (err.data?.errors ?? []).map((e) => `${e.path}: ${e.message}`);
         this.fatal = new Error(

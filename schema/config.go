@@ -105,6 +105,31 @@ type Config struct {
 	AllowFrom         []string      `json:"allowFrom" jsonschema:"default=*,pattern=^([*]|tag:[A-Za-z0-9._:/@+-]+|[A-Za-z0-9._-]+)$" jsonschema_description:"Which cluster members may use what this node offers (remote tools, handoff and send to its agents, and the models it serves): node ids, tag:<tag> for every node announcing that tag, or * for every member (the default). An empty list refuses every caller."`
 	OTel              *OTel         `json:"otel,omitempty" jsonschema_description:"OpenTelemetry trace export over OTLP/HTTP; off unless set. In a gateway, the adapter fills it from OpenClaw's diagnostics.otel when it is not set here."`
 	Metrics           Metrics       `json:"metrics" jsonschema_description:"Prometheus metrics. They are always served at /metrics on the model proxy's 127.0.0.1 port (bearer proxy key); listen adds an address of its own."`
+	Approvals         Approvals     `json:"approvals" jsonschema_description:"Cluster tool calls from this node's agents that wait for the user's approval (OpenClaw's plugin approvals) before they act on another node. None by default."`
+}
+
+// DefaultApprovalTimeoutMs is how long a call waits for the user's decision
+// unless approvals.timeoutMs says otherwise (OpenClaw's own default).
+const DefaultApprovalTimeoutMs = 120000
+
+// Approvals is the caller side's gate on cluster tools: the calls it names
+// wait for the user to allow them, once, through OpenClaw's approval
+// prompts. The target node's own policy (toolProxy, allowFrom) applies
+// on top.
+type Approvals struct {
+	Tools     []string `json:"tools" jsonschema:"uniqueItems=true" jsonschema_description:"Cluster tools whose every call waits for the user's approval, for example cluster_exec and cluster_write. Empty: no call waits."`
+	Nodes     []string `json:"nodes" jsonschema:"uniqueItems=true,minLength=1,maxLength=64,pattern=^[A-Za-z0-9._-]*$" jsonschema_description:"Only calls to these nodes wait; empty: calls to every node wait."`
+	TimeoutMs int      `json:"timeoutMs" jsonschema:"minimum=1000,maximum=600000,default=120000" jsonschema_description:"How long a call waits for the decision; without one in time it does not run. At most 600000 (OpenClaw's cap)."`
+}
+
+// Gates reports whether a call of tool to node waits for approval. node
+// is "" when the call does not say which node it reaches (a handoff to an
+// agent no node offers): such a call waits whenever the tool does.
+func (a Approvals) Gates(tool, node string) bool {
+	if !slices.Contains(a.Tools, tool) {
+		return false
+	}
+	return len(a.Nodes) == 0 || node == "" || slices.Contains(a.Nodes, node)
 }
 
 // DefaultSampleRatio is otel.sampleRatio when not set: every trace.
@@ -374,6 +399,7 @@ func defaultConfig() Config {
 		OpenclawBin:       DefaultOpenclawBin,
 		MaxConcurrentRuns: DefaultMaxConcurrentRuns,
 		Mesh:              MeshTiming{PingIntervalMs: DefaultPingIntervalMs, DeadAfterMs: DefaultDeadAfterMs},
+		Approvals:         Approvals{TimeoutMs: DefaultApprovalTimeoutMs},
 	}
 }
 
@@ -407,6 +433,8 @@ func (c *Config) fillEmpty() {
 	orEmpty(&c.ToolProxy.AllowPaths)
 	orEmpty(&c.ToolProxy.Env)
 	orEmpty(&c.AllowFrom)
+	orEmpty(&c.Approvals.Tools)
+	orEmpty(&c.Approvals.Nodes)
 	for i := range c.Agents {
 		orEmpty(&c.Agents[i].Tags)
 	}

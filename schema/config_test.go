@@ -31,6 +31,7 @@ func TestParseFillsDefaults(t *testing.T) {
 		OpenclawBin: "openclaw", MaxConcurrentRuns: 2,
 		Mesh:      MeshTiming{PingIntervalMs: 1000, DeadAfterMs: 4000},
 		AllowFrom: []string{"*"},
+		Approvals: Approvals{Tools: []string{}, Nodes: []string{}, TimeoutMs: 120000},
 	}
 	if !reflect.DeepEqual(*cfg, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", *cfg, want)

@@ -10,8 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/clawmatrix/clawmatrix/schema"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/clawmatrix/clawmatrix/schema"
 )
 
 // PeerAddr is a peer this node dials.

@@ -215,6 +215,10 @@ func (c *Client) unknownNode(id string) string {
 		id, strings.Join(c.nodeIDs(), ", "))
 }
 
+// AgentNode is the node a handoff or send with these arguments goes to, as
+// a call would pick it now; an error says why no node would take it.
+func (c *Client) AgentNode(agent, node string) (string, error) { return c.agentNode(agent, node) }
+
 // agentNode picks the node for a handoff or send: the named node (whose
 // first agent takes it when no agent is named), or else the one node that
 // advertises the agent.

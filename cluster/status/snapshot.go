@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clawmatrix/clawmatrix/cluster/identity"
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
 	"github.com/clawmatrix/clawmatrix/cluster/telemetry"
 	"github.com/clawmatrix/clawmatrix/schema"
@@ -45,6 +46,10 @@ type Self struct {
 	Tracing bool `json:"tracing"`
 	// StartedAt is when the node started.
 	StartedAt time.Time `json:"startedAt"`
+	// PublicKey is the node key (ed25519:…), Fingerprint its SHA256:…
+	// form, as the identity command prints them.
+	PublicKey   string `json:"publicKey"`
+	Fingerprint string `json:"fingerprint"`
 }
 
 // Peer is another node.
@@ -67,6 +72,12 @@ type Peer struct {
 	LastSeen time.Time `json:"lastSeen"`
 	// LastErrors are the latest errors that concern the node, newest first.
 	LastErrors []Error `json:"lastErrors"`
+	// Fingerprint is the key the node is reached with; for a down node the
+	// key pinned for it in the known-nodes file; absent when none is known.
+	Fingerprint string `json:"fingerprint,omitempty"`
+	// Revoked says the node is refused for good (the revoke command, or
+	// revoked in the config).
+	Revoked bool `json:"revoked,omitempty"`
 }
 
 // Agent is an agent a node offers.
@@ -118,6 +129,9 @@ type Source struct {
 	Node      *mesh.Node
 	Telemetry *telemetry.Telemetry
 	StartedAt time.Time
+	// Known is the node's known-nodes store, for pinned keys and
+	// revocations; nil when it has none (tests, the demo).
+	Known *identity.KnownNodes
 }
 
 // Take makes a snapshot now.
@@ -126,8 +140,10 @@ func (src Source) Take() Snapshot {
 	tel := src.Telemetry
 	s := Snapshot{Version: SchemaVersion, Time: now.UTC(), Peers: []Peer{}, Links: []Link{}, Requests: []Request{}, Errors: []Error{}}
 	caps := src.Node.Capabilities()
+	pub := src.Node.PublicKey()
 	s.Node = Self{NodeID: src.Node.ID(), Version: schema.Version, Agents: agents(caps.Agents), Models: models(caps.Models),
-		Tags: nonNil(caps.Tags), Tracing: tel.TracerProvider() != nil, StartedAt: src.StartedAt.UTC()}
+		Tags: nonNil(caps.Tags), Tracing: tel.TracerProvider() != nil, StartedAt: src.StartedAt.UTC(),
+		PublicKey: identity.FormatPublicKey(pub), Fingerprint: identity.Fingerprint(pub)}
 
 	for _, e := range tel.Journal().Errors() {
 		s.Errors = append(s.Errors, Error{At: e.At.UTC(), Kind: e.Kind, Node: e.Node, Message: e.Message})
@@ -166,6 +182,7 @@ func (src Source) Take() Snapshot {
 		s.Peers = append(s.Peers, p)
 	}
 	slices.SortFunc(s.Peers, func(a, b Peer) int { return strings.Compare(a.NodeID, b.NodeID) })
+	src.addKeys(s.Peers)
 	for i := range s.Peers {
 		for _, e := range s.Errors {
 			if e.Node == s.Peers[i].NodeID && len(s.Peers[i].LastErrors) < maxPeerErrors {
@@ -182,6 +199,31 @@ func (src Source) Take() Snapshot {
 		s.Links = append(s.Links, l)
 	}
 	return s
+}
+
+// addKeys fills each peer's key fingerprint and revocation: the key the
+// mesh reaches it with, else the one pinned for it.
+func (src Source) addKeys(peers []Peer) {
+	store := map[string]identity.Entry{}
+	if src.Known != nil {
+		for _, e := range src.Known.List() {
+			store[e.NodeID] = e
+		}
+	}
+	for i := range peers {
+		p := &peers[i]
+		e := store[p.NodeID]
+		p.Revoked = e.Revoked
+		if p.Status != telemetry.StateDown {
+			if k := src.Node.PeerKey(p.NodeID); k != nil {
+				p.Fingerprint = identity.Fingerprint(k)
+				continue
+			}
+		}
+		if e.PublicKey != nil {
+			p.Fingerprint = identity.Fingerprint(e.PublicKey)
+		}
+	}
 }
 
 func peer(p mesh.PeerInfo, status string) Peer {

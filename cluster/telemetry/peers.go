@@ -103,3 +103,13 @@ func (m *peerMemory) list() []KnownPeer {
 	sort.Slice(out, func(i, j int) bool { return out[i].NodeID < out[j].NodeID })
 	return out
 }
+
+// NodeRefused records that node was cut off because its key is no longer
+// trusted here (the revoke or trust command changed the known-nodes file
+// while the node ran). A nil Telemetry records nothing.
+func (t *Telemetry) NodeRefused(node, message string) {
+	if t == nil {
+		return
+	}
+	t.jr.addError(ErrorEntry{At: time.Now(), Kind: "peer", Node: node, Message: message})
+}

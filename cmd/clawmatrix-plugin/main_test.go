@@ -455,6 +455,10 @@ func TestIdentityCommands(t *testing.T) {
 	loose := filepath.Join(dir, "loose.key")
 	os.WriteFile(loose, []byte("whatever"), 0o644)
 	os.Chmod(loose, 0o644)
+	// Only the fields that place files matter; the gateway checked the rest.
+	pluginCfg := filepath.Join(dir, "plugin-config.json")
+	movedKnown := filepath.Join(dir, "moved.known_nodes.json")
+	os.WriteFile(pluginCfg, []byte(`{"nodeId":"gw","identityFile":"`+filepath.Join(dir, "gw.key")+`","knownNodesFile":"`+movedKnown+`","revoked":["c"],"future":1}`), 0o600)
 
 	tests := []struct {
 		args []string
@@ -471,14 +475,25 @@ func TestIdentityCommands(t *testing.T) {
 		{[]string{"trust", "--config", config, "b", "nope"}, 1, []string{`must start with "ed25519:"`}},
 		{[]string{"trust", "--config", config, "b c", peer.PublicKey}, 1, []string{"may contain only"}},
 		{[]string{"trust", "--config", config, "relay", peer.PublicKey}, 1, []string{"own id"}},
-		{[]string{"trust", "--config", config, "b", peer.PublicKey}, 0, []string{"pinned node b to key " + peer.Fingerprint + " in " + knownFile, "next start"}},
-		{[]string{"revoke", "--config", config, "b"}, 0, []string{"revoked node b (key " + peer.Fingerprint + ")", "next start", "new id", "trust --config " + config + " b"}},
+		{[]string{"trust", "--config", config, "b", peer.PublicKey}, 0, []string{"pinned node b to key " + peer.Fingerprint + " in " + knownFile, "applies it within seconds"}},
+		{[]string{"revoke", "--config", config, "b"}, 0, []string{"revoked node b (key " + peer.Fingerprint + ")", "applies it within seconds", "new id", "trust --config " + config + " b"}},
 		{[]string{"revoke", "--config", config, "relay"}, 1, []string{"own id"}},
 		{[]string{"revoke", "--known", filepath.Join(dir, "k.json"), "z"}, 0, []string{"revoked node z (no key known yet)"}},
 		{[]string{"revoke", "--config", config}, 1, []string{"usage: clawmatrix-plugin revoke"}},
 		{[]string{"trust", "--config", strict, "b", peer.PublicKey}, 0, []string{"sets trust", `"publicKey": "` + peer.PublicKey + `"`}},
 		{[]string{"trust", "--config", strict, "c", peer.PublicKey}, 0, []string{"lists c under revoked"}},
 		{[]string{"trust", "--state", state, "b", other.PublicKey}, 0, []string{filepath.Join(state, "clawmatrix", "node.known_nodes.json")}},
+		// A gateway's plugin config moves its files.
+		{[]string{"revoke", "--state", state, "--plugin-config", pluginCfg, "z"}, 0, []string{"in " + movedKnown, "trust --known " + movedKnown + " z"}},
+		{[]string{"trust", "--state", state, "--plugin-config", pluginCfg, "c", peer.PublicKey}, 0, []string{"in " + movedKnown, "note: the plugin config lists c under revoked"}},
+		{[]string{"revoke", "--state", state, "--plugin-config", pluginCfg, "gw"}, 1, []string{"own id"}},
+		{[]string{"identity", "--state", state, "--plugin-config", pluginCfg}, 0, []string{"key file:    " + filepath.Join(dir, "gw.key")}},
+		{[]string{"revoke", "--config", config, "--plugin-config", pluginCfg, "z"}, 1, []string{"--plugin-config goes with --state"}},
+		{[]string{"revoke", "--state", state, "--plugin-config", bad + ".missing", "z"}, 2, []string{"--plugin-config: open "}},
+		{[]string{"revoke", "--state", state, "--plugin-config", loose, "z"}, 2, []string{"is not a JSON object"}},
+		{[]string{"revoke", "--state", state, "--plugin-config", pluginCfg, "--json", "z"}, 0, []string{`{"nodeId":"z","revoked":true,"knownNodesFile":"` + movedKnown + `","notes":["revoke it on every node;`}},
+		{[]string{"trust", "--state", state, "--plugin-config", pluginCfg, "--json", "c", peer.PublicKey}, 0,
+			[]string{`{"nodeId":"c","fingerprint":"` + peer.Fingerprint + `","revoked":false,"knownNodesFile":"` + movedKnown + `","notes":["the plugin config lists c under revoked`}},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -492,6 +507,12 @@ func TestIdentityCommands(t *testing.T) {
 				}
 			}
 		})
+	}
+	// The plugin config on stdin, as the OpenClaw adapter hands it over.
+	cmd := exec.Command(binary, "revoke", "--state", state, "--plugin-config", "-", "y")
+	cmd.Stdin = strings.NewReader(`{"nodeId":"gw","knownNodesFile":"` + movedKnown + `"}`)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "revoked node y (no key known yet) in "+movedKnown) {
+		t.Errorf("revoke with the plugin config on stdin: %v\n%s", err, out)
 	}
 	if out, _ := runBinary(t, "trust", "--config", strict, "b", other.PublicKey); strings.Contains(out, "note:") {
 		t.Errorf("a pair trust already lists got a note:\n%s", out)
