@@ -59,7 +59,7 @@ unit:
 e2e:
 	bash scripts/install-openclaw.sh
 	bash scripts/install-verdaccio.sh
-	$(GO) test -tags e2e -count=1 -timeout 15m -v ./e2e/
+	$(GO) test -tags e2e -count=1 -timeout 25m -v ./e2e/
 
 demo:
 	$(GO) run ./cmd/clawmatrix-plugin demo
