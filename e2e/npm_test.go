@@ -284,6 +284,10 @@ func TestInstallFromRegistry(t *testing.T) {
 			t.Errorf("A's sidecar runs %s, want the platform package's %s", exe, installed[0])
 		}
 		assertVersion(ctx, t, exe, version)
+		// OpenClaw copies the plugin folder it loads; the binary is not in it.
+		if all := filesNamed(a.dir, "clawmatrix-plugin"); !slices.Equal(all, installed) {
+			t.Errorf("copies of the binary under gateway A's dirs: %v, want only %s", all, installed[0])
+		}
 	})
 	if t.Failed() {
 		t.FailNow()
