@@ -11,13 +11,13 @@ COMMIT  := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git st
 STAMP   := github.com/clawmatrix/clawmatrix/internal/buildinfo
 LDFLAGS := -X $(STAMP).version=$(VERSION) -X $(STAMP).commit=$(COMMIT)
 
-.PHONY: build install plugin npm test check unit e2e demo bench generate clean
+.PHONY: build install version-known plugin npm test check unit e2e demo bench generate clean
 
-build:
+build: version-known
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/clawmatrix-plugin
 
 # Installs the sidecar where the OpenClaw adapter looks for it (on PATH).
-install:
+install: version-known
 	mkdir -p $(PREFIX)/bin
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(PREFIX)/bin/clawmatrix-plugin ./cmd/clawmatrix-plugin
 	@echo "installed $(PREFIX)/bin/clawmatrix-plugin (make sure $(PREFIX)/bin is on the gateway's PATH, or set CLAWMATRIX_BIN)"
@@ -32,6 +32,9 @@ plugin:
 	tar -xzf dist/$$(tail -n1 dist/.packed) -C dist && mv dist/package dist/clawmatrix
 	rm -f dist/$$(tail -n1 dist/.packed) dist/.packed
 	@echo "staged dist/clawmatrix; install it with: openclaw plugins install $(CURDIR)/dist/clawmatrix --force --accept-capabilities"
+
+version-known:
+	@test -n "$(VERSION)" || { echo 'cannot read "version" from package.json (a line `  "version": "X.Y.Z",`)'; exit 1; }
 
 # Builds the npm packages into dist/npm: one per platform (linux-x64,
 # linux-arm64, darwin-x64, darwin-arm64) holding only its binary, built with
