@@ -48,6 +48,7 @@ test: check unit e2e
 
 check:
 	@bash scripts/check-commits.sh
+	@GO=$(GO) bash scripts/check-deps.sh
 	@out=$$(gofmt -l $(GOFILES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/
@@ -67,8 +68,11 @@ e2e:
 demo:
 	$(GO) run ./cmd/clawmatrix-plugin demo
 
+# The bench starts nodes as clawmatrix-plugin processes: it finds the binary
+# beside its own. BENCH_FLAGS passes flags, e.g. make bench BENCH_FLAGS=--quick.
 bench:
-	$(GO) run ./cmd/clawmatrix-plugin bench
+	$(GO) build -o bin/ ./cmd/clawmatrix-plugin ./cmd/clawmatrix-bench
+	bin/clawmatrix-bench $(BENCH_FLAGS)
 
 # Regenerates the committed files derived from the Go types.
 generate:
