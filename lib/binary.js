@@ -46,7 +46,11 @@ export function platformPackage(host) {
  * runs from a copy of the plugin folder that leaves node_modules out, so the
  * package is resolved from api.rootDir, the real folder, the way Node
  * resolves any dependency of it: that finds it wherever npm put it, and the
- * binary stays outside the folder OpenClaw copies.
+ * binary stays outside the folder OpenClaw copies. (OpenClaw 2026.9.6 also
+ * snapshots a loaded plugin's declared dependencies, this package among
+ * them, under <state dir>/tmp/plugin-captures; the sidecar never runs from
+ * such a snapshot, which lives only as long as the process that made it,
+ * but from the installed package that `openclaw plugins update` replaces.)
  */
 export function platformPackageBinary(api, host) {
   const pkg = platformPackage(host);
