@@ -16,7 +16,8 @@
 // - Registration must stay cheap and side-effect free (it also runs inside CLI
 //   processes): no process is spawned until the service starts or a tool or
 //   hook needs the sidecar.
-// Node built-ins only: the package has no dependencies.
+// Node built-ins only: the package depends on nothing but the platform
+// packages that carry the sidecar binary (lib/binary.js).
 
 import { approvalHook } from "./lib/approvals.js";
 import { clusterProvider } from "./lib/catalog.js";

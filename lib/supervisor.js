@@ -156,7 +156,7 @@ export class Supervisor {
       this.initResult = result;
       this.#log(
         "info",
-        `sidecar ready: node ${result?.nodeId}, ${result?.tools?.length ?? 0} tools, ` +
+        `sidecar ready: node ${result?.nodeId}, version ${result?.version ?? "unknown"}, ${result?.tools?.length ?? 0} tools, ` +
           `${result?.provider?.models?.length ?? 0} models on ${result?.provider?.baseUrl}`,
       );
       return result;

@@ -44,6 +44,7 @@ type ProviderInfo struct {
 // and how to reach the cluster's models.
 type InitializeResult struct {
 	NodeID   string         `json:"nodeId"`
+	Version  string         `json:"version"` // the sidecar's release (internal/buildinfo), for the host's log
 	Tools    []ToolInfo     `json:"tools"`
 	Provider ProviderResult `json:"provider"`
 }

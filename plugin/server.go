@@ -19,6 +19,7 @@ import (
 
 	"github.com/clawmatrix/clawmatrix/cluster"
 	"github.com/clawmatrix/clawmatrix/cluster/proxy"
+	"github.com/clawmatrix/clawmatrix/internal/buildinfo"
 	"github.com/clawmatrix/clawmatrix/schema"
 )
 
@@ -255,10 +256,11 @@ func (s *Server) initialize(ctx context.Context, req *jsonrpc2.Request) (any, er
 		return nil, &jsonrpc2.Error{Code: CodeInvalidRequest, Message: "shut down while initializing"}
 	}
 	s.state, s.rt = stateReady, rt
-	s.log.Info("clawmatrix node started", "node", rt.NodeID(), "proxy", rt.ProxyURL())
+	s.log.Info("clawmatrix node started", "node", rt.NodeID(), "proxy", rt.ProxyURL(), "version", buildinfo.Version())
 	return InitializeResult{
-		NodeID: rt.NodeID(),
-		Tools:  toolInfos(),
+		NodeID:  rt.NodeID(),
+		Version: buildinfo.Version(),
+		Tools:   toolInfos(),
 		Provider: ProviderResult{
 			ID:      ProviderID,
 			BaseURL: rt.ProxyURL(),

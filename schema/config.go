@@ -14,9 +14,6 @@ import (
 	"strings"
 )
 
-// Version is the clawmatrix release, written into the manifest.
-const Version = "0.2.0"
-
 // PluginID is the OpenClaw plugin id and the id of the model provider the
 // sidecar registers.
 const PluginID = "clawmatrix"

@@ -43,7 +43,6 @@ type manifest struct {
 	ID          string   `json:"id"`
 	Name        string   `json:"name"`
 	Description string   `json:"description"`
-	Version     string   `json:"version"`
 	Providers   []string `json:"providers"`
 	Activation  struct {
 		OnStartup bool `json:"onStartup"`
@@ -68,7 +67,6 @@ var manifestJSON = sync.OnceValue(func() []byte {
 		Name: "ClawMatrix",
 		Description: "Joins OpenClaw gateways on different machines into one cluster: agents see each other, " +
 			"use models other nodes serve, run tools on other nodes and hand tasks to their agents.",
-		Version:      Version,
 		Providers:    []string{PluginID},
 		ConfigSchema: ConfigSchema(),
 	}

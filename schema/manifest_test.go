@@ -59,7 +59,6 @@ func TestManifestContents(t *testing.T) {
 		ID           string                    `json:"id"`
 		Name         string                    `json:"name"`
 		Description  string                    `json:"description"`
-		Version      string                    `json:"version"`
 		Providers    []string                  `json:"providers"`
 		Activation   struct{ OnStartup bool }  `json:"activation"`
 		Contracts    struct{ Tools []string }  `json:"contracts"`
@@ -82,7 +81,7 @@ func TestManifestContents(t *testing.T) {
 	if err := dec.Decode(&m); err != nil {
 		t.Fatalf("manifest: %v", err)
 	}
-	if m.ID != "clawmatrix" || m.Name == "" || m.Description == "" || m.Version != Version {
+	if m.ID != "clawmatrix" || m.Name == "" || m.Description == "" {
 		t.Errorf("identity fields: %+v", m)
 	}
 	if !m.Activation.OnStartup {

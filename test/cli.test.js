@@ -175,7 +175,7 @@ test("cli: status and identity show the running node as it is", async () => {
   assert.equal(doc.peers.find((p) => p.nodeId === "cli-b").fingerprint, idB.fingerprint);
 
   const text = (await run("status")).stdout;
-  assert.match(text, new RegExp(`^node cli-a \\(clawmatrix [0-9.]+\\)  ${idA.fingerprint.replace(/[+/]/g, "\\$&")}\n  agents: -  models: -  tags: laptop\n`));
+  assert.match(text, new RegExp(`^node cli-a \\(clawmatrix (dev|[0-9][0-9A-Za-z.+-]*)\\)  ${idA.fingerprint.replace(/[+/]/g, "\\$&")}\n  agents: -  models: -  tags: laptop\n`));
   assert.match(text, /\n {2}cli-b {2}connected( {2}[0-9.]+ ms)? {2}SHA256:\S+\n {4}agents: builder {2}models: - {2}tags: -\n/);
   assert.doesNotMatch(text, /\u001b/, "no escape sequence from a peer reaches the terminal");
 

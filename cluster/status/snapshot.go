@@ -11,7 +11,7 @@ import (
 	"github.com/clawmatrix/clawmatrix/cluster/identity"
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
 	"github.com/clawmatrix/clawmatrix/cluster/telemetry"
-	"github.com/clawmatrix/clawmatrix/schema"
+	"github.com/clawmatrix/clawmatrix/internal/buildinfo"
 )
 
 // SchemaVersion is the version of the /status.json shape. Fields are only
@@ -141,7 +141,7 @@ func (src Source) Take() Snapshot {
 	s := Snapshot{Version: SchemaVersion, Time: now.UTC(), Peers: []Peer{}, Links: []Link{}, Requests: []Request{}, Errors: []Error{}}
 	caps := src.Node.Capabilities()
 	pub := src.Node.PublicKey()
-	s.Node = Self{NodeID: src.Node.ID(), Version: schema.Version, Agents: agents(caps.Agents), Models: models(caps.Models),
+	s.Node = Self{NodeID: src.Node.ID(), Version: buildinfo.Version(), Agents: agents(caps.Agents), Models: models(caps.Models),
 		Tags: nonNil(caps.Tags), Tracing: tel.TracerProvider() != nil, StartedAt: src.StartedAt.UTC(),
 		PublicKey: identity.FormatPublicKey(pub), Fingerprint: identity.Fingerprint(pub)}
 

@@ -17,6 +17,7 @@ import (
 	"sync"
 
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
+	"github.com/clawmatrix/clawmatrix/internal/buildinfo"
 	"github.com/clawmatrix/clawmatrix/schema"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -69,7 +70,7 @@ func New(opts Options) (*Telemetry, error) {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "clawmatrix_build_info", Help: "Always 1; the labels say which build runs.",
-			ConstLabels: prometheus.Labels{"version": schema.Version, "node": opts.NodeID}}, func() float64 { return 1 }),
+			ConstLabels: prometheus.Labels{"version": buildinfo.Version(), "node": opts.NodeID}}, func() float64 { return 1 }),
 	)
 	if opts.OTel != nil {
 		tp, err := newTracerProvider(opts.OTel, opts.NodeID)

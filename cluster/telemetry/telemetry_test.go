@@ -17,6 +17,7 @@ import (
 
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
 	"github.com/clawmatrix/clawmatrix/cluster/telemetry/telemetrytest"
+	"github.com/clawmatrix/clawmatrix/internal/buildinfo"
 	"github.com/clawmatrix/clawmatrix/schema"
 )
 
@@ -58,7 +59,7 @@ func TestSpansReachTheCollector(t *testing.T) {
 			continue
 		}
 		s := spans[0]
-		if s.Name != "work" || s.Resource["service.name"] != "clawmatrix" || s.Resource["service.instance.id"] != "n1" || s.Resource["service.version"] != schema.Version {
+		if s.Name != "work" || s.Resource["service.name"] != "clawmatrix" || s.Resource["service.instance.id"] != "n1" || s.Resource["service.version"] != buildinfo.Version() {
 			t.Errorf("span %s, resource %v", s.Name, s.Resource)
 		}
 		if tc.withParent && (s.TraceID() != "4bf92f3577b34da6a3ce929d0e0e4736" || s.ParentID() != "00f067aa0ba902b7") {

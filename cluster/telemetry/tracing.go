@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/clawmatrix/clawmatrix/internal/buildinfo"
 	"github.com/clawmatrix/clawmatrix/schema"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -46,7 +47,7 @@ func newTracerProvider(o *schema.OTel, nodeID string) (*sdktrace.TracerProvider,
 	res := resource.NewSchemaless(
 		attribute.String("service.name", ServiceName),
 		attribute.String("service.instance.id", nodeID),
-		attribute.String("service.version", schema.Version),
+		attribute.String("service.version", buildinfo.Version()),
 	)
 	return sdktrace.NewTracerProvider(
 		sdktrace.WithBatcher(exp),

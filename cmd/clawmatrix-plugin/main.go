@@ -16,6 +16,7 @@ import (
 
 	"github.com/clawmatrix/clawmatrix/cluster"
 	"github.com/clawmatrix/clawmatrix/cluster/telemetry"
+	"github.com/clawmatrix/clawmatrix/internal/buildinfo"
 	"github.com/clawmatrix/clawmatrix/internal/demo"
 	"github.com/clawmatrix/clawmatrix/plugin"
 	"github.com/clawmatrix/clawmatrix/schema"
@@ -39,7 +40,7 @@ func commands() []command {
 		{"identity", "identity (--config FILE | --state DIR | --key PATH) [--json]  print this node's id, public key and fingerprint (makes the key if missing)", runIdentity},
 		{"trust", "trust (--config FILE | --state DIR | --known PATH) NODEID PUBLICKEY  pin a node's key (after a key change, or to undo revoke)", runTrust},
 		{"revoke", "revoke (--config FILE | --state DIR | --known PATH) NODEID  refuse a node and its key for good", runRevoke},
-		{"version", "version                    print the version", runVersion},
+		{"version", "version                    print the version, the commit and the Go release it was built with", runVersion},
 	}
 }
 
@@ -119,7 +120,7 @@ func runTools(_ context.Context, _ []string, stdout, _ io.Writer) int {
 }
 
 func runVersion(_ context.Context, _ []string, stdout, _ io.Writer) int {
-	fmt.Fprintln(stdout, "clawmatrix-plugin", schema.Version)
+	fmt.Fprintln(stdout, "clawmatrix-plugin", buildinfo.String())
 	return 0
 }
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,13 +23,21 @@ import (
 
 var binary string
 
+const (
+	stampPkg    = "github.com/clawmatrix/clawmatrix/internal/buildinfo"
+	testVersion = "9.8.7-test"
+	testCommit  = "0123456789abcdef"
+)
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "clawmatrix-bin")
 	if err != nil {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "clawmatrix-plugin")
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+	// Stamped as a release build is (Makefile, scripts/npmpack).
+	ldflags := "-X " + stampPkg + ".version=" + testVersion + " -X " + stampPkg + ".commit=" + testCommit
+	if out, err := exec.Command("go", "build", "-ldflags", ldflags, "-o", binary, ".").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building the binary: %v\n%s", err, out)
 		os.RemoveAll(dir)
 		os.Exit(1)
@@ -98,8 +107,9 @@ func testConfig(nodeID string) map[string]any {
 func TestSidecarOverPipes(t *testing.T) {
 	p := spawn(t)
 	var init struct {
-		NodeID string `json:"nodeId"`
-		Tools  []struct {
+		NodeID  string `json:"nodeId"`
+		Version string `json:"version"`
+		Tools   []struct {
 			Name string `json:"name"`
 		} `json:"tools"`
 		Provider struct {
@@ -110,7 +120,7 @@ func TestSidecarOverPipes(t *testing.T) {
 	if err := p.Call("initialize", map[string]any{"config": testConfig("solo"), "host": map[string]any{"name": "test", "version": "1"}}, &init, timeout); err != nil {
 		t.Fatal(err)
 	}
-	if init.NodeID != "solo" || len(init.Tools) != 7 || init.Provider.APIKey == "" {
+	if init.NodeID != "solo" || init.Version != testVersion || len(init.Tools) != 7 || init.Provider.APIKey == "" {
 		t.Fatalf("initialize = %+v", init)
 	}
 
@@ -142,7 +152,7 @@ func TestSidecarOverPipes(t *testing.T) {
 	if len(p.Logs()) == 0 {
 		t.Error("no log notification reached the host")
 	}
-	if !strings.Contains(p.stderr.String(), "clawmatrix node started") {
+	if !strings.Contains(p.stderr.String(), "clawmatrix node started") || !strings.Contains(p.stderr.String(), "version="+testVersion) {
 		t.Errorf("stderr lacks the start log:\n%s", p.stderr)
 	}
 }
@@ -239,7 +249,7 @@ func TestCommands(t *testing.T) {
 		want []string
 	}{
 		{[]string{"manifest"}, 0, []string{string(committed)}},
-		{[]string{"version"}, 0, []string{"clawmatrix-plugin "}},
+		{[]string{"version"}, 0, []string{"clawmatrix-plugin " + testVersion + " (commit " + testCommit + ", " + runtime.Version() + ")\n"}},
 		{[]string{"--help"}, 0, []string{"validate-config", "node --config"}},
 		{[]string{"validate-config", good}, 0, []string{"valid"}},
 		{[]string{"validate-config", bad}, 2, []string{"peers[1].url: ", "listenPort: "}},
