@@ -4,7 +4,6 @@ import (
 	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
-	"io"
 	"math/rand/v2"
 	"net"
 	"strconv"
@@ -13,7 +12,8 @@ import (
 	"time"
 
 	"github.com/flynn/noise"
-	"github.com/gorilla/websocket"
+
+	"github.com/clawmatrix/clawmatrix/cluster/mesh/transport"
 )
 
 // closeGrace is how long a closing side waits for the peer's close frame
@@ -26,7 +26,7 @@ const closeGrace = 250 * time.Millisecond
 // the writer (which drains the send queue and runs the heartbeat).
 type link struct {
 	n           *Node
-	conn        *websocket.Conn
+	conn        transport.Conn
 	peer        string
 	key         ed25519.PublicKey // the peer's node key
 	static      []byte            // the peer's Noise static key
@@ -56,16 +56,13 @@ type link struct {
 	peerCode  int    // close code received from the peer, 0 if none
 	peerWhy   string
 	gone      atomic.Bool // reader has exited; the link is no longer usable
-	// wmu (capacity 1) orders the writer's batches and the close frame:
-	// once close has taken it, no batch follows the close frame.
-	wmu       chan struct{}
 	readBuf   []byte
 	frag      []byte // a frame being reassembled from records
 	sealBuf   []byte // the writer's scratch for a record's plaintext
 	startedAt time.Time
 }
 
-func (n *Node) newLink(conn *websocket.Conn, outbound bool, k *linkKeys) *link {
+func (n *Node) newLink(conn transport.Conn, outbound bool, k *linkKeys) *link {
 	l := &link{
 		n:           n,
 		conn:        conn,
@@ -80,7 +77,6 @@ func (n *Node) newLink(conn *websocket.Conn, outbound bool, k *linkKeys) *link {
 		epoch:       n.nextID(),
 		q:           newSendQueue(n.cfg.MaxQueueBytes),
 		pongs:       make(chan struct{}, 1),
-		wmu:         make(chan struct{}, 1),
 		done:        make(chan struct{}),
 		exited:      make(chan struct{}),
 		startedAt:   time.Now(),
@@ -91,12 +87,6 @@ func (n *Node) newLink(conn *websocket.Conn, outbound bool, k *linkKeys) *link {
 
 // start runs the link's goroutines; they end after close.
 func (l *link) start() {
-	// The peer's close frame is echoed under wmu too, so that it is the
-	// last thing this side writes (as with gorilla's default handler).
-	l.conn.SetCloseHandler(func(code int, _ string) error {
-		l.writeControlClose(websocket.FormatCloseMessage(code, ""), time.Second)
-		return nil
-	})
 	l.n.wg.Add(2)
 	go l.readLoop()
 	go l.writeLoop()
@@ -114,7 +104,9 @@ func (l *link) close(code int, reason string) {
 		l.closeMu.Unlock()
 		close(l.done)
 		l.q.close()
-		l.writeControlClose(websocket.FormatCloseMessage(code, truncReason(reason)), closeGrace)
+		// After a batch in flight, waiting at most closeGrace for it: a
+		// writer stuck on a slow peer is ended by the reader's deadline.
+		_ = l.conn.WriteClose(code, truncReason(reason), closeGrace)
 		// The reader sees the peer's close frame or this deadline, then
 		// closes the socket and reports the link down. (Under closeMu, so
 		// that the reader's silence deadline cannot replace it.)
@@ -124,26 +116,13 @@ func (l *link) close(code int, reason string) {
 	})
 }
 
-// writeControlClose sends a close frame once no batch of the writer is in
-// flight, waiting at most d for one to finish.
-func (l *link) writeControlClose(msg []byte, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case l.wmu <- struct{}{}:
-	case <-t.C:
-		return // the writer is stuck on a slow peer; the reader's deadline ends the link
-	}
-	defer func() { <-l.wmu }()
-	_ = l.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(d))
-}
-
-// truncReason keeps a close reason within the 123 bytes a close frame allows.
+// truncReason keeps a close reason within the 123 bytes a close notice
+// allows.
 func truncReason(s string) string {
-	if len(s) <= 120 {
+	if len(s) <= transport.MaxCloseReason {
 		return s
 	}
-	return s[:120]
+	return s[:transport.MaxCloseReason]
 }
 
 func (l *link) isDown() bool {
@@ -177,16 +156,27 @@ func (l *link) readLoop() {
 	deadlineSet := l.n.mono()
 	l.extendReadDeadline(deadAfter + slack)
 	for {
-		mt, r, err := l.conn.NextReader()
+		data, err := l.conn.ReadMessage(l.readBuf[:0], maxRecordBytes)
+		l.readBuf = data[:0]
+		if cap(l.readBuf) > 64<<10 {
+			l.readBuf = nil // do not keep a big buffer on an idle link
+		}
 		if err != nil {
-			var ce *websocket.CloseError
+			var ce *transport.CloseError
 			var ne net.Error
 			switch {
 			case errors.As(err, &ce):
 				l.closeMu.Lock()
-				l.peerCode, l.peerWhy = ce.Code, ce.Text
+				l.peerCode, l.peerWhy = ce.Code, ce.Reason
 				l.closeMu.Unlock()
-				l.n.log.Debug("mesh: peer closed link", "peer", l.peer, "code", ce.Code, "reason", ce.Text)
+				l.n.log.Debug("mesh: peer closed link", "peer", l.peer, "code", ce.Code, "reason", ce.Reason)
+			case errors.Is(err, transport.ErrMessageTooLarge):
+				l.n.log.Warn("mesh: record too large", "peer", l.peer, "limit", maxRecordBytes)
+				l.close(CloseFrameTooLarge, "record larger than "+strconv.Itoa(maxRecordBytes)+" bytes")
+				continue // drain until the peer's close or the grace deadline
+			case errors.Is(err, errTextMessage):
+				l.close(CloseProtocol, "text messages are not part of the protocol")
+				continue
 			case l.isDown():
 			case errors.As(err, &ne) && ne.Timeout():
 				l.n.log.Info("mesh: peer silent, closing link", "peer", l.peer, "silent_for", time.Duration(l.n.mono()-l.lastRecv.Load()))
@@ -196,25 +186,7 @@ func (l *link) readLoop() {
 			}
 			return
 		}
-		data, err := readLimited(r, l.readBuf[:0], maxRecordBytes)
-		l.readBuf = data[:0]
-		if cap(l.readBuf) > 64<<10 {
-			l.readBuf = nil // do not keep a big buffer on an idle link
-		}
-		if err != nil {
-			if errors.Is(err, errTooLarge) {
-				l.n.log.Warn("mesh: record too large", "peer", l.peer, "limit", maxRecordBytes)
-				l.close(CloseFrameTooLarge, "record larger than "+strconv.Itoa(maxRecordBytes)+" bytes")
-				continue // drain until the peer's close or the grace deadline
-			}
-			l.n.log.Debug("mesh: link read failed", "peer", l.peer, "err", err)
-			return
-		}
 		if l.isDown() {
-			continue
-		}
-		if mt != websocket.BinaryMessage {
-			l.close(CloseProtocol, "text messages are not part of the protocol")
 			continue
 		}
 		frame, err := l.openRecord(data, max)
@@ -252,42 +224,6 @@ func (l *link) extendReadDeadline(d time.Duration) {
 	}
 }
 
-var errTooLarge = errors.New("frame too large")
-
-// readLimited reads one message into buf, refusing more than max bytes
-// without buffering them.
-func readLimited(r io.Reader, buf []byte, max int) ([]byte, error) {
-	for {
-		if len(buf) == cap(buf) {
-			if len(buf) > max {
-				return buf, errTooLarge
-			}
-			grow := cap(buf)
-			if grow < 512 {
-				grow = 512
-			}
-			if cap(buf)+grow > max+1 {
-				grow = max + 1 - cap(buf)
-				if grow <= 0 {
-					grow = 1
-				}
-			}
-			buf = append(buf, make([]byte, grow)...)[:len(buf)]
-		}
-		k, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+k]
-		if len(buf) > max {
-			return buf, errTooLarge
-		}
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
-	}
-}
-
 // maxBatch is how many bytes of frames the writer gathers into one write.
 // Under load it turns a write system call per frame into one per batch, which
 // also lets the peer read many frames at once; a ping waits behind at most
@@ -302,6 +238,8 @@ func (l *link) writeLoop() {
 	ping := time.NewTimer(0)
 	defer ping.Stop()
 	var batch, gbuf []byte
+	var ends []int    // where each record of batch ends
+	var msgs [][]byte // the records of batch
 	for {
 		select {
 		case <-l.done:
@@ -320,7 +258,7 @@ func (l *link) writeLoop() {
 			}
 			// Take frames in the queue's order (control first, then
 			// round-robin between lanes) until the batch is full.
-			batch = batch[:0]
+			batch, ends = batch[:0], ends[:0]
 			for len(batch) < maxBatch {
 				item, ok := l.q.pop(cfg.MaxFrameBytes / 2)
 				if !ok {
@@ -330,14 +268,25 @@ func (l *link) writeLoop() {
 				if item.gossip != nil {
 					gbuf = appendPeerSync(gbuf[:0], item.gossip)
 					data = gbuf
+					l.n.stats.gossipBytes.Add(uint64(len(data)))
 				}
-				batch = l.sealRecords(batch, data)
+				batch, ends = l.sealRecords(batch, ends, data)
 			}
 			if len(batch) == 0 {
 				break
 			}
-			if err := l.writeBatch(batch); err != nil {
-				if errors.Is(err, errLinkClosed) {
+			msgs = msgs[:0]
+			for i, end := range ends {
+				start := 0
+				if i > 0 {
+					start = ends[i-1]
+				}
+				msgs = append(msgs, batch[start:end])
+			}
+			err := l.writeBatch(msgs)
+			clear(msgs) // hold no reference to a batch buffer dropped below
+			if err != nil {
+				if errors.Is(err, errLinkClosed) || l.isDown() {
 					return
 				}
 				var ne net.Error
@@ -358,22 +307,15 @@ func (l *link) writeLoop() {
 	}
 }
 
-// writeBatch writes whole WebSocket frames to the connection in one call,
-// unless the link has started closing (its close frame must be the last).
-func (l *link) writeBatch(b []byte) error {
-	select {
-	case l.wmu <- struct{}{}:
-	case <-l.done:
-		return errLinkClosed
-	}
-	defer func() { <-l.wmu }()
+// writeBatch writes records to the connection, in one write where the
+// transport can, unless the link has started closing (the transport writes
+// nothing after the close notice in any case).
+func (l *link) writeBatch(msgs [][]byte) error {
 	if l.isDown() {
 		return errLinkClosed
 	}
-	nc := l.conn.NetConn()
-	_ = nc.SetWriteDeadline(time.Now().Add(l.n.cfg.writeTimeout()))
-	_, err := nc.Write(b)
-	return err
+	_ = l.conn.SetWriteDeadline(time.Now().Add(l.n.cfg.writeTimeout()))
+	return l.conn.WriteMessages(msgs...)
 }
 
 // heartbeat declares the link dead after DeadAfter of silence (the reader's
@@ -476,12 +418,11 @@ func jitter(d time.Duration) time.Duration {
 
 // closeConn refuses a connection that never became a link: it sends the
 // close code and waits briefly for the peer's close so the code arrives.
-func closeConn(conn *websocket.Conn, code int, reason string) {
-	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, truncReason(reason)), time.Now().Add(closeGrace))
+func closeConn(conn transport.Conn, code int, reason string) {
+	_ = conn.WriteClose(code, truncReason(reason), closeGrace)
 	_ = conn.SetReadDeadline(time.Now().Add(closeGrace))
-	conn.SetReadLimit(4096)
 	for i := 0; i < 16; i++ {
-		if _, _, err := conn.NextReader(); err != nil {
+		if _, err := conn.ReadMessage(nil, 4096); err != nil {
 			break
 		}
 	}

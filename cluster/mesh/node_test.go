@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/clawmatrix/clawmatrix/cluster/mesh/transport"
 )
 
 func echoHandler() Handler {
@@ -315,8 +317,8 @@ func TestDuplicateLiveNodeRefused(t *testing.T) {
 	}
 	defer impostor.Close()
 	_, l, err := impostor.dialOnce(PeerAddr{URL: a.URL()})
-	var pc *peerClosedError
-	if l != nil || !errors.As(err, &pc) || pc.code != CloseDuplicateNode {
+	var pc *transport.CloseError
+	if l != nil || !errors.As(err, &pc) || pc.Code != CloseDuplicateNode {
 		t.Fatalf("impostor dial: link=%v err=%v", l != nil, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -575,8 +577,8 @@ func TestImpostorWithOtherKeyRefused(t *testing.T) {
 	}
 	defer impostor.Close()
 	_, l, err := impostor.dialOnce(PeerAddr{URL: a.URL()})
-	var pc *peerClosedError
-	if l != nil || !errors.As(err, &pc) || pc.code != CloseUntrusted {
+	var pc *transport.CloseError
+	if l != nil || !errors.As(err, &pc) || pc.Code != CloseUntrusted {
 		t.Fatalf("impostor dial: link=%v err=%v; want close %d", l != nil, err, CloseUntrusted)
 	}
 	stillServes(t, b, a)
