@@ -41,9 +41,16 @@ type link struct {
 
 	lastRecv atomic.Int64 // node-relative nanoseconds of the last frame received
 	rtt      atomic.Int64 // nanoseconds, 0 until the first pong
-	// srtt is the smoothed RTT (nanoseconds) that this node gossips for
-	// the link, annRTT the value its latest announced entry carries.
-	srtt, annRTT atomic.Int64
+	// pathRTT is the RTT (nanoseconds) this node gossips for the link:
+	// the least sample of the last rttWindow to 2*rttWindow pongs.
+	// Scheduling delays on either node only ever add to a sample, so the
+	// least one is the path's own and does not move with the load of the
+	// machines (on a loaded one, a smoothed RTT moved by a quarter and
+	// half a millisecond every few pings, and each move was gossiped to
+	// the whole cluster). annRTT is the value the latest announced entry
+	// carries.
+	pathRTT, annRTT atomic.Int64
+	rttWin          rttWindowMin // the reader's alone
 
 	pongs chan struct{}
 
@@ -56,9 +63,7 @@ type link struct {
 	peerCode  int    // close code received from the peer, 0 if none
 	peerWhy   string
 	gone      atomic.Bool // reader has exited; the link is no longer usable
-	readBuf   []byte
-	frag      []byte // a frame being reassembled from records
-	sealBuf   []byte // the writer's scratch for a record's plaintext
+	frag      []byte      // a frame being reassembled from records
 	startedAt time.Time
 }
 
@@ -156,12 +161,11 @@ func (l *link) readLoop() {
 	deadlineSet := l.n.mono()
 	l.extendReadDeadline(deadAfter + slack)
 	for {
-		data, err := l.conn.ReadMessage(l.readBuf[:0], maxRecordBytes)
-		l.readBuf = data[:0]
-		if cap(l.readBuf) > 64<<10 {
-			l.readBuf = nil // do not keep a big buffer on an idle link
-		}
+		// The buffer comes from a pool once a message arrives and goes
+		// back once its record is decrypted: an idle link holds none.
+		data, err := l.conn.ReadMessage(nil, maxRecordBytes)
 		if err != nil {
+			putReadBuf(data)
 			var ce *transport.CloseError
 			var ne net.Error
 			switch {
@@ -187,9 +191,11 @@ func (l *link) readLoop() {
 			return
 		}
 		if l.isDown() {
+			putReadBuf(data)
 			continue
 		}
 		frame, err := l.openRecord(data, max)
+		putReadBuf(data)
 		if err != nil {
 			l.n.log.Warn("mesh: bad record, closing link", "peer", l.peer, "err", err)
 			l.close(closeCodeOf(err), reasonOf(err))
@@ -237,9 +243,7 @@ func (l *link) writeLoop() {
 	// start rather than one interval later.
 	ping := time.NewTimer(0)
 	defer ping.Stop()
-	var batch, gbuf []byte
-	var ends []int    // where each record of batch ends
-	var msgs [][]byte // the records of batch
+	var w *writerBufs
 	for {
 		select {
 		case <-l.done:
@@ -256,36 +260,38 @@ func (l *link) writeLoop() {
 				ping.Reset(jitter(cfg.PingInterval))
 			default:
 			}
+			if w == nil {
+				w = writerBufPool.Get().(*writerBufs)
+			}
 			// Take frames in the queue's order (control first, then
 			// round-robin between lanes) until the batch is full.
-			batch, ends = batch[:0], ends[:0]
-			for len(batch) < maxBatch {
+			w.batch, w.ends = w.batch[:0], w.ends[:0]
+			for len(w.batch) < maxBatch {
 				item, ok := l.q.pop(cfg.MaxFrameBytes / 2)
 				if !ok {
 					break
 				}
 				data := item.data
 				if item.gossip != nil {
-					gbuf = appendPeerSync(gbuf[:0], item.gossip)
-					data = gbuf
+					w.gossip = appendPeerSync(w.gossip[:0], item.gossip)
+					data = w.gossip
 					l.n.stats.gossipBytes.Add(uint64(len(data)))
 				}
-				batch, ends = l.sealRecords(batch, ends, data)
+				l.sealRecords(w, data)
 			}
-			if len(batch) == 0 {
+			if len(w.batch) == 0 {
 				break
 			}
-			msgs = msgs[:0]
-			for i, end := range ends {
+			w.msgs = w.msgs[:0]
+			for i, end := range w.ends {
 				start := 0
 				if i > 0 {
-					start = ends[i-1]
+					start = w.ends[i-1]
 				}
-				msgs = append(msgs, batch[start:end])
+				w.msgs = append(w.msgs, w.batch[start:end])
 			}
-			err := l.writeBatch(msgs)
-			clear(msgs) // hold no reference to a batch buffer dropped below
-			if err != nil {
+			if err := l.writeBatch(w.msgs); err != nil {
+				w.release()
 				if errors.Is(err, errLinkClosed) || l.isDown() {
 					return
 				}
@@ -297,14 +303,43 @@ func (l *link) writeLoop() {
 				}
 				return
 			}
-			if cap(batch) > 4*maxBatch {
-				batch = nil // one huge frame: do not keep its buffer
-			}
-			if cap(gbuf) > 64<<10 {
-				gbuf = nil
-			}
+		}
+		// The queue is drained: the buffers go back to the pool, so an
+		// idle link holds none (after a full sync or a bulk transfer, a
+		// link kept several hundred KB).
+		if w != nil {
+			w.release()
+			w = nil
 		}
 	}
+}
+
+// writerBufs are a link writer's buffers while it has frames to write.
+type writerBufs struct {
+	batch  []byte   // the batch's records
+	ends   []int    // where each record of batch ends
+	msgs   [][]byte // the records, as slices of batch
+	gossip []byte   // a peer_sync frame being encoded
+	seal   []byte   // a record's plaintext
+}
+
+var writerBufPool = sync.Pool{New: func() any { return new(writerBufs) }}
+
+// maxPooledBatch is the largest batch buffer kept in the pool: one huge
+// frame's buffer is dropped.
+const maxPooledBatch = 4 * maxBatch
+
+// release puts the buffers back into the pool.
+func (w *writerBufs) release() {
+	clear(w.msgs) // no reference to a batch buffer dropped below
+	w.msgs = w.msgs[:0]
+	if cap(w.batch) > maxPooledBatch {
+		w.batch = nil
+	}
+	if cap(w.gossip) > 64<<10 {
+		w.gossip = nil
+	}
+	writerBufPool.Put(w)
 }
 
 // writeBatch writes records to the connection, in one write where the
@@ -349,16 +384,10 @@ func (l *link) handlePong(f *Frame) {
 		t := int64(binary.BigEndian.Uint64(f.Payload))
 		if d := l.n.mono() - t; t > 0 && d >= 0 {
 			l.rtt.Store(d)
-			// Only the reader writes srtt.
-			s := l.srtt.Load()
-			if s == 0 {
-				s = max(d, 1)
-			} else {
-				s = max(s+(d-s)/4, 1)
-			}
-			l.srtt.Store(s)
-			if rttChanged(l.annRTT.Load(), s) {
-				l.n.announceRTT(l)
+			est := l.rttWin.add(d)
+			l.pathRTT.Store(est)
+			if ann := l.annRTT.Load(); rttChanged(ann, est) {
+				l.n.announceRTT(l, ann == 0)
 			}
 		}
 	}
@@ -368,10 +397,37 @@ func (l *link) handlePong(f *Frame) {
 	}
 }
 
+// rttWindow is how many pongs a window of the RTT estimate spans.
+const rttWindow = 8
+
+// rttWindowMin is a link's RTT estimate: the least sample of the current
+// window of samples and of the whole window before it.
+type rttWindowMin struct {
+	min, prevMin int64
+	n            int
+}
+
+// add takes a sample (nanoseconds) and returns the estimate, at least 1.
+func (w *rttWindowMin) add(d int64) int64 {
+	d = max(d, 1)
+	if w.n == 0 || d < w.min {
+		w.min = d
+	}
+	w.n++
+	est := w.min
+	if w.prevMin > 0 {
+		est = min(est, w.prevMin)
+	}
+	if w.n == rttWindow {
+		w.prevMin, w.n = w.min, 0
+	}
+	return est
+}
+
 // rttMinChange is the smallest change of a link's RTT worth gossiping.
 const rttMinChange = 500 * time.Microsecond
 
-// rttChanged reports whether a link's smoothed RTT cur differs enough from
+// rttChanged reports whether a link's RTT estimate cur differs enough from
 // the announced ann to announce it again: the first measurement, or a change
 // by at least a quarter and rttMinChange.
 func rttChanged(ann, cur int64) bool {

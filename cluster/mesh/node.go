@@ -56,6 +56,10 @@ type Node struct {
 	untrustedLog map[string]time.Time
 	// rttAnnAt is n.mono() at the last announcement made for an RTT change.
 	rttAnnAt int64
+	// announcing is the timer of a pending announcement
+	// (announceSoonLocked), recomputing that of a pending recomputation
+	// of the routes (recomputeSoonLocked).
+	announcing, recomputing *time.Timer
 
 	routes atomic.Pointer[routeTable]
 
@@ -142,7 +146,7 @@ func New(cfg Config) (*Node, error) {
 		close(n.pskReady)
 	}()
 	n.idSeq.Store(n.inc)
-	n.topo = topology{entries: make(map[string]*storedEntry), version: n.inc}
+	n.topo = topology{entries: make(map[string]*storedEntry), held: make(map[string][]byte), version: n.inc}
 	n.routes.Store(&routeTable{self: n.id, next: map[string]*link{}, index: map[string]int{}, parent: map[string]string{}, edges: map[edgeKey]uint64{}})
 	n.ws = newWSTransport(&n.cfg, n.log, func() { n.stats.evicted.Add(1) })
 	n.transport = cfg.Transport
@@ -264,6 +268,8 @@ func (n *Node) Close() error {
 		return nil
 	}
 	n.closing = true
+	n.stopAnnouncingLocked()
+	n.stopRecomputingLocked()
 	links := make([]*link, 0, len(n.links))
 	for _, l := range n.links {
 		links = append(links, l)

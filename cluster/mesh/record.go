@@ -20,30 +20,28 @@ const (
 	maxRecordPlain = maxRecordBytes - noiseTagLen - 1
 )
 
-// sealRecords appends frame to dst, encrypted as one or more records, and
-// the offset in dst where each record ends to ends; each record travels as
+// sealRecords appends frame to w.batch, encrypted as one or more records,
+// and the offset where each record ends to w.ends; each record travels as
 // one message. Only the writer calls it.
-func (l *link) sealRecords(dst []byte, ends []int, frame []byte) ([]byte, []int) {
+func (l *link) sealRecords(w *writerBufs, frame []byte) {
 	for {
 		k := min(len(frame), maxRecordPlain)
 		kind := recordFinal
 		if k < len(frame) {
 			kind = recordMore
 		}
-		pt := append(append(l.sealBuf[:0], kind), frame[:k]...)
-		l.sealBuf = pt[:0]
+		w.seal = append(append(w.seal[:0], kind), frame[:k]...)
 		frame = frame[k:]
-		start := len(dst)
-		var err error
-		dst, err = l.send.Encrypt(dst, nil, pt)
+		out, err := l.send.Encrypt(w.batch, nil, w.seal)
 		if err != nil {
 			// Only after 2^64-1 records; the link cannot go on.
 			l.close(CloseProtocol, "link nonce exhausted")
-			return dst[:start], ends
+			return
 		}
-		ends = append(ends, len(dst))
+		w.batch = out
+		w.ends = append(w.ends, len(w.batch))
 		if kind == recordFinal {
-			return dst, ends
+			return
 		}
 	}
 }

@@ -128,7 +128,7 @@ func (n *Node) installLocked(l *link) {
 	for origin, e := range n.topo.entries {
 		l.q.pushGossip(origin, e.raw)
 	}
-	n.announceSelfLocked()
+	n.announceSoonLocked()
 	n.recomputeLocked()
 }
 
@@ -139,7 +139,7 @@ func (n *Node) linkDown(l *link) {
 		delete(n.links, l.peer)
 		n.log.Info("mesh: link down", "peer", l.peer)
 		if !n.closing {
-			n.announceSelfLocked()
+			n.announceSoonLocked()
 			n.recomputeLocked()
 		}
 	}

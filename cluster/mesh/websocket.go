@@ -247,11 +247,36 @@ func (w *wsConn) ReadMessage(buf []byte, limit int) ([]byte, error) {
 		}
 		return nil, err
 	}
+	if cap(buf) == 0 {
+		buf = getReadBuf()
+	}
 	data, err := readLimited(r, buf[:0], limit)
 	if err == nil && mt != websocket.BinaryMessage {
 		err = errTextMessage
 	}
 	return data, err
+}
+
+// readBufPool holds the buffers links read records into, shared so that
+// an idle link holds none: a link takes one when a message arrives and
+// gives it back once the record is decrypted.
+var readBufPool sync.Pool // of *[]byte
+
+func getReadBuf() []byte {
+	if p, ok := readBufPool.Get().(*[]byte); ok {
+		return (*p)[:0]
+	}
+	return nil
+}
+
+// putReadBuf gives b to the pool; nothing may use it afterwards. Buffers
+// beyond a record's size (a handshake message) are left to the collector.
+func putReadBuf(b []byte) {
+	if cap(b) < 512 || cap(b) > maxRecordBytes+1 {
+		return
+	}
+	b = b[:0]
+	readBufPool.Put(&b)
 }
 
 // readLimited reads one message into buf, refusing more than max bytes
