@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"time"
@@ -22,19 +23,16 @@ import (
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
 	"github.com/clawmatrix/clawmatrix/cluster/proxy"
 	"github.com/clawmatrix/clawmatrix/cluster/remote"
+	"github.com/clawmatrix/clawmatrix/cluster/status"
+	"github.com/clawmatrix/clawmatrix/cluster/telemetry"
 	"github.com/clawmatrix/clawmatrix/schema"
 )
 
-// Gateway locates the local OpenClaw gateway; nil when there is none (node mode).
-type Gateway struct {
-	URL   string
-	Token string
-}
-
 // Options are everything a node needs besides its config.
 type Options struct {
-	Config       *schema.Config
-	Gateway      *Gateway
+	Config *schema.Config
+	// Gateway is the local OpenClaw gateway; nil when there is none (node mode).
+	Gateway      *schema.Gateway
 	Providers    map[string]proxy.Provider
 	WorkspaceDir string
 	Logger       *slog.Logger
@@ -47,6 +45,10 @@ type Options struct {
 	// an ephemeral key and pins peers in memory only (tests, the demo).
 	StateDir   string
 	ConfigPath string
+	// NoTelemetry turns off metrics, spans, the status page and the
+	// journal, as if the code were not there: the baseline the cost of
+	// telemetry is measured against. Trace context is still passed on.
+	NoTelemetry bool
 }
 
 // Runtime is one running node.
@@ -58,6 +60,12 @@ type Runtime struct {
 	target *remote.Target
 	client *remote.Client
 	key    string
+	tel    *telemetry.Telemetry // nil with Options.NoTelemetry
+	status *status.Handler      // nil with Options.NoTelemetry
+	// metricsSrv serves metrics.listen; nil when not set.
+	metricsSrv  *http.Server
+	metricsAddr net.Addr
+	metricsDone chan struct{}
 }
 
 // Start brings a node up: mesh links, the model proxy on 127.0.0.1 and the
@@ -76,38 +84,47 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 	if err := loadIdentity(&mcfg, opts, log); err != nil {
 		return nil, err
 	}
+	var tel *telemetry.Telemetry
+	if !opts.NoTelemetry {
+		if tel, err = telemetry.New(telemetry.Options{NodeID: cfg.NodeID, OTel: cfg.OTel, Logger: log}); err != nil {
+			return nil, err
+		}
+		mcfg.TracerProvider = tel.TracerProvider()
+	}
 	node, err := mesh.New(mcfg)
 	if err != nil {
+		tel.Close(context.Background())
 		return nil, err
 	}
-	rt := &Runtime{cfg: cfg, node: node, key: cfg.ProxyKey, client: &remote.Client{Node: node}}
+	rt := &Runtime{cfg: cfg, node: node, key: cfg.ProxyKey, client: &remote.Client{Node: node, Telemetry: tel}, tel: tel}
 	if rt.key == "" {
 		rt.key = randomKey()
 	}
+	started := time.Now()
+	// fail undoes what Start did so far (the fields still nil are skipped).
+	fail := func(err error) (*Runtime, error) {
+		rt.shutdown()
+		return nil, err
+	}
 
-	var gw *proxy.Gateway
-	var rgw *remote.Gateway
-	if opts.Gateway != nil {
-		// No agents configured: "openclaw/default", the gateway's own
-		// default agent, whatever its id.
-		agent := ""
-		if len(cfg.Agents) > 0 {
-			agent = cfg.Agents[0].ID
-		}
-		gw = &proxy.Gateway{URL: opts.Gateway.URL, Token: opts.Gateway.Token, Agent: agent}
-		rgw = &remote.Gateway{URL: opts.Gateway.URL, Token: opts.Gateway.Token}
+	// A model turn through the gateway runs the node's first agent; with
+	// no agents configured, "openclaw/default", the gateway's own default
+	// agent, whatever its id.
+	gatewayAgent := ""
+	if len(cfg.Agents) > 0 {
+		gatewayAgent = cfg.Agents[0].ID
 	}
 	callerTags := func(id string) []string {
 		p, _ := node.Peer(id)
 		return p.Tags
 	}
-	rt.serve = proxy.RegisterServing(node, proxy.ServingConfig{Models: cfg.Models, Providers: opts.Providers, Gateway: gw, Logger: log,
-		AllowFrom: cfg.AllowFrom, CallerTags: callerTags})
+	rt.serve = proxy.RegisterServing(node, proxy.ServingConfig{Models: cfg.Models, Providers: opts.Providers, Gateway: opts.Gateway, GatewayAgent: gatewayAgent, Logger: log,
+		AllowFrom: cfg.AllowFrom, CallerTags: callerTags, Telemetry: tel})
 	warnGatewayModels(cfg, opts, log)
 	rt.target, err = remote.Register(node, remote.TargetConfig{
 		ToolProxy:         cfg.ToolProxy,
 		WorkspaceDir:      opts.WorkspaceDir,
-		Gateway:           rgw,
+		Gateway:           opts.Gateway,
 		OpenclawBin:       cfg.OpenclawBin,
 		Agents:            cfg.Agents,
 		MaxConcurrentRuns: cfg.MaxConcurrentRuns,
@@ -117,33 +134,59 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 		CallerTags:        callerTags,
 	})
 	if err != nil {
-		node.Close()
-		rt.serve.Close()
-		return nil, err
+		rt.target = nil
+		return fail(err)
 	}
 	if err := node.Start(ctx); err != nil {
-		rt.target.Close()
-		node.Close()
-		rt.serve.Close()
-		return nil, err
+		return fail(err)
 	}
-	rt.proxy, err = proxy.NewServer(proxy.ServerConfig{
-		Node:   node,
-		Addr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.ProxyPort)),
-		APIKey: rt.key,
-		Pins:   cfg.ProxyModels,
-		Logger: log,
-	})
-	if err == nil {
-		err = rt.proxy.Start(ctx)
+	scfg := proxy.ServerConfig{
+		Node:      node,
+		Addr:      net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.ProxyPort)),
+		APIKey:    rt.key,
+		Pins:      cfg.ProxyModels,
+		Logger:    log,
+		Telemetry: tel,
 	}
-	if err != nil {
-		rt.target.Close()
-		node.Close()
-		rt.serve.Close()
-		return nil, fmt.Errorf("model proxy on 127.0.0.1:%d: %w (set proxyPort to a free port)", cfg.ProxyPort, err)
+	if tel != nil {
+		tel.WatchMesh(node)
+		tel.RegisterRunQueue(rt.target.Runs)
+		rt.status = status.NewHandler(status.Source{Node: node, Telemetry: tel, StartedAt: started}, rt.key)
+		scfg.Ops = rt.status
+	}
+	var perr error
+	rt.proxy, perr = proxy.NewServer(scfg)
+	if perr == nil {
+		perr = rt.proxy.Start(ctx)
+	}
+	if perr != nil {
+		rt.proxy = nil
+		return fail(fmt.Errorf("model proxy on 127.0.0.1:%d: %w (set proxyPort to a free port)", cfg.ProxyPort, perr))
+	}
+	if cfg.Metrics.Listen != "" && rt.status != nil {
+		if err := rt.serveMetrics(ctx, cfg.Metrics.Listen); err != nil {
+			return fail(fmt.Errorf("metrics.listen %s: %w", cfg.Metrics.Listen, err))
+		}
 	}
 	return rt, nil
+}
+
+// serveMetrics serves /metrics on addr (metrics.listen) until Close.
+func (r *Runtime) serveMetrics(ctx context.Context, addr string) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	r.metricsAddr = ln.Addr()
+	r.metricsSrv = &http.Server{Handler: r.status.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		MaxHeaderBytes: 16 << 10}
+	r.metricsDone = make(chan struct{})
+	go func() {
+		defer close(r.metricsDone)
+		r.metricsSrv.Serve(ln) // ends with http.ErrServerClosed at Close
+	}()
+	return nil
 }
 
 // warnGatewayModels says at start which models this node no longer serves
@@ -275,6 +318,11 @@ func secrets(opts Options, proxyKey string) []string {
 	for _, p := range opts.Providers {
 		out = append(out, p.APIKey)
 	}
+	if o := opts.Config.OTel; o != nil {
+		for _, v := range o.Headers {
+			out = append(out, v)
+		}
+	}
 	return out
 }
 
@@ -303,18 +351,59 @@ func (r *Runtime) ProxyURL() string { return r.proxy.URL() }
 func (r *Runtime) ProxyKey() string { return r.key }
 
 // Models are the models OpenClaw should list for the clawmatrix provider.
-func (r *Runtime) Models() []proxy.OpenClawModel { return proxy.OpenClawModels(r.cfg) }
+func (r *Runtime) Models() []schema.CatalogModel { return r.cfg.CatalogModels() }
 
-// CallTool runs one of the remote cluster tools (all but cluster_peers).
-func (r *Runtime) CallTool(ctx context.Context, name string, args []byte) remote.Result {
-	return r.client.Call(ctx, name, args)
+// CallTool runs one of the remote cluster tools (all but cluster_peers),
+// decoded and checked by schema.DecodeToolCall.
+func (r *Runtime) CallTool(ctx context.Context, call schema.ToolCall) remote.Result {
+	return r.client.Call(ctx, call)
 }
 
-// Close stops the proxy, ends running work and closes every link.
+// StatusLink returns a one-time link that opens this node's status page
+// in a browser; "" when telemetry is off.
+func (r *Runtime) StatusLink() string {
+	if r.status == nil {
+		return ""
+	}
+	return r.status.Link("http://" + r.proxy.Addr().String())
+}
+
+// MetricsAddr is where metrics.listen serves /metrics; nil when not set.
+func (r *Runtime) MetricsAddr() net.Addr { return r.metricsAddr }
+
+// Telemetry is the node's telemetry; nil with Options.NoTelemetry.
+func (r *Runtime) Telemetry() *telemetry.Telemetry { return r.tel }
+
+// Close stops the proxy, ends running work and closes every link, then
+// exports the spans still held.
 func (r *Runtime) Close() error {
-	err := r.proxy.Close()
-	r.target.Close()
+	return r.shutdown()
+}
+
+// shutdown stops whatever of the node has started.
+func (r *Runtime) shutdown() error {
+	var err error
+	if r.metricsSrv != nil {
+		r.metricsSrv.Close()
+		<-r.metricsDone
+	}
+	if r.proxy != nil {
+		err = r.proxy.Close()
+	}
+	if r.target != nil {
+		r.target.Close()
+	}
 	err = errors.Join(err, r.node.Close())
-	r.serve.Close()
+	if r.serve != nil {
+		r.serve.Close()
+	}
+	// Spans that cannot be exported in time are lost (and logged); the
+	// node has stopped either way.
+	ctx, cancel := context.WithTimeout(context.Background(), telemetryFlushTimeout)
+	defer cancel()
+	r.tel.Close(ctx)
 	return err
 }
+
+// telemetryFlushTimeout bounds the export of the last spans at Close.
+const telemetryFlushTimeout = 5 * time.Second

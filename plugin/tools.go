@@ -3,7 +3,6 @@ package plugin
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -14,8 +13,6 @@ import (
 	"github.com/clawmatrix/clawmatrix/schema"
 )
 
-const peersTool = "cluster_peers"
-
 func toolInfos() []ToolInfo {
 	tools := schema.Tools()
 	infos := make([]ToolInfo, len(tools))
@@ -23,6 +20,15 @@ func toolInfos() []ToolInfo {
 		infos[i] = ToolInfo{Name: t.Name, Label: t.Label, Description: t.Description, Parameters: schema.ToolParameters(t.Name)}
 	}
 	return infos
+}
+
+// localTools answer, on this node, the tools of schema's catalogue that
+// have no mesh method; every other tool goes to the node its arguments name.
+var localTools = map[string]func(rt *cluster.Runtime, call schema.ToolCall) ToolCallResult{
+	schema.ToolPeers: func(rt *cluster.Runtime, _ schema.ToolCall) ToolCallResult {
+		st := status(rt)
+		return ToolCallResult{Content: []TextContent{{Type: "text", Text: peersText(rt.NodeID(), st.Peers)}}, Details: st}
+	},
 }
 
 func (s *Server) toolsCall(ctx context.Context, req *jsonrpc2.Request) (any, error) {
@@ -34,14 +40,11 @@ func (s *Server) toolsCall(ctx context.Context, req *jsonrpc2.Request) (any, err
 	if err := decodeParams(req, &p); err != nil {
 		return nil, err
 	}
-	if names := schema.ToolNames(); !slices.Contains(names, p.Name) {
-		return nil, invalidParams("unknown tool %q; the sidecar serves %s", p.Name, strings.Join(names, ", "))
+	if _, ok := schema.LookupTool(p.Name); !ok {
+		return nil, invalidParams("unknown tool %q; the sidecar serves %s", p.Name, strings.Join(schema.ToolNames(), ", "))
 	}
-	args := []byte(p.Arguments)
-	if len(args) == 0 || string(args) == "null" {
-		args = []byte("{}")
-	}
-	if problems := schema.ValidateToolArgs(p.Name, args); len(problems) > 0 {
+	call, problems := schema.DecodeToolCall(p.Name, p.Arguments)
+	if len(problems) > 0 {
 		lines := make([]string, len(problems))
 		for i, pr := range problems {
 			lines[i] = pr.String()
@@ -49,11 +52,14 @@ func (s *Server) toolsCall(ctx context.Context, req *jsonrpc2.Request) (any, err
 		return errorResult(fmt.Sprintf("%s was not run: invalid arguments: %s. Fix the arguments and call it again.",
 			p.Name, strings.Join(lines, "; "))), nil
 	}
-	if p.Name == peersTool {
-		st := status(rt)
-		return ToolCallResult{Content: []TextContent{{Type: "text", Text: peersText(rt.NodeID(), st.Peers)}}, Details: st}, nil
+	if call.Tool.Method == "" {
+		local, ok := localTools[call.Tool.Name]
+		if !ok {
+			return errorResult(fmt.Sprintf("%s has no implementation on this node", call.Tool.Name)), nil
+		}
+		return local(rt, call), nil
 	}
-	res := rt.CallTool(ctx, p.Name, args)
+	res := rt.CallTool(ctx, call)
 	return ToolCallResult{Content: []TextContent{{Type: "text", Text: res.Text}}, Details: res.Details, IsError: res.IsError}, nil
 }
 
@@ -64,15 +70,15 @@ func errorResult(text string) ToolCallResult {
 // status is the cluster as rt sees it, shaped for hosts and agents.
 func status(rt *cluster.Runtime) StatusResult {
 	peers := rt.Peers()
-	out := StatusResult{NodeID: rt.NodeID(), Peers: make([]PeerStatus, 0, len(peers))}
+	out := StatusResult{NodeID: rt.NodeID(), Peers: make([]PeerView, 0, len(peers))}
 	for _, p := range peers {
-		out.Peers = append(out.Peers, peerStatus(p))
+		out.Peers = append(out.Peers, peerView(p))
 	}
 	return out
 }
 
-func peerStatus(p mesh.PeerInfo) PeerStatus {
-	ps := PeerStatus{NodeID: p.NodeID, Status: string(p.Status), Via: p.Via,
+func peerView(p mesh.PeerInfo) PeerView {
+	ps := PeerView{NodeID: p.NodeID, Status: string(p.Status), Via: p.Via,
 		Agents: []AgentView{}, Models: []string{}, Tags: p.Tags}
 	if ps.Tags == nil {
 		ps.Tags = []string{}
@@ -91,7 +97,7 @@ func peerStatus(p mesh.PeerInfo) PeerStatus {
 }
 
 // peersText is cluster_peers' answer for the agent.
-func peersText(self string, peers []PeerStatus) string {
+func peersText(self string, peers []PeerView) string {
 	if len(peers) == 0 {
 		return fmt.Sprintf("This node is %q. No other node is reachable: check the peers and listen settings of the clawmatrix config on both sides.", self)
 	}

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/clawmatrix/clawmatrix/schema"
 )
 
 const (
@@ -305,5 +307,15 @@ func TestCancelledToolCallStopsRemoteWork(t *testing.T) {
 	_ = alpha.Notify(NotificationCancel, map[string]any{})
 	if res := callTool(t, alpha, "cluster_exec", map[string]any{"node": "beta", "command": "echo still here"}); res.IsError {
 		t.Fatalf("after stray cancels: %+v", res)
+	}
+}
+
+// Every tool of schema's catalogue is answered: here when it has no mesh
+// method, else on the node it names (cluster/remote tests that side).
+func TestEveryLocalToolIsAnswered(t *testing.T) {
+	for _, tool := range schema.Tools() {
+		if _, ok := localTools[tool.Name]; ok != (tool.Method == "") {
+			t.Errorf("%s (method %q): local implementation %v", tool.Name, tool.Method, ok)
+		}
 	}
 }

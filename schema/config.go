@@ -103,6 +103,32 @@ type Config struct {
 	MaxConcurrentRuns int           `json:"maxConcurrentRuns" jsonschema:"minimum=1,default=2" jsonschema_description:"How many handoff or send runs this node executes at once; further runs wait in a queue."`
 	Mesh              MeshTiming    `json:"mesh" jsonschema_description:"Failure detection on mesh links: how often to ping, and how long a silent link lives before it is declared dead."`
 	AllowFrom         []string      `json:"allowFrom" jsonschema:"default=*,pattern=^([*]|tag:[A-Za-z0-9._:/@+-]+|[A-Za-z0-9._-]+)$" jsonschema_description:"Which cluster members may use what this node offers (remote tools, handoff and send to its agents, and the models it serves): node ids, tag:<tag> for every node announcing that tag, or * for every member (the default). An empty list refuses every caller."`
+	OTel              *OTel         `json:"otel,omitempty" jsonschema_description:"OpenTelemetry trace export over OTLP/HTTP; off unless set. In a gateway, the adapter fills it from OpenClaw's diagnostics.otel when it is not set here."`
+	Metrics           Metrics       `json:"metrics" jsonschema_description:"Prometheus metrics. They are always served at /metrics on the model proxy's 127.0.0.1 port (bearer proxy key); listen adds an address of its own."`
+}
+
+// DefaultSampleRatio is otel.sampleRatio when not set: every trace.
+const DefaultSampleRatio = 1.0
+
+// OTel is where a node sends its spans (README.md, Observability).
+type OTel struct {
+	Endpoint    string            `json:"endpoint" jsonschema:"required,minLength=1,pattern=^([Hh][Tt][Tt][Pp][Ss]?://|$)" jsonschema_description:"Base URL of an OTLP/HTTP (protobuf) collector, for example http://127.0.0.1:4318; spans are posted to <endpoint>/v1/traces."`
+	SampleRatio float64           `json:"sampleRatio" jsonschema:"minimum=0,maximum=1,default=1" jsonschema_description:"Share of the traces that start on this node that are recorded, 0 to 1. A request that arrives with a trace context (a traceparent header, or from another node) follows its caller's decision."`
+	Headers     map[string]string `json:"headers,omitempty" jsonschema_description:"HTTP headers sent with every export, for example a collector's API key. Treated as secrets: never logged or shown."`
+}
+
+// UnmarshalJSON fills sampleRatio when the JSON leaves it out.
+func (o *OTel) UnmarshalJSON(b []byte) error {
+	type plain OTel
+	p := plain{SampleRatio: DefaultSampleRatio}
+	err := json.Unmarshal(b, &p)
+	*o = OTel(p)
+	return err
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	Listen string `json:"listen,omitempty" jsonschema:"minLength=1" jsonschema_description:"Extra host:port serving /metrics (for example 127.0.0.1:9464, or 0.0.0.0:9464 for a scraper on another machine), with the same bearer key as the proxy: set proxyKey so that the scraper can be given it."`
 }
 
 // TLS configures wss:// for the mesh.
@@ -398,6 +424,16 @@ func (c *Config) normalize() {
 	}
 }
 
+// Gateway locates the local OpenClaw gateway, as the host hands it to the
+// sidecar in initialize (docs/HOST-PROTOCOL.md): the gateway serves
+// cluster_tool requests and, for models with serveViaGateway, model turns.
+// The token never appears in results, logs or errors.
+type Gateway struct {
+	// URL is the gateway's base URL, e.g. http://127.0.0.1:18789.
+	URL   string
+	Token string
+}
+
 // CatalogModel is one model as OpenClaw's provider catalogue lists it.
 type CatalogModel struct {
 	ID            string   `json:"id"`
@@ -412,21 +448,34 @@ type CatalogModel struct {
 
 // CatalogModels returns the models this node offers its OpenClaw as provider
 // clawmatrix: models, then proxyModels, by id, the first entry of an id
-// winning (docs/HOST-PROTOCOL.md, initialize: provider.models).
+// winning (docs/HOST-PROTOCOL.md, initialize: provider.models). Every field
+// is filled (DefaultModelParams for any left zero, name = description or
+// id), so a config built in code and one parsed from JSON give the same list.
 func (c *Config) CatalogModels() []CatalogModel {
 	out := make([]CatalogModel, 0, len(c.Models)+len(c.ProxyModels))
 	seen := make(map[string]bool, cap(out))
+	def := DefaultModelParams()
 	add := func(id, name string, p ModelParams) {
 		if seen[id] {
 			return
 		}
 		seen[id] = true
-		out = append(out, CatalogModel{
+		m := CatalogModel{
 			// The proxy is what OpenClaw talks to, whatever p.API says.
 			ID: id, Name: name, API: DefaultAPI, Reasoning: p.Reasoning,
 			Input: append([]string(nil), p.Input...), Cost: p.Cost,
 			ContextWindow: p.ContextWindow, MaxTokens: p.MaxTokens,
-		})
+		}
+		if m.ContextWindow <= 0 {
+			m.ContextWindow = def.ContextWindow
+		}
+		if m.MaxTokens <= 0 {
+			m.MaxTokens = def.MaxTokens
+		}
+		if len(m.Input) == 0 {
+			m.Input = append([]string(nil), def.Input...)
+		}
+		out = append(out, m)
 	}
 	for _, m := range c.Models {
 		add(m.ID, m.DisplayName(), m.ModelParams)
@@ -438,7 +487,8 @@ func (c *Config) CatalogModels() []CatalogModel {
 }
 
 // Redacted returns a copy with every secret (the cluster secret, the proxy
-// key, upstream API keys) replaced, for printing or logging a config.
+// key, upstream API keys, otel header values) replaced, for printing or
+// logging a config.
 func (c Config) Redacted() Config {
 	const mask = "[redacted]"
 	if c.Secret != "" {
@@ -446,6 +496,14 @@ func (c Config) Redacted() Config {
 	}
 	if c.ProxyKey != "" {
 		c.ProxyKey = mask
+	}
+	if c.OTel != nil && len(c.OTel.Headers) > 0 {
+		o := *c.OTel
+		o.Headers = make(map[string]string, len(c.OTel.Headers))
+		for k := range c.OTel.Headers {
+			o.Headers[k] = mask
+		}
+		c.OTel = &o
 	}
 	models := make([]Model, len(c.Models))
 	for i, m := range c.Models {

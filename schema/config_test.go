@@ -187,20 +187,65 @@ func TestCatalogModelsUnionFirstWins(t *testing.T) {
 	}
 }
 
+func TestCatalogModelsFillEveryField(t *testing.T) {
+	cfg := &Config{
+		Models: []Model{
+			{ID: "a", Provider: "p", Description: "Model A", ModelParams: ModelParams{API: "openai-completions", ContextWindow: 32000, MaxTokens: 1000, Reasoning: true, Input: []string{"text", "image"}, Cost: Cost{Input: 1, Output: 2}}},
+			{ID: "bare", Provider: "p"}, // built in code: params left zero
+		},
+		ProxyModels: []ProxyModel{
+			{ID: "a", NodeID: "x", Description: "loses to the local entry"},
+			{ID: "remote", NodeID: "gpu", ModelParams: DefaultModelParams()},
+		},
+	}
+	got, err := json.Marshal(cfg.CatalogModels())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `[` +
+		`{"id":"a","name":"Model A","api":"openai-completions","reasoning":true,"input":["text","image"],"cost":{"input":1,"output":2,"cacheRead":0,"cacheWrite":0},"contextWindow":32000,"maxTokens":1000},` +
+		`{"id":"bare","name":"bare","api":"openai-completions","reasoning":false,"input":["text"],"cost":{"input":0,"output":0,"cacheRead":0,"cacheWrite":0},"contextWindow":128000,"maxTokens":4096},` +
+		`{"id":"remote","name":"remote","api":"openai-completions","reasoning":false,"input":["text"],"cost":{"input":0,"output":0,"cacheRead":0,"cacheWrite":0},"contextWindow":128000,"maxTokens":4096}]`
+	if string(got) != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+	if len((&Config{}).CatalogModels()) != 0 {
+		t.Fatal("empty config gave models")
+	}
+}
+
 func TestRedactedHidesEverySecret(t *testing.T) {
 	cfg := mustParse(t, `{"nodeId": "a", "secret": "cluster-secret-value", "proxyKey": "proxy-key-value",
-		"models": [{"id": "m", "provider": "p", "upstream": {"baseUrl": "http://127.0.0.1:1/v1", "apiKey": "upstream-key-value"}}]}`)
+		"models": [{"id": "m", "provider": "p", "upstream": {"baseUrl": "http://127.0.0.1:1/v1", "apiKey": "upstream-key-value"}}],
+		"otel": {"endpoint": "http://127.0.0.1:4318", "headers": {"x-api-key": "otel-header-value"}}}`)
 	b, err := json.Marshal(cfg.Redacted())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"cluster-secret-value", "proxy-key-value", "upstream-key-value"} {
+	for _, s := range []string{"cluster-secret-value", "proxy-key-value", "upstream-key-value", "otel-header-value"} {
 		if strings.Contains(string(b), s) {
 			t.Errorf("redacted config still contains %q: %s", s, b)
 		}
 	}
-	if cfg.Secret != "cluster-secret-value" || cfg.Models[0].Upstream.APIKey != "upstream-key-value" {
+	if !strings.Contains(string(b), `"x-api-key":"[redacted]"`) {
+		t.Errorf("redacted config lost the otel header's name: %s", b)
+	}
+	if cfg.Secret != "cluster-secret-value" || cfg.Models[0].Upstream.APIKey != "upstream-key-value" || cfg.OTel.Headers["x-api-key"] != "otel-header-value" {
 		t.Error("Redacted modified the original config")
+	}
+}
+
+func TestOTelDefaults(t *testing.T) {
+	cfg := mustParse(t, `{"nodeId": "a", "secret": "cluster-secret-value", "otel": {"endpoint": "http://127.0.0.1:4318"}}`)
+	if cfg.OTel == nil || cfg.OTel.SampleRatio != DefaultSampleRatio || cfg.Metrics.Listen != "" {
+		t.Fatalf("otel %+v, metrics %+v", cfg.OTel, cfg.Metrics)
+	}
+	cfg = mustParse(t, `{"nodeId": "a", "secret": "cluster-secret-value", "otel": {"endpoint": "http://127.0.0.1:4318", "sampleRatio": 0}}`)
+	if cfg.OTel.SampleRatio != 0 {
+		t.Fatalf("sampleRatio 0 read as %v", cfg.OTel.SampleRatio)
+	}
+	if cfg := mustParse(t, `{"nodeId": "a", "secret": "cluster-secret-value"}`); cfg.OTel != nil {
+		t.Fatalf("otel %+v without otel in the config", cfg.OTel)
 	}
 }
 

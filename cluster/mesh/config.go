@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/clawmatrix/clawmatrix/cluster/mesh/transport"
+	"github.com/clawmatrix/clawmatrix/schema"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // PeerAddr is a peer this node dials.
@@ -122,6 +124,9 @@ type Config struct {
 
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
+	// TracerProvider, when set, records the mesh's spans (trace.go); nil
+	// records none. Trace context is passed on either way.
+	TracerProvider trace.TracerProvider
 }
 
 // MinSecretLen is the shortest secret accepted.
@@ -261,36 +266,13 @@ func (c *Config) writeTimeout() time.Duration {
 }
 
 // MaxNodeIDLen is the longest node id accepted.
-const MaxNodeIDLen = 64
+const MaxNodeIDLen = schema.MaxNodeIDLen
 
-// checkNodeID keeps node ids to letters, digits, '.', '_' and '-' (the
-// config schema's rule), because they appear in logs, prompts and close
-// reasons: an id from a peer can carry no line break or instruction.
 func checkNodeID(id string) error {
-	if id == "" {
-		return errors.New("must not be empty")
-	}
-	if len(id) > MaxNodeIDLen {
-		return fmt.Errorf("is %d bytes long; use at most %d", len(id), MaxNodeIDLen)
-	}
-	if !ValidNodeID(id) {
-		return fmt.Errorf("%q may only contain letters, digits, '.', '_' and '-'", id)
+	if msg := schema.CheckNodeID(id); msg != "" {
+		return errors.New(msg)
 	}
 	return nil
-}
-
-// ValidNodeID reports whether id uses only the node-id character set.
-func ValidNodeID(id string) bool {
-	if id == "" || len(id) > MaxNodeIDLen {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // checkPeerAddr checks a peer's address: a ws:// or wss:// URL for the

@@ -91,6 +91,8 @@ func (t *Target) acquire(ctx context.Context) error {
 		return nil
 	default:
 	}
+	t.waiting.Add(1)
+	defer t.waiting.Add(-1)
 	select {
 	case t.slots <- struct{}{}:
 		return nil
@@ -107,6 +109,12 @@ func (t *Target) acquireBy(ctx context.Context, deadline time.Time) error {
 }
 
 func (t *Target) release() { <-t.slots }
+
+// Runs reports the handoff and send runs going on this node and those
+// waiting for a run slot.
+func (t *Target) Runs() (running, waiting int) {
+	return len(t.slots), int(t.waiting.Load())
+}
 
 // agentMessage is what the remote agent reads: the task, then the context.
 func agentMessage(task, context string) string {

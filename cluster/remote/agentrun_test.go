@@ -399,7 +399,7 @@ func TestHandoffStderrTailSplitsNoSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	tg := newTestTarget(t, "n1", TargetConfig{OpenclawBin: bin, Agents: []schema.Agent{{ID: "coder"}}, Secrets: []string{secret}})
-	r := serve(t, tg, ToolHandoff, tg.serveHandoff, schema.HandoffArgs{Agent: "coder", Task: "x"})
+	r := serve(t, tg, schema.ToolHandoff, schema.HandoffArgs{Agent: "coder", Task: "x"})
 	if !r.IsError || !strings.Contains(r.Text, "stderr (last lines):\nxxxx") {
 		t.Fatalf("got %+v", r)
 	}

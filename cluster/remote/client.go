@@ -10,11 +10,19 @@ import (
 	"time"
 
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
+	"github.com/clawmatrix/clawmatrix/cluster/telemetry"
+	"github.com/clawmatrix/clawmatrix/schema"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Client runs the remote tools for agents on this node.
 type Client struct {
 	Node *mesh.Node
+	// Telemetry records each call (span, metrics, failures in the
+	// journal); nil records nothing.
+	Telemetry *telemetry.Telemetry
 }
 
 // answerGrace is how much longer than the target's own time limit the
@@ -28,86 +36,155 @@ const (
 	sendDeadline = sendQueueWait + answerGrace
 )
 
-var toolMethods = map[string]string{
-	ToolExec:    MethodExec,
-	ToolRead:    MethodRead,
-	ToolWrite:   MethodWrite,
-	ToolTool:    MethodTool,
-	ToolHandoff: MethodHandoff,
-	ToolSend:    MethodSend,
+// Call runs one remote cluster tool (every tool of schema's catalogue with
+// a mesh method) on the node its arguments name. The call was decoded and
+// checked once, by schema.DecodeToolCall; what travels is call.Raw. Every
+// outcome, including mesh failures, comes back as a Result whose text tells
+// the agent what happened and what to do next.
+func (c *Client) Call(ctx context.Context, call schema.ToolCall) Result {
+	if c.Telemetry == nil {
+		res, _ := c.call(ctx, call)
+		return res
+	}
+	return c.observedCall(ctx, call)
 }
 
-// Call runs one cluster tool (cluster_exec, cluster_read, cluster_write,
-// cluster_tool, cluster_handoff, cluster_send) with its arguments, already
-// validated against the tool's schema. Every outcome, including mesh
-// failures, comes back as a Result whose text tells the agent what happened
-// and what to do next.
-func (c *Client) Call(ctx context.Context, tool string, args []byte) Result {
-	method, ok := toolMethods[tool]
-	if !ok {
-		return errorResult(fmt.Sprintf("%q is not a remote cluster tool; the remote tools are cluster_exec, cluster_read, "+
-			"cluster_write, cluster_tool, cluster_handoff and cluster_send", tool))
-	}
-	var sel struct {
-		Node      string `json:"node"`
-		Agent     string `json:"agent"`
-		TimeoutMs int    `json:"timeoutMs"`
-	}
-	if err := json.Unmarshal(args, &sel); err != nil {
-		return errorResult(fmt.Sprintf("the %s arguments are not a JSON object: %v", tool, err))
-	}
+// callOutcome is how a call went, for telemetry: the node it went to (""
+// when none was chosen) and a telemetry.Outcome* value.
+type callOutcome struct{ node, outcome string }
 
+// call is Call, also saying how the call went.
+func (c *Client) call(ctx context.Context, call schema.ToolCall) (Result, callOutcome) {
+	failed := callOutcome{outcome: telemetry.OutcomeFailed}
+	tool := call.Tool.Name
+	if call.Tool.Method == "" || call.Args == nil {
+		return errorResult(fmt.Sprintf("%q is not a remote cluster tool; the remote tools are %s", tool, strings.Join(remoteTools(), ", "))), failed
+	}
 	var to string
-	switch tool {
-	case ToolHandoff, ToolSend:
-		node, err := c.agentNode(sel.Agent, sel.Node)
+	switch a := call.Args.(type) {
+	case *schema.HandoffArgs:
+		node, err := c.agentNode(a.Agent, a.Node)
 		if err != nil {
-			return errorResult(err.Error())
+			return errorResult(err.Error()), failed
+		}
+		to = node
+	case *schema.SendArgs:
+		node, err := c.agentNode(a.Agent, a.Node)
+		if err != nil {
+			return errorResult(err.Error()), failed
 		}
 		to = node
 	default:
-		if !c.known(sel.Node) {
-			return errorResult(c.unknownNode(sel.Node))
+		to = targetNode(call.Args)
+		if !c.known(to) {
+			return errorResult(c.unknownNode(to)), failed
 		}
-		to = sel.Node
 	}
 
-	limit := deadlineFor(tool, sel.TimeoutMs)
+	limit := deadlineFor(call.Args)
 	callCtx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	msg, err := c.Node.Call(callCtx, to, method, args)
+	msg, err := c.Node.Call(callCtx, to, call.Tool.Method, call.Raw)
 	if err != nil {
-		return c.failure(ctx, callCtx, tool, to, limit, err)
+		return c.failure(ctx, callCtx, tool, to, limit, err), callOutcome{to, failureOutcome(ctx, callCtx, err)}
 	}
 	var w wireResult
 	if err := json.Unmarshal(msg, &w); err != nil {
 		return errorResult(fmt.Sprintf("node %q answered %s with something clawmatrix cannot read (%v); "+
-			"it may run an incompatible clawmatrix version", to, tool, err))
+			"it may run an incompatible clawmatrix version", to, tool, err)), callOutcome{to, telemetry.OutcomeFailed}
 	}
 	res := Result{Text: w.Text, IsError: w.IsError}
 	if len(w.Details) > 0 {
 		res.Details = w.Details
 	}
+	if res.IsError {
+		return res, callOutcome{to, telemetry.OutcomeToolError}
+	}
+	return res, callOutcome{to, telemetry.OutcomeOK}
+}
+
+// failureOutcome classifies a call that got no answer, as failure does.
+func failureOutcome(parent, callCtx context.Context, err error) string {
+	var re *mesh.RemoteError
+	switch {
+	case parent.Err() != nil:
+		return telemetry.OutcomeCancelled
+	case errors.Is(callCtx.Err(), context.DeadlineExceeded):
+		return telemetry.OutcomeTimeout
+	case errors.Is(err, mesh.ErrUnknownNode), errors.Is(err, mesh.ErrUnreachable):
+		return telemetry.OutcomeUnreachable
+	case errors.As(err, &re) && re.Code == mesh.CodeRefused:
+		return telemetry.OutcomeRefused
+	}
+	return telemetry.OutcomeFailed
+}
+
+// observedCall is Call with a span around it (the parent of the mesh's)
+// and its outcome recorded.
+func (c *Client) observedCall(ctx context.Context, call schema.ToolCall) Result {
+	start := time.Now()
+	var span trace.Span
+	if tr := c.Telemetry.Tracer(); tr != nil {
+		ctx, span = tr.Start(ctx, "clawmatrix.remote.call", trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("clawmatrix.remote.tool", call.Tool.Name)))
+	}
+	res, out := c.call(ctx, call)
+	c.Telemetry.RemoteCall(call.Tool.Name, out.node, out.outcome, time.Since(start))
+	if span != nil {
+		span.SetAttributes(attribute.String("clawmatrix.remote.node", out.node), attribute.String("clawmatrix.remote.outcome", out.outcome))
+		if out.outcome != telemetry.OutcomeOK {
+			span.SetStatus(codes.Error, out.outcome)
+		}
+		span.End()
+	}
 	return res
 }
 
+// remoteTools names the tools of schema's catalogue that run on another node.
+func remoteTools() []string {
+	var names []string
+	for _, t := range schema.Tools() {
+		if t.Method != "" {
+			names = append(names, t.Name)
+		}
+	}
+	return names
+}
+
+// targetNode is the node the arguments of a tool other than handoff and
+// send name.
+func targetNode(args any) string {
+	switch a := args.(type) {
+	case *schema.ExecArgs:
+		return a.Node
+	case *schema.ReadArgs:
+		return a.Node
+	case *schema.WriteArgs:
+		return a.Node
+	case *schema.ToolArgs:
+		return a.Node
+	}
+	return ""
+}
+
 // deadlineFor is how long the caller waits for the target's answer.
-func deadlineFor(tool string, timeoutMs int) time.Duration {
-	given := time.Duration(timeoutMs) * time.Millisecond
-	switch tool {
-	case ToolExec:
+func deadlineFor(args any) time.Duration {
+	switch a := args.(type) {
+	case *schema.ExecArgs:
+		given := time.Duration(a.TimeoutMs) * time.Millisecond
 		if given <= 0 {
 			given = DefaultExecTimeout
 		}
 		return given + answerGrace
-	case ToolHandoff:
+	case *schema.HandoffArgs:
+		given := time.Duration(a.TimeoutMs) * time.Millisecond
 		if given <= 0 {
 			given = DefaultRunTimeout
 		}
 		return given + answerGrace
-	case ToolSend:
+	case *schema.SendArgs:
 		return sendDeadline
-	case ToolTool:
+	case *schema.ToolArgs:
 		return toolDeadline
 	default:
 		return fileDeadline

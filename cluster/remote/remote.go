@@ -4,6 +4,10 @@
 // the agent a node advertises), sends the request over the mesh and turns
 // every outcome, including mesh failures, into a Result the agent can act on.
 //
+// Which tools run remotely, and under which mesh method, is schema's tool
+// catalogue (schema.Tool.Method): the caller sends a call there, and
+// Register installs a handler for each.
+//
 // The target's side is Target, installed on a mesh node by Register. The
 // target is in charge of what runs on it: it re-validates the arguments,
 // applies its toolProxy policy, caps output, and owns every process it starts
@@ -27,27 +31,6 @@ import (
 	"unicode/utf8"
 )
 
-// Tool names (contract) handled by Client.Call.
-const (
-	ToolExec    = "cluster_exec"
-	ToolRead    = "cluster_read"
-	ToolWrite   = "cluster_write"
-	ToolTool    = "cluster_tool"
-	ToolHandoff = "cluster_handoff"
-	ToolSend    = "cluster_send"
-)
-
-// Mesh methods served by a Target. The payload is the tool's argument JSON;
-// the response is one message holding a wireResult.
-const (
-	MethodExec    = "remote.exec"
-	MethodRead    = "remote.read"
-	MethodWrite   = "remote.write"
-	MethodTool    = "remote.tool"
-	MethodHandoff = "remote.handoff"
-	MethodSend    = "remote.send"
-)
-
 // Defaults applied when the configuration leaves a value at zero.
 const (
 	DefaultExecTimeout    = 120 * time.Second
@@ -56,14 +39,6 @@ const (
 	DefaultMaxOutputBytes = 1 << 20
 	DefaultMaxRuns        = 2
 )
-
-// Gateway is the local OpenClaw gateway that serves cluster_tool requests.
-type Gateway struct {
-	// URL is the gateway's base URL, e.g. http://127.0.0.1:18789.
-	URL string
-	// Token is the gateway's bearer token. It never appears in results or logs.
-	Token string
-}
 
 // Result is what the calling agent sees. The plugin maps it to
 // {content: [{type: "text", text}], details, isError}.

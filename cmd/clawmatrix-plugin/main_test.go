@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -245,11 +247,9 @@ func TestCommands(t *testing.T) {
 		{[]string{"validate-config", "--help"}, 0, []string{"usage: clawmatrix-plugin validate-config FILE"}},
 		{[]string{"node", "--help"}, 0, []string{"-config", "-workspace"}},
 		{[]string{"frobnicate"}, 1, []string{`unknown command "frobnicate"`}},
-		{[]string{"bench", "--help"}, 0, []string{"failover", "soak", "--quick"}},
-		{[]string{"bench", "--only", "nope"}, 1, []string{`unknown suite "nope"`, "proxy, mesh"}},
-		{[]string{"bench", "--soak", "10ms"}, 1, []string{"too short"}},
-		// The bench's yardstick proxy is a command, but not a listed one.
-		{[]string{"bench-relay"}, 1, []string{"usage: clawmatrix-plugin bench-relay --target"}},
+		// The benchmarks moved to their own binary; the sidecar says where.
+		{[]string{"bench"}, 1, []string{"clawmatrix-bench", "make bench"}},
+		{[]string{"bench-relay"}, 1, []string{`unknown command "bench-relay"`}},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -264,8 +264,8 @@ func TestCommands(t *testing.T) {
 			}
 		})
 	}
-	if out, _ := runBinary(t, "--help"); strings.Contains(out, "bench-relay") {
-		t.Errorf("the usage lists the hidden bench-relay command:\n%s", out)
+	if out, _ := runBinary(t, "--help"); strings.Contains(out, "bench") {
+		t.Errorf("the sidecar's usage still lists a bench command:\n%s", out)
 	}
 	out, _ := runBinary(t, "validate-config", bad)
 	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 {
@@ -281,7 +281,8 @@ func TestNodeCommandRunsUntilSignal(t *testing.T) {
 
 func testNodeUntilSignal(t *testing.T, sig syscall.Signal) {
 	dir := t.TempDir()
-	cfg := `{"nodeId":"relay","secret":"0123456789abcdef","listen":true,"listenHost":"127.0.0.1","listenPort":0,"proxyPort":0}`
+	cfg := `{"nodeId":"relay","secret":"0123456789abcdef","listen":true,"listenHost":"127.0.0.1","listenPort":0,"proxyPort":0,
+		"metrics":{"listen":"127.0.0.1:0"}}`
 	path := filepath.Join(dir, "node.json")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -306,7 +307,7 @@ func testNodeUntilSignal(t *testing.T, sig syscall.Signal) {
 		close(lines)
 	}()
 	var seen []string
-	for len(seen) < 4 {
+	for len(seen) < 6 {
 		select {
 		case l, ok := <-lines:
 			if !ok {
@@ -318,11 +319,13 @@ func testNodeUntilSignal(t *testing.T, sig syscall.Signal) {
 		}
 	}
 	text := strings.Join(seen, "\n")
-	for _, want := range []string{"node relay up", "mesh: ws://127.0.0.1:", "model proxy: http://127.0.0.1:", "proxy key: "} {
+	for _, want := range []string{"node relay up", "mesh: ws://127.0.0.1:", "model proxy: http://127.0.0.1:", "proxy key: ",
+		"status page (opens once): http://127.0.0.1:", "metrics: http://127.0.0.1:"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("node output lacks %q:\n%s", want, text)
 		}
 	}
+	checkPrintedStatusAndMetrics(t, seen)
 	cmd.Process.Signal(sig)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -518,5 +521,56 @@ func TestIdentityCommands(t *testing.T) {
 	json.Unmarshal(raw, &doc)
 	if doc.Nodes["b"].PublicKey != other.PublicKey || doc.Nodes["b"].Revoked {
 		t.Errorf("re-pin did not replace the key and clear the revocation:\n%s", raw)
+	}
+}
+
+// checkPrintedStatusAndMetrics opens the status link the node printed, as a
+// browser would (a cookie session), and scrapes the metrics address with
+// the printed key.
+func checkPrintedStatusAndMetrics(t *testing.T, lines []string) {
+	t.Helper()
+	value := func(prefix string) string {
+		for _, l := range lines {
+			if v, ok := strings.CutPrefix(l, prefix); ok {
+				return v
+			}
+		}
+		t.Fatalf("no line %q in %q", prefix, lines)
+		return ""
+	}
+	link, key, metrics := value("status page (opens once): "), value("proxy key: "), value("metrics: ")
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	browser := &http.Client{Jar: jar, Timeout: 10 * time.Second}
+	get := func(c *http.Client, url, key string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(browser, link, ""); code != http.StatusOK || !strings.Contains(body, "<title>clawmatrix status</title>") {
+		t.Fatalf("status link: %d %s", code, body)
+	}
+	base := strings.TrimSuffix(link[:strings.Index(link, "?")], "/status")
+	if code, body := get(browser, base+"/status.json", ""); code != http.StatusOK || !strings.Contains(body, `"nodeId":"relay"`) {
+		t.Fatalf("status.json in the session: %d %s", code, body)
+	}
+	if code, _ := get(&http.Client{Timeout: 10 * time.Second}, link, ""); code != http.StatusUnauthorized {
+		t.Fatalf("the status link opened twice: %d", code)
+	}
+	if code, _ := get(http.DefaultClient, metrics, ""); code != http.StatusUnauthorized {
+		t.Fatalf("metrics without the key: %d", code)
+	}
+	if code, body := get(http.DefaultClient, metrics, key); code != http.StatusOK || !strings.Contains(body, "clawmatrix_build_info") {
+		t.Fatalf("metrics with the key: %d %.300s", code, body)
 	}
 }

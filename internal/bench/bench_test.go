@@ -22,7 +22,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(removeBuiltAfter{m}) }
 
-// removeBuiltAfter runs the tests, then removes the binary testNodeBin built.
+// removeBuiltAfter runs the tests, then removes the binaries testOptions built.
 type removeBuiltAfter struct{ m *testing.M }
 
 func (r removeBuiltAfter) Run() int {
@@ -33,31 +33,34 @@ func (r removeBuiltAfter) Run() int {
 	return code
 }
 
-// built is the clawmatrix-plugin binary testNodeBin builds once per run.
+// built are the clawmatrix-plugin and clawmatrix-bench binaries testOptions
+// builds once per run.
 var built struct {
-	once     sync.Once
-	dir, bin string
-	err      error
+	once             sync.Once
+	dir, node, relay string
+	err              error
 }
 
-// testNodeBin builds clawmatrix-plugin for the suites to start nodes and
-// relays with (the test binary itself has neither command).
-func testNodeBin(t *testing.T) string {
+// testOptions are quick Options with the binaries the suites start nodes
+// (clawmatrix-plugin) and relays (clawmatrix-bench) with; the test binary
+// itself can run neither.
+func testOptions(t *testing.T) Options {
 	t.Helper()
 	built.once.Do(func() {
 		if built.dir, built.err = os.MkdirTemp("", "clawmatrix-bench-test-"); built.err != nil {
 			return
 		}
-		built.bin = filepath.Join(built.dir, "clawmatrix-plugin")
-		out, err := exec.Command("go", "build", "-o", built.bin, "../../cmd/clawmatrix-plugin").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", built.dir+"/", "../../cmd/clawmatrix-plugin", "../../cmd/clawmatrix-bench").CombinedOutput()
 		if err != nil {
-			built.err = fmt.Errorf("building clawmatrix-plugin: %v\n%s", err, out)
+			built.err = fmt.Errorf("building clawmatrix-plugin and clawmatrix-bench: %v\n%s", err, out)
 		}
+		built.node = filepath.Join(built.dir, "clawmatrix-plugin")
+		built.relay = filepath.Join(built.dir, "clawmatrix-bench")
 	})
 	if built.err != nil {
 		t.Fatal(built.err)
 	}
-	return built.bin
+	return Options{Quick: true, NodeBin: built.node, RelayBin: built.relay}
 }
 
 // runQuick runs one suite in quick mode through Run and returns the report
@@ -67,7 +70,8 @@ func runQuick(t *testing.T, suite string) (Report, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	o := Options{Quick: true, Only: []string{suite}, NodeBin: testNodeBin(t)}
+	o := testOptions(t)
+	o.Only = []string{suite}
 	if os.Getenv("BENCH_TEST_LOG") != "" {
 		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
@@ -163,6 +167,26 @@ func TestSuitesQuick(t *testing.T) {
 				t.Errorf("%.0f B/s per node at rest: fewer than the heartbeats", v)
 			}
 		}},
+		{"observe", []string{
+			"telemetry off throughput, 16 clients (baseline)",
+			"metrics on / off throughput, 16 clients",
+			"metrics and spans / off throughput, 16 clients",
+			"metrics and 10% of spans / off throughput, 16 clients",
+			"metrics on / off CPU per request",
+			"metrics and spans / off CPU per request",
+			"metrics and 10% of spans / off CPU per request",
+			"telemetry off p50, 1 client (baseline)",
+			"metrics on added p50, 1 client",
+			"metrics and spans added p50, 1 client",
+			"metrics and 10% of spans added p50, 1 client",
+			"span exports received",
+		}, map[string]Goal{
+			"metrics and spans / off throughput, 16 clients": {">=", 0.95},
+			"metrics and spans added p50, 1 client":          {"<=", 20},
+		}, func(t *testing.T, m map[string]Metric) {
+			positive(t, m, "telemetry off throughput, 16 clients (baseline)", "metrics on / off throughput, 16 clients",
+				"metrics and spans / off throughput, 16 clients", "telemetry off p50, 1 client (baseline)", "span exports received")
+		}},
 		{"tools", []string{
 			"cluster_exec p50 on the target",
 			"cluster_exec through a relay / on the target",
@@ -245,7 +269,7 @@ func TestRunRejectsUnknownSuite(t *testing.T) {
 // A suite whose context ends fails with an error and leaves nothing
 // running (goleak checks the latter when the package's tests end).
 func TestSuitesStopWhenCancelled(t *testing.T) {
-	bin := testNodeBin(t)
+	bins := testOptions(t)
 	for _, s := range Suites() {
 		if !slices.Contains([]string{"proxy", "mesh", "tools"}, s.Name) {
 			continue
@@ -258,7 +282,9 @@ func TestSuitesStopWhenCancelled(t *testing.T) {
 			log := slog.New(cancelOnRecord{cancel})
 			done := make(chan error, 1)
 			go func() {
-				_, err := s.Run(ctx, Options{Quick: true, Logger: log, NodeBin: bin})
+				o := bins
+				o.Logger = log
+				_, err := s.Run(ctx, o)
 				done <- err
 			}()
 			select {
@@ -412,6 +438,54 @@ func BenchmarkSimulation(b *testing.B) {
 			b.ReportMetric(r.ChurnGossip, "churn-gossip-B/s/node")
 			b.ReportMetric(r.MemPerNode, "bytes/node")
 			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// BenchmarkObservePath is one proxied request (client -> A -> mesh -> B ->
+// upstream, in process) with telemetry off, with metrics (the default) and
+// with every request's spans exported; the observe suite runs the same
+// clusters under 16 clients.
+func BenchmarkObservePath(b *testing.B) {
+	up, err := startSynthetic(4)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer up.Close()
+	sink, err := startSpanSink()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sink.Close()
+	for _, c := range []struct {
+		name string
+		otel map[string]any
+		off  bool
+	}{
+		{"off", nil, true},
+		{"metrics", nil, false},
+		{"traced", map[string]any{"endpoint": sink.URL, "sampleRatio": 1}, false},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			ctx := context.Background()
+			p, err := startObservedPath(ctx, c.name, up.URL(), c.otel, c.off)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			if _, err := p.load(ctx, 1, 100); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			cpu0, ok0 := processCPU()
+			if _, err := p.load(ctx, 1, b.N); err != nil {
+				b.Fatal(err)
+			}
+			// CPU time moves less than wall time when other processes
+			// load the machine.
+			if cpu1, ok1 := processCPU(); ok0 && ok1 {
+				b.ReportMetric(float64(cpu1-cpu0)/float64(b.N)/1000, "cpu-µs/op")
+			}
 		})
 	}
 }

@@ -1,8 +1,0 @@
-//go:build !unix
-
-package bench
-
-import "time"
-
-// cpuUsed is not measured on this system: it is always 0.
-func cpuUsed() time.Duration { return 0 }
