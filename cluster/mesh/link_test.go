@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/clawmatrix/clawmatrix/cluster/mesh/meshtest"
 )
 
 // A peer that stops reading is closed as slow (CloseSlowPeer) once a write
@@ -61,17 +63,15 @@ func TestSlowPeerClosed(t *testing.T) {
 // silence, not only once the blocked write times out: the write timeout
 // here is a minute, far beyond the wait.
 func TestSilentPeerDeadWhileWriteBlocked(t *testing.T) {
-	acfg := testConfig("a")
+	nw := meshtest.NewNetwork(1)
+	acfg := memConfig(nw, "a")
 	acfg.WriteTimeout = time.Minute
 	acfg.MaxQueueBytes = 4 * acfg.MaxFrameBytes
 	a := startNode(t, acfg)
-	bcfg := testConfig("b")
-	bcfg.RequestWindow = maxWindow // far more in flight than the socket buffers hold
+	bcfg := memConfig(nw, "b")
+	bcfg.RequestWindow = maxWindow // far more in flight than the connection holds
 	b := startNode(t, bcfg)
-	px := newTCPProxy(t, a.Addr().String())
-	if err := b.AddPeer(PeerAddr{URL: px.url(), NodeID: "a"}); err != nil {
-		t.Fatal(err)
-	}
+	dial(t, b, a)
 	waitAll(t, []*Node{a, b}, 5*time.Second)
 	msg := bytes.Repeat([]byte("x"), 256<<10)
 	a.Handle("flood", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
@@ -103,7 +103,7 @@ func TestSilentPeerDeadWhileWriteBlocked(t *testing.T) {
 	}()
 	defer func() { s.Close(); <-readerDone }()
 
-	px.freeze()
+	nw.Freeze("b")
 	waitPoll(t, 20*time.Second, "a's writer blocked with its queue half full", func() bool {
 		return l.q.queued() >= acfg.MaxQueueBytes/2
 	})
