@@ -105,13 +105,3 @@ func reasonOf(err error) string {
 	}
 	return err.Error()
 }
-
-// peerClosedError is the peer closing the connection during the handshake.
-type peerClosedError struct {
-	code   int
-	reason string
-}
-
-func (e *peerClosedError) Error() string {
-	return fmt.Sprintf("peer closed the connection: code %d: %s", e.code, e.reason)
-}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clawmatrix/clawmatrix/cluster/mesh/transport"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/clawmatrix/clawmatrix/schema"
@@ -17,7 +18,8 @@ import (
 
 // PeerAddr is a peer this node dials.
 type PeerAddr struct {
-	// URL is ws://host:port or wss://host:port (any path is accepted).
+	// URL is ws://host:port or wss://host:port (any path is accepted), or
+	// an address of Config.Transport when that is set.
 	URL string
 	// NodeID, when set, is the id the peer must prove; a listener that
 	// answers with another id is refused (close code CloseWrongNode).
@@ -47,6 +49,12 @@ type Config struct {
 	// ClientTLS is used for wss:// peers; nil means system roots.
 	ClientTLS *tls.Config
 	Peers     []PeerAddr
+	// Transport carries the links; nil means WebSocket over TCP (ws://,
+	// or wss:// with the TLS settings above), with the limits on
+	// unauthenticated connections below. Tests and simulations set the
+	// in-memory network of cluster/mesh/meshtest. ServeHTTP always speaks
+	// WebSocket.
+	Transport transport.Transport
 
 	Capabilities Capabilities
 
@@ -182,7 +190,7 @@ func (c *Config) validate() error {
 		bad("Secret: must be at least %d characters (got %d); use a long random string shared by all nodes", MinSecretLen, len(c.Secret))
 	}
 	for i, p := range c.Peers {
-		if err := checkPeerURL(p.URL); err != nil {
+		if err := c.checkPeerAddr(p.URL); err != nil {
 			bad("Peers[%d].URL: %v", i, err)
 		}
 		if p.NodeID != "" {
@@ -264,6 +272,24 @@ const MaxNodeIDLen = schema.MaxNodeIDLen
 func checkNodeID(id string) error {
 	if msg := schema.CheckNodeID(id); msg != "" {
 		return errors.New(msg)
+	}
+	return nil
+}
+
+// checkPeerAddr checks a peer's address: a ws:// or wss:// URL for the
+// default transport, a URL with a host for another one.
+func (c *Config) checkPeerAddr(s string) error {
+	if c.Transport == nil {
+		return checkPeerURL(s)
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%q is not a URL: %v", s, err)
+	case u.Scheme == "" || u.Host == "":
+		return fmt.Errorf("%q needs a scheme and a host, as the transport's listeners give them", s)
+	case u.User != nil:
+		return fmt.Errorf("%q must not carry credentials; the cluster secret authenticates peers", redactURL(u))
 	}
 	return nil
 }

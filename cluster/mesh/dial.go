@@ -3,8 +3,9 @@ package mesh
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
+
+	"github.com/clawmatrix/clawmatrix/cluster/mesh/transport"
 )
 
 // dialOnce connects to p and runs the dialer side of the handshake. It
@@ -12,13 +13,9 @@ import (
 func (n *Node) dialOnce(p PeerAddr) (string, *link, error) {
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.AuthTimeout)
 	defer cancel()
-	conn, resp, err := n.dialer.DialContext(ctx, p.URL, nil)
+	conn, err := n.transport.Dial(ctx, p.URL)
 	if err != nil {
-		if resp != nil {
-			_ = resp.Body.Close()
-			return "", nil, fmt.Errorf("dial %s: %w (HTTP %d)", p.URL, err, resp.StatusCode)
-		}
-		return "", nil, fmt.Errorf("dial %s: %w", p.URL, err)
+		return "", nil, err
 	}
 	if !n.trackPending(conn, true) {
 		closeConn(conn, CloseShutdown, closeReasons[CloseShutdown])
@@ -27,7 +24,7 @@ func (n *Node) dialOnce(p PeerAddr) (string, *link, error) {
 	defer n.trackPending(conn, false)
 	peer, l, err := n.dialHandshake(conn, p)
 	if err != nil {
-		var pc *peerClosedError
+		var pc *transport.CloseError
 		if !errors.As(err, &pc) {
 			closeConn(conn, closeCodeOf(err), reasonOf(err))
 		} else {
@@ -82,9 +79,9 @@ func (n *Node) dialLoop(p PeerAddr) {
 				backoff = n.cfg.ReconnectMin
 			}
 		} else if err != nil && n.ctx.Err() == nil {
-			var pc *peerClosedError
+			var pc *transport.CloseError
 			switch {
-			case errors.As(err, &pc) && pc.code == CloseDuplicateLink:
+			case errors.As(err, &pc) && pc.Code == CloseDuplicateLink:
 				backoff = n.cfg.ReconnectMin // the other link stays; wait for it above
 			case refusedForTrust(err):
 				// The operator has to act (secret, key, version): say so.
@@ -135,11 +132,11 @@ func (n *Node) waitGone(l *link) {
 // operator can fix: the secret, a node key, or the protocol version.
 func refusedForTrust(err error) bool {
 	code := 0
-	var pc *peerClosedError
+	var pc *transport.CloseError
 	var ae *authError
 	switch {
 	case errors.As(err, &pc):
-		code = pc.code
+		code = pc.Code
 	case errors.As(err, &ae):
 		code = ae.code
 	}

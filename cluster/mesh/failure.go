@@ -296,27 +296,33 @@ type endRecord struct {
 	abort string
 }
 
-// endedStreams remembers the most recent endings in bounded memory.
+// endedStreams remembers the most recent endings in bounded memory. It
+// grows as streams end rather than up front (sized for the bound, it cost
+// every node about 700 KB from the start, most of a node that serves
+// little).
 type endedStreams struct {
 	mu   sync.Mutex
+	size int
 	m    map[serverKey]endRecord
 	ring []serverKey
 	next int
 }
 
 func newEndedStreams(size int) *endedStreams {
-	return &endedStreams{m: make(map[serverKey]endRecord, size), ring: make([]serverKey, size)}
+	return &endedStreams{size: size, m: make(map[serverKey]endRecord)}
 }
 
 func (e *endedStreams) put(k serverKey, r endRecord) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if _, ok := e.m[k]; !ok {
-		if old := e.ring[e.next]; old.from != "" {
-			delete(e.m, old)
+		if len(e.ring) < e.size {
+			e.ring = append(e.ring, k)
+		} else {
+			delete(e.m, e.ring[e.next])
+			e.ring[e.next] = k
+			e.next = (e.next + 1) % e.size
 		}
-		e.ring[e.next] = k
-		e.next = (e.next + 1) % len(e.ring)
 	}
 	e.m[k] = r
 }

@@ -68,10 +68,46 @@ type storedEntry struct {
 
 type topology struct {
 	entries map[string]*storedEntry
+	// held maps the signature of every stored entry to the entry as it
+	// travels: an entry that arrives again, byte for byte, is known
+	// without parsing it. Floods and full syncs bring each entry once per
+	// link, so in a large cluster most entries a node receives are copies
+	// of ones it holds, and decoding their JSON was a good part of the
+	// cost of gossip.
+	held    map[string][]byte
 	version uint64 // this node's own entry version
 	// clashes holds the incarnations whose entries under this node's id
 	// this node has moved past once, with when it last logged the clash.
 	clashes map[uint64]time.Time
+}
+
+// put stores origin's entry.
+func (t *topology) put(origin string, e *storedEntry) {
+	if old := t.entries[origin]; old != nil {
+		delete(t.held, string(entrySig(old.raw)))
+	}
+	t.entries[origin] = e
+	t.held[string(entrySig(e.raw))] = e.raw
+}
+
+// remove forgets origin's entry.
+func (t *topology) remove(origin string) {
+	if old := t.entries[origin]; old != nil {
+		delete(t.held, string(entrySig(old.raw)))
+		delete(t.entries, origin)
+	}
+}
+
+// holds reports whether raw is a stored entry, byte for byte.
+func (t *topology) holds(raw []byte) bool {
+	stored, ok := t.held[string(entrySig(raw))]
+	return ok && bytes.Equal(stored, raw)
+}
+
+// entrySig returns the signature at the end of a signed entry (or what
+// stands there in a malformed one).
+func entrySig(raw []byte) []byte {
+	return raw[max(len(raw)-ed25519.SignatureSize, 0):]
 }
 
 // idClashLogEvery is how often a clash of node ids is logged again while it
@@ -140,14 +176,53 @@ func openEntry(raw []byte) (e *nodeEntry, js, sig []byte, err error) {
 	return e, js, sig, nil
 }
 
+// announceSoonLocked announces this node's entry after announceDelay,
+// with every other change made meanwhile: links that come up or go down
+// together (a node joining with several links, a relay whose neighbours
+// come and go, a link's first RTT that follows it) cost the cluster one
+// flood, not one each.
+func (n *Node) announceSoonLocked() {
+	if n.closing || n.announcing != nil {
+		return
+	}
+	n.wg.Add(1)
+	var t *time.Timer
+	t = time.AfterFunc(n.announceDelay(), func() {
+		defer n.wg.Done()
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if n.announcing == t && !n.closing {
+			n.announceSelfLocked()
+		}
+	})
+	n.announcing = t
+}
+
+// announceDelay is how long link changes wait to be announced together:
+// a twentieth of the ping interval, at most 50 ms.
+func (n *Node) announceDelay() time.Duration {
+	return min(n.cfg.PingInterval/20, 50*time.Millisecond)
+}
+
+// stopAnnouncingLocked cancels a pending announcement.
+func (n *Node) stopAnnouncingLocked() {
+	if n.announcing != nil {
+		if n.announcing.Stop() {
+			n.wg.Done() // its function will not run
+		}
+		n.announcing = nil
+	}
+}
+
 // announceSelfLocked publishes a new version of this node's entry to every
 // link.
 func (n *Node) announceSelfLocked() {
+	n.stopAnnouncingLocked()
 	n.topo.version++
 	e := nodeEntry{Origin: n.id, Version: n.topo.version, Inc: n.inc, Key: n.pub, Static: n.static.Public, Caps: n.caps}
 	for _, l := range n.sortedLinksLocked() {
 		le := linkEntry{Peer: l.peer, Since: l.epoch}
-		r := l.srtt.Load() // once: what is announced is what annRTT remembers
+		r := l.pathRTT.Load() // once: what is announced is what annRTT remembers
 		if r > 0 {
 			le.RTTMicros = max(r/1e3, 1)
 		}
@@ -162,7 +237,7 @@ func (n *Node) announceSelfLocked() {
 		n.log.Error("mesh: encode own topology entry", "err", err)
 		return
 	}
-	n.topo.entries[n.id] = &storedEntry{nodeEntry: e, raw: raw, updated: time.Now()}
+	n.topo.put(n.id, &storedEntry{nodeEntry: e, raw: raw, updated: time.Now()})
 	for _, l := range n.links {
 		l.q.pushGossip(n.id, raw)
 	}
@@ -170,25 +245,42 @@ func (n *Node) announceSelfLocked() {
 
 // announceRTT re-announces this node's entry because the RTT of link l
 // changed (see rttChanged), so that nodes beyond l learn it: the entry made
-// at link up usually predates the first pong. RTT-driven announcements are
-// at most one per rttAnnounceEvery; a change held back is taken up by a
-// later pong.
-func (n *Node) announceRTT(l *link) {
+// at link up usually predates the first pong (first is true for the link's
+// first measurement). RTT-driven announcements are rate-limited per node
+// (rttAnnounceEvery); a change held back is taken up by a later pong.
+func (n *Node) announceRTT(l *link, first bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.closing || n.links[l.peer] != l {
-		return
+	if n.closing || n.links[l.peer] != l || n.announcing != nil {
+		return // a pending announcement carries the new RTT
 	}
 	now := n.mono()
-	if n.rttAnnAt != 0 && time.Duration(now-n.rttAnnAt) < n.rttAnnounceEvery() {
+	if n.rttAnnAt != 0 && time.Duration(now-n.rttAnnAt) < n.rttAnnounceEvery(first) {
 		return
 	}
 	n.rttAnnAt = now
 	n.announceSelfLocked()
 }
 
-// rttAnnounceEvery is the least time between two RTT-driven announcements.
-func (n *Node) rttAnnounceEvery() time.Duration { return 2 * n.cfg.PingInterval }
+// rttChangeBudget is how many ping intervals the cluster as a whole takes
+// for one announcement of an RTT change, whatever its size.
+const rttChangeBudget = 5
+
+// rttAnnounceEvery is the least time between two RTT-driven announcements
+// of this node: 2 ping intervals after a link's first measurement, and for
+// a change also rttChangeBudget ping intervals per node in the topology.
+// Every announcement floods every link of the cluster, so a bound per node
+// that did not grow with the cluster would let RTT noise cost each node
+// traffic in proportion to the cluster's size; this one keeps the cluster's
+// RTT announcements to about one per rttChangeBudget ping intervals.
+// First measurements come with new links, which are announced anyway.
+func (n *Node) rttAnnounceEvery(first bool) time.Duration {
+	every := 2 * n.cfg.PingInterval
+	if !first {
+		every = max(every, time.Duration(len(n.topo.entries))*rttChangeBudget*n.cfg.PingInterval)
+	}
+	return every
+}
 
 var errBadEntry = errors.New("bad topology entry")
 
@@ -242,6 +334,17 @@ func (n *Node) handlePeerSync(l *link, f *Frame) {
 		l.close(CloseProtocol, "bad peer_sync: "+err.Error())
 		return
 	}
+	// Copies of stored entries are no news, and passed every check when
+	// they were stored.
+	n.mu.Lock()
+	fresh := raws[:0]
+	for _, raw := range raws {
+		if !n.topo.holds(raw) {
+			fresh = append(fresh, raw)
+		}
+	}
+	n.mu.Unlock()
+	raws = fresh
 	type parsed struct {
 		e       *nodeEntry
 		js, sig []byte
@@ -325,7 +428,7 @@ func (n *Node) handlePeerSync(l *link, f *Frame) {
 		if cur != nil && !bytes.Equal(cur.Static, e.Static) {
 			restarted = append(restarted, e.Origin)
 		}
-		n.topo.entries[e.Origin] = &storedEntry{nodeEntry: *e, raw: p.raw, updated: time.Now()}
+		n.topo.put(e.Origin, &storedEntry{nodeEntry: *e, raw: p.raw, updated: time.Now()})
 		for _, other := range n.links {
 			if other != l {
 				other.q.pushGossip(e.Origin, p.raw)
@@ -334,16 +437,13 @@ func (n *Node) handlePeerSync(l *link, f *Frame) {
 		changed = true
 	}
 	if changed {
-		n.recomputeLocked()
+		n.recomputeSoonLocked()
 	}
 	n.mu.Unlock()
 	// The origins that restarted: their end-to-end sessions are void.
 	// (Outside the node's lock: the sessions' lock is taken before it.)
 	for _, id := range restarted {
 		n.e2e.forget(id)
-	}
-	if changed {
-		n.checkStreams()
 	}
 }
 
@@ -426,7 +526,7 @@ func (n *Node) evictLocked() bool {
 	if victim == "" {
 		return false
 	}
-	delete(n.topo.entries, victim)
+	n.topo.remove(victim)
 	return true
 }
 

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -32,7 +33,7 @@ func TestOwnEntryEcho(t *testing.T) {
 	}
 	waitPoll(t, 5*time.Second, "a announces the link's first RTT", func() bool {
 		e := own()
-		return len(e.Links) == 1 && e.Links[0].RTTMicros > 0
+		return e != nil && len(e.Links) == 1 && e.Links[0].RTTMicros > 0
 	})
 	sync := func(raw []byte) {
 		a.handlePeerSync(l, &Frame{Type: typePeerSync, Payload: appendPeerSync(nil, [][]byte{raw})[1:]})
@@ -204,5 +205,73 @@ func TestSupersedes(t *testing.T) {
 		if got := supersedes(&tc.e, &tc.cur); got != tc.replaces {
 			t.Errorf("%s: supersedes = %v, want %v", tc.name, got, tc.replaces)
 		}
+	}
+}
+
+// The table knows an entry it holds, byte for byte, by its signature, and
+// forgets an origin's old entry when it stores the new one.
+func TestTopologyHoldsStoredEntries(t *testing.T) {
+	n, err := New(testConfig("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	sign := func(version uint64) []byte {
+		raw, err := n.signEntry(&nodeEntry{Origin: "x", Version: version, Inc: 1, Key: n.pub, Static: n.static.Public})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	v1, v2 := sign(1), sign(2)
+	changed := bytes.Clone(v1)
+	changed[3] ^= 1 // same signature, other JSON
+	topo := topology{entries: map[string]*storedEntry{}, held: map[string][]byte{}}
+	topo.put("x", &storedEntry{raw: v1})
+	for _, tc := range []struct {
+		name string
+		raw  []byte
+		want bool
+	}{
+		{"the stored entry", v1, true},
+		{"a newer one", v2, false},
+		{"the stored signature on other bytes", changed, false},
+		{"shorter than a signature", []byte{1, 2, 3}, false},
+	} {
+		if got := topo.holds(tc.raw); got != tc.want {
+			t.Errorf("%s: holds = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	topo.put("x", &storedEntry{raw: v2})
+	if topo.holds(v1) || !topo.holds(v2) || len(topo.held) != 1 {
+		t.Fatalf("after the newer entry: holds old %v, new %v, %d held", topo.holds(v1), topo.holds(v2), len(topo.held))
+	}
+	topo.remove("x")
+	if topo.holds(v2) || len(topo.held) != 0 || len(topo.entries) != 0 {
+		t.Fatal("a removed entry is still held")
+	}
+}
+
+// Link changes made together are announced together: three in a row make
+// one new version of the node's entry.
+func TestLinkChangesAnnouncedTogether(t *testing.T) {
+	n := startNode(t, testConfig("a"))
+	version := func() uint64 {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.topo.version
+	}
+	v0 := version()
+	n.mu.Lock()
+	for range 3 {
+		n.announceSoonLocked()
+	}
+	n.mu.Unlock()
+	waitPoll(t, 5*time.Second, "the announcement", func() bool { return version() != v0 })
+	n.mu.Lock()
+	pending := n.announcing != nil
+	n.mu.Unlock()
+	if got := version() - v0; got != 1 || pending {
+		t.Fatalf("%d announcements (one still pending: %v), want 1", got, pending)
 	}
 }

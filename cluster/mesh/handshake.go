@@ -10,11 +10,13 @@ import (
 
 	"github.com/clawmatrix/clawmatrix/cluster/identity"
 	"github.com/flynn/noise"
-	"github.com/gorilla/websocket"
+
+	"github.com/clawmatrix/clawmatrix/cluster/mesh/transport"
 )
 
 // The link handshake (docs/PROTOCOL.md, "Link handshake") is
-// Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s inside WebSocket binary messages:
+// Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s, one transport message (a WebSocket
+// binary message by default) per handshake message:
 //
 //	dialer   -> e
 //	listener <- e, ee, s, es        payload: listener hello
@@ -129,50 +131,40 @@ func (n *Node) checkHello(raw, static []byte) (*hello, error) {
 	return &h, nil
 }
 
-// readHandshakeMsg reads one binary message during the handshake.
-func (n *Node) readHandshakeMsg(conn *websocket.Conn) ([]byte, error) {
-	mt, r, err := conn.NextReader()
-	if err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return nil, authFail(CloseAuthTimeout, "no handshake within %v", n.cfg.AuthTimeout)
-		}
-		var ce *websocket.CloseError
-		if errors.As(err, &ce) {
-			return nil, &peerClosedError{code: ce.Code, reason: ce.Text}
-		}
-		return nil, fmt.Errorf("mesh: handshake read: %w", err)
+// readHandshakeMsg reads one message during the handshake.
+func (n *Node) readHandshakeMsg(conn transport.Conn) ([]byte, error) {
+	data, err := conn.ReadMessage(nil, maxHandshakeBytes)
+	if err == nil {
+		return data, nil
 	}
-	data, err := readLimited(r, nil, maxHandshakeBytes)
-	if err != nil {
-		if errors.Is(err, errTooLarge) {
-			return nil, authFail(CloseFrameTooLarge, "handshake message larger than %d bytes", maxHandshakeBytes)
-		}
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return nil, authFail(CloseAuthTimeout, "no handshake within %v", n.cfg.AuthTimeout)
-		}
-		return nil, fmt.Errorf("mesh: handshake read: %w", err)
-	}
-	if mt != websocket.BinaryMessage {
+	var ae *authError
+	var ce *transport.CloseError
+	var ne net.Error
+	switch {
+	case errors.As(err, &ae): // the transport's verdict (another protocol version)
+		return nil, err
+	case errors.As(err, &ce):
+		return nil, ce
+	case errors.Is(err, transport.ErrMessageTooLarge):
+		return nil, authFail(CloseFrameTooLarge, "handshake message larger than %d bytes", maxHandshakeBytes)
+	case errors.Is(err, errTextMessage):
 		return nil, authFail(CloseVersion, "peer sent a text frame during the handshake: it speaks mesh protocol v1; upgrade clawmatrix on every node to protocol v%d", ProtocolVersion)
+	case errors.As(err, &ne) && ne.Timeout():
+		return nil, authFail(CloseAuthTimeout, "no handshake within %v", n.cfg.AuthTimeout)
 	}
-	return data, nil
+	return nil, fmt.Errorf("mesh: handshake read: %w", err)
 }
 
-func (n *Node) writeHandshakeMsg(conn *websocket.Conn, msg []byte) error {
+func (n *Node) writeHandshakeMsg(conn transport.Conn, msg []byte) error {
 	_ = conn.SetWriteDeadline(time.Now().Add(n.cfg.AuthTimeout))
-	return conn.WriteMessage(websocket.BinaryMessage, msg)
+	return conn.WriteMessages(msg)
 }
 
 // acceptHandshake runs the listener side and returns the registered link,
 // with the welcome queued as its first frame.
-func (n *Node) acceptHandshake(conn *websocket.Conn) (*link, error) {
+func (n *Node) acceptHandshake(conn transport.Conn) (*link, error) {
 	deadline := time.Now().Add(n.cfg.AuthTimeout)
 	_ = conn.SetReadDeadline(deadline)
-	if conn.Subprotocol() != subprotocol {
-		return nil, authFail(CloseVersion, "this node speaks mesh protocol v%d and the peer did not offer it (an older clawmatrix?): run the same clawmatrix version on every node", ProtocolVersion)
-	}
 	hs, err := n.newHandshake(false)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: handshake: %w", err)
@@ -230,13 +222,9 @@ func (n *Node) acceptHandshake(conn *websocket.Conn) (*link, error) {
 
 // dialHandshake runs the dialer side. It returns the peer's id when it
 // learned it, and the registered link on success.
-func (n *Node) dialHandshake(conn *websocket.Conn, pa PeerAddr) (string, *link, error) {
+func (n *Node) dialHandshake(conn transport.Conn, pa PeerAddr) (string, *link, error) {
 	deadline := time.Now().Add(n.cfg.AuthTimeout)
 	_ = conn.SetReadDeadline(deadline)
-	if conn.Subprotocol() != subprotocol {
-		// A v1 listener ignores the offer and sends its JSON challenge.
-		return "", nil, authFail(CloseVersion, "%s does not speak mesh protocol v%d (an older clawmatrix?): run the same clawmatrix version on every node", pa.URL, ProtocolVersion)
-	}
 	hs, err := n.newHandshake(true)
 	if err != nil {
 		return "", nil, fmt.Errorf("mesh: handshake: %w", err)

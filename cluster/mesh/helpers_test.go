@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clawmatrix/clawmatrix/cluster/mesh/meshtest"
 	"go.uber.org/goleak"
 )
 
@@ -44,6 +45,24 @@ func testConfig(id string) Config {
 	c.ListenAddr = "127.0.0.1:0"
 	c.Logger = testLogger()
 	return c
+}
+
+// memConfig is testConfig on the in-memory network nw, on a host named
+// like the node.
+func memConfig(nw *meshtest.Network, id string) Config {
+	c := testConfig(id)
+	c.Transport, c.ListenAddr = nw.Transport(id), id
+	return c
+}
+
+// startMemNodes starts one node per id on nw.
+func startMemNodes(t testing.TB, nw *meshtest.Network, ids ...string) []*Node {
+	t.Helper()
+	out := make([]*Node, len(ids))
+	for i, id := range ids {
+		out[i] = startNode(t, memConfig(nw, id))
+	}
+	return out
 }
 
 // testKey is the node key of test node id: the same for every run under

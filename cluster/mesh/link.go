@@ -4,7 +4,6 @@ import (
 	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
-	"io"
 	"math/rand/v2"
 	"net"
 	"strconv"
@@ -13,7 +12,8 @@ import (
 	"time"
 
 	"github.com/flynn/noise"
-	"github.com/gorilla/websocket"
+
+	"github.com/clawmatrix/clawmatrix/cluster/mesh/transport"
 )
 
 // closeGrace is how long a closing side waits for the peer's close frame
@@ -26,7 +26,7 @@ const closeGrace = 250 * time.Millisecond
 // the writer (which drains the send queue and runs the heartbeat).
 type link struct {
 	n           *Node
-	conn        *websocket.Conn
+	conn        transport.Conn
 	peer        string
 	key         ed25519.PublicKey // the peer's node key
 	static      []byte            // the peer's Noise static key
@@ -41,9 +41,16 @@ type link struct {
 
 	lastRecv atomic.Int64 // node-relative nanoseconds of the last frame received
 	rtt      atomic.Int64 // nanoseconds, 0 until the first pong
-	// srtt is the smoothed RTT (nanoseconds) that this node gossips for
-	// the link, annRTT the value its latest announced entry carries.
-	srtt, annRTT atomic.Int64
+	// pathRTT is the RTT (nanoseconds) this node gossips for the link:
+	// the least sample of the last rttWindow to 2*rttWindow pongs.
+	// Scheduling delays on either node only ever add to a sample, so the
+	// least one is the path's own and does not move with the load of the
+	// machines (on a loaded one, a smoothed RTT moved by a quarter and
+	// half a millisecond every few pings, and each move was gossiped to
+	// the whole cluster). annRTT is the value the latest announced entry
+	// carries.
+	pathRTT, annRTT atomic.Int64
+	rttWin          rttWindowMin // the reader's alone
 
 	pongs chan struct{}
 
@@ -56,16 +63,11 @@ type link struct {
 	peerCode  int    // close code received from the peer, 0 if none
 	peerWhy   string
 	gone      atomic.Bool // reader has exited; the link is no longer usable
-	// wmu (capacity 1) orders the writer's batches and the close frame:
-	// once close has taken it, no batch follows the close frame.
-	wmu       chan struct{}
-	readBuf   []byte
-	frag      []byte // a frame being reassembled from records
-	sealBuf   []byte // the writer's scratch for a record's plaintext
+	frag      []byte      // a frame being reassembled from records
 	startedAt time.Time
 }
 
-func (n *Node) newLink(conn *websocket.Conn, outbound bool, k *linkKeys) *link {
+func (n *Node) newLink(conn transport.Conn, outbound bool, k *linkKeys) *link {
 	l := &link{
 		n:           n,
 		conn:        conn,
@@ -80,7 +82,6 @@ func (n *Node) newLink(conn *websocket.Conn, outbound bool, k *linkKeys) *link {
 		epoch:       n.nextID(),
 		q:           newSendQueue(n.cfg.MaxQueueBytes),
 		pongs:       make(chan struct{}, 1),
-		wmu:         make(chan struct{}, 1),
 		done:        make(chan struct{}),
 		exited:      make(chan struct{}),
 		startedAt:   time.Now(),
@@ -91,12 +92,6 @@ func (n *Node) newLink(conn *websocket.Conn, outbound bool, k *linkKeys) *link {
 
 // start runs the link's goroutines; they end after close.
 func (l *link) start() {
-	// The peer's close frame is echoed under wmu too, so that it is the
-	// last thing this side writes (as with gorilla's default handler).
-	l.conn.SetCloseHandler(func(code int, _ string) error {
-		l.writeControlClose(websocket.FormatCloseMessage(code, ""), time.Second)
-		return nil
-	})
 	l.n.wg.Add(2)
 	go l.readLoop()
 	go l.writeLoop()
@@ -114,7 +109,9 @@ func (l *link) close(code int, reason string) {
 		l.closeMu.Unlock()
 		close(l.done)
 		l.q.close()
-		l.writeControlClose(websocket.FormatCloseMessage(code, truncReason(reason)), closeGrace)
+		// After a batch in flight, waiting at most closeGrace for it: a
+		// writer stuck on a slow peer is ended by the reader's deadline.
+		_ = l.conn.WriteClose(code, truncReason(reason), closeGrace)
 		// The reader sees the peer's close frame or this deadline, then
 		// closes the socket and reports the link down. (Under closeMu, so
 		// that the reader's silence deadline cannot replace it.)
@@ -124,26 +121,13 @@ func (l *link) close(code int, reason string) {
 	})
 }
 
-// writeControlClose sends a close frame once no batch of the writer is in
-// flight, waiting at most d for one to finish.
-func (l *link) writeControlClose(msg []byte, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case l.wmu <- struct{}{}:
-	case <-t.C:
-		return // the writer is stuck on a slow peer; the reader's deadline ends the link
-	}
-	defer func() { <-l.wmu }()
-	_ = l.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(d))
-}
-
-// truncReason keeps a close reason within the 123 bytes a close frame allows.
+// truncReason keeps a close reason within the 123 bytes a close notice
+// allows.
 func truncReason(s string) string {
-	if len(s) <= 120 {
+	if len(s) <= transport.MaxCloseReason {
 		return s
 	}
-	return s[:120]
+	return s[:transport.MaxCloseReason]
 }
 
 func (l *link) isDown() bool {
@@ -177,16 +161,26 @@ func (l *link) readLoop() {
 	deadlineSet := l.n.mono()
 	l.extendReadDeadline(deadAfter + slack)
 	for {
-		mt, r, err := l.conn.NextReader()
+		// The buffer comes from a pool once a message arrives and goes
+		// back once its record is decrypted: an idle link holds none.
+		data, err := l.conn.ReadMessage(nil, maxRecordBytes)
 		if err != nil {
-			var ce *websocket.CloseError
+			putReadBuf(data)
+			var ce *transport.CloseError
 			var ne net.Error
 			switch {
 			case errors.As(err, &ce):
 				l.closeMu.Lock()
-				l.peerCode, l.peerWhy = ce.Code, ce.Text
+				l.peerCode, l.peerWhy = ce.Code, ce.Reason
 				l.closeMu.Unlock()
-				l.n.log.Debug("mesh: peer closed link", "peer", l.peer, "code", ce.Code, "reason", ce.Text)
+				l.n.log.Debug("mesh: peer closed link", "peer", l.peer, "code", ce.Code, "reason", ce.Reason)
+			case errors.Is(err, transport.ErrMessageTooLarge):
+				l.n.log.Warn("mesh: record too large", "peer", l.peer, "limit", maxRecordBytes)
+				l.close(CloseFrameTooLarge, "record larger than "+strconv.Itoa(maxRecordBytes)+" bytes")
+				continue // drain until the peer's close or the grace deadline
+			case errors.Is(err, errTextMessage):
+				l.close(CloseProtocol, "text messages are not part of the protocol")
+				continue
 			case l.isDown():
 			case errors.As(err, &ne) && ne.Timeout():
 				l.n.log.Info("mesh: peer silent, closing link", "peer", l.peer, "silent_for", time.Duration(l.n.mono()-l.lastRecv.Load()))
@@ -196,28 +190,12 @@ func (l *link) readLoop() {
 			}
 			return
 		}
-		data, err := readLimited(r, l.readBuf[:0], maxRecordBytes)
-		l.readBuf = data[:0]
-		if cap(l.readBuf) > 64<<10 {
-			l.readBuf = nil // do not keep a big buffer on an idle link
-		}
-		if err != nil {
-			if errors.Is(err, errTooLarge) {
-				l.n.log.Warn("mesh: record too large", "peer", l.peer, "limit", maxRecordBytes)
-				l.close(CloseFrameTooLarge, "record larger than "+strconv.Itoa(maxRecordBytes)+" bytes")
-				continue // drain until the peer's close or the grace deadline
-			}
-			l.n.log.Debug("mesh: link read failed", "peer", l.peer, "err", err)
-			return
-		}
 		if l.isDown() {
-			continue
-		}
-		if mt != websocket.BinaryMessage {
-			l.close(CloseProtocol, "text messages are not part of the protocol")
+			putReadBuf(data)
 			continue
 		}
 		frame, err := l.openRecord(data, max)
+		putReadBuf(data)
 		if err != nil {
 			l.n.log.Warn("mesh: bad record, closing link", "peer", l.peer, "err", err)
 			l.close(closeCodeOf(err), reasonOf(err))
@@ -252,42 +230,6 @@ func (l *link) extendReadDeadline(d time.Duration) {
 	}
 }
 
-var errTooLarge = errors.New("frame too large")
-
-// readLimited reads one message into buf, refusing more than max bytes
-// without buffering them.
-func readLimited(r io.Reader, buf []byte, max int) ([]byte, error) {
-	for {
-		if len(buf) == cap(buf) {
-			if len(buf) > max {
-				return buf, errTooLarge
-			}
-			grow := cap(buf)
-			if grow < 512 {
-				grow = 512
-			}
-			if cap(buf)+grow > max+1 {
-				grow = max + 1 - cap(buf)
-				if grow <= 0 {
-					grow = 1
-				}
-			}
-			buf = append(buf, make([]byte, grow)...)[:len(buf)]
-		}
-		k, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+k]
-		if len(buf) > max {
-			return buf, errTooLarge
-		}
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
-	}
-}
-
 // maxBatch is how many bytes of frames the writer gathers into one write.
 // Under load it turns a write system call per frame into one per batch, which
 // also lets the peer read many frames at once; a ping waits behind at most
@@ -301,7 +243,7 @@ func (l *link) writeLoop() {
 	// start rather than one interval later.
 	ping := time.NewTimer(0)
 	defer ping.Stop()
-	var batch, gbuf []byte
+	var w *writerBufs
 	for {
 		select {
 		case <-l.done:
@@ -318,26 +260,39 @@ func (l *link) writeLoop() {
 				ping.Reset(jitter(cfg.PingInterval))
 			default:
 			}
+			if w == nil {
+				w = writerBufPool.Get().(*writerBufs)
+			}
 			// Take frames in the queue's order (control first, then
 			// round-robin between lanes) until the batch is full.
-			batch = batch[:0]
-			for len(batch) < maxBatch {
+			w.batch, w.ends = w.batch[:0], w.ends[:0]
+			for len(w.batch) < maxBatch {
 				item, ok := l.q.pop(cfg.MaxFrameBytes / 2)
 				if !ok {
 					break
 				}
 				data := item.data
 				if item.gossip != nil {
-					gbuf = appendPeerSync(gbuf[:0], item.gossip)
-					data = gbuf
+					w.gossip = appendPeerSync(w.gossip[:0], item.gossip)
+					data = w.gossip
+					l.n.stats.gossipBytes.Add(uint64(len(data)))
 				}
-				batch = l.sealRecords(batch, data)
+				l.sealRecords(w, data)
 			}
-			if len(batch) == 0 {
+			if len(w.batch) == 0 {
 				break
 			}
-			if err := l.writeBatch(batch); err != nil {
-				if errors.Is(err, errLinkClosed) {
+			w.msgs = w.msgs[:0]
+			for i, end := range w.ends {
+				start := 0
+				if i > 0 {
+					start = w.ends[i-1]
+				}
+				w.msgs = append(w.msgs, w.batch[start:end])
+			}
+			if err := l.writeBatch(w.msgs); err != nil {
+				w.release()
+				if errors.Is(err, errLinkClosed) || l.isDown() {
 					return
 				}
 				var ne net.Error
@@ -348,32 +303,54 @@ func (l *link) writeLoop() {
 				}
 				return
 			}
-			if cap(batch) > 4*maxBatch {
-				batch = nil // one huge frame: do not keep its buffer
-			}
-			if cap(gbuf) > 64<<10 {
-				gbuf = nil
-			}
+		}
+		// The queue is drained: the buffers go back to the pool, so an
+		// idle link holds none (after a full sync or a bulk transfer, a
+		// link kept several hundred KB).
+		if w != nil {
+			w.release()
+			w = nil
 		}
 	}
 }
 
-// writeBatch writes whole WebSocket frames to the connection in one call,
-// unless the link has started closing (its close frame must be the last).
-func (l *link) writeBatch(b []byte) error {
-	select {
-	case l.wmu <- struct{}{}:
-	case <-l.done:
-		return errLinkClosed
+// writerBufs are a link writer's buffers while it has frames to write.
+type writerBufs struct {
+	batch  []byte   // the batch's records
+	ends   []int    // where each record of batch ends
+	msgs   [][]byte // the records, as slices of batch
+	gossip []byte   // a peer_sync frame being encoded
+	seal   []byte   // a record's plaintext
+}
+
+var writerBufPool = sync.Pool{New: func() any { return new(writerBufs) }}
+
+// maxPooledBatch is the largest batch buffer kept in the pool: one huge
+// frame's buffer is dropped.
+const maxPooledBatch = 4 * maxBatch
+
+// release puts the buffers back into the pool.
+func (w *writerBufs) release() {
+	clear(w.msgs) // no reference to a batch buffer dropped below
+	w.msgs = w.msgs[:0]
+	if cap(w.batch) > maxPooledBatch {
+		w.batch = nil
 	}
-	defer func() { <-l.wmu }()
+	if cap(w.gossip) > 64<<10 {
+		w.gossip = nil
+	}
+	writerBufPool.Put(w)
+}
+
+// writeBatch writes records to the connection, in one write where the
+// transport can, unless the link has started closing (the transport writes
+// nothing after the close notice in any case).
+func (l *link) writeBatch(msgs [][]byte) error {
 	if l.isDown() {
 		return errLinkClosed
 	}
-	nc := l.conn.NetConn()
-	_ = nc.SetWriteDeadline(time.Now().Add(l.n.cfg.writeTimeout()))
-	_, err := nc.Write(b)
-	return err
+	_ = l.conn.SetWriteDeadline(time.Now().Add(l.n.cfg.writeTimeout()))
+	return l.conn.WriteMessages(msgs...)
 }
 
 // heartbeat declares the link dead after DeadAfter of silence (the reader's
@@ -407,16 +384,10 @@ func (l *link) handlePong(f *Frame) {
 		t := int64(binary.BigEndian.Uint64(f.Payload))
 		if d := l.n.mono() - t; t > 0 && d >= 0 {
 			l.rtt.Store(d)
-			// Only the reader writes srtt.
-			s := l.srtt.Load()
-			if s == 0 {
-				s = max(d, 1)
-			} else {
-				s = max(s+(d-s)/4, 1)
-			}
-			l.srtt.Store(s)
-			if rttChanged(l.annRTT.Load(), s) {
-				l.n.announceRTT(l)
+			est := l.rttWin.add(d)
+			l.pathRTT.Store(est)
+			if ann := l.annRTT.Load(); rttChanged(ann, est) {
+				l.n.announceRTT(l, ann == 0)
 			}
 		}
 	}
@@ -426,10 +397,37 @@ func (l *link) handlePong(f *Frame) {
 	}
 }
 
+// rttWindow is how many pongs a window of the RTT estimate spans.
+const rttWindow = 8
+
+// rttWindowMin is a link's RTT estimate: the least sample of the current
+// window of samples and of the whole window before it.
+type rttWindowMin struct {
+	min, prevMin int64
+	n            int
+}
+
+// add takes a sample (nanoseconds) and returns the estimate, at least 1.
+func (w *rttWindowMin) add(d int64) int64 {
+	d = max(d, 1)
+	if w.n == 0 || d < w.min {
+		w.min = d
+	}
+	w.n++
+	est := w.min
+	if w.prevMin > 0 {
+		est = min(est, w.prevMin)
+	}
+	if w.n == rttWindow {
+		w.prevMin, w.n = w.min, 0
+	}
+	return est
+}
+
 // rttMinChange is the smallest change of a link's RTT worth gossiping.
 const rttMinChange = 500 * time.Microsecond
 
-// rttChanged reports whether a link's smoothed RTT cur differs enough from
+// rttChanged reports whether a link's RTT estimate cur differs enough from
 // the announced ann to announce it again: the first measurement, or a change
 // by at least a quarter and rttMinChange.
 func rttChanged(ann, cur int64) bool {
@@ -476,12 +474,11 @@ func jitter(d time.Duration) time.Duration {
 
 // closeConn refuses a connection that never became a link: it sends the
 // close code and waits briefly for the peer's close so the code arrives.
-func closeConn(conn *websocket.Conn, code int, reason string) {
-	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, truncReason(reason)), time.Now().Add(closeGrace))
+func closeConn(conn transport.Conn, code int, reason string) {
+	_ = conn.WriteClose(code, truncReason(reason), closeGrace)
 	_ = conn.SetReadDeadline(time.Now().Add(closeGrace))
-	conn.SetReadLimit(4096)
 	for i := 0; i < 16; i++ {
-		if _, _, err := conn.NextReader(); err != nil {
+		if _, err := conn.ReadMessage(nil, 4096); err != nil {
 			break
 		}
 	}

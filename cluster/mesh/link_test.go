@@ -3,8 +3,11 @@ package mesh
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/clawmatrix/clawmatrix/cluster/mesh/meshtest"
 )
 
 // A peer that stops reading is closed as slow (CloseSlowPeer) once a write
@@ -60,17 +63,15 @@ func TestSlowPeerClosed(t *testing.T) {
 // silence, not only once the blocked write times out: the write timeout
 // here is a minute, far beyond the wait.
 func TestSilentPeerDeadWhileWriteBlocked(t *testing.T) {
-	acfg := testConfig("a")
+	nw := meshtest.NewNetwork(1)
+	acfg := memConfig(nw, "a")
 	acfg.WriteTimeout = time.Minute
 	acfg.MaxQueueBytes = 4 * acfg.MaxFrameBytes
 	a := startNode(t, acfg)
-	bcfg := testConfig("b")
-	bcfg.RequestWindow = maxWindow // far more in flight than the socket buffers hold
+	bcfg := memConfig(nw, "b")
+	bcfg.RequestWindow = maxWindow // far more in flight than the connection holds
 	b := startNode(t, bcfg)
-	px := newTCPProxy(t, a.Addr().String())
-	if err := b.AddPeer(PeerAddr{URL: px.url(), NodeID: "a"}); err != nil {
-		t.Fatal(err)
-	}
+	dial(t, b, a)
 	waitAll(t, []*Node{a, b}, 5*time.Second)
 	msg := bytes.Repeat([]byte("x"), 256<<10)
 	a.Handle("flood", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
@@ -102,7 +103,7 @@ func TestSilentPeerDeadWhileWriteBlocked(t *testing.T) {
 	}()
 	defer func() { s.Close(); <-readerDone }()
 
-	px.freeze()
+	nw.Freeze("b")
 	waitPoll(t, 20*time.Second, "a's writer blocked with its queue half full", func() bool {
 		return l.q.queued() >= acfg.MaxQueueBytes/2
 	})
@@ -161,9 +162,72 @@ func TestRTTAnnounceRateLimited(t *testing.T) {
 	a.mu.Unlock()
 	v0 := version()
 	for range 5 {
-		a.announceRTT(l)
+		a.announceRTT(l, false)
 	}
 	if got := version() - v0; got != 1 {
 		t.Fatalf("5 RTT changes in a row made %d announcements, want 1", got)
+	}
+}
+
+// The RTT a link gossips is the least sample of the last one to two
+// windows: a stall of either machine (a late sample) does not move it, a
+// lasting change does within two windows, and a lower sample at once.
+func TestRTTWindowMin(t *testing.T) {
+	ms := int64(time.Millisecond)
+	steady := func(v int64, k int) []int64 {
+		s := make([]int64, k)
+		for i := range s {
+			s[i] = v
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		name    string
+		samples []int64
+		want    int64 // the estimate after the last sample
+	}{
+		{"first sample", []int64{3 * ms}, 3 * ms},
+		{"never below 1", []int64{0}, 1},
+		{"stalls ignored", append(steady(ms, 5), 40*ms, 9*ms, ms, 25*ms), ms},
+		{"lower at once", append(steady(5*ms, 20), 2*ms), 2 * ms},
+		{"higher within a window", append(steady(ms, rttWindow), steady(4*ms, rttWindow-1)...), ms},
+		{"higher after two windows", append(steady(ms, rttWindow), steady(4*ms, 2*rttWindow)...), 4 * ms},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var w rttWindowMin
+			var got int64
+			for _, d := range tc.samples {
+				got = w.add(d)
+			}
+			if got != tc.want {
+				t.Fatalf("estimate %v, want %v", time.Duration(got), time.Duration(tc.want))
+			}
+		})
+	}
+}
+
+// RTT changes are announced less often the larger the cluster, so that
+// the cluster as a whole makes about one such flood per rttChangeBudget
+// ping intervals; a link's first measurement keeps the short bound.
+func TestRTTAnnounceEveryGrowsWithCluster(t *testing.T) {
+	cfg := DefaultLANConfig()
+	for _, tc := range []struct {
+		nodes int
+		first bool
+		want  time.Duration
+	}{
+		{0, false, 2 * time.Second},
+		{1, true, 2 * time.Second},
+		{1000, true, 2 * time.Second},
+		{2, false, 10 * time.Second},
+		{1000, false, 5000 * time.Second},
+	} {
+		n := &Node{cfg: cfg, topo: topology{entries: map[string]*storedEntry{}}}
+		for i := range tc.nodes {
+			n.topo.entries[fmt.Sprint(i)] = &storedEntry{}
+		}
+		if got := n.rttAnnounceEvery(tc.first); got != tc.want {
+			t.Errorf("%d nodes, first=%v: %v, want %v", tc.nodes, tc.first, got, tc.want)
+		}
 	}
 }

@@ -2,26 +2,55 @@ package mesh
 
 import (
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/http"
 	"sync"
 
-	"github.com/gorilla/websocket"
+	"github.com/clawmatrix/clawmatrix/cluster/mesh/transport"
 )
 
 // ServeHTTP accepts a peer: it upgrades to WebSocket and runs the listener
 // side of the handshake. It is exported so a node can be mounted in another
-// HTTP server; Start does that itself when ListenAddr is set.
+// HTTP server; Start listens by itself when ListenAddr is set.
 func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !n.enter() {
 		http.Error(w, "mesh node is shutting down", http.StatusServiceUnavailable)
 		return
 	}
 	defer n.wg.Done()
-	conn, err := n.upgrader.Upgrade(w, r, nil)
+	conn, err := n.ws.upgrade(w, r)
 	if err != nil {
 		return // the upgrader has answered with an HTTP error
 	}
+	n.serveConn(conn)
+}
+
+// acceptLoop serves the connections of the node's listener until it closes.
+func (n *Node) acceptLoop(ln transport.Listener) {
+	defer n.wg.Done()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				n.log.Error("mesh: listener stopped", "err", err)
+			}
+			return
+		}
+		if !n.enter() {
+			closeConn(conn, CloseShutdown, closeReasons[CloseShutdown])
+			continue
+		}
+		go func() {
+			defer n.wg.Done()
+			n.serveConn(conn)
+		}()
+	}
+}
+
+// serveConn runs the listener side of the handshake on an accepted
+// connection and starts the link. The caller holds n.wg for it.
+func (n *Node) serveConn(conn transport.Conn) {
 	if !n.trackPending(conn, true) {
 		closeConn(conn, CloseShutdown, closeReasons[CloseShutdown])
 		return
@@ -31,11 +60,13 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		code := closeCodeOf(err)
 		n.stats.authFailed.Add(1)
-		n.log.Warn("mesh: refused inbound peer", "remote", r.RemoteAddr, "code", code, "err", err)
+		n.log.Warn("mesh: refused inbound peer", "remote", conn.RemoteAddr(), "code", code, "err", err)
 		closeConn(conn, code, reasonOf(err))
 		return
 	}
-	markAuthenticated(conn.NetConn())
+	if a, ok := conn.(authenticator); ok {
+		a.authenticated()
+	}
 	l.start()
 }
 
@@ -168,7 +199,7 @@ func markAuthenticated(c net.Conn) {
 	}
 }
 
-func (n *Node) trackPending(c *websocket.Conn, on bool) bool {
+func (n *Node) trackPending(c transport.Conn, on bool) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if on {

@@ -4,20 +4,19 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/flynn/noise"
-	"github.com/gorilla/websocket"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/clawmatrix/clawmatrix/cluster/mesh/transport"
 )
 
 // Node is one member of the mesh. Create it with New, then Start it.
@@ -49,7 +48,7 @@ type Node struct {
 	started bool
 	closing bool
 	links   map[string]*link // active authenticated link per peer id
-	pending map[*websocket.Conn]struct{}
+	pending map[transport.Conn]struct{}
 	regs    map[string]*regLock
 	caps    Capabilities
 	topo    topology
@@ -58,14 +57,19 @@ type Node struct {
 	untrustedLog map[string]time.Time
 	// rttAnnAt is n.mono() at the last announcement made for an RTT change.
 	rttAnnAt int64
+	// announcing is the timer of a pending announcement
+	// (announceSoonLocked), recomputing that of a pending recomputation
+	// of the routes (recomputeSoonLocked).
+	announcing, recomputing *time.Timer
 
 	routes atomic.Pointer[routeTable]
 
-	ln       net.Listener
-	srv      *http.Server
-	url      string
-	upgrader websocket.Upgrader
-	dialer   websocket.Dialer
+	// transport carries the links (Config.Transport, else ws); ws also
+	// serves ServeHTTP.
+	transport transport.Transport
+	ws        *wsTransport
+	ln        transport.Listener
+	url       string
 
 	dedup *dedupSet
 	stats counters
@@ -84,10 +88,6 @@ type Node struct {
 	shares     map[string]*peerShare // per caller, see share.go
 	ended      *endedStreams
 }
-
-// writeBufferPool shares write buffers between links: an idle link holds
-// none, which keeps the memory of idle links small.
-var writeBufferPool = &sync.Pool{}
 
 // New validates cfg and creates a node. It does not touch the network until
 // Start.
@@ -127,7 +127,7 @@ func New(cfg Config) (*Node, error) {
 		inc:       uint64(now.UnixNano()),
 		start:     now,
 		links:     make(map[string]*link),
-		pending:   make(map[*websocket.Conn]struct{}),
+		pending:   make(map[transport.Conn]struct{}),
 		regs:      make(map[string]*regLock),
 		caps:      withOwnFeatures(cloneCaps(cfg.Capabilities)),
 		changed:   make(chan struct{}),
@@ -152,23 +152,12 @@ func New(cfg Config) (*Node, error) {
 		close(n.pskReady)
 	}()
 	n.idSeq.Store(n.inc)
-	n.topo = topology{entries: make(map[string]*storedEntry), version: n.inc}
+	n.topo = topology{entries: make(map[string]*storedEntry), held: make(map[string][]byte), version: n.inc}
 	n.routes.Store(&routeTable{self: n.id, next: map[string]*link{}, index: map[string]int{}, parent: map[string]string{}, edges: map[edgeKey]uint64{}})
-	n.upgrader = websocket.Upgrader{
-		Subprotocols:     []string{subprotocol},
-		HandshakeTimeout: cfg.AuthTimeout,
-		ReadBufferSize:   4096,
-		WriteBufferSize:  16 << 10,
-		WriteBufferPool:  writeBufferPool,
-	}
-	n.dialer = websocket.Dialer{
-		HandshakeTimeout: cfg.AuthTimeout,
-		ReadBufferSize:   4096,
-		WriteBufferSize:  16 << 10,
-		WriteBufferPool:  writeBufferPool,
-		Subprotocols:     []string{subprotocol},
-		TLSClientConfig:  cfg.ClientTLS,
-		Proxy:            nil, // peers are dialed directly
+	n.ws = newWSTransport(&n.cfg, n.log, func() { n.stats.evicted.Add(1) })
+	n.transport = cfg.Transport
+	if n.transport == nil {
+		n.transport = n.ws
 	}
 	return n, nil
 }
@@ -209,33 +198,14 @@ func (n *Node) Start(ctx context.Context) error {
 		return err
 	}
 	if n.cfg.ListenAddr != "" {
-		var lc net.ListenConfig
-		ln, err := lc.Listen(ctx, "tcp", n.cfg.ListenAddr)
+		ln, err := n.transport.Listen(ctx, n.cfg.ListenAddr)
 		if err != nil {
 			return fmt.Errorf("mesh: listen on %s: %w", n.cfg.ListenAddr, err)
 		}
-		ln = newTrackedListener(ln, &n.cfg, func() { n.stats.evicted.Add(1) })
-		scheme := "ws"
-		if n.cfg.ServerTLS != nil {
-			ln = tls.NewListener(ln, n.cfg.ServerTLS)
-			scheme = "wss"
-		}
 		n.ln = ln
-		n.url = scheme + "://" + ln.Addr().String()
-		n.srv = &http.Server{
-			Handler:           n,
-			ReadHeaderTimeout: n.cfg.AuthTimeout,
-			IdleTimeout:       n.cfg.AuthTimeout,
-			MaxHeaderBytes:    8 << 10,
-			ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
-		}
+		n.url = ln.URL()
 		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			if err := n.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				n.log.Error("mesh: listener stopped", "err", err)
-			}
-		}()
+		go n.acceptLoop(ln)
 		n.log.Info("mesh: listening", "url", n.url)
 	}
 	n.started = true
@@ -249,7 +219,7 @@ func (n *Node) Start(ctx context.Context) error {
 
 // AddPeer dials an extra peer, with reconnects, until the node closes.
 func (n *Node) AddPeer(p PeerAddr) error {
-	if err := checkPeerURL(p.URL); err != nil {
+	if err := n.cfg.checkPeerAddr(p.URL); err != nil {
 		return fmt.Errorf("mesh: peer url: %w", err)
 	}
 	if p.NodeID != "" {
@@ -285,7 +255,8 @@ func (n *Node) Addr() net.Addr {
 	return n.ln.Addr()
 }
 
-// URL returns the ws:// or wss:// URL peers dial, or "" when not listening.
+// URL returns the URL peers dial (ws:// or wss:// with the default
+// transport), or "" when not listening.
 func (n *Node) URL() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -303,6 +274,8 @@ func (n *Node) Close() error {
 		return nil
 	}
 	n.closing = true
+	n.stopAnnouncingLocked()
+	n.stopRecomputingLocked()
 	links := make([]*link, 0, len(n.links))
 	for _, l := range n.links {
 		links = append(links, l)
@@ -310,12 +283,12 @@ func (n *Node) Close() error {
 	for c := range n.pending {
 		_ = c.Close()
 	}
-	srv := n.srv
+	ln := n.ln
 	n.mu.Unlock()
 
 	n.cancel()
-	if srv != nil {
-		_ = srv.Close()
+	if ln != nil {
+		_ = ln.Close()
 	}
 	for _, l := range links {
 		l.close(CloseShutdown, "")
@@ -392,11 +365,12 @@ type Stats struct {
 	DroppedNoRoute   uint64 // routed frames for a node with no route
 	AuthFailed       uint64 // inbound handshakes refused
 	EvictedPending   uint64 // unauthenticated connections evicted for newer ones
+	GossipBytesSent  uint64 // topology gossip (peer_sync frames) sent on links, before encryption
 	Links            int    // current direct links
 }
 
 type counters struct {
-	relayed, relayedBytes, spoofed, dup, ttl, noRoute, authFailed, evicted atomic.Uint64
+	relayed, relayedBytes, spoofed, dup, ttl, noRoute, authFailed, evicted, gossipBytes atomic.Uint64
 }
 
 // Stats returns the node's counters.
@@ -413,6 +387,7 @@ func (n *Node) Stats() Stats {
 		DroppedNoRoute:   n.stats.noRoute.Load(),
 		AuthFailed:       n.stats.authFailed.Load(),
 		EvictedPending:   n.stats.evicted.Load(),
+		GossipBytesSent:  n.stats.gossipBytes.Load(),
 		Links:            links,
 	}
 }

@@ -14,9 +14,13 @@ import (
 	"math/big"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/clawmatrix/clawmatrix/cluster/mesh/meshtest"
+	"github.com/clawmatrix/clawmatrix/cluster/mesh/transport"
 )
 
 func echoHandler() Handler {
@@ -193,20 +197,18 @@ func TestKilledNodeWithdrawnAndStreamsFail(t *testing.T) {
 	}
 }
 
-// A link cut at the TCP level, with no close frame (a machine that lost
+// A link cut at the transport, with no close frame (a machine that lost
 // power or network): streams across it fail at once on the caller's side,
 // and the handler on the far side, still running, sees its context end.
 func TestCutLinkFailsStreamsBothWays(t *testing.T) {
-	ns := startNodes(t, "a", "b", "c")
+	nw := meshtest.NewNetwork(1)
+	ns := startMemNodes(t, nw, "a", "b", "c")
 	a, b, c := ns[0], ns[1], ns[2]
 	dial(t, a, b)
-	px := newTCPProxy(t, b.Addr().String())
-	if err := c.AddPeer(PeerAddr{URL: px.url(), NodeID: "b"}); err != nil {
-		t.Fatal(err)
-	}
+	dial(t, c, b)
 	waitAll(t, ns, 5*time.Second)
 	s, ended := openHanging(t, a, c)
-	px.cut()
+	nw.Cut("b", "c")
 	_, err := s.Recv() // no ctx deadline: it must fail because the route is gone
 	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), `"c"`) {
 		t.Fatalf("Recv after the b-c link was cut: %v", err)
@@ -217,6 +219,9 @@ func TestCutLinkFailsStreamsBothWays(t *testing.T) {
 		t.Fatal("c's handler still runs after c lost its only link")
 	}
 	waitPeers(t, a, 5*time.Second, "b")
+	if got := nw.Notices("b", "c"); len(got) != 0 {
+		t.Fatalf("close notices crossed a cut link: %+v", got)
+	}
 }
 
 func TestKilledRelayFailsStreams(t *testing.T) {
@@ -237,22 +242,26 @@ func TestKilledRelayFailsStreams(t *testing.T) {
 	}
 }
 
+// A peer that falls silent (a network split: nothing arrives, nothing is
+// refused) is declared dead by both sides, with CloseDead; once the network
+// heals, the dialer links again.
 func TestSilentPeerDeclaredDead(t *testing.T) {
-	ns := startNodes(t, "a", "b")
+	nw := meshtest.NewNetwork(1)
+	ns := startMemNodes(t, nw, "a", "b")
 	a, b := ns[0], ns[1]
-	px := newTCPProxy(t, b.Addr().String())
-	if err := a.AddPeer(PeerAddr{URL: px.url(), NodeID: "b"}); err != nil {
-		t.Fatal(err)
-	}
+	dial(t, a, b)
 	waitAll(t, ns, 5*time.Second)
-	px.freeze()
+	nw.Partition([]string{"a"}, []string{"b"})
 	// Both sides find the silent link dead (DeadAfter 2 s in testConfig);
 	// the generous bound only keeps a broken build from hanging.
 	waitPeers(t, a, 5*time.Second)
 	waitPeers(t, b, 5*time.Second)
-	px.heal() // forwarding resumes for new connections; a's dialer reconnects
-	px.cut()
-	px.heal()
+	for _, from := range []string{"a", "b"} {
+		if got := nw.Notices(from, ""); len(got) != 1 || got[0].Code != CloseDead {
+			t.Fatalf("%s's close notices: %+v, want one %d", from, got, CloseDead)
+		}
+	}
+	nw.Heal() // a's dialer, waiting on the split, gets through
 	waitAll(t, ns, 5*time.Second)
 }
 
@@ -277,20 +286,20 @@ func TestRestartUnderSameID(t *testing.T) {
 }
 
 func TestRestartReplacesSilentOldLink(t *testing.T) {
-	// The old b vanished without closing its socket (frozen proxy): the new
-	// b's link must replace it without waiting for the dead-link timeout
-	// (the probe of the old link fails).
-	cfg := testConfig("a")
+	// The old b vanished without closing its connection (its machine
+	// hangs): the new b's link must replace it without waiting for the
+	// dead-link timeout (the probe of the old link fails).
+	nw := meshtest.NewNetwork(1)
+	cfg := memConfig(nw, "a")
 	cfg.DeadAfter = 30 * time.Second // the old link would linger this long otherwise
 	a := startNode(t, cfg)
-	b1 := startNode(t, testConfig("b"))
-	px := newTCPProxy(t, a.Addr().String())
-	if err := b1.AddPeer(PeerAddr{URL: px.url()}); err != nil {
-		t.Fatal(err)
-	}
+	old := testConfig("b")
+	old.Transport = nw.Transport("b-old")
+	b1 := startNode(t, old)
+	dial(t, b1, a)
 	waitPeers(t, a, 5*time.Second, "b")
-	px.freeze()
-	b2 := startNode(t, testConfig("b"))
+	nw.Freeze("b-old")
+	b2 := startNode(t, memConfig(nw, "b"))
 	b2.Handle("who", HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error { return w.Write([]byte("b2")) }))
 	dial(t, b2, a)
 	waitPoll(t, 5*time.Second, "b2 linked", func() bool {
@@ -299,7 +308,9 @@ func TestRestartReplacesSilentOldLink(t *testing.T) {
 		got, err := a.Call(ctx, "b", "who", nil)
 		return err == nil && string(got) == "b2"
 	})
-	b1.Close()
+	if !slices.ContainsFunc(nw.Notices("a", "b-old"), func(n meshtest.Notice) bool { return n.Code == CloseReplaced }) {
+		t.Fatalf("a's close notices to the old b: %+v, want %d", nw.Notices("a", "b-old"), CloseReplaced)
+	}
 }
 
 func TestDuplicateLiveNodeRefused(t *testing.T) {
@@ -315,8 +326,8 @@ func TestDuplicateLiveNodeRefused(t *testing.T) {
 	}
 	defer impostor.Close()
 	_, l, err := impostor.dialOnce(PeerAddr{URL: a.URL()})
-	var pc *peerClosedError
-	if l != nil || !errors.As(err, &pc) || pc.code != CloseDuplicateNode {
+	var pc *transport.CloseError
+	if l != nil || !errors.As(err, &pc) || pc.Code != CloseDuplicateNode {
 		t.Fatalf("impostor dial: link=%v err=%v", l != nil, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -345,22 +356,23 @@ func TestSimultaneousDialSettlesOnOneLink(t *testing.T) {
 	}
 }
 
+// A network split between a-b and c-d: each half sees only itself once
+// the silent b-c link is found dead; after the split heals, b redials c and
+// the cluster is whole again.
 func TestPartitionAndHeal(t *testing.T) {
-	ns := startNodes(t, "a", "b", "c", "d")
+	nw := meshtest.NewNetwork(1)
+	ns := startMemNodes(t, nw, "a", "b", "c", "d")
 	a, b, c, d := ns[0], ns[1], ns[2], ns[3]
 	dial(t, a, b)
 	dial(t, c, d)
-	px := newTCPProxy(t, c.Addr().String())
-	if err := b.AddPeer(PeerAddr{URL: px.url(), NodeID: "c"}); err != nil {
-		t.Fatal(err)
-	}
+	dial(t, b, c)
 	waitAll(t, ns, 5*time.Second)
-	px.cut()
+	nw.Partition([]string{"a", "b"}, []string{"c", "d"})
 	waitPeers(t, a, 5*time.Second, "b")
 	waitPeers(t, b, 5*time.Second, "a")
 	waitPeers(t, c, 5*time.Second, "d")
 	waitPeers(t, d, 5*time.Second, "c")
-	px.heal()
+	nw.Heal()
 	waitAll(t, ns, 5*time.Second)
 	d.Handle("echo", echoHandler())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -382,50 +394,27 @@ func TestCapabilitiesGossiped(t *testing.T) {
 	})
 }
 
-// RTT follows the pings: it shows up after the first pong even when the
-// topology does not change again, for direct and relayed peers alike, and a
-// relayed peer's counts every hop.
-func TestRTTMeasuredWithoutTopologyChange(t *testing.T) {
-	ns := startNodes(t, "a", "b", "c")
-	a, b, c := ns[0], ns[1], ns[2]
+// RTT follows the pings: it shows up for direct and relayed peers alike,
+// and a relayed peer's counts every hop. The links' delays are set, so the
+// RTTs have known floors: twice the delay of each hop.
+func TestRTTMeasuredOnEveryHop(t *testing.T) {
+	nw := meshtest.NewNetwork(1)
+	nw.SetLink("a", "b", meshtest.Link{Delay: 3 * time.Millisecond})
+	nw.SetLink("b", "c", meshtest.Link{Delay: 7 * time.Millisecond})
+	ns := startMemNodes(t, nw, "a", "b", "c")
+	a, b := ns[0], ns[1]
 	dial(t, a, b)
-	dial(t, b, c)
+	dial(t, b, ns[2])
 	waitAll(t, ns, 5*time.Second)
-	waitPoll(t, 5*time.Second, "a measures the RTT to b (direct) and c (relay)", func() bool {
+	waitPoll(t, 5*time.Second, "a measures the RTT to b (direct) and c (relayed, as b announces the b-c hop)", func() bool {
 		pb, okb := a.Peer("b")
 		pc, okc := a.Peer("c")
-		return okb && okc && pb.RTT > 0 && pc.RTT >= pb.RTT
+		return okb && okc && pb.RTT > 0 && pc.RTT > pb.RTT
 	})
-	for _, p := range a.Peers() {
-		if p.RTT <= 0 {
-			t.Errorf("Peers() reports no RTT for %s: %+v", p.NodeID, p)
-		}
-	}
-	// The relayed peer's RTT is the first hop's plus the second hop's, as
-	// b measured it and re-announced it after its first pongs (its entry
-	// made at link up carried no RTT yet).
-	var beyond, rttC time.Duration
-	waitPoll(t, 5*time.Second, "a's RTT to c includes the b-c hop as b announces it", func() bool {
-		rt := a.routes.Load()
-		i, ok := rt.index["c"]
-		if !ok {
-			return false
-		}
-		beyond = rt.beyond[i]
-		rttC = rt.peerAt(i).RTT
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		var announced time.Duration
-		for _, le := range b.topo.entries["b"].Links {
-			if le.Peer == "c" {
-				announced = time.Duration(le.RTTMicros) * time.Microsecond
-			}
-		}
-		return beyond > 0 && beyond == announced
-	})
-	// peerAt adds the a-b hop's latest RTT, which is positive.
-	if rttC <= beyond {
-		t.Fatalf("RTT to c is %v; want the a-b hop's plus the b-c hop's %v", rttC, beyond)
+	pb, _ := a.Peer("b")
+	pc, _ := a.Peer("c")
+	if pb.RTT < 6*time.Millisecond || pc.RTT < 20*time.Millisecond {
+		t.Fatalf("RTT to b %v (at least 6 ms), to c %v (at least 6 + 14 ms)", pb.RTT, pc.RTT)
 	}
 }
 
@@ -575,8 +564,8 @@ func TestImpostorWithOtherKeyRefused(t *testing.T) {
 	}
 	defer impostor.Close()
 	_, l, err := impostor.dialOnce(PeerAddr{URL: a.URL()})
-	var pc *peerClosedError
-	if l != nil || !errors.As(err, &pc) || pc.code != CloseUntrusted {
+	var pc *transport.CloseError
+	if l != nil || !errors.As(err, &pc) || pc.Code != CloseUntrusted {
 		t.Fatalf("impostor dial: link=%v err=%v; want close %d", l != nil, err, CloseUntrusted)
 	}
 	stillServes(t, b, a)

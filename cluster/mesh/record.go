@@ -1,11 +1,11 @@
 package mesh
 
 // Link records (docs/PROTOCOL.md, "Records"). After the handshake, every
-// WebSocket binary message on a link is one Noise transport message: the
-// ciphertext of a one-byte record kind and up to maxRecordPlain bytes of a
-// frame. Noise caps a message at 65535 bytes, so a larger frame is cut into
+// message on a link (a WebSocket binary message by default) is one Noise
+// transport message: the ciphertext of a one-byte record kind and up to
+// maxRecordPlain bytes of a frame. Noise caps a message at 65535 bytes, so a larger frame is cut into
 // several records, all but the last of kind recordMore. Nonces are
-// implicit and in order, as WebSocket over TCP delivers them: a record that
+// implicit and in order, as the transport delivers messages: a record that
 // was injected, replayed, reordered or changed fails to decrypt, and the
 // link closes with CloseDecrypt.
 
@@ -20,34 +20,28 @@ const (
 	maxRecordPlain = maxRecordBytes - noiseTagLen - 1
 )
 
-// sealRecords appends frame, encrypted as one or more records, each in its
-// own WebSocket binary frame. Only the writer calls it.
-func (l *link) sealRecords(dst, frame []byte) []byte {
+// sealRecords appends frame to w.batch, encrypted as one or more records,
+// and the offset where each record ends to w.ends; each record travels as
+// one message. Only the writer calls it.
+func (l *link) sealRecords(w *writerBufs, frame []byte) {
 	for {
 		k := min(len(frame), maxRecordPlain)
 		kind := recordFinal
 		if k < len(frame) {
 			kind = recordMore
 		}
-		pt := append(append(l.sealBuf[:0], kind), frame[:k]...)
-		l.sealBuf = pt[:0]
+		w.seal = append(append(w.seal[:0], kind), frame[:k]...)
 		frame = frame[k:]
-		var key uint32
-		var mask bool
-		dst, key, mask = appendBinaryHeader(dst, 1+k+noiseTagLen, l.outbound)
-		start := len(dst)
-		var err error
-		dst, err = l.send.Encrypt(dst, nil, pt)
+		out, err := l.send.Encrypt(w.batch, nil, w.seal)
 		if err != nil {
 			// Only after 2^64-1 records; the link cannot go on.
 			l.close(CloseProtocol, "link nonce exhausted")
-			return dst[:start]
+			return
 		}
-		if mask {
-			maskFrame(dst[start:], key)
-		}
+		w.batch = out
+		w.ends = append(w.ends, len(w.batch))
 		if kind == recordFinal {
-			return dst
+			return
 		}
 	}
 }

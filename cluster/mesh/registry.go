@@ -123,12 +123,15 @@ func (n *Node) register(l *link) error {
 // installLocked makes l the link to its peer and tells the cluster.
 func (n *Node) installLocked(l *link) {
 	n.links[l.peer] = l
+	// From now on Close ends it as a link, with CloseShutdown; as a
+	// pending connection it would be dropped without a word.
+	delete(n.pending, l.conn)
 	n.log.Info("mesh: link up", "peer", l.peer, "outbound", l.outbound)
 	// Full sync to the new peer; it forwards only what is news to it.
 	for origin, e := range n.topo.entries {
 		l.q.pushGossip(origin, e.raw)
 	}
-	n.announceSelfLocked()
+	n.announceSoonLocked()
 	n.recomputeLocked()
 }
 
@@ -139,7 +142,7 @@ func (n *Node) linkDown(l *link) {
 		delete(n.links, l.peer)
 		n.log.Info("mesh: link down", "peer", l.peer)
 		if !n.closing {
-			n.announceSelfLocked()
+			n.announceSoonLocked()
 			n.recomputeLocked()
 		}
 	}

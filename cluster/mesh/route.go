@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -79,7 +79,13 @@ func computeRoutes(self string, links []*link, entries map[string]*storedEntry) 
 	reach := make(map[string]hop, len(entries))
 	queue := make([]string, 0, len(entries))
 	parent := make(map[string]string, len(entries))
-	edges := make(map[edgeKey]uint64)
+	// Sized for every announced link at once: growing it rehashed every
+	// edge several times, the most of the cost in a large cluster.
+	announced := len(links)
+	for _, e := range entries {
+		announced += len(e.Links)
+	}
+	edges := make(map[edgeKey]uint64, announced)
 	for _, l := range links {
 		reach[l.peer] = hop{via: l, hops: 1}
 		queue = append(queue, l.peer)
@@ -136,7 +142,7 @@ func computeRoutes(self string, links []*link, entries map[string]*storedEntry) 
 		}
 		rt.peers = append(rt.peers, p)
 	}
-	sort.Slice(rt.peers, func(i, j int) bool { return rt.peers[i].NodeID < rt.peers[j].NodeID })
+	slices.SortFunc(rt.peers, func(a, b PeerInfo) int { return strings.Compare(a.NodeID, b.NodeID) })
 	rt.beyond = make([]time.Duration, len(rt.peers))
 	for i, p := range rt.peers {
 		rt.index[p.NodeID] = i
@@ -145,9 +151,53 @@ func computeRoutes(self string, links []*link, entries map[string]*storedEntry) 
 	return rt
 }
 
+// recomputeSoonLocked recomputes the routes after routeDelay, once for all
+// the gossip that arrives meanwhile, then checks the streams. One change
+// reaches a node as several entries by several paths (a joining node's
+// and its neighbours', each a few milliseconds apart), and in a large
+// cluster computing the routes for each was most of what gossip cost.
+// Gossip itself is passed on at once; only this node's view waits.
+func (n *Node) recomputeSoonLocked() {
+	if n.closing || n.recomputing != nil {
+		return
+	}
+	n.wg.Add(1)
+	var t *time.Timer
+	t = time.AfterFunc(n.routeDelay(), func() {
+		defer n.wg.Done()
+		n.mu.Lock()
+		if n.recomputing != t || n.closing {
+			n.mu.Unlock()
+			return
+		}
+		n.recomputeLocked()
+		n.mu.Unlock()
+		n.checkStreams()
+	})
+	n.recomputing = t
+}
+
+// routeDelay is how long gossip waits to be taken into the routes: a
+// hundredth of the ping interval, at most 10 ms.
+func (n *Node) routeDelay() time.Duration {
+	return min(n.cfg.PingInterval/100, 10*time.Millisecond)
+}
+
+// stopRecomputingLocked cancels a pending recomputation.
+func (n *Node) stopRecomputingLocked() {
+	if n.recomputing != nil {
+		if n.recomputing.Stop() {
+			n.wg.Done() // its function will not run
+		}
+		n.recomputing = nil
+	}
+}
+
 // recomputeLocked publishes the route table for the current links and
-// entries, and fires Changed when the view changed.
+// entries, and fires Changed when the view changed. It takes up any
+// pending recomputation (whose caller checks the streams).
 func (n *Node) recomputeLocked() {
+	n.stopRecomputingLocked()
 	rt := computeRoutes(n.id, n.sortedLinksLocked(), n.topo.entries)
 	old := n.routes.Swap(rt)
 	if !samePeers(old.peers, rt.peers) {

@@ -2,6 +2,8 @@ package mesh
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"testing"
@@ -238,6 +240,43 @@ func TestComputeRoutes(t *testing.T) {
 			}
 			if p := rt.path("a"); p != nil {
 				t.Fatalf("path to self = %v", p)
+			}
+		})
+	}
+}
+
+// BenchmarkComputeRoutes builds the routes of a node of a cluster of
+// sparse random links around 8 relays, as every node does on gossip news.
+func BenchmarkComputeRoutes(b *testing.B) {
+	for _, size := range []int{256, 1000} {
+		b.Run(fmt.Sprintf("nodes=%d", size), func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(1, 2))
+			id := func(i int) string { return fmt.Sprintf("n%04d", i) }
+			adj := make([][]int, size)
+			connect := func(i, j int) { adj[i], adj[j] = append(adj[i], j), append(adj[j], i) }
+			for i := 1; i < size; i++ {
+				connect(i, rng.IntN(min(i, 8))) // a relay
+				if i > 8 {
+					connect(i, 8+rng.IntN(i-8)) // another node
+				}
+			}
+			entries := map[string]*storedEntry{}
+			for i := range size {
+				e := &storedEntry{nodeEntry: nodeEntry{Origin: id(i), Caps: Capabilities{Tags: []string{"gpu"}}}}
+				for _, j := range adj[i] {
+					e.Links = append(e.Links, linkEntry{Peer: id(j), Since: uint64(j), RTTMicros: 300})
+				}
+				entries[id(i)] = e
+			}
+			self := size / 2
+			var links []*link
+			for _, j := range adj[self] {
+				links = append(links, &link{peer: id(j)})
+			}
+			for b.Loop() {
+				if rt := computeRoutes(id(self), links, entries); len(rt.peers) != size-1 {
+					b.Fatalf("%d nodes reached, want %d", len(rt.peers), size-1)
+				}
 			}
 		})
 	}

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/clawmatrix/clawmatrix/cluster/mesh/transport"
 )
 
 // The attacks of the threat model in docs/PROTOCOL.md, each played against
@@ -364,8 +366,8 @@ func TestAttackRevokedNodeComesBack(t *testing.T) {
 	waitPeers(t, b, 5*time.Second, "a", "x")
 	// Directly, with its key and with a new one.
 	_, l, err := x.dialOnce(PeerAddr{URL: a.URL()})
-	var pc *peerClosedError
-	if l != nil || !errors.As(err, &pc) || pc.code != CloseUntrusted {
+	var pc *transport.CloseError
+	if l != nil || !errors.As(err, &pc) || pc.Code != CloseUntrusted {
 		t.Fatalf("revoked x dialing a: link=%v err=%v", l != nil, err)
 	}
 	cfg := testConfig("x")
@@ -375,7 +377,7 @@ func TestAttackRevokedNodeComesBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer x2.Close()
-	if _, l, err := x2.dialOnce(PeerAddr{URL: a.URL()}); l != nil || !errors.As(err, &pc) || pc.code != CloseUntrusted {
+	if _, l, err := x2.dialOnce(PeerAddr{URL: a.URL()}); l != nil || !errors.As(err, &pc) || pc.Code != CloseUntrusted {
 		t.Fatalf("revoked id with a new key: link=%v err=%v", l != nil, err)
 	}
 	time.Sleep(300 * time.Millisecond) // gossip rounds

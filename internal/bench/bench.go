@@ -106,6 +106,7 @@ func Suites() []Suite {
 		{"tools", "cluster_exec and a 1 MB cluster_read, direct and through a relay", runTools},
 		{"failover", "three nodes serve one model; one is killed under steady load", runFailover},
 		{"soak", "mixed proxy, tool and handoff traffic with nodes restarting", runSoak},
+		{"sim", "256 and 1,000 simulated nodes in this process (in-memory network): convergence after a join and a death, link and gossip bytes per node at rest and during churn, memory per node", runSim},
 		{"observe", "cost of metrics and of exported spans on the proxied path, against telemetry off", runObserve},
 	}
 }

@@ -143,6 +143,30 @@ func TestSuitesQuick(t *testing.T) {
 				t.Errorf("silent peer withdrawn after %.0f ms, sooner than silence can be noticed", v)
 			}
 		}},
+		{"sim", []string{
+			"sim: convergence after a join, 64 nodes",
+			"sim: convergence after a node is killed, 64 nodes",
+			"sim: build, 64 nodes",
+			"sim: link bytes per node per second at rest, 64 nodes",
+			"sim: gossip bytes per node per second at rest, 64 nodes",
+			"sim: link bytes per node per second during churn, 64 nodes",
+			"sim: gossip bytes per node per second during churn, 64 nodes",
+			"sim: memory per node, 64 nodes",
+			"sim: goroutines per node, 64 nodes",
+		}, map[string]Goal{
+			"sim: convergence after a join, 64 nodes":               {"<=", 5000},
+			"sim: convergence after a node is killed, 64 nodes":     {"<=", 5000},
+			"sim: link bytes per node per second at rest, 64 nodes": {"<=", 1024},
+		}, func(t *testing.T, m map[string]Metric) {
+			positive(t, m, "sim: convergence after a join, 64 nodes", "sim: convergence after a node is killed, 64 nodes", "sim: build, 64 nodes",
+				"sim: link bytes per node per second at rest, 64 nodes", "sim: link bytes per node per second during churn, 64 nodes",
+				"sim: gossip bytes per node per second during churn, 64 nodes", "sim: memory per node, 64 nodes", "sim: goroutines per node, 64 nodes")
+			// At rest the links carry heartbeats: a ping and a pong each
+			// way a second, at least 4 records of 26 bytes per link.
+			if v := m["sim: link bytes per node per second at rest, 64 nodes"].Value; v < 100 {
+				t.Errorf("%.0f B/s per node at rest: fewer than the heartbeats", v)
+			}
+		}},
 		{"observe", []string{
 			"telemetry off throughput, 16 clients (baseline)",
 			"metrics on / off throughput, 16 clients",
@@ -392,6 +416,30 @@ func BenchmarkToolExec(b *testing.B) {
 
 func BenchmarkToolRead1MB(b *testing.B) {
 	benchTool(b, func(tl *toolsLine) func(context.Context, bool) error { return tl.read })
+}
+
+// BenchmarkSimulation runs the sim suite's plans one by one (a few minutes
+// for 1,000 nodes); run it with -benchtime 1x.
+func BenchmarkSimulation(b *testing.B) {
+	for _, plan := range simPlans(Options{}) {
+		b.Run(fmt.Sprintf("nodes=%d", plan.Nodes), func(b *testing.B) {
+			var r SimResult
+			for b.Loop() {
+				var err error
+				if r, err = Simulate(b.Context(), plan); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(ms(r.Join), "join-ms")
+			b.ReportMetric(ms(r.Killed), "killed-ms")
+			b.ReportMetric(r.RestBytes, "rest-B/s/node")
+			b.ReportMetric(r.RestGossip, "rest-gossip-B/s/node")
+			b.ReportMetric(r.ChurnBytes, "churn-B/s/node")
+			b.ReportMetric(r.ChurnGossip, "churn-gossip-B/s/node")
+			b.ReportMetric(r.MemPerNode, "bytes/node")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
 }
 
 // BenchmarkObservePath is one proxied request (client -> A -> mesh -> B ->
