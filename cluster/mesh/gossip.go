@@ -68,13 +68,13 @@ type storedEntry struct {
 
 type topology struct {
 	entries map[string]*storedEntry
-	// held maps the signature of every stored entry to the entry as it
-	// travels: an entry that arrives again, byte for byte, is known
-	// without parsing it. Floods and full syncs bring each entry once per
-	// link, so in a large cluster most entries a node receives are copies
-	// of ones it holds, and decoding their JSON was a good part of the
-	// cost of gossip.
-	held    map[string][]byte
+	// held maps the signature of every stored entry to its origin: an
+	// entry that arrives again, byte for byte, is known without parsing
+	// it. Floods and full syncs bring each entry once per link, so in a
+	// large cluster most entries a node receives are copies of ones it
+	// holds, and decoding their JSON was a good part of the cost of
+	// gossip.
+	held    map[string]string
 	version uint64 // this node's own entry version
 	// clashes holds the incarnations whose entries under this node's id
 	// this node has moved past once, with when it last logged the clash.
@@ -87,7 +87,7 @@ func (t *topology) put(origin string, e *storedEntry) {
 		delete(t.held, string(entrySig(old.raw)))
 	}
 	t.entries[origin] = e
-	t.held[string(entrySig(e.raw))] = e.raw
+	t.held[string(entrySig(e.raw))] = origin
 }
 
 // remove forgets origin's entry.
@@ -98,10 +98,13 @@ func (t *topology) remove(origin string) {
 	}
 }
 
-// holds reports whether raw is a stored entry, byte for byte.
-func (t *topology) holds(raw []byte) bool {
-	stored, ok := t.held[string(entrySig(raw))]
-	return ok && bytes.Equal(stored, raw)
+// holds reports whether raw is a stored entry, byte for byte, and whose.
+func (t *topology) holds(raw []byte) (origin string, ok bool) {
+	origin, ok = t.held[string(entrySig(raw))]
+	if !ok || !bytes.Equal(t.entries[origin].raw, raw) {
+		return "", false
+	}
+	return origin, true
 }
 
 // entrySig returns the signature at the end of a signed entry (or what
@@ -199,9 +202,13 @@ func (n *Node) announceSoonLocked() {
 }
 
 // announceDelay is how long link changes wait to be announced together:
-// a twentieth of the ping interval, at most 50 ms.
+// a twentieth of the ping interval (at most 50 ms) per 8 links, at most
+// the ping interval. An entry lists every link, and every flood of it
+// reaches every link of the cluster, so a relay whose neighbours come and
+// go (or all redial it at once after its restart) gathers more changes
+// into each of its larger, costlier announcements.
 func (n *Node) announceDelay() time.Duration {
-	return min(n.cfg.PingInterval/20, 50*time.Millisecond)
+	return min(min(n.cfg.PingInterval/20, 50*time.Millisecond)*time.Duration(max(1, len(n.links)/8)), n.cfg.PingInterval)
 }
 
 // stopAnnouncingLocked cancels a pending announcement.
@@ -335,13 +342,16 @@ func (n *Node) handlePeerSync(l *link, f *Frame) {
 		return
 	}
 	// Copies of stored entries are no news, and passed every check when
-	// they were stored.
+	// they were stored. The peer holds that entry, so this node's own
+	// copy, if still queued for it, need not go back.
 	n.mu.Lock()
 	fresh := raws[:0]
 	for _, raw := range raws {
-		if !n.topo.holds(raw) {
-			fresh = append(fresh, raw)
+		if origin, ok := n.topo.holds(raw); ok {
+			l.q.dropGossip(origin)
+			continue
 		}
+		fresh = append(fresh, raw)
 	}
 	n.mu.Unlock()
 	raws = fresh
@@ -429,6 +439,7 @@ func (n *Node) handlePeerSync(l *link, f *Frame) {
 			restarted = append(restarted, e.Origin)
 		}
 		n.topo.put(e.Origin, &storedEntry{nodeEntry: *e, raw: p.raw, updated: time.Now()})
+		l.q.dropGossip(e.Origin) // an older one queued for the peer that sent it
 		for _, other := range n.links {
 			if other != l {
 				other.q.pushGossip(e.Origin, p.raw)

@@ -226,7 +226,7 @@ func TestTopologyHoldsStoredEntries(t *testing.T) {
 	v1, v2 := sign(1), sign(2)
 	changed := bytes.Clone(v1)
 	changed[3] ^= 1 // same signature, other JSON
-	topo := topology{entries: map[string]*storedEntry{}, held: map[string][]byte{}}
+	topo := topology{entries: map[string]*storedEntry{}, held: map[string]string{}}
 	topo.put("x", &storedEntry{raw: v1})
 	for _, tc := range []struct {
 		name string
@@ -238,16 +238,18 @@ func TestTopologyHoldsStoredEntries(t *testing.T) {
 		{"the stored signature on other bytes", changed, false},
 		{"shorter than a signature", []byte{1, 2, 3}, false},
 	} {
-		if got := topo.holds(tc.raw); got != tc.want {
+		if _, got := topo.holds(tc.raw); got != tc.want {
 			t.Errorf("%s: holds = %v, want %v", tc.name, got, tc.want)
 		}
 	}
 	topo.put("x", &storedEntry{raw: v2})
-	if topo.holds(v1) || !topo.holds(v2) || len(topo.held) != 1 {
-		t.Fatalf("after the newer entry: holds old %v, new %v, %d held", topo.holds(v1), topo.holds(v2), len(topo.held))
+	_, old := topo.holds(v1)
+	origin, cur := topo.holds(v2)
+	if old || !cur || origin != "x" || len(topo.held) != 1 {
+		t.Fatalf("after the newer entry: holds old %v, new %v (of %q), %d held", old, cur, origin, len(topo.held))
 	}
 	topo.remove("x")
-	if topo.holds(v2) || len(topo.held) != 0 || len(topo.entries) != 0 {
+	if _, ok := topo.holds(v2); ok || len(topo.held) != 0 || len(topo.entries) != 0 {
 		t.Fatal("a removed entry is still held")
 	}
 }

@@ -152,7 +152,7 @@ func New(cfg Config) (*Node, error) {
 		close(n.pskReady)
 	}()
 	n.idSeq.Store(n.inc)
-	n.topo = topology{entries: make(map[string]*storedEntry), held: make(map[string][]byte), version: n.inc}
+	n.topo = topology{entries: make(map[string]*storedEntry), held: make(map[string]string), version: n.inc}
 	n.routes.Store(&routeTable{self: n.id, next: map[string]*link{}, index: map[string]int{}, parent: map[string]string{}, edges: map[edgeKey]uint64{}})
 	n.ws = newWSTransport(&n.cfg, n.log, func() { n.stats.evicted.Add(1) })
 	n.transport = cfg.Transport

@@ -104,6 +104,14 @@ func (q *sendQueue) pushGossip(origin string, raw []byte) {
 	q.signal()
 }
 
+// dropGossip forgets the entry of origin pending for this link, if any:
+// the peer holds it, or a newer one.
+func (q *sendQueue) dropGossip(origin string) {
+	q.mu.Lock()
+	delete(q.gossip, origin) // its place in gorder is skipped by pop
+	q.mu.Unlock()
+}
+
 // pushData queues a stream frame in lane key. With ctx non-nil (a local
 // sender) it waits while the queue is at least half full; with ctx nil
 // (relayed traffic, which must not stall the link it came from) it fails
@@ -195,7 +203,10 @@ func (q *sendQueue) popLocked(maxGossip int) (popped, func(error), bool) {
 		size := 0
 		i := 0
 		for ; i < len(q.gorder); i++ {
-			raw := q.gossip[q.gorder[i]]
+			raw, ok := q.gossip[q.gorder[i]]
+			if !ok {
+				continue // dropped
+			}
 			if len(batch) > 0 && size+len(raw) > maxGossip {
 				break
 			}
@@ -207,7 +218,9 @@ func (q *sendQueue) popLocked(maxGossip int) (popped, func(error), bool) {
 		if len(q.gorder) == 0 {
 			q.gorder = nil
 		}
-		return popped{gossip: batch}, nil, true
+		if len(batch) > 0 {
+			return popped{gossip: batch}, nil, true
+		}
 	}
 	if len(q.active) == 0 {
 		return popped{}, nil, false

@@ -144,3 +144,27 @@ func TestQueueThen(t *testing.T) {
 		t.Fatalf("calls %q, want %q", got, want)
 	}
 }
+
+// Gossip a peer already holds is dropped from its queue; the rest goes in
+// order, and an entry queued again after a drop goes once.
+func TestGossipDropped(t *testing.T) {
+	q := newSendQueue(1 << 20)
+	q.pushGossip("a", []byte("a1"))
+	q.pushGossip("b", []byte("b1"))
+	q.dropGossip("a")
+	q.dropGossip("c") // nothing queued for it
+	q.pushGossip("c", []byte("c1"))
+	p, ok := q.pop(1 << 20)
+	if !ok || fmt.Sprintf("%s", p.gossip) != "[b1 c1]" {
+		t.Fatalf("popped %s (%v), want [b1 c1]", p.gossip, ok)
+	}
+	q.pushGossip("b", []byte("b2"))
+	q.dropGossip("b")
+	if p, ok := q.pop(1 << 20); ok {
+		t.Fatalf("popped %s after every entry was dropped", p.gossip)
+	}
+	q.pushGossip("a", []byte("a2"))
+	if p, ok := q.pop(1 << 20); !ok || fmt.Sprintf("%s", p.gossip) != "[a2]" {
+		t.Fatalf("popped %s (%v), want [a2]", p.gossip, ok)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -380,7 +381,13 @@ func TestAttackRevokedNodeComesBack(t *testing.T) {
 	if _, l, err := x2.dialOnce(PeerAddr{URL: a.URL()}); l != nil || !errors.As(err, &pc) || pc.Code != CloseUntrusted {
 		t.Fatalf("revoked id with a new key: link=%v err=%v", l != nil, err)
 	}
-	time.Sleep(300 * time.Millisecond) // gossip rounds
+	// A gossip round from b: its entry, announced after it stored x's,
+	// reaches a behind x's, so once a has it, a has judged x's.
+	b.SetCapabilities(Capabilities{Tags: []string{"round"}})
+	waitUntil(t, a, 5*time.Second, "b's entry after x's", func() bool {
+		p, ok := a.Peer("b")
+		return ok && slices.Contains(p.Tags, "round")
+	})
 	if _, ok := a.Peer("x"); ok {
 		t.Fatal("a lists the revoked node")
 	}

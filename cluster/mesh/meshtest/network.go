@@ -23,7 +23,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -588,15 +587,3 @@ type addr string
 
 func (a addr) Network() string { return Scheme }
 func (a addr) String() string  { return string(a) }
-
-// Hosts returns the hosts that listen, sorted.
-func (nw *Network) Hosts() []string {
-	nw.mu.Lock()
-	defer nw.mu.Unlock()
-	var hs []string
-	for h := range nw.listeners {
-		hs = append(hs, h)
-	}
-	slices.Sort(hs)
-	return hs
-}

@@ -66,6 +66,7 @@ func TestMessagesArriveWholeInOrderAfterTheDelay(t *testing.T) {
 	}{
 		{"loopback", Loopback()},
 		{"LAN", LAN()},
+		{"WAN", WAN()},
 		{"jitter and loss", Link{Delay: time.Millisecond, Jitter: 5 * time.Millisecond, Loss: 0.05, RTO: 2 * time.Millisecond}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -244,6 +245,11 @@ func TestCloseNotice(t *testing.T) {
 	}
 	if _, err := readWithin(a, time.Second); !errors.As(err, &ce) || ce.Code != 4009 {
 		t.Fatalf("a read %v, want the echo of its close 4009", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := nw.Wait(ctx, func() bool { return len(nw.Notices("", "")) == 2 }); err != nil {
+		t.Fatalf("waiting for both notices: %v; have %+v", err, nw.Notices("", ""))
 	}
 	want := []Notice{{From: "a", To: "b", Code: 4009, Reason: "test reason"}, {From: "b", To: "a", Code: 4009, Echo: true}}
 	if got := nw.Notices("", ""); fmt.Sprint(got) != fmt.Sprint(want) {
