@@ -168,6 +168,23 @@ func waitModelOn(t *testing.T, rt *Runtime, id, model string) {
 	}
 }
 
+// waitPeerOn waits until rt reaches node id.
+func waitPeerOn(t *testing.T, rt *Runtime, id string) {
+	t.Helper()
+	deadline := time.After(testDeadline)
+	for {
+		changed := rt.Mesh().Changed()
+		if _, ok := rt.Mesh().Peer(id); ok {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("%s never reached %s", rt.NodeID(), id)
+		}
+	}
+}
+
 // One streamed request through a — b — c, with c dying before it answers:
 // one trace holds the incoming parent, both attempts on a, the relay hop on
 // b, c's serve and upstream spans and, after the failover, b's, and each

@@ -67,6 +67,9 @@ func TestStatusPageInBrowser(t *testing.T) {
 	a := startNode(t, fmt.Sprintf(`{"nodeId":"a","secret":%q,"proxyPort":0,"peers":[{"url":%q,"nodeId":"b"}],
 		"agents":[{"id":"main","description":"the user's assistant"}],"proxyModels":[{"id":"demo-llm"}]}`, testSecret, b.Mesh().URL()), &logs)
 	waitModelOn(t, a, "c", "demo-llm")
+	// a can see c before c sees a; the end-to-end handshake's answer needs
+	// c's route back to a, so wait for both directions.
+	waitPeerOn(t, c, "a")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*testDeadline)
 	defer cancel()
