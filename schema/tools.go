@@ -27,6 +27,7 @@ const (
 	ToolTool    = "cluster_tool"
 	ToolHandoff = "cluster_handoff"
 	ToolSend    = "cluster_send"
+	ToolTasks   = "cluster_tasks"
 )
 
 // PeersArgs are the arguments of cluster_peers: none.
@@ -65,18 +66,31 @@ type ToolArgs struct {
 
 // HandoffArgs are the arguments of cluster_handoff.
 type HandoffArgs struct {
-	Agent     string `json:"agent,omitempty" jsonschema:"minLength=1" jsonschema_description:"Id of the remote agent to give the task to. Give agent or node."`
-	Node      string `json:"node,omitempty" jsonschema:"minLength=1" jsonschema_description:"Node id whose main (first) agent gets the task, when no agent is named. Give agent or node."`
-	Task      string `json:"task" jsonschema:"required,minLength=1" jsonschema_description:"The task, stated completely: the remote agent sees nothing of this conversation."`
-	Context   string `json:"context,omitempty" jsonschema_description:"Background the remote agent needs: facts, constraints, expected form of the answer. Task and context together may be at most 128 KiB; put longer material in a file with cluster_write and name its path."`
-	TimeoutMs int    `json:"timeoutMs,omitempty" jsonschema:"minimum=1" jsonschema_description:"Give up after this many milliseconds. Default 600000; the target node caps it."`
+	Agent     string   `json:"agent,omitempty" jsonschema:"minLength=1" jsonschema_description:"Id of the remote agent to give the task to. Give agent, node or tags."`
+	Node      string   `json:"node,omitempty" jsonschema:"minLength=1" jsonschema_description:"Node id whose main (first) agent gets the task, when no agent is named. Give agent, node or tags."`
+	Tags      []string `json:"tags,omitempty" jsonschema:"minItems=1,minLength=1,maxLength=128" jsonschema_description:"Instead of node: pick a node that has all these tags (node or agent tags, see cluster_peers), the one with the fewest turns running and queued, then the nearest. With agent, only nodes offering that agent count."`
+	Task      string   `json:"task" jsonschema:"required,minLength=1" jsonschema_description:"The task, stated completely: the remote agent sees nothing of this conversation."`
+	Context   string   `json:"context,omitempty" jsonschema_description:"Background the remote agent needs: facts, constraints, expected form of the answer. Task and context together may be at most 128 KiB; put longer material in a file with cluster_write and name its path."`
+	TimeoutMs int      `json:"timeoutMs,omitempty" jsonschema:"minimum=1" jsonschema_description:"Stop the remote run after this many milliseconds. Default 600000; the target node caps it."`
+	Wait      *bool    `json:"wait,omitempty" jsonschema_description:"true (default): wait for the answer. false: return a task id at once; the result arrives later in this conversation as a new message. Waiting is turned off by itself when timeoutMs would outlast this tool call's own time limit."`
+	TTLMs     int      `json:"ttlMs,omitempty" jsonschema:"minimum=1000" jsonschema_description:"With wait false: give up when the task has not started within this many milliseconds (the target is unreachable or busy). Default: the node's delivery.ttlMs (24 hours)."`
 }
 
 // SendArgs are the arguments of cluster_send.
 type SendArgs struct {
-	Agent   string `json:"agent,omitempty" jsonschema:"minLength=1" jsonschema_description:"Id of the remote agent to message. Give agent or node."`
-	Node    string `json:"node,omitempty" jsonschema:"minLength=1" jsonschema_description:"Node id whose main (first) agent gets the message, when no agent is named. Give agent or node."`
-	Message string `json:"message" jsonschema:"required,minLength=1" jsonschema_description:"The message; the remote agent handles it as a new turn. At most 128 KiB."`
+	Agent   string   `json:"agent,omitempty" jsonschema:"minLength=1" jsonschema_description:"Id of the remote agent to message. Give agent, node or tags."`
+	Node    string   `json:"node,omitempty" jsonschema:"minLength=1" jsonschema_description:"Node id whose main (first) agent gets the message, when no agent is named. Give agent, node or tags."`
+	Tags    []string `json:"tags,omitempty" jsonschema:"minItems=1,minLength=1,maxLength=128" jsonschema_description:"Instead of node: pick a node that has all these tags (node or agent tags, see cluster_peers), the one with the fewest turns running and queued, then the nearest. With agent, only nodes offering that agent count."`
+	Message string   `json:"message" jsonschema:"required,minLength=1" jsonschema_description:"The message; the remote agent handles it as a new turn. At most 128 KiB."`
+	TTLMs   int      `json:"ttlMs,omitempty" jsonschema:"minimum=1000" jsonschema_description:"Give up when the message has not started within this many milliseconds. Default: the node's delivery.ttlMs (24 hours)."`
+}
+
+// TasksArgs are the arguments of cluster_tasks.
+type TasksArgs struct {
+	ID     string `json:"id,omitempty" jsonschema:"minLength=1" jsonschema_description:"A message or task id (from cluster_send or cluster_handoff): show that one with its result. Default: list them all."`
+	Cancel bool   `json:"cancel,omitempty" jsonschema_description:"With id: cancel it. One not started yet never starts; a running one is stopped."`
+	All    bool   `json:"all,omitempty" jsonschema_description:"List the messages and tasks of every conversation on this node, not only this one's."`
+	Limit  int    `json:"limit,omitempty" jsonschema:"minimum=1,maximum=200" jsonschema_description:"At most this many, newest first. Default 20."`
 }
 
 var tools = []Tool{
@@ -123,24 +137,48 @@ var tools = []Tool{
 	{
 		Name:  ToolHandoff,
 		Label: "Cluster handoff",
-		Description: "Give a task to an agent on another node and wait for its answer, returned as text. Use it for " +
-			"multi-step work that should happen on that machine with its own tools, files and models; use " +
-			"cluster_exec, cluster_read or cluster_write for a single simple operation. Name the agent, or a node " +
-			"(its main agent takes the task); one of agent or node is required. State the task completely: the " +
-			"remote agent does not see this conversation.",
+		Description: "Give a task to an agent on another node. Use it for multi-step work that should happen on that " +
+			"machine with its own tools, files and models; use cluster_exec, cluster_read or cluster_write for a single " +
+			"simple operation. Name the agent, a node (its main agent takes the task) or tags (a node having all of them, " +
+			"the least loaded). State the task completely: the remote agent does not see this conversation. " +
+			"By default it waits and returns the answer as text; if the node becomes unreachable meanwhile, the task " +
+			"may have partly run there. With wait: false (also chosen by itself when timeoutMs would outlast this call's " +
+			"time limit) it returns a task id at once: the task is stored on this node before the call returns and " +
+			"delivered like cluster_send (kept through restarts and outages of either node, started at most once, in " +
+			"order with this node's other messages to that agent, expired if not started within ttlMs), and its result " +
+			"comes back to this node and arrives in this conversation as a new message. cluster_tasks shows its state " +
+			"meanwhile. Not guaranteed: that the task succeeds, or that a run cut off by a restart of the target is run " +
+			"again (it is reported failed).",
 		Args: &HandoffArgs{},
 	},
 	{
 		Name:  ToolSend,
 		Label: "Cluster send",
-		Description: "Send a one-way message to an agent on another node. Returns as soon as that node accepted it; " +
-			"no answer comes back (use cluster_handoff to wait for one). Name the agent, or a node (its main agent " +
-			"gets the message); one of agent or node is required.",
+		Description: "Send a one-way message to an agent on another node; no answer comes back (use cluster_handoff " +
+			"for one). Name the agent, a node (its main agent gets it) or tags (a node having all of them, the least " +
+			"loaded). The message is stored on this node before the call returns with its id and state queued, even " +
+			"when the target node is down, and is delivered when that node is reachable, retried across restarts and " +
+			"network outages of either node. The target stores it, starts it at most once (a repeated delivery is " +
+			"recognised and dropped), and starts this node's messages to one agent in the order they were sent. " +
+			"States (cluster_tasks): queued, delivered, started, done, failed, expired (not started within ttlMs, " +
+			"default 24 hours), cancelled. Refused at once, with the reason: an agent no node has ever offered, a " +
+			"full outbox here or a full inbox at the target. Not guaranteed: that the agent's turn succeeds, or that a " +
+			"run cut off by a restart of the target is run again (it is reported failed).",
 		Args: &SendArgs{},
+	},
+	{
+		Name:  ToolTasks,
+		Label: "Cluster tasks",
+		Description: "List the messages (cluster_send) and tasks (cluster_handoff with wait: false) this conversation " +
+			"sent, newest first, with their state: queued (stored here, not at the target yet), delivered (stored at " +
+			"the target), started, done, failed, expired (not started in time) or cancelled. Give id to see one with " +
+			"its result; id with cancel: true cancels it (one not started yet never starts, a running one is stopped). " +
+			"all: true lists those of every conversation on this node.",
+		Args: &TasksArgs{},
 	},
 }
 
-// Tools returns the seven tools in catalogue order (the order of README.md,
+// Tools returns the tools in catalogue order (the order of README.md,
 // Tools for agents). The slice is a copy; the Args values are shared
 // templates: decode into a fresh value of their type.
 func Tools() []Tool { return append([]Tool(nil), tools...) }
@@ -186,8 +224,9 @@ func ToolParameters(name string) []byte {
 }
 
 // ValidateToolArgs checks args (a JSON object; empty or null counts as {})
-// against the named tool's schema and the rule that handoff and send need an
-// agent or a node. An unknown tool gets one problem listing the valid names.
+// against the named tool's schema and the rules that handoff and send need an
+// agent, a node or tags (tags and node exclude each other), and that
+// cluster_tasks cancels only a named id. An unknown tool gets one problem listing the valid names.
 func ValidateToolArgs(name string, args []byte) []Problem {
 	s, ok := toolSchemas()[name]
 	if !ok {
@@ -205,8 +244,18 @@ func ValidateToolArgs(name string, args []byte) []Problem {
 	if obj, ok := inst.(map[string]any); ok && (name == ToolHandoff || name == ToolSend) {
 		_, hasAgent := obj["agent"]
 		_, hasNode := obj["node"]
-		if !hasAgent && !hasNode {
-			problems = append(problems, Problem{Message: `missing "agent" or "node": name the remote agent, or the node whose main agent should take it (see cluster_peers)`})
+		_, hasTags := obj["tags"]
+		switch {
+		case !hasAgent && !hasNode && !hasTags:
+			problems = append(problems, Problem{Message: `missing "agent", "node" or "tags": name the remote agent, the node whose main agent should take it, or tags a node must have (see cluster_peers)`})
+		case hasNode && hasTags:
+			problems = append(problems, Problem{Path: "tags", Message: `give "node" or "tags", not both: tags choose the node`})
+		}
+	}
+	if obj, ok := inst.(map[string]any); ok && name == ToolTasks {
+		_, hasID := obj["id"]
+		if c, _ := obj["cancel"].(bool); c && !hasID {
+			problems = append(problems, Problem{Path: "cancel", Message: `cancel needs "id": the message or task to cancel (cluster_tasks without arguments lists them)`})
 		}
 	}
 	return sortProblems(problems)
