@@ -16,8 +16,10 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
+	"github.com/clawmatrix/clawmatrix/cluster/delivery"
 	"github.com/clawmatrix/clawmatrix/cluster/identity"
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
 	"github.com/clawmatrix/clawmatrix/cluster/proxy"
@@ -47,17 +49,29 @@ type Options struct {
 	// an ephemeral key and pins peers in memory only (tests, the demo).
 	StateDir   string
 	ConfigPath string
+	// Delivery, when set, replaces the retry timings of the durable
+	// outbox (tests and benchmarks).
+	Delivery *delivery.Timing
+	// DeliveryNoSync stores messages without syncing each commit to disk:
+	// only for benchmarks measuring what durability costs.
+	DeliveryNoSync bool
 }
 
 // Runtime is one running node.
 type Runtime struct {
-	cfg    *schema.Config
-	node   *mesh.Node
-	proxy  *proxy.Server
-	serve  *proxy.Serving
-	target *remote.Target
-	client *remote.Client
-	key    string
+	cfg      *schema.Config
+	node     *mesh.Node
+	proxy    *proxy.Server
+	serve    *proxy.Serving
+	target   *remote.Target
+	client   *remote.Client
+	delivery *delivery.Service
+	notices  bool // finished tasks are brought into their sessions
+	key      string
+
+	loadWake chan struct{}
+	loadDone chan struct{}
+	loadWG   sync.WaitGroup
 }
 
 // Start brings a node up: mesh links, the model proxy on 127.0.0.1 and the
@@ -80,7 +94,8 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt := &Runtime{cfg: cfg, node: node, key: cfg.ProxyKey, client: &remote.Client{Node: node}}
+	rt := &Runtime{cfg: cfg, node: node, key: cfg.ProxyKey, client: &remote.Client{Node: node},
+		loadWake: make(chan struct{}, 1), loadDone: make(chan struct{})}
 	if rt.key == "" {
 		rt.key = randomKey()
 	}
@@ -115,13 +130,43 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 		Logger:            log,
 		AllowFrom:         cfg.AllowFrom,
 		CallerTags:        callerTags,
+		OnLoadChange:      rt.loadChanged,
 	})
 	if err != nil {
 		node.Close()
 		rt.serve.Close()
 		return nil, err
 	}
+	dcfg := delivery.Config{
+		Node:          node,
+		Path:          schema.DeliveryPath(cfg, opts.StateDir, opts.ConfigPath),
+		NoSync:        opts.DeliveryNoSync,
+		TTL:           time.Duration(cfg.Delivery.TTLMs) * time.Millisecond,
+		MaxQueued:     cfg.Delivery.MaxQueued,
+		MaxInbox:      cfg.Delivery.MaxInbox,
+		Runner:        agentRunner{rt.target},
+		LocalLoad:     rt.localLoad,
+		OnInboxChange: rt.loadChanged,
+		Logger:        log,
+	}
+	if opts.Delivery != nil {
+		dcfg.Timing = *opts.Delivery
+	}
+	if opts.Gateway != nil {
+		// Only a node with an OpenClaw gateway has sessions to bring
+		// results into.
+		dcfg.Notifier, rt.notices = sessionNotifier{rt.target}, true
+	}
+	if rt.delivery, err = delivery.Open(dcfg); err != nil {
+		rt.target.Close()
+		node.Close()
+		rt.serve.Close()
+		return nil, err
+	}
+	rt.loadWG.Add(1)
+	go rt.publishLoad(rt.loadDone)
 	if err := node.Start(ctx); err != nil {
+		rt.closeDelegation()
 		rt.target.Close()
 		node.Close()
 		rt.serve.Close()
@@ -138,12 +183,22 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 		err = rt.proxy.Start(ctx)
 	}
 	if err != nil {
+		rt.closeDelegation()
 		rt.target.Close()
 		node.Close()
 		rt.serve.Close()
 		return nil, fmt.Errorf("model proxy on 127.0.0.1:%d: %w (set proxyPort to a free port)", cfg.ProxyPort, err)
 	}
 	return rt, nil
+}
+
+// closeDelegation closes the outbox and inbox (letting inbound runs end,
+// see delivery.Service.Close) and stops announcing load.
+func (r *Runtime) closeDelegation() error {
+	err := r.delivery.Close()
+	close(r.loadDone)
+	r.loadWG.Wait()
+	return err
 }
 
 // warnGatewayModels says at start which models this node no longer serves
@@ -305,14 +360,13 @@ func (r *Runtime) ProxyKey() string { return r.key }
 // Models are the models OpenClaw should list for the clawmatrix provider.
 func (r *Runtime) Models() []proxy.OpenClawModel { return proxy.OpenClawModels(r.cfg) }
 
-// CallTool runs one of the remote cluster tools (all but cluster_peers).
-func (r *Runtime) CallTool(ctx context.Context, name string, args []byte) remote.Result {
-	return r.client.Call(ctx, name, args)
-}
+// Delivery is the node's durable outbox and inbox.
+func (r *Runtime) Delivery() *delivery.Service { return r.delivery }
 
 // Close stops the proxy, ends running work and closes every link.
 func (r *Runtime) Close() error {
 	err := r.proxy.Close()
+	err = errors.Join(err, r.closeDelegation())
 	r.target.Close()
 	err = errors.Join(err, r.node.Close())
 	r.serve.Close()

@@ -170,7 +170,7 @@ func TestNodeModeServesModels(t *testing.T) {
 
 	// A command that prints every secret the gpu node knows shows none.
 	cmd := fmt.Sprintf("echo %s %s %s", testSecret, upstreamKey, gpu.ProxyKey())
-	res := laptop.CallTool(ctx, "cluster_exec", []byte(fmt.Sprintf(`{"node":"gpu","command":%q}`, cmd)))
+	res := laptop.CallTool(ctx, "cluster_exec", []byte(fmt.Sprintf(`{"node":"gpu","command":%q}`, cmd)), CallInfo{})
 	if res.IsError || strings.Count(res.Text, "[redacted]") != 3 {
 		t.Fatalf("exec on gpu: %+v", res)
 	}

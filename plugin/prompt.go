@@ -107,9 +107,9 @@ func promptContext(cfg *schema.Config, peers []mesh.PeerInfo) string {
 			fmt.Fprintf(&b, "  models: %s%s\n", strings.Join(ids, ", "), more)
 		}
 	}
-	b.WriteString("For files, commands or services on another node use cluster_exec, cluster_read or cluster_write; " +
-		"cluster_tool runs any other tool there. Hand multi-step work to that node's agent with cluster_handoff " +
-		"(cluster_send if no answer is needed). ")
+	b.WriteString("On another node use cluster_exec, cluster_read, cluster_write, or cluster_tool for other tools. " +
+		"Multi-step work: cluster_handoff to its agent (wait: false: result comes later); cluster_send: no answer. " +
+		"Tags instead of node: least loaded node with them. ")
 	if omitted {
 		b.WriteString("Not everything is listed here: cluster_peers shows the whole topology.")
 	} else {

@@ -70,6 +70,19 @@ type ToolCallParams struct {
 	Name      string          `json:"name"`
 	Arguments json.RawMessage `json:"arguments"`
 	CallID    string          `json:"callId,omitempty"`
+	// Session is the OpenClaw session that called the tool, when the host
+	// knows it: a cluster_handoff that does not wait brings its result
+	// back into it.
+	Session *SessionInfo `json:"session,omitempty"`
+	// TimeoutMs is how long the host waits for the answer; a
+	// cluster_handoff that would wait longer runs in the background.
+	TimeoutMs int64 `json:"timeoutMs,omitempty"`
+}
+
+// SessionInfo names an OpenClaw session.
+type SessionInfo struct {
+	Key     string `json:"key"`
+	AgentID string `json:"agentId,omitempty"`
 }
 
 // TextContent is one block of tool output.

@@ -53,8 +53,29 @@ func (s *Server) toolsCall(ctx context.Context, req *jsonrpc2.Request) (any, err
 		st := status(rt)
 		return ToolCallResult{Content: []TextContent{{Type: "text", Text: peersText(rt.NodeID(), st.Peers)}}, Details: st}, nil
 	}
-	res := rt.CallTool(ctx, p.Name, args)
+	call := cluster.CallInfo{HostTimeout: time.Duration(max(p.TimeoutMs, 0)) * time.Millisecond}
+	if p.Session != nil && validSessionKey(p.Session.Key) {
+		call.SessionKey = p.Session.Key
+		if mesh.ValidCapID(p.Session.AgentID) {
+			call.AgentID = p.Session.AgentID
+		}
+	}
+	res := rt.CallTool(ctx, p.Name, args, call)
 	return ToolCallResult{Content: []TextContent{{Type: "text", Text: res.Text}}, Details: res.Details, IsError: res.IsError}, nil
+}
+
+// validSessionKey bounds a session key from the host before it is stored
+// and handed back to the OpenClaw CLI as one argument.
+func validSessionKey(k string) bool {
+	if k == "" || len(k) > 512 || strings.HasPrefix(k, "-") {
+		return false
+	}
+	for _, r := range k {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 func errorResult(text string) ToolCallResult {

@@ -25,7 +25,6 @@ const answerGrace = 30 * time.Second
 const (
 	fileDeadline = fileTimeout + answerGrace
 	toolDeadline = DefaultMaxTimeout + answerGrace
-	sendDeadline = sendQueueWait + answerGrace
 )
 
 var toolMethods = map[string]string{
@@ -34,11 +33,11 @@ var toolMethods = map[string]string{
 	ToolWrite:   MethodWrite,
 	ToolTool:    MethodTool,
 	ToolHandoff: MethodHandoff,
-	ToolSend:    MethodSend,
 }
 
 // Call runs one cluster tool (cluster_exec, cluster_read, cluster_write,
-// cluster_tool, cluster_handoff, cluster_send) with its arguments, already
+// cluster_tool, or cluster_handoff waiting for its answer) with its
+// arguments, already
 // validated against the tool's schema. Every outcome, including mesh
 // failures, comes back as a Result whose text tells the agent what happened
 // and what to do next.
@@ -46,7 +45,7 @@ func (c *Client) Call(ctx context.Context, tool string, args []byte) Result {
 	method, ok := toolMethods[tool]
 	if !ok {
 		return errorResult(fmt.Sprintf("%q is not a remote cluster tool; the remote tools are cluster_exec, cluster_read, "+
-			"cluster_write, cluster_tool, cluster_handoff and cluster_send", tool))
+			"cluster_write, cluster_tool and cluster_handoff", tool))
 	}
 	var sel struct {
 		Node      string `json:"node"`
@@ -59,7 +58,7 @@ func (c *Client) Call(ctx context.Context, tool string, args []byte) Result {
 
 	var to string
 	switch tool {
-	case ToolHandoff, ToolSend:
+	case ToolHandoff:
 		node, err := c.agentNode(sel.Agent, sel.Node)
 		if err != nil {
 			return errorResult(err.Error())
@@ -91,6 +90,11 @@ func (c *Client) Call(ctx context.Context, tool string, args []byte) Result {
 	return res
 }
 
+// HandoffWait is how long a cluster_handoff that waits for its answer may
+// take, at most, with this timeoutMs (0: the default): the run's limit and
+// the trip.
+func HandoffWait(timeoutMs int) time.Duration { return deadlineFor(ToolHandoff, timeoutMs) }
+
 // deadlineFor is how long the caller waits for the target's answer.
 func deadlineFor(tool string, timeoutMs int) time.Duration {
 	given := time.Duration(timeoutMs) * time.Millisecond
@@ -105,8 +109,6 @@ func deadlineFor(tool string, timeoutMs int) time.Duration {
 			given = DefaultRunTimeout
 		}
 		return given + answerGrace
-	case ToolSend:
-		return sendDeadline
 	case ToolTool:
 		return toolDeadline
 	default:

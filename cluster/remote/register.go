@@ -20,6 +20,5 @@ func Register(node *mesh.Node, cfg TargetConfig) (*Target, error) {
 	node.Handle(MethodWrite, t.handler(ToolWrite, t.serveWrite))
 	node.Handle(MethodTool, t.handler(ToolTool, t.serveTool))
 	node.Handle(MethodHandoff, t.handler(ToolHandoff, t.serveHandoff))
-	node.Handle(MethodSend, t.handler(ToolSend, t.serveSend))
 	return t, nil
 }

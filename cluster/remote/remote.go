@@ -15,7 +15,11 @@
 // are OpenClaw's tool names (exec, read, write, or the tool of cluster_tool).
 // cluster_handoff and cluster_send are agent runs, not tool proxy: a node takes
 // them for exactly the agents it advertises (its config's agents), whatever
-// its toolProxy says, and a node without agents takes none.
+// its toolProxy says, and a node without agents takes none. A handoff that
+// waits for its answer is a request here (MethodHandoff); messages and
+// handoffs that do not wait travel through the durable outbox of package
+// cluster/delivery, whose Runner calls AcquireRun, StartMessage and
+// StartTask.
 package remote
 
 import (
@@ -27,7 +31,7 @@ import (
 	"unicode/utf8"
 )
 
-// Tool names (contract) handled by Client.Call.
+// Tool names (contract) of the tools this package serves.
 const (
 	ToolExec    = "cluster_exec"
 	ToolRead    = "cluster_read"
@@ -45,7 +49,6 @@ const (
 	MethodWrite   = "remote.write"
 	MethodTool    = "remote.tool"
 	MethodHandoff = "remote.handoff"
-	MethodSend    = "remote.send"
 )
 
 // Defaults applied when the configuration leaves a value at zero.

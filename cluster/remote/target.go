@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
@@ -48,6 +49,9 @@ type TargetConfig struct {
 	// CallerTags returns the tags a caller announces, for tag:<t> entries;
 	// Register fills it from the mesh node when nil.
 	CallerTags func(nodeID string) []string
+	// OnLoadChange is called when the number of agent runs going or
+	// waiting for a slot changes (see Load).
+	OnLoadChange func()
 }
 
 // Target serves remote tool and agent-run requests on one node. It owns the
@@ -70,13 +74,15 @@ type Target struct {
 	callerTags  func(string) []string
 
 	slots     chan struct{} // one token per running handoff/send
+	waiting   atomic.Int64  // callers waiting for a slot
+	onLoad    func()
 	execSlots chan struct{} // one token per running exec command
 
 	ctx    context.Context // ends on Close; parent of every run
 	cancel context.CancelFunc
 	mu     sync.Mutex
 	closed bool
-	runs   sync.WaitGroup // background send runs and in-flight handlers
+	runs   sync.WaitGroup // in-flight handlers
 
 	closeRootsOnce sync.Once
 }
@@ -93,6 +99,7 @@ func newTarget(nodeID string, cfg TargetConfig) (*Target, error) {
 		log:         cfg.Logger,
 		allowFrom:   cfg.AllowFrom,
 		callerTags:  cfg.CallerTags,
+		onLoad:      cfg.OnLoadChange,
 		// The request context (capped at maxTimeout) bounds each call. The
 		// gateway is local: no proxy from the environment applies.
 		http: &http.Client{Transport: &http.Transport{
@@ -287,12 +294,4 @@ func (t *Target) serveHandoff(ctx context.Context, from string, raw []byte) Resu
 		return *bad
 	}
 	return t.handoff(ctx, from, a)
-}
-
-func (t *Target) serveSend(ctx context.Context, from string, raw []byte) Result {
-	a, bad := decodeArgs[schema.SendArgs](t.nodeID, ToolSend, raw)
-	if bad != nil {
-		return *bad
-	}
-	return t.send(ctx, from, a)
 }

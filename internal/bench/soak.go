@@ -417,7 +417,7 @@ func (r *soakRun) record(kind, node string, from, to time.Time, out opOutcome, d
 func (r *soakRun) op(ctx context.Context, kind string, target *soakNode, token string, w int) (opOutcome, string, string) {
 	call := func(tool string, args map[string]any) (string, bool) {
 		raw, _ := json.Marshal(args)
-		res := r.hub.CallTool(ctx, tool, raw)
+		res := r.hub.CallTool(ctx, tool, raw, cluster.CallInfo{})
 		return res.Text, res.IsError
 	}
 	switch kind {

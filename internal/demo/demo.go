@@ -142,7 +142,7 @@ func Run(ctx context.Context, w io.Writer) error {
 
 	t0 = time.Now()
 	fmt.Fprintln(w, "4. cluster_exec on c from a:")
-	res := a.CallTool(ctx, "cluster_exec", mustJSON(map[string]any{"node": "c", "command": "echo \"pwd: $(pwd)\"; cat notes.txt"}))
+	res := a.CallTool(ctx, "cluster_exec", mustJSON(map[string]any{"node": "c", "command": "echo \"pwd: $(pwd)\"; cat notes.txt"}), cluster.CallInfo{})
 	if res.IsError {
 		return fmt.Errorf("cluster_exec: %s", res.Text)
 	}
@@ -151,7 +151,7 @@ func Run(ctx context.Context, w io.Writer) error {
 
 	t0 = time.Now()
 	fmt.Fprintln(w, "5. cluster_handoff from a to agent \"researcher\" (on c):")
-	res = a.CallTool(ctx, "cluster_handoff", mustJSON(map[string]any{"agent": "researcher", "task": "Summarise what you can see on your node.", "context": "asked by the demo"}))
+	res = a.CallTool(ctx, "cluster_handoff", mustJSON(map[string]any{"agent": "researcher", "task": "Summarise what you can see on your node.", "context": "asked by the demo"}), cluster.CallInfo{})
 	if res.IsError {
 		return fmt.Errorf("cluster_handoff: %s", res.Text)
 	}
