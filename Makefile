@@ -30,11 +30,12 @@ test: check unit e2e
 
 check:
 	@bash scripts/check-commits.sh
+	@GO=$(GO) bash scripts/check-deps.sh
 	@out=$$(gofmt -l $(GOFILES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/
-	@command -v node >/dev/null || { echo "node is needed for the adapter tests (index.test.js): install Node.js 20 or later"; exit 1; }
-	node --test index.test.js
+	@command -v node >/dev/null || { echo "node is needed for the adapter tests (test/*.test.js): install Node.js 20 or later"; exit 1; }
+	node --test test/*.test.js
 	@$(GO) run ./cmd/clawmatrix-plugin manifest | cmp -s - openclaw.plugin.json || { echo "openclaw.plugin.json is stale: run 'make generate'"; exit 1; }
 	@$(GO) run ./cmd/clawmatrix-plugin tools | cmp -s - openclaw.tools.json || { echo "openclaw.tools.json is stale: run 'make generate'"; exit 1; }
 
@@ -48,8 +49,11 @@ e2e:
 demo:
 	$(GO) run ./cmd/clawmatrix-plugin demo
 
+# The bench starts nodes as clawmatrix-plugin processes: it finds the binary
+# beside its own. BENCH_FLAGS passes flags, e.g. make bench BENCH_FLAGS=--quick.
 bench:
-	$(GO) run ./cmd/clawmatrix-plugin bench
+	$(GO) build -o bin/ ./cmd/clawmatrix-plugin ./cmd/clawmatrix-bench
+	bin/clawmatrix-bench $(BENCH_FLAGS)
 
 # Regenerates the committed files derived from the Go types.
 generate:

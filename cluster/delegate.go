@@ -32,17 +32,20 @@ type CallInfo struct {
 	HostTimeout time.Duration
 }
 
-// CallTool runs one of the cluster tools other than cluster_peers.
-func (r *Runtime) CallTool(ctx context.Context, name string, args []byte, call CallInfo) remote.Result {
-	switch name {
-	case schema.ToolSend:
-		return r.send(args, call)
-	case schema.ToolHandoff:
-		return r.handoff(ctx, args, call)
-	case schema.ToolTasks:
-		return r.tasks(ctx, args, call)
+// CallTool runs one of the cluster tools other than cluster_peers, decoded
+// and checked by schema.DecodeToolCall: cluster_send, cluster_tasks and
+// handoffs that do not wait through the durable outbox, the others on the
+// node their arguments name.
+func (r *Runtime) CallTool(ctx context.Context, call schema.ToolCall, info CallInfo) remote.Result {
+	switch a := call.Args.(type) {
+	case *schema.SendArgs:
+		return r.send(a, info)
+	case *schema.HandoffArgs:
+		return r.handoff(ctx, call, a, info)
+	case *schema.TasksArgs:
+		return r.tasks(ctx, a, info)
 	}
-	return r.client.Call(ctx, name, args)
+	return r.client.Call(ctx, call)
 }
 
 // TaskDetails are the details of a cluster_send, an asynchronous
@@ -78,11 +81,7 @@ func targetError(tool string, err error) remote.Result {
 	return errResult(tool + " was not sent: " + msg)
 }
 
-func (r *Runtime) send(args []byte, call CallInfo) remote.Result {
-	var a schema.SendArgs
-	if err := json.Unmarshal(args, &a); err != nil {
-		return errResult("cluster_send arguments: " + err.Error())
-	}
+func (r *Runtime) send(a *schema.SendArgs, call CallInfo) remote.Result {
 	tg, err := r.delivery.Resolve(delivery.Selector{Agent: a.Agent, Node: a.Node, Tags: a.Tags}, true)
 	if err != nil {
 		return targetError("the message", err)
@@ -121,11 +120,7 @@ func enqueueError(what string, tg delivery.Target, err error) string {
 	return fmt.Sprintf("the %s for agent %q on node %q was not sent: %v", what, tg.Agent, tg.Node, err)
 }
 
-func (r *Runtime) handoff(ctx context.Context, args []byte, call CallInfo) remote.Result {
-	var a schema.HandoffArgs
-	if err := json.Unmarshal(args, &a); err != nil {
-		return errResult("cluster_handoff arguments: " + err.Error())
-	}
+func (r *Runtime) handoff(ctx context.Context, tc schema.ToolCall, a *schema.HandoffArgs, call CallInfo) remote.Result {
 	wait := a.Wait == nil || *a.Wait
 	auto := ""
 	if need := remote.HandoffWait(a.TimeoutMs); wait && call.HostTimeout > 0 && need > call.HostTimeout {
@@ -139,9 +134,15 @@ func (r *Runtime) handoff(ctx context.Context, args []byte, call CallInfo) remot
 		if err != nil {
 			return targetError("the task", err)
 		}
-		a.Agent, a.Node, a.Tags, a.Wait, a.TTLMs = tg.Agent, tg.Node, nil, nil, 0
-		raw, _ := json.Marshal(a)
-		return r.client.Call(ctx, schema.ToolHandoff, raw)
+		// The target gets the agent chosen here, whatever named it.
+		direct := *a
+		direct.Agent, direct.Node, direct.Tags, direct.Wait, direct.TTLMs = tg.Agent, tg.Node, nil, nil, 0
+		raw, err := json.Marshal(&direct)
+		if err != nil {
+			return errResult("cluster_handoff: " + err.Error())
+		}
+		tc.Args, tc.Raw = &direct, raw
+		return r.client.Call(ctx, tc)
 	}
 	tg, err := r.delivery.Resolve(sel, true)
 	if err != nil {
@@ -170,11 +171,7 @@ func (r *Runtime) handoff(ctx context.Context, args []byte, call CallInfo) remot
 	return remote.Result{Text: b.String(), Details: d}
 }
 
-func (r *Runtime) tasks(ctx context.Context, args []byte, call CallInfo) remote.Result {
-	var a schema.TasksArgs
-	if err := json.Unmarshal(args, &a); err != nil {
-		return errResult("cluster_tasks arguments: " + err.Error())
-	}
+func (r *Runtime) tasks(ctx context.Context, a *schema.TasksArgs, call CallInfo) remote.Result {
 	if a.ID != "" {
 		if !delivery.ValidID(a.ID) {
 			return errResult(fmt.Sprintf("%q is not a message or task id (they look like m-… or t-…); cluster_tasks without "+

@@ -121,7 +121,11 @@ func freePortNumber(t *testing.T) int {
 func sendText(t *testing.T, rt *Runtime, args map[string]any) (delivery.Record, string) {
 	t.Helper()
 	raw, _ := json.Marshal(args)
-	res := rt.CallTool(context.Background(), schema.ToolSend, raw, CallInfo{})
+	call, problems := schema.DecodeToolCall(schema.ToolSend, raw)
+	if problems != nil {
+		t.Fatalf("cluster_send %s: %v", raw, problems)
+	}
+	res := rt.CallTool(context.Background(), call, CallInfo{})
 	if res.IsError {
 		t.Fatalf("cluster_send %s: %s", raw, res.Text)
 	}

@@ -27,16 +27,11 @@ import (
 	"github.com/clawmatrix/clawmatrix/schema"
 )
 
-// Gateway locates the local OpenClaw gateway; nil when there is none (node mode).
-type Gateway struct {
-	URL   string
-	Token string
-}
-
 // Options are everything a node needs besides its config.
 type Options struct {
-	Config       *schema.Config
-	Gateway      *Gateway
+	Config *schema.Config
+	// Gateway is the local OpenClaw gateway; nil when there is none (node mode).
+	Gateway      *schema.Gateway
 	Providers    map[string]proxy.Provider
 	WorkspaceDir string
 	Logger       *slog.Logger
@@ -100,29 +95,24 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 		rt.key = randomKey()
 	}
 
-	var gw *proxy.Gateway
-	var rgw *remote.Gateway
-	if opts.Gateway != nil {
-		// No agents configured: "openclaw/default", the gateway's own
-		// default agent, whatever its id.
-		agent := ""
-		if len(cfg.Agents) > 0 {
-			agent = cfg.Agents[0].ID
-		}
-		gw = &proxy.Gateway{URL: opts.Gateway.URL, Token: opts.Gateway.Token, Agent: agent}
-		rgw = &remote.Gateway{URL: opts.Gateway.URL, Token: opts.Gateway.Token}
+	// A model turn through the gateway runs the node's first agent; with
+	// no agents configured, "openclaw/default", the gateway's own default
+	// agent, whatever its id.
+	gatewayAgent := ""
+	if len(cfg.Agents) > 0 {
+		gatewayAgent = cfg.Agents[0].ID
 	}
 	callerTags := func(id string) []string {
 		p, _ := node.Peer(id)
 		return p.Tags
 	}
-	rt.serve = proxy.RegisterServing(node, proxy.ServingConfig{Models: cfg.Models, Providers: opts.Providers, Gateway: gw, Logger: log,
+	rt.serve = proxy.RegisterServing(node, proxy.ServingConfig{Models: cfg.Models, Providers: opts.Providers, Gateway: opts.Gateway, GatewayAgent: gatewayAgent, Logger: log,
 		AllowFrom: cfg.AllowFrom, CallerTags: callerTags})
 	warnGatewayModels(cfg, opts, log)
 	rt.target, err = remote.Register(node, remote.TargetConfig{
 		ToolProxy:         cfg.ToolProxy,
 		WorkspaceDir:      opts.WorkspaceDir,
-		Gateway:           rgw,
+		Gateway:           opts.Gateway,
 		OpenclawBin:       cfg.OpenclawBin,
 		Agents:            cfg.Agents,
 		MaxConcurrentRuns: cfg.MaxConcurrentRuns,
@@ -358,7 +348,7 @@ func (r *Runtime) ProxyURL() string { return r.proxy.URL() }
 func (r *Runtime) ProxyKey() string { return r.key }
 
 // Models are the models OpenClaw should list for the clawmatrix provider.
-func (r *Runtime) Models() []proxy.OpenClawModel { return proxy.OpenClawModels(r.cfg) }
+func (r *Runtime) Models() []schema.CatalogModel { return r.cfg.CatalogModels() }
 
 // Delivery is the node's durable outbox and inbox.
 func (r *Runtime) Delivery() *delivery.Service { return r.delivery }

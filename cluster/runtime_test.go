@@ -170,7 +170,11 @@ func TestNodeModeServesModels(t *testing.T) {
 
 	// A command that prints every secret the gpu node knows shows none.
 	cmd := fmt.Sprintf("echo %s %s %s", testSecret, upstreamKey, gpu.ProxyKey())
-	res := laptop.CallTool(ctx, "cluster_exec", []byte(fmt.Sprintf(`{"node":"gpu","command":%q}`, cmd)), CallInfo{})
+	call, problems := schema.DecodeToolCall("cluster_exec", []byte(fmt.Sprintf(`{"node":"gpu","command":%q}`, cmd)))
+	if problems != nil {
+		t.Fatal(problems)
+	}
+	res := laptop.CallTool(ctx, call, CallInfo{})
 	if res.IsError || strings.Count(res.Text, "[redacted]") != 3 {
 		t.Fatalf("exec on gpu: %+v", res)
 	}
@@ -210,7 +214,7 @@ func TestGatewayFallbackAgent(t *testing.T) {
 		local := mesh.DefaultLocalConfig()
 		ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
 		rt, err := Start(ctx, Options{Config: cfg, Mesh: &local, WorkspaceDir: t.TempDir(),
-			Gateway:   &Gateway{URL: gw.URL, Token: "gw-token-123456"},
+			Gateway:   &schema.Gateway{URL: gw.URL, Token: "gw-token-123456"},
 			Providers: map[string]proxy.Provider{"anthropic": {BaseURL: "https://api.anthropic.test", API: "anthropic-messages"}}})
 		if err != nil {
 			cancel()

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/clawmatrix/clawmatrix/internal/mockllm"
 )
 
 func TestMain(m *testing.M) {
@@ -56,7 +58,7 @@ func nonce(t *testing.T) string {
 type cluster struct {
 	a, b, bad *gateway
 	insp      *gateway // A's config in a state dir of its own
-	llm       *scriptLLM
+	llm       *scriptedLLM
 	bKey      string // node B's OpenClaw provider key for the mock
 	bOnly     string // a value only node B's processes have in their environment
 }
@@ -120,7 +122,7 @@ func TestTwoGatewayCluster(t *testing.T) {
 	pluginDir := filepath.Join(work, "plugin")
 	stagePlugin(t, root, pluginDir)
 
-	llm := newScriptLLM()
+	llm := startScriptedLLM(t)
 	c := &cluster{llm: llm, bKey: "key-b-" + nonce(t), bOnly: "only-on-b-" + nonce(t)}
 
 	meshPort := freePort(t, 1)
@@ -404,7 +406,7 @@ func testClusterForms(ctx context.Context, t *testing.T, c *cluster) {
 func testRemoteModel(ctx context.Context, t *testing.T, c *cluster) {
 	token := "tok-model-" + nonce(t)
 	want := "answer-from-b-model-" + nonce(t)
-	c.llm.on(token, func(turn) answer { return answer{Text: want} })
+	c.llm.on(token, func(mockllm.Turn) mockllm.Answer { return mockllm.Answer{Text: want} })
 
 	cctx, cancel := context.WithTimeout(ctx, turnLimit)
 	defer cancel()
@@ -423,15 +425,15 @@ func testRemoteModel(ctx context.Context, t *testing.T, c *cluster) {
 	if auth := r.Header.Get("Authorization"); auth != "Bearer "+c.bKey {
 		t.Errorf("A's request reached the mock with Authorization %q, want node B's provider key", redactBearer(auth))
 	}
-	prompt := r.userText()
+	prompt := r.UserText()
 	for _, s := range []string{nodeB, bobAgent, bAgentDesc} {
 		if !strings.Contains(prompt, s) {
 			t.Errorf("the prompt from A does not name %q:\n%s", s, tailString(prompt, 40))
 		}
 	}
 	offered := map[string]bool{}
-	for _, tl := range r.Chat.Tools {
-		offered[tl.Function.Name] = true
+	for _, name := range r.Tools {
+		offered[name] = true
 	}
 	for _, name := range clusterTools {
 		if !offered[name] {
@@ -444,13 +446,13 @@ func testRemoteModel(ctx context.Context, t *testing.T, c *cluster) {
 // environment value that only B's processes have.
 func testExec(ctx context.Context, t *testing.T, c *cluster) {
 	token := "tok-exec-" + nonce(t)
-	c.llm.on(token, func(tr turn) answer {
+	c.llm.on(token, func(tr mockllm.Turn) mockllm.Answer {
 		if len(tr.ToolResults) > 0 {
-			return answer{Text: "exec said: " + strings.Join(tr.ToolResults, " | ")}
+			return mockllm.Answer{Text: "exec said: " + strings.Join(tr.ToolResults, " | ")}
 		}
-		return answer{Call: &toolCall{Name: "cluster_exec", Args: map[string]any{
+		return callTool("cluster_exec", map[string]any{
 			"node": nodeB, "command": `printf 'marker:%s' "$E2E_ONLY_ON_B"`,
-		}}}
+		})
 	})
 	cctx, cancel := context.WithTimeout(ctx, turnLimit)
 	defer cancel()
@@ -473,14 +475,14 @@ func testHandoff(ctx context.Context, t *testing.T, c *cluster) {
 	tokenA := "tok-handoff-" + nonce(t)
 	tokenB := "tok-for-bob-" + nonce(t)
 	bobSays := "bob-reply-" + nonce(t)
-	c.llm.on(tokenB, func(turn) answer { return answer{Text: bobSays} })
-	c.llm.on(tokenA, func(tr turn) answer {
+	c.llm.on(tokenB, func(mockllm.Turn) mockllm.Answer { return mockllm.Answer{Text: bobSays} })
+	c.llm.on(tokenA, func(tr mockllm.Turn) mockllm.Answer {
 		if len(tr.ToolResults) > 0 {
-			return answer{Text: "handoff said: " + strings.Join(tr.ToolResults, " | ")}
+			return mockllm.Answer{Text: "handoff said: " + strings.Join(tr.ToolResults, " | ")}
 		}
-		return answer{Call: &toolCall{Name: "cluster_handoff", Args: map[string]any{
+		return callTool("cluster_handoff", map[string]any{
 			"agent": bobAgent, "task": "Answer with your reply code. " + tokenB, "timeoutMs": 180000,
-		}}}
+		})
 	})
 	cctx, cancel := context.WithTimeout(ctx, turnLimit)
 	defer cancel()

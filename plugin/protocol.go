@@ -3,7 +3,7 @@ package plugin
 import (
 	"encoding/json"
 
-	"github.com/clawmatrix/clawmatrix/cluster/proxy"
+	"github.com/clawmatrix/clawmatrix/schema"
 )
 
 // Host protocol messages (docs/HOST-PROTOCOL.md). Field names are part of
@@ -62,7 +62,7 @@ type ProviderResult struct {
 	BaseURL string                `json:"baseUrl"`
 	APIKey  string                `json:"apiKey"`
 	API     string                `json:"api"`
-	Models  []proxy.OpenClawModel `json:"models"`
+	Models  []schema.CatalogModel `json:"models"`
 }
 
 // ToolCallParams asks the sidecar to run one tool.
@@ -111,12 +111,13 @@ type PromptResult struct {
 
 // StatusResult is the cluster as this node sees it.
 type StatusResult struct {
-	NodeID string       `json:"nodeId"`
-	Peers  []PeerStatus `json:"peers"`
+	NodeID string     `json:"nodeId"`
+	Peers  []PeerView `json:"peers"`
 }
 
-// PeerStatus is one reachable node.
-type PeerStatus struct {
+// PeerView is one reachable node as shown to hosts and agents (its Status
+// is a mesh.PeerStatus: "connected" or "relay").
+type PeerView struct {
 	NodeID string      `json:"nodeId"`
 	Status string      `json:"status"`
 	Via    string      `json:"via,omitempty"`

@@ -280,7 +280,7 @@ func (s *Server) startNode(ctx context.Context, p *InitializeParams) (*cluster.R
 	}
 	opts := cluster.Options{Config: cfg, WorkspaceDir: p.WorkspaceDir, StateDir: p.StateDir, Logger: s.log}
 	if p.Gateway != nil && p.Gateway.Port > 0 {
-		opts.Gateway = &cluster.Gateway{URL: "http://127.0.0.1:" + strconv.Itoa(p.Gateway.Port), Token: p.Gateway.Token}
+		opts.Gateway = &schema.Gateway{URL: "http://127.0.0.1:" + strconv.Itoa(p.Gateway.Port), Token: p.Gateway.Token}
 	}
 	if len(p.Providers) > 0 {
 		opts.Providers = make(map[string]proxy.Provider, len(p.Providers))

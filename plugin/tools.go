@@ -3,7 +3,6 @@ package plugin
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -14,8 +13,6 @@ import (
 	"github.com/clawmatrix/clawmatrix/schema"
 )
 
-const peersTool = "cluster_peers"
-
 func toolInfos() []ToolInfo {
 	tools := schema.Tools()
 	infos := make([]ToolInfo, len(tools))
@@ -23,6 +20,17 @@ func toolInfos() []ToolInfo {
 		infos[i] = ToolInfo{Name: t.Name, Label: t.Label, Description: t.Description, Parameters: schema.ToolParameters(t.Name)}
 	}
 	return infos
+}
+
+// localTools answer, on this node, the tools of schema's catalogue that
+// need only this node's view (cluster_peers). The runtime answers the rest:
+// cluster_send and cluster_tasks through its durable outbox, handoffs that
+// do not wait too, and every other call on the node its arguments name.
+var localTools = map[string]func(rt *cluster.Runtime, call schema.ToolCall) ToolCallResult{
+	schema.ToolPeers: func(rt *cluster.Runtime, _ schema.ToolCall) ToolCallResult {
+		st := status(rt)
+		return ToolCallResult{Content: []TextContent{{Type: "text", Text: peersText(rt.NodeID(), st.Peers)}}, Details: st}
+	},
 }
 
 func (s *Server) toolsCall(ctx context.Context, req *jsonrpc2.Request) (any, error) {
@@ -34,14 +42,11 @@ func (s *Server) toolsCall(ctx context.Context, req *jsonrpc2.Request) (any, err
 	if err := decodeParams(req, &p); err != nil {
 		return nil, err
 	}
-	if names := schema.ToolNames(); !slices.Contains(names, p.Name) {
-		return nil, invalidParams("unknown tool %q; the sidecar serves %s", p.Name, strings.Join(names, ", "))
+	if _, ok := schema.LookupTool(p.Name); !ok {
+		return nil, invalidParams("unknown tool %q; the sidecar serves %s", p.Name, strings.Join(schema.ToolNames(), ", "))
 	}
-	args := []byte(p.Arguments)
-	if len(args) == 0 || string(args) == "null" {
-		args = []byte("{}")
-	}
-	if problems := schema.ValidateToolArgs(p.Name, args); len(problems) > 0 {
+	call, problems := schema.DecodeToolCall(p.Name, p.Arguments)
+	if len(problems) > 0 {
 		lines := make([]string, len(problems))
 		for i, pr := range problems {
 			lines[i] = pr.String()
@@ -49,18 +54,17 @@ func (s *Server) toolsCall(ctx context.Context, req *jsonrpc2.Request) (any, err
 		return errorResult(fmt.Sprintf("%s was not run: invalid arguments: %s. Fix the arguments and call it again.",
 			p.Name, strings.Join(lines, "; "))), nil
 	}
-	if p.Name == peersTool {
-		st := status(rt)
-		return ToolCallResult{Content: []TextContent{{Type: "text", Text: peersText(rt.NodeID(), st.Peers)}}, Details: st}, nil
+	if local, ok := localTools[call.Tool.Name]; ok {
+		return local(rt, call), nil
 	}
-	call := cluster.CallInfo{HostTimeout: time.Duration(max(p.TimeoutMs, 0)) * time.Millisecond}
+	info := cluster.CallInfo{HostTimeout: time.Duration(max(p.TimeoutMs, 0)) * time.Millisecond}
 	if p.Session != nil && validSessionKey(p.Session.Key) {
-		call.SessionKey = p.Session.Key
+		info.SessionKey = p.Session.Key
 		if mesh.ValidCapID(p.Session.AgentID) {
-			call.AgentID = p.Session.AgentID
+			info.AgentID = p.Session.AgentID
 		}
 	}
-	res := rt.CallTool(ctx, p.Name, args, call)
+	res := rt.CallTool(ctx, call, info)
 	return ToolCallResult{Content: []TextContent{{Type: "text", Text: res.Text}}, Details: res.Details, IsError: res.IsError}, nil
 }
 
@@ -85,15 +89,15 @@ func errorResult(text string) ToolCallResult {
 // status is the cluster as rt sees it, shaped for hosts and agents.
 func status(rt *cluster.Runtime) StatusResult {
 	peers := rt.Peers()
-	out := StatusResult{NodeID: rt.NodeID(), Peers: make([]PeerStatus, 0, len(peers))}
+	out := StatusResult{NodeID: rt.NodeID(), Peers: make([]PeerView, 0, len(peers))}
 	for _, p := range peers {
-		out.Peers = append(out.Peers, peerStatus(p))
+		out.Peers = append(out.Peers, peerView(p))
 	}
 	return out
 }
 
-func peerStatus(p mesh.PeerInfo) PeerStatus {
-	ps := PeerStatus{NodeID: p.NodeID, Status: string(p.Status), Via: p.Via,
+func peerView(p mesh.PeerInfo) PeerView {
+	ps := PeerView{NodeID: p.NodeID, Status: string(p.Status), Via: p.Via,
 		Agents: []AgentView{}, Models: []string{}, Tags: p.Tags}
 	if ps.Tags == nil {
 		ps.Tags = []string{}
@@ -112,7 +116,7 @@ func peerStatus(p mesh.PeerInfo) PeerStatus {
 }
 
 // peersText is cluster_peers' answer for the agent.
-func peersText(self string, peers []PeerStatus) string {
+func peersText(self string, peers []PeerView) string {
 	if len(peers) == 0 {
 		return fmt.Sprintf("This node is %q. No other node is reachable: check the peers and listen settings of the clawmatrix config on both sides.", self)
 	}

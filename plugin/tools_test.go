@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/clawmatrix/clawmatrix/schema"
 )
 
 const (
@@ -395,5 +397,19 @@ func TestHandoffInBackground(t *testing.T) {
 	}
 	if !strings.Contains(other.Content[0].Text, "this conversation has sent no messages") {
 		t.Errorf("another conversation sees this one's tasks: %+v", other)
+	}
+}
+
+// Every tool of schema's catalogue is answered: cluster_peers here, the
+// tools without a mesh method by the runtime's delegation (cluster_send,
+// cluster_tasks), the rest on the node they name (cluster/remote tests that
+// side).
+func TestEveryLocalToolIsAnswered(t *testing.T) {
+	delegated := map[string]bool{schema.ToolSend: true, schema.ToolTasks: true}
+	for _, tool := range schema.Tools() {
+		_, local := localTools[tool.Name]
+		if (local || delegated[tool.Name]) != (tool.Method == "") {
+			t.Errorf("%s (method %q): local implementation %v", tool.Name, tool.Method, local)
+		}
 	}
 }

@@ -412,6 +412,16 @@ func (c *Config) normalize() {
 	}
 }
 
+// Gateway locates the local OpenClaw gateway, as the host hands it to the
+// sidecar in initialize (docs/HOST-PROTOCOL.md): the gateway serves
+// cluster_tool requests and, for models with serveViaGateway, model turns.
+// The token never appears in results, logs or errors.
+type Gateway struct {
+	// URL is the gateway's base URL, e.g. http://127.0.0.1:18789.
+	URL   string
+	Token string
+}
+
 // CatalogModel is one model as OpenClaw's provider catalogue lists it.
 type CatalogModel struct {
 	ID            string   `json:"id"`
@@ -426,21 +436,34 @@ type CatalogModel struct {
 
 // CatalogModels returns the models this node offers its OpenClaw as provider
 // clawmatrix: models, then proxyModels, by id, the first entry of an id
-// winning (docs/HOST-PROTOCOL.md, initialize: provider.models).
+// winning (docs/HOST-PROTOCOL.md, initialize: provider.models). Every field
+// is filled (DefaultModelParams for any left zero, name = description or
+// id), so a config built in code and one parsed from JSON give the same list.
 func (c *Config) CatalogModels() []CatalogModel {
 	out := make([]CatalogModel, 0, len(c.Models)+len(c.ProxyModels))
 	seen := make(map[string]bool, cap(out))
+	def := DefaultModelParams()
 	add := func(id, name string, p ModelParams) {
 		if seen[id] {
 			return
 		}
 		seen[id] = true
-		out = append(out, CatalogModel{
+		m := CatalogModel{
 			// The proxy is what OpenClaw talks to, whatever p.API says.
 			ID: id, Name: name, API: DefaultAPI, Reasoning: p.Reasoning,
 			Input: append([]string(nil), p.Input...), Cost: p.Cost,
 			ContextWindow: p.ContextWindow, MaxTokens: p.MaxTokens,
-		})
+		}
+		if m.ContextWindow <= 0 {
+			m.ContextWindow = def.ContextWindow
+		}
+		if m.MaxTokens <= 0 {
+			m.MaxTokens = def.MaxTokens
+		}
+		if len(m.Input) == 0 {
+			m.Input = append([]string(nil), def.Input...)
+		}
+		out = append(out, m)
 	}
 	for _, m := range c.Models {
 		add(m.ID, m.DisplayName(), m.ModelParams)

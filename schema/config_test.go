@@ -188,6 +188,33 @@ func TestCatalogModelsUnionFirstWins(t *testing.T) {
 	}
 }
 
+func TestCatalogModelsFillEveryField(t *testing.T) {
+	cfg := &Config{
+		Models: []Model{
+			{ID: "a", Provider: "p", Description: "Model A", ModelParams: ModelParams{API: "openai-completions", ContextWindow: 32000, MaxTokens: 1000, Reasoning: true, Input: []string{"text", "image"}, Cost: Cost{Input: 1, Output: 2}}},
+			{ID: "bare", Provider: "p"}, // built in code: params left zero
+		},
+		ProxyModels: []ProxyModel{
+			{ID: "a", NodeID: "x", Description: "loses to the local entry"},
+			{ID: "remote", NodeID: "gpu", ModelParams: DefaultModelParams()},
+		},
+	}
+	got, err := json.Marshal(cfg.CatalogModels())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `[` +
+		`{"id":"a","name":"Model A","api":"openai-completions","reasoning":true,"input":["text","image"],"cost":{"input":1,"output":2,"cacheRead":0,"cacheWrite":0},"contextWindow":32000,"maxTokens":1000},` +
+		`{"id":"bare","name":"bare","api":"openai-completions","reasoning":false,"input":["text"],"cost":{"input":0,"output":0,"cacheRead":0,"cacheWrite":0},"contextWindow":128000,"maxTokens":4096},` +
+		`{"id":"remote","name":"remote","api":"openai-completions","reasoning":false,"input":["text"],"cost":{"input":0,"output":0,"cacheRead":0,"cacheWrite":0},"contextWindow":128000,"maxTokens":4096}]`
+	if string(got) != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+	if len((&Config{}).CatalogModels()) != 0 {
+		t.Fatal("empty config gave models")
+	}
+}
+
 func TestRedactedHidesEverySecret(t *testing.T) {
 	cfg := mustParse(t, `{"nodeId": "a", "secret": "cluster-secret-value", "proxyKey": "proxy-key-value",
 		"models": [{"id": "m", "provider": "p", "upstream": {"baseUrl": "http://127.0.0.1:1/v1", "apiKey": "upstream-key-value"}}]}`)

@@ -2,7 +2,6 @@ package schema
 
 import (
 	"path/filepath"
-	"regexp"
 	"strings"
 )
 
@@ -61,18 +60,27 @@ func withExt(path, ext string) string {
 	return strings.TrimSuffix(path, old) + ext
 }
 
-var nodeIDRe = regexp.MustCompile(nodeIDPattern)
+// MaxNodeIDLen is the longest node id accepted, in bytes.
+const MaxNodeIDLen = 64
 
 // CheckNodeID returns what is wrong with a node id, in the words config
-// validation uses, or "".
+// validation uses, or "". It is the one rule for node ids: config, the
+// identity commands and the mesh's frame decoder all use it, so it must stay
+// cheap (no allocation) and match nodeIDPattern. Ids are this narrow because
+// they appear in logs, prompts and close reasons: an id from a peer can carry
+// no line break or instruction.
 func CheckNodeID(id string) string {
 	switch {
 	case id == "":
 		return "must not be empty"
-	case len(id) > 64:
+	case len(id) > MaxNodeIDLen:
 		return "must be at most 64 characters long"
-	case !nodeIDRe.MatchString(id):
-		return `may contain only letters, digits, ".", "_" and "-"`
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return `may contain only letters, digits, ".", "_" and "-"`
+		}
 	}
 	return ""
 }

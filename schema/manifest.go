@@ -6,9 +6,10 @@ import (
 )
 
 // ProxyKeyEnv is the environment variable through which OpenClaw sees the
-// provider credential of the clawmatrix model proxy: the adapter (index.js)
-// registers the provider with it in envVars and sets it in process.env, since
-// OpenClaw runs a provider catalog only when its credential is present.
+// provider credential of the clawmatrix model proxy: the adapter registers the
+// provider with it in envVars (lib/catalog.js) and sets it in process.env
+// (index.js), since OpenClaw runs a provider catalog only when its credential
+// is present.
 const ProxyKeyEnv = "CLAWMATRIX_PROXY_KEY"
 
 // uiHint is one entry of the manifest's uiHints: how OpenClaw's config UI

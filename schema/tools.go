@@ -1,12 +1,19 @@
 package schema
 
 import (
+	"bytes"
 	"encoding/json"
+	"math"
+	"reflect"
 	"strings"
 	"sync"
 )
 
-// Tool is one tool offered to agents (README.md, Tools for agents).
+// Tool is one tool offered to agents (README.md, Tools for agents). The
+// catalogue (Tools) is the one registry of tools: the manifest's contract,
+// openclaw.tools.json, the tools the host registers, the caller's dispatch
+// (plugin, by Method) and the target's handlers (cluster/remote, one per
+// Method) all come from it.
 type Tool struct {
 	Name  string
 	Label string
@@ -14,8 +21,11 @@ type Tool struct {
 	// back, what the arguments mean.
 	Description string
 	// Args points to the argument struct the tool's parameters are generated
-	// from; arguments decode into a value of that type.
+	// from; DecodeToolCall decodes arguments into a new value of that type.
 	Args any
+	// Method is the mesh method that carries a call to the node that runs
+	// it; empty for a tool the calling node answers itself (cluster_peers).
+	Method string
 }
 
 // Tool names (contract).
@@ -109,21 +119,24 @@ var tools = []Tool{
 			"Use it for simple operations there (inspect, build, run a script); for multi-step work that needs " +
 			"judgement on that machine, use cluster_handoff. The target node must allow remote tools (toolProxy), " +
 			"and output beyond its cap is cut with a note.",
-		Args: &ExecArgs{},
+		Args:   &ExecArgs{},
+		Method: "remote.exec",
 	},
 	{
 		Name:  ToolRead,
 		Label: "Cluster read",
 		Description: "Read a text file on another node of the cluster and get back its content (a range of lines with " +
 			"offset and limit for big files). Says so when the file is binary. The target node must allow remote tools (toolProxy).",
-		Args: &ReadArgs{},
+		Args:   &ReadArgs{},
+		Method: "remote.read",
 	},
 	{
 		Name:  ToolWrite,
 		Label: "Cluster write",
 		Description: "Write a text file on another node of the cluster, replacing it atomically, or appending with append: true. " +
 			"Returns the number of bytes written. The target node must allow remote tools (toolProxy).",
-		Args: &WriteArgs{},
+		Args:   &WriteArgs{},
+		Method: "remote.write",
 	},
 	{
 		Name:  ToolTool,
@@ -132,7 +145,8 @@ var tools = []Tool{
 			"through that node's gateway, and get back the tool's result. Use cluster_exec, cluster_read and " +
 			"cluster_write for shell commands and files. The target node must allow the tool (toolProxy), and its " +
 			"gateway may still refuse tools it blocks over HTTP.",
-		Args: &ToolArgs{},
+		Args:   &ToolArgs{},
+		Method: "remote.tool",
 	},
 	{
 		Name:  ToolHandoff,
@@ -150,6 +164,9 @@ var tools = []Tool{
 			"meanwhile. Not guaranteed: that the task succeeds, or that a run cut off by a restart of the target is run " +
 			"again (it is reported failed).",
 		Args: &HandoffArgs{},
+		// The mesh method of a handoff that waits; one that does not goes
+		// through the durable outbox (cluster/delivery) like cluster_send.
+		Method: "remote.handoff",
 	},
 	{
 		Name:  ToolSend,
@@ -164,6 +181,8 @@ var tools = []Tool{
 			"default 24 hours), cancelled. Refused at once, with the reason: an agent no node has ever offered, a " +
 			"full outbox here or a full inbox at the target. Not guaranteed: that the agent's turn succeeds, or that a " +
 			"run cut off by a restart of the target is run again (it is reported failed).",
+		// No mesh method of its own: the calling node stores it in its
+		// durable outbox, which carries it (cluster/delivery).
 		Args: &SendArgs{},
 	},
 	{
@@ -197,6 +216,7 @@ func ToolNames() []string {
 var toolSchemas = sync.OnceValue(func() map[string]toolSchema {
 	out := make(map[string]toolSchema, len(tools))
 	for _, t := range tools {
+		checkArgTypes(t)
 		s := reflectSchema(t.Args)
 		s.Version = "" // a plain object schema, as OpenClaw's registerTool takes it
 		raw, err := json.Marshal(s)
@@ -223,25 +243,51 @@ func ToolParameters(name string) []byte {
 	return append([]byte(nil), s.raw...)
 }
 
-// ValidateToolArgs checks args (a JSON object; empty or null counts as {})
-// against the named tool's schema and the rules that handoff and send need an
-// agent, a node or tags (tags and node exclude each other), and that
-// cluster_tasks cancels only a named id. An unknown tool gets one problem listing the valid names.
-func ValidateToolArgs(name string, args []byte) []Problem {
-	s, ok := toolSchemas()[name]
+// LookupTool returns the named tool of the catalogue.
+func LookupTool(name string) (Tool, bool) {
+	for _, t := range tools {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	return Tool{}, false
+}
+
+// ToolCall is one call of a tool, its arguments checked against the tool's
+// schema and decoded: each side of a remote call (the caller's sidecar and
+// the target node) reads the arguments once, with DecodeToolCall.
+type ToolCall struct {
+	Tool Tool
+	// Args is a new value of the tool's Args type (*ExecArgs, *ReadArgs, ...).
+	Args any
+	// Raw is the arguments as JSON ({} when none were given), as they go to
+	// the node that runs the tool.
+	Raw []byte
+}
+
+// DecodeToolCall checks args (a JSON object; empty or null counts as {})
+// against the named tool's schema and the rules that handoff and send need
+// an agent, a node or tags (tags and node exclude each other) and that
+// cluster_tasks cancels only a named id, and decodes them into the tool's
+// Args type. The JSON
+// is parsed once: the checked value itself is decoded. An unknown tool gets
+// one problem listing the valid names.
+func DecodeToolCall(name string, args []byte) (ToolCall, []Problem) {
+	t, ok := LookupTool(name)
 	if !ok {
-		return []Problem{{Message: "unknown tool " + quote(name) + "; valid tools: " + strings.Join(ToolNames(), ", ")}}
+		return ToolCall{}, []Problem{{Message: "unknown tool " + quote(name) + "; valid tools: " + strings.Join(ToolNames(), ", ")}}
 	}
-	trimmed := strings.TrimSpace(string(args))
-	if trimmed == "" || trimmed == "null" {
-		args = []byte("{}")
+	call := ToolCall{Tool: t, Raw: args}
+	if trimmed := bytes.TrimSpace(args); len(trimmed) == 0 || string(trimmed) == "null" {
+		call.Raw = []byte("{}")
 	}
-	inst, err := decodeJSON(args)
+	inst, err := decodeJSON(call.Raw)
 	if err != nil {
-		return []Problem{{Message: "arguments are not valid JSON: " + describeJSONError(args, err)}}
+		return call, []Problem{{Message: "arguments are not valid JSON: " + describeJSONError(call.Raw, err)}}
 	}
-	problems, _ := validate(s.compiled, inst)
-	if obj, ok := inst.(map[string]any); ok && (name == ToolHandoff || name == ToolSend) {
+	problems, _ := validate(toolSchemas()[name].compiled, inst)
+	obj, isObject := inst.(map[string]any)
+	if isObject && (name == ToolHandoff || name == ToolSend) {
 		_, hasAgent := obj["agent"]
 		_, hasNode := obj["node"]
 		_, hasTags := obj["tags"]
@@ -252,13 +298,91 @@ func ValidateToolArgs(name string, args []byte) []Problem {
 			problems = append(problems, Problem{Path: "tags", Message: `give "node" or "tags", not both: tags choose the node`})
 		}
 	}
-	if obj, ok := inst.(map[string]any); ok && name == ToolTasks {
+	if isObject && name == ToolTasks {
 		_, hasID := obj["id"]
 		if c, _ := obj["cancel"].(bool); c && !hasID {
 			problems = append(problems, Problem{Path: "cancel", Message: `cancel needs "id": the message or task to cancel (cluster_tasks without arguments lists them)`})
 		}
 	}
-	return sortProblems(problems)
+	if !isObject && len(problems) == 0 {
+		problems = append(problems, Problem{Message: "must be an object"})
+	}
+	if len(problems) > 0 {
+		return call, sortProblems(problems)
+	}
+	v := reflect.New(reflect.TypeOf(t.Args).Elem())
+	if p := assignArgs(v.Elem(), obj); p != nil {
+		return call, []Problem{*p}
+	}
+	call.Args = v.Interface()
+	return call, nil
+}
+
+// assignArgs fills an Args struct from a checked JSON object (numbers as
+// json.Number). Argument structs hold strings, whole numbers, booleans,
+// optional booleans (*bool), lists of strings and free-form objects
+// (map[string]any) only; checkArgTypes holds them to it.
+func assignArgs(dst reflect.Value, obj map[string]any) *Problem {
+	typ := dst.Type()
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		key, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		raw, ok := obj[key]
+		if !ok || raw == nil {
+			continue
+		}
+		field := dst.Field(i)
+		switch field.Kind() {
+		case reflect.String:
+			s, _ := raw.(string)
+			field.SetString(s)
+		case reflect.Bool:
+			b, _ := raw.(bool)
+			field.SetBool(b)
+		case reflect.Int:
+			n, _ := raw.(json.Number)
+			v, err := n.Int64()
+			if err != nil {
+				// The schema takes 1e3 and 2.0 as whole numbers too.
+				f, ferr := n.Float64()
+				if ferr != nil || f != math.Trunc(f) || f > math.MaxInt64 || f < math.MinInt64 {
+					return &Problem{Path: key, Message: "must be a whole number that fits in 64 bits (got " + n.String() + ")"}
+				}
+				v = int64(f)
+			}
+			field.SetInt(v)
+		case reflect.Map:
+			m, _ := raw.(map[string]any)
+			field.Set(reflect.ValueOf(m))
+		case reflect.Pointer:
+			b, _ := raw.(bool)
+			field.Set(reflect.ValueOf(&b))
+		case reflect.Slice:
+			items, _ := raw.([]any)
+			list := make([]string, len(items))
+			for i, it := range items {
+				list[i], _ = it.(string)
+			}
+			field.Set(reflect.ValueOf(list))
+		}
+	}
+	return nil
+}
+
+// checkArgTypes panics when an Args struct has a field assignArgs cannot
+// fill: a new tool with such a field fails every test at once.
+func checkArgTypes(t Tool) {
+	typ := reflect.TypeOf(t.Args).Elem()
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		switch k := f.Type.Kind(); {
+		case k == reflect.String, k == reflect.Bool, k == reflect.Int:
+		case f.Type == reflect.TypeFor[map[string]any](), f.Type == reflect.TypeFor[*bool](), f.Type == reflect.TypeFor[[]string]():
+		default:
+			panic("schema: " + t.Name + " argument " + f.Name + " has type " + f.Type.String() +
+				"; tool arguments are strings, ints, bools, *bool, []string or map[string]any (see assignArgs)")
+		}
+	}
 }
 
 func quote(s string) string {

@@ -75,7 +75,7 @@ func TestToolRequiredArguments(t *testing.T) {
 	}
 }
 
-func TestValidateToolArgs(t *testing.T) {
+func TestDecodeToolCallProblems(t *testing.T) {
 	const missingTarget = `missing "agent", "node" or "tags": name the remote agent, the node whose main agent should take it, or tags a node must have (see cluster_peers)`
 	tests := []struct {
 		tool string
@@ -126,7 +126,10 @@ func TestValidateToolArgs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.tool+" "+tt.args, func(t *testing.T) {
-			problems := ValidateToolArgs(tt.tool, []byte(tt.args))
+			call, problems := DecodeToolCall(tt.tool, []byte(tt.args))
+			if (problems == nil) != (call.Args != nil) {
+				t.Errorf("decoded %+v with problems %v: want arguments exactly when there is no problem", call.Args, problems)
+			}
 			got := make([]string, len(problems))
 			for i, p := range problems {
 				got[i] = p.String()
@@ -139,7 +142,8 @@ func TestValidateToolArgs(t *testing.T) {
 }
 
 // TestValidArgsDecodeIntoArgStructs checks that arguments the schema accepts
-// decode into the tool's Args type, field for field.
+// decode into the tool's Args type, field for field, as encoding/json would
+// decode them.
 func TestValidArgsDecodeIntoArgStructs(t *testing.T) {
 	tests := []struct {
 		tool string
@@ -147,30 +151,66 @@ func TestValidArgsDecodeIntoArgStructs(t *testing.T) {
 		want any
 	}{
 		{ToolExec, `{"node": "b", "command": "ls", "cwd": "/tmp", "timeoutMs": 5}`, &ExecArgs{Node: "b", Command: "ls", Cwd: "/tmp", TimeoutMs: 5}},
+		{ToolExec, `{"node": "b", "command": "ls", "timeoutMs": 1e3}`, &ExecArgs{Node: "b", Command: "ls", TimeoutMs: 1000}},
 		{ToolRead, `{"node": "b", "path": "p", "offset": 2, "limit": 3}`, &ReadArgs{Node: "b", Path: "p", Offset: 2, Limit: 3}},
 		{ToolWrite, `{"node": "b", "path": "p", "content": "c", "append": true}`, &WriteArgs{Node: "b", Path: "p", Content: "c", Append: true}},
-		{ToolTool, `{"node": "b", "tool": "t", "args": {"k": "v"}}`, &ToolArgs{Node: "b", Tool: "t", Args: map[string]any{"k": "v"}}},
+		{ToolTool, `{"node": "b", "tool": "t", "args": {"k": "v", "n": 12345678901234567890}}`, &ToolArgs{Node: "b", Tool: "t", Args: map[string]any{"k": "v", "n": json.Number("12345678901234567890")}}},
 		{ToolHandoff, `{"agent": "a", "node": "b", "task": "t", "context": "c", "timeoutMs": 9}`, &HandoffArgs{Agent: "a", Node: "b", Task: "t", Context: "c", TimeoutMs: 9}},
 		{ToolSend, `{"agent": "a", "message": "m"}`, &SendArgs{Agent: "a", Message: "m"}},
+		{ToolSend, `{"tags": ["x", "y"], "message": "m", "ttlMs": 5000}`, &SendArgs{Tags: []string{"x", "y"}, Message: "m", TTLMs: 5000}},
+		{ToolHandoff, `{"agent": "a", "task": "t", "wait": false}`, &HandoffArgs{Agent: "a", Task: "t", Wait: new(bool)}},
+		{ToolTasks, `{"id": "t-1", "cancel": true, "limit": 3}`, &TasksArgs{ID: "t-1", Cancel: true, Limit: 3}},
 		{ToolPeers, `{}`, &PeersArgs{}},
-	}
-	byName := map[string]Tool{}
-	for _, tool := range Tools() {
-		byName[tool.Name] = tool
+		{ToolPeers, ``, &PeersArgs{}},
 	}
 	for _, tt := range tests {
-		if p := ValidateToolArgs(tt.tool, []byte(tt.args)); p != nil {
-			t.Fatalf("%s: %v", tt.tool, p)
+		call, p := DecodeToolCall(tt.tool, []byte(tt.args))
+		if p != nil {
+			t.Fatalf("%s %s: %v", tt.tool, tt.args, p)
 		}
-		dst := reflect.New(reflect.TypeOf(byName[tt.tool].Args).Elem()).Interface()
-		dec := json.NewDecoder(strings.NewReader(tt.args))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(dst); err != nil {
-			t.Fatalf("%s: decode: %v", tt.tool, err)
+		if !reflect.DeepEqual(call.Args, tt.want) {
+			t.Errorf("%s: decoded %+v, want %+v", tt.tool, call.Args, tt.want)
 		}
-		if !reflect.DeepEqual(dst, tt.want) {
-			t.Errorf("%s: decoded %+v, want %+v", tt.tool, dst, tt.want)
+		if call.Tool.Name != tt.tool || (tt.args == "" && string(call.Raw) != "{}") || (tt.args != "" && string(call.Raw) != tt.args) {
+			t.Errorf("%s: call %+v, raw %s", tt.tool, call.Tool, call.Raw)
 		}
+		// What encoding/json makes of the same arguments (numbers kept
+		// exact in free-form objects).
+		dst := reflect.New(reflect.TypeOf(call.Tool.Args).Elem()).Interface()
+		dec := json.NewDecoder(strings.NewReader(string(call.Raw)))
+		dec.UseNumber()
+		if err := dec.Decode(dst); err == nil && !reflect.DeepEqual(dst, call.Args) && !strings.Contains(tt.args, "1e3") {
+			t.Errorf("%s: encoding/json decodes %+v, DecodeToolCall %+v", tt.tool, dst, call.Args)
+		}
+	}
+	// A whole number past 64 bits is refused with its field.
+	if _, p := DecodeToolCall(ToolExec, []byte(`{"node": "b", "command": "ls", "timeoutMs": 1e30}`)); len(p) != 1 || p[0].Path != "timeoutMs" {
+		t.Errorf("timeoutMs 1e30: problems %v", p)
+	}
+}
+
+// The registry: the tools that run on another node per call travel by
+// their own mesh method; cluster_peers and cluster_tasks are answered by
+// the calling node, and cluster_send by its durable outbox. LookupTool finds
+// each.
+func TestToolMethods(t *testing.T) {
+	seen := map[string]bool{}
+	for _, tool := range Tools() {
+		got, ok := LookupTool(tool.Name)
+		if !ok || got.Name != tool.Name {
+			t.Errorf("LookupTool(%q) = %+v, %v", tool.Name, got, ok)
+		}
+		local := tool.Name == ToolPeers || tool.Name == ToolTasks || tool.Name == ToolSend
+		if (tool.Method == "") != local {
+			t.Errorf("%s: method %q; only cluster_peers, cluster_tasks and cluster_send have none", tool.Name, tool.Method)
+		}
+		if tool.Method != "" && (seen[tool.Method] || !strings.HasPrefix(tool.Method, "remote.")) {
+			t.Errorf("%s: method %q is taken twice or outside remote.*", tool.Name, tool.Method)
+		}
+		seen[tool.Method] = true
+	}
+	if _, ok := LookupTool("cluster_nope"); ok {
+		t.Error("LookupTool found an unknown tool")
 	}
 }
 

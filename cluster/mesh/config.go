@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/clawmatrix/clawmatrix/schema"
 )
 
 // PeerAddr is a peer this node dials.
@@ -252,36 +254,13 @@ func (c *Config) writeTimeout() time.Duration {
 }
 
 // MaxNodeIDLen is the longest node id accepted.
-const MaxNodeIDLen = 64
+const MaxNodeIDLen = schema.MaxNodeIDLen
 
-// checkNodeID keeps node ids to letters, digits, '.', '_' and '-' (the
-// config schema's rule), because they appear in logs, prompts and close
-// reasons: an id from a peer can carry no line break or instruction.
 func checkNodeID(id string) error {
-	if id == "" {
-		return errors.New("must not be empty")
-	}
-	if len(id) > MaxNodeIDLen {
-		return fmt.Errorf("is %d bytes long; use at most %d", len(id), MaxNodeIDLen)
-	}
-	if !ValidNodeID(id) {
-		return fmt.Errorf("%q may only contain letters, digits, '.', '_' and '-'", id)
+	if msg := schema.CheckNodeID(id); msg != "" {
+		return errors.New(msg)
 	}
 	return nil
-}
-
-// ValidNodeID reports whether id uses only the node-id character set.
-func ValidNodeID(id string) bool {
-	if id == "" || len(id) > MaxNodeIDLen {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 func checkPeerURL(s string) error {

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/clawmatrix/clawmatrix/cluster/identity"
 )
 
 // Topology gossip (peer_sync).
@@ -356,7 +358,7 @@ func (n *Node) logUntrusted(origin string, key []byte, via string, err error) {
 		n.untrustedLog = make(map[string]time.Time)
 	}
 	n.untrustedLog[origin] = now
-	n.log.Error("mesh: refused a topology entry: its node key is not trusted for its id", "id", origin, "key", keyFingerprint(key), "via", via, "err", err)
+	n.log.Error("mesh: refused a topology entry: its node key is not trusted for its id", "id", origin, "key", identity.Fingerprint(key), "via", via, "err", err)
 }
 
 // supersedes reports whether entry e replaces cur, both of one origin id:

@@ -8,6 +8,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/clawmatrix/clawmatrix/cluster/identity"
 	"github.com/flynn/noise"
 	"github.com/gorilla/websocket"
 )
@@ -116,8 +117,8 @@ func (n *Node) checkHello(raw, static []byte) (*hello, error) {
 	if err := n.trust.Admit(h.NodeID, ed25519.PublicKey(h.Key)); err != nil {
 		// The full story (both fingerprints, the command to re-pin) goes to
 		// this node's log; the close reason has room for 123 bytes only.
-		n.log.Error("mesh: refused a node key", "peer", h.NodeID, "key", keyFingerprint(h.Key), "err", err)
-		return &h, authFail(CloseUntrusted, "node key %s refused for %q; the refusing node's log says why", keyFingerprint(h.Key)[:19], h.NodeID)
+		n.log.Error("mesh: refused a node key", "peer", h.NodeID, "key", identity.Fingerprint(h.Key), "err", err)
+		return &h, authFail(CloseUntrusted, "node key %s refused for %q; the refusing node's log says why", identity.Fingerprint(h.Key)[:19], h.NodeID)
 	}
 	if h.Caps != nil {
 		if err := checkCaps(h.Caps); err != nil {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clawmatrix/clawmatrix/cluster/identity"
 	"github.com/flynn/noise"
 	"github.com/gorilla/websocket"
 )
@@ -261,7 +262,7 @@ func TestHandshakePinnedKeyMismatch(t *testing.T) {
 		t.Fatal("a second key for a pinned id was accepted")
 	}
 	code, reason := p.closeFrame()
-	if code != CloseUntrusted || !strings.Contains(reason, keyFingerprint(p.priv.Public().(ed25519.PublicKey))[:19]) {
+	if code != CloseUntrusted || !strings.Contains(reason, identity.Fingerprint(p.priv.Public().(ed25519.PublicKey))[:19]) {
 		t.Fatalf("closed with %d %q; want %d naming the offered key", code, reason, CloseUntrusted)
 	}
 	stillServes(t, a, b)

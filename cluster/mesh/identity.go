@@ -3,12 +3,11 @@ package mesh
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"fmt"
 	"runtime/debug"
 	"sync"
 
+	"github.com/clawmatrix/clawmatrix/cluster/identity"
 	"github.com/flynn/noise"
 	"golang.org/x/crypto/argon2"
 )
@@ -37,19 +36,12 @@ func (t *memoryTrust) Admit(nodeID string, key ed25519.PublicKey) error {
 	if t.pins == nil {
 		t.pins = make(map[string]string)
 	}
-	fp := keyFingerprint(key)
+	fp := identity.Fingerprint(key)
 	if pinned, ok := t.pins[nodeID]; ok && pinned != fp {
 		return fmt.Errorf("node %q presented key %s but key %s is pinned for it", nodeID, fp, pinned)
 	}
 	t.pins[nodeID] = fp
 	return nil
-}
-
-// keyFingerprint is how a node key appears in logs and errors: the SHA-256
-// of the key, as OpenSSH prints host keys.
-func keyFingerprint(key ed25519.PublicKey) string {
-	sum := sha256.Sum256(key)
-	return "SHA256:" + base64.RawStdEncoding.EncodeToString(sum[:])
 }
 
 // cipherSuite is the one suite protocol v2 uses, for links and end-to-end

@@ -21,7 +21,7 @@ func TestProxySlowClientStallsUpstream(t *testing.T) {
 	const total = 256 << 20
 	var written atomic.Int64
 	event := "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"" + strings.Repeat("x", 1000) + "\"}}]}\n\n"
-	up.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+	up.SetBefore(func(w http.ResponseWriter, r *http.Request) bool {
 		w.Header().Set("Content-Type", "text/event-stream")
 		fl := w.(http.Flusher)
 		for written.Load() < total {
@@ -69,7 +69,7 @@ func TestProxySlowClientStallsUpstream(t *testing.T) {
 	// Hanging up releases everything down to the upstream.
 	conn.Close()
 	select {
-	case <-up.cancelled:
+	case <-up.Cancelled():
 	case <-time.After(5 * time.Second):
 		t.Fatal("upstream request was not cancelled after the client hung up")
 	}
@@ -79,7 +79,7 @@ func TestProxySlowClientStallsUpstream(t *testing.T) {
 // as it arrives instead of being held whole; if it then breaks, the client
 // sees a cut connection, never a complete-looking body.
 func TestProxyLargePlainResponse(t *testing.T) {
-	up := newMockLLM(t, "up-b")
+	up := startLLM(t, "up-b")
 	b := startNode(t, "b", []schema.Model{upstreamModel("m", up)})
 	a := startNode(t, "a", nil, b)
 	waitServes(t, a, "b", "m")
@@ -96,7 +96,7 @@ func TestProxyLargePlainResponse(t *testing.T) {
 	body := `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"` + content + `"},"finish_reason":"stop"}]}`
 	hold := make(chan struct{})
 	var breakOff atomic.Bool
-	up.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+	up.SetBefore(func(w http.ResponseWriter, r *http.Request) bool {
 		w.Header().Set("Content-Type", "application/json")
 		if !breakOff.Load() {
 			io.WriteString(w, body)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
+	"github.com/clawmatrix/clawmatrix/internal/mockllm"
 	"github.com/clawmatrix/clawmatrix/schema"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
@@ -24,8 +25,20 @@ const (
 	testKey    = "test-proxy-key-1"
 )
 
-func upstreamModel(id string, m *mockLLM) schema.Model {
-	return model(id, "local", &schema.Upstream{BaseURL: m.URL})
+// startLLM starts the mock model server named name for the test; by default
+// it answers "reply from <name>" (mockllm.Default).
+func startLLM(t testing.TB, name string) *mockllm.Server {
+	t.Helper()
+	m, err := mockllm.Start(mockllm.Options{Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func upstreamModel(id string, m *mockllm.Server) schema.Model {
+	return model(id, "local", &schema.Upstream{BaseURL: m.URL()})
 }
 
 func startNode(t testing.TB, id string, models []schema.Model, peers ...*mesh.Node) *mesh.Node {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
+	"github.com/clawmatrix/clawmatrix/internal/mockllm"
 	"github.com/clawmatrix/clawmatrix/schema"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
@@ -23,8 +24,8 @@ import (
 
 // twoNodes is A (the front, no models) linked to B, which serves "m"
 // through the mock upstream.
-func twoNodes(t *testing.T) (a, b *mesh.Node, up *mockLLM, front *Server) {
-	up = newMockLLM(t, "up-b")
+func twoNodes(t *testing.T) (a, b *mesh.Node, up *mockllm.Server, front *Server) {
+	up = startLLM(t, "up-b")
 	b = startNode(t, "b", []schema.Model{upstreamModel("m", up)})
 	a = startNode(t, "a", nil, b)
 	waitServes(t, a, "b", "m")
@@ -130,13 +131,13 @@ func TestProxyCompletions(t *testing.T) {
 	})
 
 	t.Run("upstream error passed through", func(t *testing.T) {
-		up.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+		up.SetBefore(func(w http.ResponseWriter, r *http.Request) bool {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusTooManyRequests)
 			io.WriteString(w, `{"error":{"message":"slow down","type":"rate_limit_error","param":null,"code":"rate_limited"}}`)
 			return true
 		})
-		defer up.setBefore(nil)
+		defer up.SetBefore(nil)
 		_, err := c.Chat.Completions.New(ctx, chatParams("m"))
 		wantAPIError(t, err, http.StatusTooManyRequests, "rate_limited", "slow down")
 	})
@@ -145,7 +146,7 @@ func TestProxyCompletions(t *testing.T) {
 func TestProxyRelayAndLocal(t *testing.T) {
 	// a - b - c in a line: a reaches c only through b. a serves "local"
 	// itself, c serves "far".
-	upA, upC := newMockLLM(t, "up-a"), newMockLLM(t, "up-c")
+	upA, upC := startLLM(t, "up-a"), startLLM(t, "up-c")
 	b := startNode(t, "b", nil)
 	a := startNode(t, "a", []schema.Model{upstreamModel("local", upA)}, b)
 	c := startNode(t, "c", []schema.Model{upstreamModel("far", upC)}, b)
@@ -192,7 +193,7 @@ func TestProxyRelayAndLocal(t *testing.T) {
 }
 
 func TestProxyPinnedRouting(t *testing.T) {
-	upB, upC := newMockLLM(t, "up-b"), newMockLLM(t, "up-c")
+	upB, upC := startLLM(t, "up-b"), startLLM(t, "up-c")
 	b := startNode(t, "b", []schema.Model{upstreamModel("m", upB)})
 	c := startNode(t, "c", []schema.Model{upstreamModel("m", upC)}, b)
 	a := startNode(t, "a", nil, b, c)
@@ -247,7 +248,7 @@ func (g *gate) hold(w http.ResponseWriter, r *http.Request) bool {
 }
 
 func TestProxyLoadSpread(t *testing.T) {
-	upB, upC := newMockLLM(t, "up-b"), newMockLLM(t, "up-c")
+	upB, upC := startLLM(t, "up-b"), startLLM(t, "up-c")
 	b := startNode(t, "b", []schema.Model{upstreamModel("m", upB)})
 	c := startNode(t, "c", []schema.Model{upstreamModel("m", upC)}, b)
 	a := startNode(t, "a", nil, b, c)
@@ -259,8 +260,8 @@ func TestProxyLoadSpread(t *testing.T) {
 
 	const n = 6
 	g := newGate(n)
-	upB.setBefore(g.hold)
-	upC.setBefore(g.hold)
+	upB.SetBefore(g.hold)
+	upC.SetBefore(g.hold)
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := 0; i < n; i++ {
@@ -285,7 +286,7 @@ func TestProxyLoadSpread(t *testing.T) {
 }
 
 func TestProxyFailover(t *testing.T) {
-	upB, upC := newMockLLM(t, "up-b"), newMockLLM(t, "up-c")
+	upB, upC := startLLM(t, "up-b"), startLLM(t, "up-c")
 	b := startNode(t, "b", []schema.Model{upstreamModel("m", upB)})
 	c := startNode(t, "c", []schema.Model{upstreamModel("m", upC)}, b)
 	a := startNode(t, "a", nil, b, c)
@@ -309,10 +310,10 @@ func TestProxyFailover(t *testing.T) {
 			return false
 		}
 	}
-	upB.setBefore(hold("b"))
-	upC.setBefore(hold("c"))
+	upB.SetBefore(hold("b"))
+	upC.SetBefore(hold("c"))
 	nodes := map[string]*mesh.Node{"b": b, "c": c}
-	ups := map[string]*mockLLM{"b": upB, "c": upC}
+	ups := map[string]*mockllm.Server{"b": upB, "c": upC}
 	go func() {
 		select {
 		case name := <-held:
@@ -334,7 +335,7 @@ func TestProxyFailover(t *testing.T) {
 		t.Fatalf("dead %s saw %d calls, survivor %s saw %d", dead, len(ups[dead].Calls()), survivor, len(ups[survivor].Calls()))
 	}
 	select {
-	case <-ups[dead].cancelled:
+	case <-ups[dead].Cancelled():
 	case <-time.After(5 * time.Second):
 		t.Fatal("the closed node's upstream request was not cancelled")
 	}
@@ -347,7 +348,7 @@ func TestProxyFailover(t *testing.T) {
 }
 
 func TestProxyFailoverUpstreamDown(t *testing.T) {
-	upC := newMockLLM(t, "up-c")
+	upC := startLLM(t, "up-c")
 	b := startNode(t, "b", []schema.Model{model("m", "local", &schema.Upstream{BaseURL: "http://127.0.0.1:1/v1"})})
 	c := startNode(t, "c", []schema.Model{upstreamModel("m", upC)}, b)
 	a := startNode(t, "a", nil, b, c)
@@ -388,8 +389,8 @@ func TestProxyNodeDiesMidResponse(t *testing.T) {
 	kill := func() { closeOnce.Do(func() { b.Close(); close(died) }) }
 
 	t.Run("stream", func(t *testing.T) {
-		up.setPieces([]string{"one ", "two ", "three"})
-		up.setBetween(func(r *http.Request, i int) {
+		up.SetReply(mockllm.Pieces("one ", "two ", "three"))
+		up.SetBetween(func(r *http.Request, i int) {
 			if i == 1 {
 				<-r.Context().Done() // hold after two pieces
 			}
@@ -411,7 +412,7 @@ func TestProxyNodeDiesMidResponse(t *testing.T) {
 			t.Fatalf("text %q", text)
 		}
 		select {
-		case <-up.cancelled:
+		case <-up.Cancelled():
 		case <-time.After(5 * time.Second):
 			t.Fatal("upstream request was not cancelled when its node closed")
 		}
@@ -419,9 +420,9 @@ func TestProxyNodeDiesMidResponse(t *testing.T) {
 
 	t.Run("plain", func(t *testing.T) {
 		// A second serving node that sends half a body, then dies.
-		up2 := newMockLLM(t, "up-d")
+		up2 := startLLM(t, "up-d")
 		arrived := make(chan struct{}, 1)
-		up2.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+		up2.SetBefore(func(w http.ResponseWriter, r *http.Request) bool {
 			w.Header().Set("Content-Type", "application/json")
 			io.WriteString(w, `{"id":"chatcmpl-1","object":"chat.completion","choices":[`)
 			w.(http.Flusher).Flush()
@@ -465,9 +466,9 @@ func TestProxyRetriesWhenNodeDiesMidPlainResponse(t *testing.T) {
 			return true
 		}
 	}
-	upD, upE := newMockLLM(t, "up-d"), newMockLLM(t, "up-e")
-	upD.setBefore(halfThenHang("d"))
-	upE.setBefore(halfThenHang("e"))
+	upD, upE := startLLM(t, "up-d"), startLLM(t, "up-e")
+	upD.SetBefore(halfThenHang("d"))
+	upE.SetBefore(halfThenHang("e"))
 	nodes := map[string]*mesh.Node{
 		"d": startNode(t, "d", []schema.Model{upstreamModel("m", upD)}, a),
 		"e": startNode(t, "e", []schema.Model{upstreamModel("m", upE)}, a),
@@ -504,7 +505,7 @@ func TestProxyCancelReachesUpstream(t *testing.T) {
 	cl := newClient(front)
 
 	t.Run("stream", func(t *testing.T) {
-		up.setBetween(func(r *http.Request, i int) {
+		up.SetBetween(func(r *http.Request, i int) {
 			if i == 0 {
 				<-r.Context().Done()
 			}
@@ -519,15 +520,15 @@ func TestProxyCancelReachesUpstream(t *testing.T) {
 		}
 		st.Close()
 		select {
-		case <-up.cancelled:
+		case <-up.Cancelled():
 		case <-time.After(5 * time.Second):
 			t.Fatal("the client's cancel did not reach the upstream")
 		}
 	})
 
 	t.Run("plain", func(t *testing.T) {
-		up.setBetween(nil)
-		up.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+		up.SetBetween(nil)
+		up.SetBefore(func(w http.ResponseWriter, r *http.Request) bool {
 			<-r.Context().Done()
 			return true
 		})
@@ -537,7 +538,7 @@ func TestProxyCancelReachesUpstream(t *testing.T) {
 			_, err := cl.Chat.Completions.New(ctx, chatParams("m"))
 			done <- err
 		}()
-		for call := range up.arrived {
+		for call := range up.Arrived() {
 			if !bytes.Contains(call.Body, []byte(`"stream"`)) {
 				break // skip the stream subtest's call
 			}
@@ -547,7 +548,7 @@ func TestProxyCancelReachesUpstream(t *testing.T) {
 			t.Fatal("cancelled request succeeded")
 		}
 		select {
-		case <-up.cancelled:
+		case <-up.Cancelled():
 		case <-time.After(5 * time.Second):
 			t.Fatal("the client's cancel did not reach the upstream")
 		}
@@ -560,7 +561,7 @@ func TestProxyCancelReachesUpstream(t *testing.T) {
 func TestProxyFailoverOnUpstreamRefusal(t *testing.T) {
 	// a serves m itself (RTT 0, so it is always tried first) through upB;
 	// c serves it through upC.
-	upB, upC := newMockLLM(t, "up-b"), newMockLLM(t, "up-c")
+	upB, upC := startLLM(t, "up-b"), startLLM(t, "up-c")
 	c := startNode(t, "c", []schema.Model{upstreamModel("m", upC)})
 	a := startNode(t, "a", []schema.Model{upstreamModel("m", upB)}, c)
 	waitServes(t, a, "c", "m")
@@ -576,7 +577,7 @@ func TestProxyFailoverOnUpstreamRefusal(t *testing.T) {
 	}
 
 	for _, status := range []int{http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable} {
-		upB.setBefore(refuse(status))
+		upB.SetBefore(refuse(status))
 		bBefore := len(upB.Calls())
 		for i := 0; i < 2; i++ {
 			var resp *http.Response
@@ -598,8 +599,8 @@ func TestProxyFailoverOnUpstreamRefusal(t *testing.T) {
 	}
 
 	// A 500 may mean the model ran: it is not retried elsewhere.
-	upB.setBefore(refuse(http.StatusInternalServerError))
-	upC.setBefore(refuse(http.StatusInternalServerError))
+	upB.SetBefore(refuse(http.StatusInternalServerError))
+	upC.SetBefore(refuse(http.StatusInternalServerError))
 	bBefore, cBefore := len(upB.Calls()), len(upC.Calls())
 	_, err := cl.Chat.Completions.New(ctx, chatParams("m"))
 	wantAPIError(t, err, http.StatusInternalServerError, "busy", "refused with 500")
@@ -608,8 +609,8 @@ func TestProxyFailoverOnUpstreamRefusal(t *testing.T) {
 	}
 
 	// Both refuse: each is asked once and the client gets the last answer.
-	upC.setBefore(refuse(http.StatusServiceUnavailable))
-	upB.setBefore(refuse(http.StatusServiceUnavailable))
+	upC.SetBefore(refuse(http.StatusServiceUnavailable))
+	upB.SetBefore(refuse(http.StatusServiceUnavailable))
 	bBefore, cBefore = len(upB.Calls()), len(upC.Calls())
 	_, err = cl.Chat.Completions.New(ctx, chatParams("m"))
 	wantAPIError(t, err, http.StatusServiceUnavailable, "busy", "refused with 503")
@@ -622,7 +623,7 @@ func TestProxyFailoverOnUpstreamRefusal(t *testing.T) {
 // client gets an error event at once, and the serving node's upstream
 // request is cancelled.
 func TestProxyRelayDiesMidStream(t *testing.T) {
-	up := newMockLLM(t, "up-c")
+	up := startLLM(t, "up-c")
 	b := startNode(t, "b", nil)
 	a := startNode(t, "a", nil, b)
 	startNode(t, "c", []schema.Model{upstreamModel("m", up)}, b)
@@ -633,8 +634,8 @@ func TestProxyRelayDiesMidStream(t *testing.T) {
 	cl := newClient(startFront(t, a))
 	ctx := testCtx(t)
 
-	up.setPieces([]string{"one ", "two ", "three"})
-	up.setBetween(func(r *http.Request, i int) {
+	up.SetReply(mockllm.Pieces("one ", "two ", "three"))
+	up.SetBetween(func(r *http.Request, i int) {
 		if i == 1 {
 			<-r.Context().Done()
 		}
@@ -653,7 +654,7 @@ func TestProxyRelayDiesMidStream(t *testing.T) {
 		t.Fatalf("stream ended with %v after %q; want an error event after the first two pieces", err, text)
 	}
 	select {
-	case <-up.cancelled:
+	case <-up.Cancelled():
 	case <-time.After(5 * time.Second):
 		t.Fatal("c's upstream request was not cancelled when the relay died")
 	}
@@ -662,7 +663,7 @@ func TestProxyRelayDiesMidStream(t *testing.T) {
 // Through a relay too, tool calls pass unchanged and a client's cancel
 // reaches the serving node's upstream.
 func TestProxyRelayToolCallsAndCancel(t *testing.T) {
-	up := newMockLLM(t, "up-c")
+	up := startLLM(t, "up-c")
 	b := startNode(t, "b", nil)
 	a := startNode(t, "a", nil, b)
 	startNode(t, "c", []schema.Model{upstreamModel("m", up)}, b)
@@ -682,7 +683,7 @@ func TestProxyRelayToolCallsAndCancel(t *testing.T) {
 		t.Fatalf("tool calls through the relay = %+v", out.Choices[0])
 	}
 
-	up.setBetween(func(r *http.Request, i int) {
+	up.SetBetween(func(r *http.Request, i int) {
 		if i == 0 {
 			<-r.Context().Done()
 		}
@@ -697,7 +698,7 @@ func TestProxyRelayToolCallsAndCancel(t *testing.T) {
 	}
 	st.Close()
 	select {
-	case <-up.cancelled:
+	case <-up.Cancelled():
 	case <-time.After(5 * time.Second):
 		t.Fatal("the client's cancel did not reach c's upstream through the relay")
 	}
@@ -707,7 +708,7 @@ func TestProxyRelayToolCallsAndCancel(t *testing.T) {
 // (the response head has reached the front) but before the first chunk has
 // sent nothing to the client: the stream is served whole by the next node.
 func TestProxyStreamFailoverBeforeFirstChunk(t *testing.T) {
-	upB, upC := newMockLLM(t, "up-b"), newMockLLM(t, "up-c")
+	upB, upC := startLLM(t, "up-b"), startLLM(t, "up-c")
 	b := startNode(t, "b", []schema.Model{upstreamModel("m", upB)})
 	c := startNode(t, "c", []schema.Model{upstreamModel("m", upC)}, b)
 	a := startNode(t, "a", nil, b, c)
@@ -744,10 +745,10 @@ func TestProxyStreamFailoverBeforeFirstChunk(t *testing.T) {
 			return true
 		}
 	}
-	upB.setBefore(hold("b"))
-	upC.setBefore(hold("c"))
+	upB.SetBefore(hold("b"))
+	upC.SetBefore(hold("c"))
 	nodes := map[string]*mesh.Node{"b": b, "c": c}
-	ups := map[string]*mockLLM{"b": upB, "c": upC}
+	ups := map[string]*mockllm.Server{"b": upB, "c": upC}
 	go func() {
 		var name string
 		select {
@@ -782,7 +783,7 @@ func TestProxyStreamFailoverBeforeFirstChunk(t *testing.T) {
 		t.Fatalf("dead %s saw %d calls, survivor %s saw %d", dead, len(ups[dead].Calls()), survivor, len(ups[survivor].Calls()))
 	}
 	select {
-	case <-ups[dead].cancelled:
+	case <-ups[dead].Cancelled():
 	case <-time.After(5 * time.Second):
 		t.Fatal("the closed node's upstream request was not cancelled")
 	}
@@ -797,7 +798,7 @@ func TestProxyStreamsWithoutEventStreamType(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	gotFirst := make(chan struct{})
-	up.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+	up.SetBefore(func(w http.ResponseWriter, r *http.Request) bool {
 		w.Header().Set("Content-Type", "application/json")
 		fl := w.(http.Flusher)
 		io.WriteString(w, "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"first \"},\"finish_reason\":null}]}\n\n")
@@ -828,7 +829,7 @@ func TestProxyStreamsWithoutEventStreamType(t *testing.T) {
 // try, is answered with a plain 502: nothing had been sent yet.
 func TestProxyStreamBreaksBeforeFirstChunk(t *testing.T) {
 	_, _, up, front := twoNodes(t)
-	up.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+	up.SetBefore(func(w http.ResponseWriter, r *http.Request) bool {
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.WriteHeader(http.StatusOK)
 		w.(http.Flusher).Flush()
@@ -846,7 +847,7 @@ func TestProxyStreamBreaksBeforeFirstChunk(t *testing.T) {
 // response, never an SSE error event stuck onto a body of another type.
 func TestProxyNonSSEStreamBreakAborts(t *testing.T) {
 	_, _, up, front := twoNodes(t)
-	up.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+	up.SetBefore(func(w http.ResponseWriter, r *http.Request) bool {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"id":"chatcmpl-1","object":"chat.completion","choices":[`)
 		w.(http.Flusher).Flush()

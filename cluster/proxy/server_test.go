@@ -135,7 +135,7 @@ func TestProxyErrors(t *testing.T) {
 }
 
 func TestProxyBodyLimit(t *testing.T) {
-	up := newMockLLM(t, "up-b")
+	up := startLLM(t, "up-b")
 	b := startNode(t, "b", []schema.Model{upstreamModel("m", up)})
 	s, err := NewServer(ServerConfig{Node: b, Addr: "127.0.0.1:0", APIKey: testKey, MaxBodyBytes: 100})
 	if err != nil {
@@ -157,7 +157,7 @@ func TestProxyBodyLimit(t *testing.T) {
 // Closing the front ends the requests in flight, and through their mesh
 // streams the upstream requests on the serving node.
 func TestServerCloseEndsRequests(t *testing.T) {
-	up := newMockLLM(t, "up-b")
+	up := startLLM(t, "up-b")
 	b := startNode(t, "b", []schema.Model{upstreamModel("m", up)})
 	a := startNode(t, "a", nil, b)
 	waitServes(t, a, "b", "m")
@@ -168,7 +168,7 @@ func TestServerCloseEndsRequests(t *testing.T) {
 	if err := front.Start(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
-	up.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+	up.SetBefore(func(w http.ResponseWriter, r *http.Request) bool {
 		<-r.Context().Done()
 		return true
 	})
@@ -178,7 +178,7 @@ func TestServerCloseEndsRequests(t *testing.T) {
 		_, err := cl.Chat.Completions.New(testCtx(t), chatParams("m"))
 		done <- err
 	}()
-	<-up.arrived
+	<-up.Arrived()
 	if err := front.Close(); err != nil {
 		t.Logf("Close: %v", err) // a forced close after the grace period is fine
 	}
@@ -191,7 +191,7 @@ func TestServerCloseEndsRequests(t *testing.T) {
 		t.Fatal("the request hangs after Close")
 	}
 	select {
-	case <-up.cancelled:
+	case <-up.Cancelled():
 	case <-time.After(5 * time.Second):
 		t.Fatal("the upstream request was not cancelled when the front closed")
 	}

@@ -27,14 +27,6 @@ type Provider struct {
 	APIKey  string
 }
 
-// Gateway is the local OpenClaw gateway, the last resort for serving a model:
-// a request through it runs a full agent turn of Agent.
-type Gateway struct {
-	URL   string // e.g. http://127.0.0.1:18789
-	Token string
-	Agent string // requests go to model "openclaw/<Agent>"
-}
-
 // Default upstream timeouts.
 const (
 	DefaultConnectTimeout   = 10 * time.Second
@@ -48,8 +40,13 @@ type ServingConfig struct {
 	Models []schema.Model
 	// Providers are the host's OpenClaw providers by id.
 	Providers map[string]Provider
-	// Gateway is the local OpenClaw gateway; nil when there is none.
-	Gateway *Gateway
+	// Gateway is the local OpenClaw gateway, the last resort for serving a
+	// model (with serveViaGateway); nil when there is none.
+	Gateway *schema.Gateway
+	// GatewayAgent is the agent whose full turn a request through the
+	// gateway runs (model "openclaw/<agent>"); empty means the gateway's
+	// default agent.
+	GatewayAgent string
 	// Client makes the upstream requests; nil means a client owned by the
 	// Serving, with ConnectTimeout applied to dialing.
 	Client *http.Client
@@ -176,7 +173,7 @@ func (s *Serving) target(m schema.Model) (target, error) {
 		return target{url: chatURL(p.BaseURL), key: p.APIKey, model: m.ID, via: fmt.Sprintf("provider %q", m.Provider)}, nil
 	}
 	if g := s.cfg.Gateway; g != nil && g.URL != "" && m.ServeViaGateway {
-		agent := g.Agent
+		agent := s.cfg.GatewayAgent
 		if agent == "" {
 			agent = "default"
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
+	"github.com/clawmatrix/clawmatrix/internal/mockllm"
 	"github.com/clawmatrix/clawmatrix/schema"
 )
 
@@ -80,59 +81,60 @@ func wantRemoteError(t *testing.T, err error, code, contains string) {
 }
 
 func TestServingRoutes(t *testing.T) {
-	up := newMockLLM(t, "up")
-	prov := newMockLLM(t, "prov")
-	gw := newMockLLM(t, "gw")
-	gwURL := strings.TrimSuffix(gw.URL, "/v1")
+	up := startLLM(t, "up")
+	prov := startLLM(t, "prov")
+	gw := startLLM(t, "gw")
+	gwURL := strings.TrimSuffix(gw.URL(), "/v1")
 	t.Setenv("PROXY_TEST_KEY", "")
 
 	tests := []struct {
 		name      string
 		models    []schema.Model
 		providers map[string]Provider
-		gateway   *Gateway
+		gateway   *schema.Gateway
+		agent     string // the gateway agent
 		env       string
-		mock      *mockLLM
+		mock      *mockllm.Server
 		wantModel string
 		wantAuth  string
 		wantHdr   string
 	}{
 		{
 			name:      "upstream with key",
-			models:    []schema.Model{model("m", "p", &schema.Upstream{BaseURL: up.URL + "/", APIKey: "k-up"})},
-			providers: map[string]Provider{"p": {BaseURL: prov.URL, API: "openai-completions", APIKey: "k-prov"}},
-			gateway:   &Gateway{URL: gwURL, Token: "k-gw", Agent: "main"},
-			mock:      up, wantModel: "m", wantAuth: "Bearer k-up",
+			models:    []schema.Model{model("m", "p", &schema.Upstream{BaseURL: up.URL() + "/", APIKey: "k-up"})},
+			providers: map[string]Provider{"p": {BaseURL: prov.URL(), API: "openai-completions", APIKey: "k-prov"}},
+			gateway:   &schema.Gateway{URL: gwURL, Token: "k-gw"}, agent: "main",
+			mock: up, wantModel: "m", wantAuth: "Bearer k-up",
 		},
 		{
 			name:   "upstream key from env at request time",
-			models: []schema.Model{model("m", "p", &schema.Upstream{BaseURL: up.URL, APIKeyEnv: "PROXY_TEST_KEY"})},
+			models: []schema.Model{model("m", "p", &schema.Upstream{BaseURL: up.URL(), APIKeyEnv: "PROXY_TEST_KEY"})},
 			env:    "k-env", mock: up, wantModel: "m", wantAuth: "Bearer k-env",
 		},
 		{
 			name:      "host provider",
 			models:    []schema.Model{model("m", "p", nil)},
-			providers: map[string]Provider{"p": {BaseURL: prov.URL, API: "openai-completions", APIKey: "k-prov"}},
-			gateway:   &Gateway{URL: gwURL, Token: "k-gw", Agent: "main"},
-			mock:      prov, wantModel: "m", wantAuth: "Bearer k-prov",
+			providers: map[string]Provider{"p": {BaseURL: prov.URL(), API: "openai-completions", APIKey: "k-prov"}},
+			gateway:   &schema.Gateway{URL: gwURL, Token: "k-gw"}, agent: "main",
+			mock: prov, wantModel: "m", wantAuth: "Bearer k-prov",
 		},
 		{
 			name:      "gateway when the provider is not OpenAI-compatible",
 			models:    []schema.Model{viaGateway(model("m", "anth", nil))},
-			providers: map[string]Provider{"anth": {BaseURL: prov.URL, API: "anthropic-messages", APIKey: "k-prov"}},
-			gateway:   &Gateway{URL: gwURL, Token: "k-gw", Agent: "main"},
-			mock:      gw, wantModel: "openclaw/main", wantAuth: "Bearer k-gw", wantHdr: "anth/m",
+			providers: map[string]Provider{"anth": {BaseURL: prov.URL(), API: "anthropic-messages", APIKey: "k-prov"}},
+			gateway:   &schema.Gateway{URL: gwURL, Token: "k-gw"}, agent: "main",
+			mock: gw, wantModel: "openclaw/main", wantAuth: "Bearer k-gw", wantHdr: "anth/m",
 		},
 		{
 			name:    "gateway without agent uses the default agent",
 			models:  []schema.Model{viaGateway(model("m", "p", nil))},
-			gateway: &Gateway{URL: gwURL, Token: "k-gw"},
+			gateway: &schema.Gateway{URL: gwURL, Token: "k-gw"},
 			mock:    gw, wantModel: "openclaw/default", wantAuth: "Bearer k-gw", wantHdr: "p/m",
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := NewServing("b", ServingConfig{Models: tt.models, Providers: tt.providers, Gateway: tt.gateway})
+			s := NewServing("b", ServingConfig{Models: tt.models, Providers: tt.providers, Gateway: tt.gateway, GatewayAgent: tt.agent})
 			defer s.Close()
 			if tt.env != "" {
 				t.Setenv("PROXY_TEST_KEY", tt.env)
@@ -143,15 +145,15 @@ func TestServingRoutes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if h := w.head(t); h.Status != 200 || h.Header.Get("X-Mock-Server") != tt.mock.name {
+			if h := w.head(t); h.Status != 200 || h.Header.Get("X-Mock-Server") != tt.mock.Name() {
 				t.Fatalf("head = %+v", h)
 			}
-			if !strings.Contains(w.body(), "reply from "+tt.mock.name) {
+			if !strings.Contains(w.body(), "reply from "+tt.mock.Name()) {
 				t.Fatalf("body = %s", w.body())
 			}
 			calls := tt.mock.Calls()
 			if len(calls) != before+1 {
-				t.Fatalf("%s got %d calls, want %d", tt.mock.name, len(calls), before+1)
+				t.Fatalf("%s got %d calls, want %d", tt.mock.Name(), len(calls), before+1)
 			}
 			c := calls[len(calls)-1]
 			if c.Model != tt.wantModel || c.Header.Get("Authorization") != tt.wantAuth || c.Header.Get("X-Openclaw-Model") != tt.wantHdr {
@@ -165,7 +167,7 @@ func TestServingRoutes(t *testing.T) {
 }
 
 func TestServingErrors(t *testing.T) {
-	up := newMockLLM(t, "up")
+	up := startLLM(t, "up")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -185,9 +187,9 @@ func TestServingErrors(t *testing.T) {
 		{name: "bad body", body: `{"model":`, code: mesh.CodeBadRequest, contains: "not valid JSON"},
 		{name: "unknown model", models: []schema.Model{model("m", "p", nil)}, body: `{"model":"other"}`, code: mesh.CodeNotFound, contains: `does not serve model "other" (it serves m)`},
 		{name: "nothing configured", models: []schema.Model{model("m", "p", nil)}, body: `{"model":"m"}`, code: mesh.CodeUnavailable, contains: "set models[].upstream.baseUrl"},
-		{name: "provider not OpenAI", models: []schema.Model{model("m", "p", nil)}, prov: map[string]Provider{"p": {BaseURL: up.URL, API: "anthropic-messages"}},
+		{name: "provider not OpenAI", models: []schema.Model{model("m", "p", nil)}, prov: map[string]Provider{"p": {BaseURL: up.URL(), API: "anthropic-messages"}},
 			body: `{"model":"m"}`, code: mesh.CodeUnavailable, contains: `api "anthropic-messages", not openai-completions`},
-		{name: "key env unset", models: []schema.Model{model("m", "p", &schema.Upstream{BaseURL: up.URL, APIKeyEnv: "PROXY_TEST_UNSET"})},
+		{name: "key env unset", models: []schema.Model{model("m", "p", &schema.Upstream{BaseURL: up.URL(), APIKeyEnv: "PROXY_TEST_UNSET"})},
 			body: `{"model":"m"}`, code: mesh.CodeUnavailable, contains: "PROXY_TEST_UNSET"},
 		{name: "upstream down", models: []schema.Model{model("m", "p", &schema.Upstream{BaseURL: closedURL, APIKey: "secret-key-1"})},
 			body: `{"model":"m"}`, code: mesh.CodeUnavailable, contains: "connection refused"},
@@ -209,14 +211,14 @@ func TestServingErrors(t *testing.T) {
 }
 
 func TestServingPassesUpstreamErrors(t *testing.T) {
-	up := newMockLLM(t, "up")
-	up.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+	up := startLLM(t, "up")
+	up.SetBefore(func(w http.ResponseWriter, r *http.Request) bool {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusTooManyRequests)
 		w.Write([]byte(`{"error":{"message":"slow down","type":"rate_limit","code":"rate"}}`))
 		return true
 	})
-	s := NewServing("b", ServingConfig{Models: []schema.Model{model("m", "p", &schema.Upstream{BaseURL: up.URL})}})
+	s := NewServing("b", ServingConfig{Models: []schema.Model{model("m", "p", &schema.Upstream{BaseURL: up.URL()})}})
 	defer s.Close()
 	w, err := serveOnce(t, s, `{"model":"m"}`)
 	if err != nil {
@@ -231,9 +233,9 @@ func TestServingPassesUpstreamErrors(t *testing.T) {
 }
 
 func TestServingStreamsWholeEvents(t *testing.T) {
-	up := newMockLLM(t, "up")
+	up := startLLM(t, "up")
 	// Write events cut at odd places, flushing each piece.
-	up.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+	up.SetBefore(func(w http.ResponseWriter, r *http.Request) bool {
 		w.Header().Set("Content-Type", "text/event-stream")
 		fl := w.(http.Flusher)
 		for _, p := range []string{"data: {\"a\"", ":1}\n", "\ndata: {\"b\":2}\n\nda", "ta: [DONE]\n\n"} {
@@ -243,7 +245,7 @@ func TestServingStreamsWholeEvents(t *testing.T) {
 		}
 		return true
 	})
-	s := NewServing("b", ServingConfig{Models: []schema.Model{model("m", "p", &schema.Upstream{BaseURL: up.URL})}})
+	s := NewServing("b", ServingConfig{Models: []schema.Model{model("m", "p", &schema.Upstream{BaseURL: up.URL()})}})
 	defer s.Close()
 	w, err := serveOnce(t, s, `{"model":"m","stream":true}`)
 	if err != nil {
@@ -263,33 +265,33 @@ func TestServingStreamsWholeEvents(t *testing.T) {
 }
 
 func TestServingTimeouts(t *testing.T) {
-	up := newMockLLM(t, "up")
-	up.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+	up := startLLM(t, "up")
+	up.SetBefore(func(w http.ResponseWriter, r *http.Request) bool {
 		<-r.Context().Done()
 		return true
 	})
 	s := NewServing("b", ServingConfig{
-		Models:           []schema.Model{model("m", "p", &schema.Upstream{BaseURL: up.URL})},
+		Models:           []schema.Model{model("m", "p", &schema.Upstream{BaseURL: up.URL()})},
 		FirstByteTimeout: 50 * time.Millisecond,
 	})
 	defer s.Close()
 	_, err := serveOnce(t, s, `{"model":"m"}`)
 	wantRemoteError(t, err, mesh.CodeUnavailable, "no response within 50ms")
 	select {
-	case <-up.cancelled:
+	case <-up.Cancelled():
 	case <-time.After(5 * time.Second):
 		t.Fatal("upstream request was not cancelled")
 	}
 
 	// The whole-request deadline also covers a body that stalls.
-	up.setBefore(nil)
-	up.setBetween(func(r *http.Request, i int) {
+	up.SetBefore(nil)
+	up.SetBetween(func(r *http.Request, i int) {
 		if i == 1 {
 			<-r.Context().Done()
 		}
 	})
 	s2 := NewServing("b", ServingConfig{
-		Models:         []schema.Model{model("m", "p", &schema.Upstream{BaseURL: up.URL})},
+		Models:         []schema.Model{model("m", "p", &schema.Upstream{BaseURL: up.URL()})},
 		RequestTimeout: 100 * time.Millisecond,
 	})
 	defer s2.Close()
@@ -301,13 +303,13 @@ func TestServingTimeouts(t *testing.T) {
 }
 
 func TestServingCallerGoneCancelsUpstream(t *testing.T) {
-	up := newMockLLM(t, "up")
-	up.setPieces([]string{"a", "b", "c", "d"})
-	s := NewServing("b", ServingConfig{Models: []schema.Model{model("m", "p", &schema.Upstream{BaseURL: up.URL})}})
+	up := startLLM(t, "up")
+	up.SetReply(mockllm.Pieces("a", "b", "c", "d"))
+	s := NewServing("b", ServingConfig{Models: []schema.Model{model("m", "p", &schema.Upstream{BaseURL: up.URL()})}})
 	defer s.Close()
 
 	// Cancelled context while the upstream holds the response.
-	up.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+	up.SetBefore(func(w http.ResponseWriter, r *http.Request) bool {
 		<-r.Context().Done()
 		return true
 	})
@@ -316,7 +318,7 @@ func TestServingCallerGoneCancelsUpstream(t *testing.T) {
 	go func() {
 		done <- s.ServeMesh(ctx, &recWriter{}, &mesh.Request{Payload: []byte(`{"model":"m"}`)})
 	}()
-	<-up.arrived
+	<-up.Arrived()
 	cancel()
 	select {
 	case err := <-done:
@@ -327,17 +329,17 @@ func TestServingCallerGoneCancelsUpstream(t *testing.T) {
 		t.Fatal("handler did not return after cancel")
 	}
 	select {
-	case <-up.cancelled:
+	case <-up.Cancelled():
 	case <-time.After(5 * time.Second):
 		t.Fatal("upstream request was not cancelled")
 	}
 
 	// A Write that fails mid-stream ends the upstream request too.
-	up.setBefore(nil)
-	up.setBetween(func(r *http.Request, i int) { time.Sleep(10 * time.Millisecond) })
+	up.SetBefore(nil)
+	up.SetBetween(func(r *http.Request, i int) { time.Sleep(10 * time.Millisecond) })
 	w := &recWriter{}
 	w.fail = nil
-	up.setBetween(func(r *http.Request, i int) {
+	up.SetBetween(func(r *http.Request, i int) {
 		if i == 0 {
 			w.mu.Lock()
 			w.fail = errors.New("caller gone")
@@ -353,15 +355,15 @@ func TestServingCallerGoneCancelsUpstream(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	select {
-	case <-up.cancelled:
+	case <-up.Cancelled():
 	case <-time.After(5 * time.Second):
 		t.Fatal("upstream request was not cancelled after the write failed")
 	}
 }
 
 func TestServingUpstreamBreaksMidBody(t *testing.T) {
-	up := newMockLLM(t, "up")
-	up.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+	up := startLLM(t, "up")
+	up.SetBefore(func(w http.ResponseWriter, r *http.Request) bool {
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.Write([]byte("data: {\"x\":1}\n\n"))
 		w.(http.Flusher).Flush()
@@ -371,7 +373,7 @@ func TestServingUpstreamBreaksMidBody(t *testing.T) {
 		}
 		return true
 	})
-	s := NewServing("b", ServingConfig{Models: []schema.Model{model("m", "p", &schema.Upstream{BaseURL: up.URL})}})
+	s := NewServing("b", ServingConfig{Models: []schema.Model{model("m", "p", &schema.Upstream{BaseURL: up.URL()})}})
 	defer s.Close()
 	w, err := serveOnce(t, s, `{"model":"m","stream":true}`)
 	wantRemoteError(t, err, mesh.CodeUnavailable, "broke off the response")
@@ -404,8 +406,8 @@ func TestServingErrorsRedactUpstreamURL(t *testing.T) {
 	ln.Close()
 	// An upstream that redirects to a URL carrying a token, on a port that
 	// refuses connections.
-	up := newMockLLM(t, "up")
-	up.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+	up := startLLM(t, "up")
+	up.SetBefore(func(w http.ResponseWriter, r *http.Request) bool {
 		if r.URL.RawQuery != "api-version=1&key=secret-in-base" {
 			t.Errorf("upstream got query %q", r.URL.RawQuery)
 		}
@@ -416,7 +418,7 @@ func TestServingErrorsRedactUpstreamURL(t *testing.T) {
 	for name, base := range map[string]string{
 		"query in baseUrl":       "http://" + closed + "/v1?key=secret-in-base",
 		"credentials in baseUrl": "http://user:secret-password@" + closed + "/v1?key=secret-in-base",
-		"redirect with token":    up.URL + "?api-version=1&key=secret-in-base",
+		"redirect with token":    up.URL() + "?api-version=1&key=secret-in-base",
 	} {
 		t.Run(name, func(t *testing.T) {
 			var logs bytes.Buffer
@@ -480,9 +482,9 @@ func viaGateway(m schema.Model) schema.Model {
 // through the gateway (an agent turn) only when it says so; otherwise the
 // request is refused with how to allow it, and the gateway sees nothing.
 func TestServingGatewayNeedsConsent(t *testing.T) {
-	gw := newMockLLM(t, "gateway")
+	gw := startLLM(t, "gateway")
 	s := NewServing("b", ServingConfig{Models: []schema.Model{{ID: "m", Provider: "anthropic", ModelParams: schema.DefaultModelParams()}},
-		Gateway: &Gateway{URL: gw.URL, Token: "k-gw", Agent: "main"}})
+		Gateway: &schema.Gateway{URL: gw.URL(), Token: "k-gw"}, GatewayAgent: "main"})
 	defer s.Close()
 	_, err := serveOnce(t, s, `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
 	if err == nil || !strings.Contains(err.Error(), "serveViaGateway: true") {
@@ -495,7 +497,7 @@ func TestServingGatewayNeedsConsent(t *testing.T) {
 
 // allowFrom decides which callers get the models: node ids and tags.
 func TestServingAllowFrom(t *testing.T) {
-	up := newMockLLM(t, "upstream")
+	up := startLLM(t, "upstream")
 	tags := map[string][]string{"trusted": {"team"}, "evil": {"SYSTEM"}}
 	for _, tc := range []struct {
 		allowFrom []string
@@ -511,7 +513,7 @@ func TestServingAllowFrom(t *testing.T) {
 		{[]string{"tag:team"}, "evil", false},
 	} {
 		s := NewServing("b", ServingConfig{
-			Models:    []schema.Model{model("m", "p", &schema.Upstream{BaseURL: up.URL})},
+			Models:    []schema.Model{model("m", "p", &schema.Upstream{BaseURL: up.URL()})},
 			AllowFrom: tc.allowFrom, CallerTags: func(id string) []string { return tags[id] },
 		})
 		w := &recWriter{}

@@ -71,7 +71,7 @@ func encodeHead(status int, h http.Header) []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendJSONString(b, k)
+			b = jsonscan.AppendString(b, k)
 			b = append(b, ':')
 			v := h[k]
 			if v == nil {
@@ -83,27 +83,13 @@ func encodeHead(status int, h http.Header) []byte {
 				if j > 0 {
 					b = append(b, ',')
 				}
-				b = appendJSONString(b, s)
+				b = jsonscan.AppendString(b, s)
 			}
 			b = append(b, ']')
 		}
 		b = append(b, '}')
 	}
 	return append(b, '}')
-}
-
-// appendJSONString appends s as a JSON string: as it is when it is plain
-// printable ASCII, else through encoding/json.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string: cannot fail
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 func decodeHead(b []byte) (head, error) {

@@ -479,7 +479,7 @@ func (t *Target) Admit(from, tool, agent string, args []byte) error {
 	if _, err := t.agentFor(agent); err != nil {
 		return err
 	}
-	if problems := schema.ValidateToolArgs(tool, args); len(problems) > 0 {
+	if _, problems := schema.DecodeToolCall(tool, args); len(problems) > 0 {
 		return fmt.Errorf("node %q refused %s: invalid arguments: %s", t.nodeID, tool, formatProblems(problems))
 	}
 	return nil

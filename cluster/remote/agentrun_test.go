@@ -278,7 +278,7 @@ func TestStartTask(t *testing.T) {
 func TestAdmit(t *testing.T) {
 	tg := newTestTarget(t, "n1", TargetConfig{Agents: []schema.Agent{{ID: "coder"}}, AllowFrom: []string{"laptop"}})
 	ok := []byte(`{"agent":"coder","message":"hi"}`)
-	if err := tg.Admit("laptop", ToolSend, "coder", ok); err != nil {
+	if err := tg.Admit("laptop", schema.ToolSend, "coder", ok); err != nil {
 		t.Errorf("Admit of a valid message: %v", err)
 	}
 	for _, tc := range []struct {
@@ -290,7 +290,7 @@ func TestAdmit(t *testing.T) {
 		{"laptop", "admin", `{"agent":"admin","message":"hi"}`, `no agent "admin"`},
 		{"laptop", "coder", `{"agent":"coder"}`, "message: missing required field"},
 	} {
-		if err := tg.Admit(tc.from, ToolSend, tc.agent, []byte(tc.args)); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if err := tg.Admit(tc.from, schema.ToolSend, tc.agent, []byte(tc.args)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Admit(%s, %s, %s) = %v, want %q", tc.from, tc.agent, tc.args, err, tc.want)
 		}
 	}
@@ -479,7 +479,7 @@ func TestHandoffStderrTailSplitsNoSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	tg := newTestTarget(t, "n1", TargetConfig{OpenclawBin: bin, Agents: []schema.Agent{{ID: "coder"}}, Secrets: []string{secret}})
-	r := serve(t, tg, ToolHandoff, tg.serveHandoff, schema.HandoffArgs{Agent: "coder", Task: "x"})
+	r := serve(t, tg, schema.ToolHandoff, schema.HandoffArgs{Agent: "coder", Task: "x"})
 	if !r.IsError || !strings.Contains(r.Text, "stderr (last lines):\nxxxx") {
 		t.Fatalf("got %+v", r)
 	}

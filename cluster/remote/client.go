@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
+	"github.com/clawmatrix/clawmatrix/schema"
 )
 
 // Client runs the remote tools for agents on this node.
@@ -27,54 +28,35 @@ const (
 	toolDeadline = DefaultMaxTimeout + answerGrace
 )
 
-var toolMethods = map[string]string{
-	ToolExec:    MethodExec,
-	ToolRead:    MethodRead,
-	ToolWrite:   MethodWrite,
-	ToolTool:    MethodTool,
-	ToolHandoff: MethodHandoff,
-}
-
-// Call runs one cluster tool (cluster_exec, cluster_read, cluster_write,
-// cluster_tool, or cluster_handoff waiting for its answer) with its
-// arguments, already
-// validated against the tool's schema. Every outcome, including mesh
-// failures, comes back as a Result whose text tells the agent what happened
-// and what to do next.
-func (c *Client) Call(ctx context.Context, tool string, args []byte) Result {
-	method, ok := toolMethods[tool]
-	if !ok {
-		return errorResult(fmt.Sprintf("%q is not a remote cluster tool; the remote tools are cluster_exec, cluster_read, "+
-			"cluster_write, cluster_tool and cluster_handoff", tool))
+// Call runs one remote cluster tool (every tool of schema's catalogue with
+// a mesh method) on the node its arguments name. The call was decoded and
+// checked once, by schema.DecodeToolCall; what travels is call.Raw. Every
+// outcome, including mesh failures, comes back as a Result whose text tells
+// the agent what happened and what to do next.
+func (c *Client) Call(ctx context.Context, call schema.ToolCall) Result {
+	tool := call.Tool.Name
+	if call.Tool.Method == "" || call.Args == nil {
+		return errorResult(fmt.Sprintf("%q is not a remote cluster tool; the remote tools are %s", tool, strings.Join(remoteTools(), ", ")))
 	}
-	var sel struct {
-		Node      string `json:"node"`
-		Agent     string `json:"agent"`
-		TimeoutMs int    `json:"timeoutMs"`
-	}
-	if err := json.Unmarshal(args, &sel); err != nil {
-		return errorResult(fmt.Sprintf("the %s arguments are not a JSON object: %v", tool, err))
-	}
-
 	var to string
-	switch tool {
-	case ToolHandoff:
-		node, err := c.agentNode(sel.Agent, sel.Node)
+	switch a := call.Args.(type) {
+	case *schema.HandoffArgs:
+		node, err := c.agentNode(a.Agent, a.Node)
 		if err != nil {
 			return errorResult(err.Error())
 		}
 		to = node
 	default:
-		if !c.known(sel.Node) {
-			return errorResult(c.unknownNode(sel.Node))
+		to = targetNode(call.Args)
+		if !c.known(to) {
+			return errorResult(c.unknownNode(to))
 		}
-		to = sel.Node
 	}
 
-	limit := deadlineFor(tool, sel.TimeoutMs)
+	limit := deadlineFor(call.Args)
 	callCtx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	msg, err := c.Node.Call(callCtx, to, method, args)
+	msg, err := c.Node.Call(callCtx, to, call.Tool.Method, call.Raw)
 	if err != nil {
 		return c.failure(ctx, callCtx, tool, to, limit, err)
 	}
@@ -90,26 +72,55 @@ func (c *Client) Call(ctx context.Context, tool string, args []byte) Result {
 	return res
 }
 
+// remoteTools names the tools of schema's catalogue that run on another node.
+func remoteTools() []string {
+	var names []string
+	for _, t := range schema.Tools() {
+		if t.Method != "" {
+			names = append(names, t.Name)
+		}
+	}
+	return names
+}
+
+// targetNode is the node the arguments of a tool other than handoff name.
+func targetNode(args any) string {
+	switch a := args.(type) {
+	case *schema.ExecArgs:
+		return a.Node
+	case *schema.ReadArgs:
+		return a.Node
+	case *schema.WriteArgs:
+		return a.Node
+	case *schema.ToolArgs:
+		return a.Node
+	}
+	return ""
+}
+
 // HandoffWait is how long a cluster_handoff that waits for its answer may
 // take, at most, with this timeoutMs (0: the default): the run's limit and
 // the trip.
-func HandoffWait(timeoutMs int) time.Duration { return deadlineFor(ToolHandoff, timeoutMs) }
+func HandoffWait(timeoutMs int) time.Duration {
+	return deadlineFor(&schema.HandoffArgs{TimeoutMs: timeoutMs})
+}
 
 // deadlineFor is how long the caller waits for the target's answer.
-func deadlineFor(tool string, timeoutMs int) time.Duration {
-	given := time.Duration(timeoutMs) * time.Millisecond
-	switch tool {
-	case ToolExec:
+func deadlineFor(args any) time.Duration {
+	switch a := args.(type) {
+	case *schema.ExecArgs:
+		given := time.Duration(a.TimeoutMs) * time.Millisecond
 		if given <= 0 {
 			given = DefaultExecTimeout
 		}
 		return given + answerGrace
-	case ToolHandoff:
+	case *schema.HandoffArgs:
+		given := time.Duration(a.TimeoutMs) * time.Millisecond
 		if given <= 0 {
 			given = DefaultRunTimeout
 		}
 		return given + answerGrace
-	case ToolTool:
+	case *schema.ToolArgs:
 		return toolDeadline
 	default:
 		return fileDeadline

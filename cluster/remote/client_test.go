@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -135,19 +136,38 @@ func line(t testing.TB, a, b, c nodeSpec) (*testNode, *testNode, *testNode) {
 	return na, nb, nc
 }
 
+// call decodes args for tool, as the plugin does, and runs the call.
 func call(t testing.TB, c *Client, tool string, args any) Result {
 	t.Helper()
-	return c.Call(t.Context(), tool, mustJSON(t, args))
+	return c.Call(t.Context(), decodeCall(t, tool, args))
+}
+
+func mustTool(t testing.TB, name string) schema.Tool {
+	t.Helper()
+	tool, ok := schema.LookupTool(name)
+	if !ok {
+		t.Fatalf("no tool %s", name)
+	}
+	return tool
+}
+
+func decodeCall(t testing.TB, tool string, args any) schema.ToolCall {
+	t.Helper()
+	tc, problems := schema.DecodeToolCall(tool, mustJSON(t, args))
+	if problems != nil {
+		t.Fatalf("%s arguments %+v: %v", tool, args, problems)
+	}
+	return tc
 }
 
 func TestRemoteToolsAcrossRelay(t *testing.T) {
 	gw := newFakeGateway(t)
 	a, _, c := line(t, nodeSpec{id: "a"}, nodeSpec{id: "b"}, nodeSpec{id: "c", config: func(tc *TargetConfig) {
 		tc.ToolProxy.MaxOutputBytes = 4 << 20
-		tc.Gateway = &Gateway{URL: gw.URL, Token: testGatewayToken}
+		tc.Gateway = &schema.Gateway{URL: gw.URL, Token: testGatewayToken}
 	}})
 
-	r := call(t, a.client, ToolExec, schema.ExecArgs{Node: "c", Command: "pwd; echo err >&2; exit 2"})
+	r := call(t, a.client, schema.ToolExec, schema.ExecArgs{Node: "c", Command: "pwd; echo err >&2; exit 2"})
 	if r.IsError || !strings.Contains(r.Text, "exit code 2") || !strings.Contains(r.Text, c.dir+"\n") || !strings.Contains(r.Text, "err") {
 		t.Fatalf("exec on c: %+v", r)
 	}
@@ -157,35 +177,35 @@ func TestRemoteToolsAcrossRelay(t *testing.T) {
 	}
 
 	// A 3 MB output crosses two links whole (the mesh fragments it).
-	r = call(t, a.client, ToolExec, schema.ExecArgs{Node: "c", Command: "head -c 3000000 /dev/zero | tr '\\0' q"})
+	r = call(t, a.client, schema.ToolExec, schema.ExecArgs{Node: "c", Command: "head -c 3000000 /dev/zero | tr '\\0' q"})
 	if r.IsError || strings.Count(r.Text, "q") != 3000000 {
 		t.Fatalf("big exec output: isError %v, %d bytes of output: %.300s", r.IsError, strings.Count(r.Text, "q"), r.Text)
 	}
 
-	r = call(t, a.client, ToolWrite, schema.WriteArgs{Node: "c", Path: "notes/hello.txt", Content: "one\ntwo\n"})
+	r = call(t, a.client, schema.ToolWrite, schema.WriteArgs{Node: "c", Path: "notes/hello.txt", Content: "one\ntwo\n"})
 	if r.IsError || readString(t, filepath.Join(c.dir, "notes", "hello.txt")) != "one\ntwo\n" {
 		t.Fatalf("write on c: %+v", r)
 	}
-	r = call(t, a.client, ToolRead, schema.ReadArgs{Node: "c", Path: "notes/hello.txt", Offset: 2})
+	r = call(t, a.client, schema.ToolRead, schema.ReadArgs{Node: "c", Path: "notes/hello.txt", Offset: 2})
 	if r.IsError || r.Text != "two\n" {
 		t.Fatalf("read on c: %+v", r)
 	}
 
 	// Any other tool goes to c's gateway (which checks the token).
-	r = call(t, a.client, ToolTool, schema.ToolArgs{Node: "c", Tool: "web_fetch", Args: map[string]any{"url": "http://example.test"}})
+	r = call(t, a.client, schema.ToolTool, schema.ToolArgs{Node: "c", Tool: "web_fetch", Args: map[string]any{"url": "http://example.test"}})
 	if r.IsError || r.Text != "fetched http://example.test" {
 		t.Fatalf("cluster_tool on c: %+v", r)
 	}
 	if req := <-gw.requests; req["tool"] != "web_fetch" {
 		t.Fatalf("c's gateway got %v", req)
 	}
-	r = call(t, a.client, ToolTool, schema.ToolArgs{Node: "c", Tool: "teleport"})
+	r = call(t, a.client, schema.ToolTool, schema.ToolArgs{Node: "c", Tool: "teleport"})
 	if !r.IsError || r.Text != `tool "teleport" is not available on node "c" (unknown, or blocked by its gateway policy).` {
 		t.Fatalf("unknown tool on c: %+v", r)
 	}
 
 	// A node runs tools for its own agents through the same path.
-	r = call(t, c.client, ToolExec, schema.ExecArgs{Node: "c", Command: "echo local"})
+	r = call(t, c.client, schema.ToolExec, schema.ExecArgs{Node: "c", Command: "echo local"})
 	if r.IsError || !strings.Contains(r.Text, "local") {
 		t.Fatalf("exec on self: %+v", r)
 	}
@@ -204,21 +224,29 @@ func TestRemoteErrors(t *testing.T) {
 		args any
 		text string
 	}{
-		{"unknown node", ToolExec, schema.ExecArgs{Node: "zz", Command: "true"},
+		{"unknown node", schema.ToolExec, schema.ExecArgs{Node: "zz", Command: "true"},
 			`no node named "zz" in the cluster; known nodes: a, b, c, d`},
-		{"policy disabled on the relay", ToolRead, schema.ReadArgs{Node: "b", Path: "x"},
+		{"policy disabled on the relay", schema.ToolRead, schema.ReadArgs{Node: "b", Path: "x"},
 			`set toolProxy.enabled: true in node "b"'s clawmatrix config`},
-		{"denied", ToolWrite, schema.WriteArgs{Node: "c", Path: "x", Content: "x"},
+		{"denied", schema.ToolWrite, schema.WriteArgs{Node: "c", Path: "x", Content: "x"},
 			`node "c" refuses tool "write": it is in the node's toolProxy.deny list`},
-		{"no handler", ToolExec, schema.ExecArgs{Node: "d", Command: "true"},
+		{"no handler", schema.ToolExec, schema.ExecArgs{Node: "d", Command: "true"},
 			`node "d" does not serve cluster_exec`},
-		{"invalid arguments reach the target", ToolExec, map[string]any{"node": "c", "command": ""},
+		// A caller that skips the check (another version, or a hostile
+		// one): the target checks again.
+		{"invalid arguments reach the target", schema.ToolExec, schema.ToolCall{Tool: mustTool(t, schema.ToolExec),
+			Args: &schema.ExecArgs{Node: "c"}, Raw: []byte(`{"node": "c", "command": ""}`)},
 			`node "c" refused cluster_exec: invalid arguments: command:`},
 		{"not a remote tool", "cluster_peers", map[string]any{}, `"cluster_peers" is not a remote cluster tool`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := call(t, a.client, tc.tool, tc.args)
+			var r Result
+			if raw, ok := tc.args.(schema.ToolCall); ok {
+				r = a.client.Call(t.Context(), raw)
+			} else {
+				r = call(t, a.client, tc.tool, tc.args)
+			}
 			if !r.IsError || !strings.Contains(r.Text, tc.text) {
 				t.Errorf("got %+v, want an error containing %q", r, tc.text)
 			}
@@ -256,7 +284,7 @@ func TestHandoffAcrossMesh(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := call(t, a.client, ToolHandoff, tc.args)
+			r := call(t, a.client, schema.ToolHandoff, tc.args)
 			if r.IsError != tc.isError || !strings.Contains(r.Text, tc.text) {
 				t.Errorf("got isError=%v %q; want isError=%v containing %q", r.IsError, r.Text, tc.isError, tc.text)
 			}
@@ -272,7 +300,7 @@ func TestHandoffCancelAcrossMesh(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan Result, 1)
 	go func() {
-		done <- a.client.Call(ctx, ToolHandoff, mustJSON(t, schema.HandoffArgs{Agent: "coder", Task: "SLEEP"}))
+		done <- a.client.Call(ctx, decodeCall(t, schema.ToolHandoff, schema.HandoffArgs{Agent: "coder", Task: "SLEEP"}))
 	}()
 	pid, child := readPid(t, filepath.Join(c.dir, "pid.coder")), readPid(t, filepath.Join(c.dir, "child.coder"))
 	cancel()
@@ -292,7 +320,7 @@ func TestHandoffQueueAcrossMesh(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 3 {
 		wg.Go(func() {
-			if r := call(t, a.client, ToolHandoff, schema.HandoffArgs{Agent: "coder", Task: "TRACK"}); r.IsError || r.Text != "tracked" {
+			if r := call(t, a.client, schema.ToolHandoff, schema.HandoffArgs{Agent: "coder", Task: "TRACK"}); r.IsError || r.Text != "tracked" {
 				t.Errorf("got %+v", r)
 			}
 		})
@@ -308,7 +336,7 @@ func TestNodeLostMidCall(t *testing.T) {
 	a, _, c := line(t, nodeSpec{id: "a"}, nodeSpec{id: "b"}, nodeSpec{id: "c"})
 	done := make(chan Result, 1)
 	go func() {
-		done <- call(t, a.client, ToolExec, schema.ExecArgs{Node: "c", Command: "echo $$ > pid; exec sleep 60"})
+		done <- call(t, a.client, schema.ToolExec, schema.ExecArgs{Node: "c", Command: "echo $$ > pid; exec sleep 60"})
 	}()
 	pid := readPid(t, filepath.Join(c.dir, "pid"))
 	c.node.Close()
@@ -329,25 +357,25 @@ func TestSecretsNeverInResults(t *testing.T) {
 	var logs syncBuffer
 	a, _, _ := line(t, nodeSpec{id: "a", logs: &logs}, nodeSpec{id: "b", logs: &logs, config: func(tc *TargetConfig) { tc.ToolProxy = schema.ToolProxy{} }},
 		nodeSpec{id: "c", agents: []string{"coder"}, logs: &logs, config: func(tc *TargetConfig) {
-			tc.Gateway = &Gateway{URL: gw.URL, Token: testGatewayToken}
+			tc.Gateway = &schema.Gateway{URL: gw.URL, Token: testGatewayToken}
 		}})
 	calls := []struct {
 		tool string
 		args any
 	}{
-		{ToolExec, schema.ExecArgs{Node: "c", Command: "echo " + testClusterSecret + " " + testGatewayToken}},
-		{ToolExec, schema.ExecArgs{Node: "c", Command: "sleep 5", TimeoutMs: 50}},
-		{ToolExec, schema.ExecArgs{Node: "b", Command: "true"}},
-		{ToolExec, schema.ExecArgs{Node: "nope", Command: "true"}},
-		{ToolWrite, schema.WriteArgs{Node: "c", Path: "s.txt", Content: testGatewayToken}},
-		{ToolRead, schema.ReadArgs{Node: "c", Path: "s.txt"}},
-		{ToolRead, schema.ReadArgs{Node: "c", Path: testGatewayToken}},
-		{ToolTool, schema.ToolArgs{Node: "c", Tool: "leaky"}},
-		{ToolTool, schema.ToolArgs{Node: "c", Tool: "missing"}},
-		{ToolTool, schema.ToolArgs{Node: "c", Tool: "web_fetch", Args: map[string]any{"url": testGatewayToken}}},
-		{ToolTool, schema.ToolArgs{Node: "b", Tool: "web_fetch"}},
-		{ToolHandoff, schema.HandoffArgs{Agent: "coder", Task: "FAIL"}},
-		{ToolHandoff, schema.HandoffArgs{Agent: "coder", Task: "x " + testGatewayToken}},
+		{schema.ToolExec, schema.ExecArgs{Node: "c", Command: "echo " + testClusterSecret + " " + testGatewayToken}},
+		{schema.ToolExec, schema.ExecArgs{Node: "c", Command: "sleep 5", TimeoutMs: 50}},
+		{schema.ToolExec, schema.ExecArgs{Node: "b", Command: "true"}},
+		{schema.ToolExec, schema.ExecArgs{Node: "nope", Command: "true"}},
+		{schema.ToolWrite, schema.WriteArgs{Node: "c", Path: "s.txt", Content: testGatewayToken}},
+		{schema.ToolRead, schema.ReadArgs{Node: "c", Path: "s.txt"}},
+		{schema.ToolRead, schema.ReadArgs{Node: "c", Path: testGatewayToken}},
+		{schema.ToolTool, schema.ToolArgs{Node: "c", Tool: "leaky"}},
+		{schema.ToolTool, schema.ToolArgs{Node: "c", Tool: "missing"}},
+		{schema.ToolTool, schema.ToolArgs{Node: "c", Tool: "web_fetch", Args: map[string]any{"url": testGatewayToken}}},
+		{schema.ToolTool, schema.ToolArgs{Node: "b", Tool: "web_fetch"}},
+		{schema.ToolHandoff, schema.HandoffArgs{Agent: "coder", Task: "FAIL"}},
+		{schema.ToolHandoff, schema.HandoffArgs{Agent: "coder", Task: "x " + testGatewayToken}},
 	}
 	for _, cl := range calls {
 		r := call(t, a.client, cl.tool, cl.args)
@@ -376,20 +404,51 @@ func TestSecretsNeverInResults(t *testing.T) {
 
 func TestClientDeadlines(t *testing.T) {
 	cases := []struct {
-		tool      string
-		timeoutMs int
-		want      time.Duration
+		args any
+		want time.Duration
 	}{
-		{ToolExec, 0, DefaultExecTimeout + answerGrace},
-		{ToolExec, 5000, 5*time.Second + answerGrace},
-		{ToolHandoff, 0, DefaultRunTimeout + answerGrace},
-		{ToolHandoff, 1000, time.Second + answerGrace},
-		{ToolRead, 0, fileDeadline},
-		{ToolTool, 0, toolDeadline},
+		{&schema.ExecArgs{}, DefaultExecTimeout + answerGrace},
+		{&schema.ExecArgs{TimeoutMs: 5000}, 5*time.Second + answerGrace},
+		{&schema.HandoffArgs{}, DefaultRunTimeout + answerGrace},
+		{&schema.HandoffArgs{TimeoutMs: 1000}, time.Second + answerGrace},
+		{&schema.ReadArgs{}, fileDeadline},
+		{&schema.WriteArgs{}, fileDeadline},
+		{&schema.ToolArgs{}, toolDeadline},
 	}
 	for _, tc := range cases {
-		if got := deadlineFor(tc.tool, tc.timeoutMs); got != tc.want {
-			t.Errorf("deadlineFor(%s, %d) = %v, want %v", tc.tool, tc.timeoutMs, got, tc.want)
+		if got := deadlineFor(tc.args); got != tc.want {
+			t.Errorf("deadlineFor(%#v) = %v, want %v", tc.args, got, tc.want)
 		}
+	}
+}
+
+// Every remote tool of schema's catalogue has a server here whose argument
+// type is the catalogue's, and Register installs each under its method.
+func TestEveryRemoteToolIsServed(t *testing.T) {
+	tg := newTestTarget(t, "n1", TargetConfig{})
+	for _, tool := range schema.Tools() {
+		serve, ok := tg.servers[tool.Name]
+		if tool.Method == "" {
+			if ok {
+				t.Errorf("%s is answered by the calling node, yet has a server", tool.Name)
+			}
+			continue
+		}
+		if !ok {
+			t.Errorf("no server for %s", tool.Name)
+			continue
+		}
+		// The catalogue's Args type reaches the executor: any other
+		// type is refused as an internal error.
+		if r := serve(t.Context(), "x", struct{}{}); !r.IsError || !strings.Contains(r.Text, "internal error") {
+			t.Errorf("%s: wrong argument type accepted: %+v", tool.Name, r)
+		}
+		args := reflect.New(reflect.TypeOf(tool.Args).Elem()).Interface()
+		if r := serve(t.Context(), "x", args); strings.Contains(r.Text, "internal error") {
+			t.Errorf("%s: the catalogue's argument type %T is not the server's: %s", tool.Name, args, r.Text)
+		}
+	}
+	if len(tg.servers) != len(remoteTools()) {
+		t.Errorf("%d servers for %d remote tools", len(tg.servers), len(remoteTools()))
 	}
 }

@@ -145,7 +145,7 @@ func TestTargetCloseKillsExec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := tg.handler(ToolExec, tg.serveExec)
+	h := tg.handler(schema.ToolExec)
 	done := make(chan error, 1)
 	w := &recorder{}
 	go func() {
@@ -164,10 +164,10 @@ func TestTargetCloseKillsExec(t *testing.T) {
 
 // serve runs one request through the target's handler, as the mesh does,
 // and returns the result the caller would get.
-func serve(t *testing.T, tg *Target, tool string, fn func(context.Context, string, []byte) Result, args any) Result {
+func serve(t *testing.T, tg *Target, tool string, args any) Result {
 	t.Helper()
 	w := &recorder{}
-	if err := tg.handler(tool, fn).ServeMesh(t.Context(), w, meshRequest("caller", mustJSON(t, args))); err != nil {
+	if err := tg.handler(tool).ServeMesh(t.Context(), w, meshRequest("caller", mustJSON(t, args))); err != nil {
 		t.Fatal(err)
 	}
 	return w.result(t)
@@ -204,7 +204,7 @@ func TestExecCutSplitsNoSecret(t *testing.T) {
 			if tc.stderr {
 				cmd, stream, bytesKey = "cat out.txt >&2", "stderr", "stderrBytes"
 			}
-			r := serve(t, tg, ToolExec, tg.serveExec, schema.ExecArgs{Node: "n1", Command: cmd})
+			r := serve(t, tg, schema.ToolExec, schema.ExecArgs{Node: "n1", Command: cmd})
 			if strings.Contains(r.Text, secret[:6]) {
 				t.Fatalf("a piece of the secret survived the cut: %q", r.Text)
 			}

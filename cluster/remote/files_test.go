@@ -251,7 +251,7 @@ func TestReadCutSplitsNoSecret(t *testing.T) {
 			tg := newTestTarget(t, "n1", TargetConfig{ToolProxy: p, WorkspaceDir: dir, Secrets: []string{secret}})
 			args := tc.args
 			args.Node, args.Path = "n1", "f.txt"
-			r := serve(t, tg, ToolRead, tg.serveRead, args)
+			r := serve(t, tg, schema.ToolRead, args)
 			if strings.Contains(r.Text, secret[:6]) {
 				t.Fatalf("a piece of the secret survived the cut: %q", r.Text)
 			}
@@ -295,7 +295,7 @@ func TestReadStopsWhenContextEnds(t *testing.T) {
 	// Through the handler, the request's context reaches the read.
 	w := &recorder{}
 	req := meshRequest("caller", mustJSON(t, schema.ReadArgs{Node: "n1", Path: "f.txt"}))
-	if err := tg.handler(ToolRead, tg.serveRead).ServeMesh(cancelled, w, req); err != nil {
+	if err := tg.handler(schema.ToolRead).ServeMesh(cancelled, w, req); err != nil {
 		t.Fatal(err)
 	}
 	if r := w.result(t); !r.IsError || !strings.Contains(r.Text, "was cancelled") {

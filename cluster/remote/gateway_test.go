@@ -83,7 +83,7 @@ func TestInvokeTool(t *testing.T) {
 	gw := newFakeGateway(t)
 	p := openPolicy()
 	p.MaxOutputBytes = 1000
-	tg := newTestTarget(t, "n1", TargetConfig{ToolProxy: p, Gateway: &Gateway{URL: gw.URL + "/", Token: testGatewayToken}})
+	tg := newTestTarget(t, "n1", TargetConfig{ToolProxy: p, Gateway: &schema.Gateway{URL: gw.URL + "/", Token: testGatewayToken}})
 	cases := []struct {
 		name    string
 		args    schema.ToolArgs
@@ -121,9 +121,9 @@ func TestInvokeTool(t *testing.T) {
 // The handler scrubs the gateway token from whatever leaves the node.
 func TestInvokeToolRedactsToken(t *testing.T) {
 	gw := newFakeGateway(t)
-	tg := newTestTarget(t, "n1", TargetConfig{ToolProxy: openPolicy(), Gateway: &Gateway{URL: gw.URL, Token: testGatewayToken}})
+	tg := newTestTarget(t, "n1", TargetConfig{ToolProxy: openPolicy(), Gateway: &schema.Gateway{URL: gw.URL, Token: testGatewayToken}})
 	w := &recorder{}
-	if err := tg.handler(ToolTool, tg.serveTool).ServeMesh(t.Context(), w, meshRequest("a", []byte(`{"node":"n1","tool":"leaky"}`))); err != nil {
+	if err := tg.handler(schema.ToolTool).ServeMesh(t.Context(), w, meshRequest("a", []byte(`{"node":"n1","tool":"leaky"}`))); err != nil {
 		t.Fatal(err)
 	}
 	if raw := string(w.msgs[0]); strings.Contains(raw, testGatewayToken) || !strings.Contains(raw, "[redacted]") {
@@ -138,8 +138,8 @@ func TestInvokeToolCapSplitsNoToken(t *testing.T) {
 	gw := newFakeGateway(t)
 	p := openPolicy()
 	p.MaxOutputBytes = 1000
-	tg := newTestTarget(t, "n1", TargetConfig{ToolProxy: p, Gateway: &Gateway{URL: gw.URL, Token: testGatewayToken}})
-	r := serve(t, tg, ToolTool, tg.serveTool, schema.ToolArgs{Node: "n1", Tool: "cutleak"})
+	tg := newTestTarget(t, "n1", TargetConfig{ToolProxy: p, Gateway: &schema.Gateway{URL: gw.URL, Token: testGatewayToken}})
+	r := serve(t, tg, schema.ToolTool, schema.ToolArgs{Node: "n1", Tool: "cutleak"})
 	if strings.Contains(r.Text, testGatewayToken[:5]) {
 		t.Fatalf("a prefix of the token survived the cut: ...%q", r.Text[900:])
 	}
@@ -159,12 +159,12 @@ func TestInvokeToolGatewayProblems(t *testing.T) {
 	down.Close()
 	cases := []struct {
 		name string
-		gw   *Gateway
+		gw   *schema.Gateway
 		text string
 	}{
 		{"no gateway", nil, `node "n1" has no OpenClaw gateway`},
-		{"wrong token", &Gateway{URL: gw.URL, Token: "wrong-token-value"}, "refused the clawmatrix sidecar's credentials (HTTP 401)"},
-		{"gateway down", &Gateway{URL: downURL, Token: testGatewayToken}, "could not reach its OpenClaw gateway at " + downURL},
+		{"wrong token", &schema.Gateway{URL: gw.URL, Token: "wrong-token-value"}, "refused the clawmatrix sidecar's credentials (HTTP 401)"},
+		{"gateway down", &schema.Gateway{URL: downURL, Token: testGatewayToken}, "could not reach its OpenClaw gateway at " + downURL},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -182,7 +182,7 @@ func TestInvokeToolGatewayProblems(t *testing.T) {
 
 func TestBadGatewayURL(t *testing.T) {
 	for _, u := range []string{"ftp://x", "::bad", "127.0.0.1:18789"} {
-		if _, err := newTarget("n1", TargetConfig{WorkspaceDir: t.TempDir(), Gateway: &Gateway{URL: u, Token: testGatewayToken}}); err == nil {
+		if _, err := newTarget("n1", TargetConfig{WorkspaceDir: t.TempDir(), Gateway: &schema.Gateway{URL: u, Token: testGatewayToken}}); err == nil {
 			t.Errorf("gateway URL %q accepted", u)
 		} else if strings.Contains(err.Error(), testGatewayToken) {
 			t.Errorf("error holds the token: %v", err)
@@ -196,7 +196,7 @@ func TestInvokeToolPolicyByToolName(t *testing.T) {
 	gw := newFakeGateway(t)
 	p := openPolicy()
 	p.Deny = []string{"web_fetch"}
-	tg := newTestTarget(t, "n1", TargetConfig{ToolProxy: p, Gateway: &Gateway{URL: gw.URL, Token: testGatewayToken}})
+	tg := newTestTarget(t, "n1", TargetConfig{ToolProxy: p, Gateway: &schema.Gateway{URL: gw.URL, Token: testGatewayToken}})
 	r := tg.invokeTool(t.Context(), schema.ToolArgs{Tool: "web_fetch", Args: map[string]any{"url": "x"}})
 	if !r.IsError || !strings.Contains(r.Text, `node "n1" refuses tool "web_fetch": it is in the node's toolProxy.deny list`) {
 		t.Fatalf("denied tool: %+v", r)

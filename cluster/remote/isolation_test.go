@@ -1,7 +1,6 @@
 package remote
 
 import (
-	"context"
 	"encoding/base64"
 	"fmt"
 	"os"
@@ -162,15 +161,14 @@ func TestTargetAllowFrom(t *testing.T) {
 		OpenclawBin: fakeOpenclaw(t, dir), Agents: []schema.Agent{{ID: "coder"}},
 		AllowFrom: []string{"laptop", "tag:trusted"}, CallerTags: func(id string) []string { return tags[id] }})
 	calls := []struct {
-		tool  string
-		serve func(context.Context, string, []byte) Result
-		args  any
+		tool string
+		args any
 	}{
-		{ToolExec, tg.serveExec, schema.ExecArgs{Node: "n1", Command: "echo ran >> ran"}},
-		{ToolRead, tg.serveRead, schema.ReadArgs{Node: "n1", Path: "x"}},
-		{ToolWrite, tg.serveWrite, schema.WriteArgs{Node: "n1", Path: "ran", Content: "x"}},
-		{ToolTool, tg.serveTool, schema.ToolArgs{Node: "n1", Tool: "web_fetch"}},
-		{ToolHandoff, tg.serveHandoff, schema.HandoffArgs{Agent: "coder", Task: "t"}},
+		{schema.ToolExec, schema.ExecArgs{Node: "n1", Command: "echo ran >> ran"}},
+		{schema.ToolRead, schema.ReadArgs{Node: "n1", Path: "x"}},
+		{schema.ToolWrite, schema.WriteArgs{Node: "n1", Path: "ran", Content: "x"}},
+		{schema.ToolTool, schema.ToolArgs{Node: "n1", Tool: "web_fetch"}},
+		{schema.ToolHandoff, schema.HandoffArgs{Agent: "coder", Task: "t"}},
 	}
 	for _, c := range calls {
 		for _, caller := range []struct {
@@ -181,17 +179,17 @@ func TestTargetAllowFrom(t *testing.T) {
 				continue // the executors' own tests cover what runs
 			}
 			// Messages that do not wait are checked by Admit when they arrive.
-			if err := tg.Admit(caller.from, ToolSend, "coder", mustJSON(t, schema.SendArgs{Agent: "coder", Message: "m"})); err == nil ||
+			if err := tg.Admit(caller.from, schema.ToolSend, "coder", mustJSON(t, schema.SendArgs{Agent: "coder", Message: "m"})); err == nil ||
 				!strings.Contains(err.Error(), "allowFrom") {
 				t.Errorf("Admit of a message from %q: %v, want a refusal naming allowFrom", caller.from, err)
 			}
-			err := tg.handler(c.tool, c.serve).ServeMesh(t.Context(), &recorder{}, meshRequest(caller.from, mustJSON(t, c.args)))
+			err := tg.handler(c.tool).ServeMesh(t.Context(), &recorder{}, meshRequest(caller.from, mustJSON(t, c.args)))
 			if err == nil || !strings.Contains(err.Error(), "allowFrom") || !strings.Contains(err.Error(), caller.from) {
 				t.Errorf("%s from %q: got %v, want a refusal naming allowFrom", c.tool, caller.from, err)
 			}
 		}
 		rec := &recorder{}
-		if err := tg.handler(c.tool, c.serve).ServeMesh(t.Context(), rec, meshRequest("ops", mustJSON(t, c.args))); err != nil {
+		if err := tg.handler(c.tool).ServeMesh(t.Context(), rec, meshRequest("ops", mustJSON(t, c.args))); err != nil {
 			t.Errorf("%s from a tagged caller: %v", c.tool, err)
 		}
 	}

@@ -52,7 +52,7 @@ func TestCheckPolicy(t *testing.T) {
 // Every tool-proxy executor applies the policy before doing anything.
 func TestExecutorsRefuseWhenDisabled(t *testing.T) {
 	dir := t.TempDir()
-	tg := newTestTarget(t, "n1", TargetConfig{WorkspaceDir: dir, Gateway: &Gateway{URL: "http://127.0.0.1:1", Token: "tok-123456"}})
+	tg := newTestTarget(t, "n1", TargetConfig{WorkspaceDir: dir, Gateway: &schema.Gateway{URL: "http://127.0.0.1:1", Token: "tok-123456"}})
 	ctx := t.Context()
 	results := map[string]Result{
 		"exec":  tg.exec(ctx, schema.ExecArgs{Command: "touch ran"}),

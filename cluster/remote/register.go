@@ -1,9 +1,15 @@
 package remote
 
-import "github.com/clawmatrix/clawmatrix/cluster/mesh"
+import (
+	"fmt"
 
-// Register installs the remote-tool handlers on node and returns the Target
-// that owns their work.
+	"github.com/clawmatrix/clawmatrix/cluster/mesh"
+	"github.com/clawmatrix/clawmatrix/schema"
+)
+
+// Register installs a handler on node for every remote tool of schema's
+// catalogue, under the tool's mesh method, and returns the Target that owns
+// their work.
 func Register(node *mesh.Node, cfg TargetConfig) (*Target, error) {
 	if cfg.CallerTags == nil {
 		cfg.CallerTags = func(id string) []string {
@@ -15,10 +21,15 @@ func Register(node *mesh.Node, cfg TargetConfig) (*Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	node.Handle(MethodExec, t.handler(ToolExec, t.serveExec))
-	node.Handle(MethodRead, t.handler(ToolRead, t.serveRead))
-	node.Handle(MethodWrite, t.handler(ToolWrite, t.serveWrite))
-	node.Handle(MethodTool, t.handler(ToolTool, t.serveTool))
-	node.Handle(MethodHandoff, t.handler(ToolHandoff, t.serveHandoff))
+	for _, tool := range schema.Tools() {
+		if tool.Method == "" {
+			continue // answered by the calling node
+		}
+		if _, ok := t.servers[tool.Name]; !ok {
+			t.Close()
+			return nil, fmt.Errorf("remote: schema's catalogue has remote tool %s, which this node cannot serve", tool.Name)
+		}
+		node.Handle(tool.Method, t.handler(tool.Name))
+	}
 	return t, nil
 }

@@ -4,6 +4,10 @@
 // the agent a node advertises), sends the request over the mesh and turns
 // every outcome, including mesh failures, into a Result the agent can act on.
 //
+// Which tools run remotely, and under which mesh method, is schema's tool
+// catalogue (schema.Tool.Method): the caller sends a call there, and
+// Register installs a handler for each.
+//
 // The target's side is Target, installed on a mesh node by Register. The
 // target is in charge of what runs on it: it re-validates the arguments,
 // applies its toolProxy policy, caps output, and owns every process it starts
@@ -16,9 +20,9 @@
 // cluster_handoff and cluster_send are agent runs, not tool proxy: a node takes
 // them for exactly the agents it advertises (its config's agents), whatever
 // its toolProxy says, and a node without agents takes none. A handoff that
-// waits for its answer is a request here (MethodHandoff); messages and
+// waits for its answer is a request here (its mesh method); messages and
 // handoffs that do not wait travel through the durable outbox of package
-// cluster/delivery, whose Runner calls AcquireRun, StartMessage and
+// cluster/delivery, whose Runner calls Admit, AcquireRun, StartMessage and
 // StartTask.
 package remote
 
@@ -31,26 +35,6 @@ import (
 	"unicode/utf8"
 )
 
-// Tool names (contract) of the tools this package serves.
-const (
-	ToolExec    = "cluster_exec"
-	ToolRead    = "cluster_read"
-	ToolWrite   = "cluster_write"
-	ToolTool    = "cluster_tool"
-	ToolHandoff = "cluster_handoff"
-	ToolSend    = "cluster_send"
-)
-
-// Mesh methods served by a Target. The payload is the tool's argument JSON;
-// the response is one message holding a wireResult.
-const (
-	MethodExec    = "remote.exec"
-	MethodRead    = "remote.read"
-	MethodWrite   = "remote.write"
-	MethodTool    = "remote.tool"
-	MethodHandoff = "remote.handoff"
-)
-
 // Defaults applied when the configuration leaves a value at zero.
 const (
 	DefaultExecTimeout    = 120 * time.Second
@@ -59,14 +43,6 @@ const (
 	DefaultMaxOutputBytes = 1 << 20
 	DefaultMaxRuns        = 2
 )
-
-// Gateway is the local OpenClaw gateway that serves cluster_tool requests.
-type Gateway struct {
-	// URL is the gateway's base URL, e.g. http://127.0.0.1:18789.
-	URL string
-	// Token is the gateway's bearer token. It never appears in results or logs.
-	Token string
-}
 
 // Result is what the calling agent sees. The plugin maps it to
 // {content: [{type: "text", text}], details, isError}.

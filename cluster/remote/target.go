@@ -2,7 +2,6 @@ package remote
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -28,7 +27,7 @@ type TargetConfig struct {
 	WorkspaceDir string
 	// Gateway is the local OpenClaw gateway for cluster_tool; nil on a
 	// standalone node, which then refuses cluster_tool.
-	Gateway *Gateway
+	Gateway *schema.Gateway
 	// OpenclawBin is the CLI that runs handoff and send turns ("openclaw").
 	OpenclawBin string
 	// Agents are the agents this node offers; handoff and send accept only
@@ -63,7 +62,7 @@ type Target struct {
 	maxTimeout  time.Duration
 	baseDir     string
 	roots       []fsRoot // the workspace, then toolProxy.allowPaths
-	gateway     *Gateway
+	gateway     *schema.Gateway
 	gatewayURL  *url.URL
 	http        *http.Client
 	openclawBin string
@@ -85,6 +84,9 @@ type Target struct {
 	runs   sync.WaitGroup // in-flight handlers
 
 	closeRootsOnce sync.Once
+
+	// servers run each remote tool of schema's catalogue, by name.
+	servers map[string]toolServer
 }
 
 func newTarget(nodeID string, cfg TargetConfig) (*Target, error) {
@@ -155,7 +157,30 @@ func newTarget(nodeID string, cfg TargetConfig) (*Target, error) {
 	}
 	t.execSlots = make(chan struct{}, execs)
 	t.ctx, t.cancel = context.WithCancel(context.Background())
+	t.servers = map[string]toolServer{
+		schema.ToolExec:    serveAs(func(ctx context.Context, _ string, a schema.ExecArgs) Result { return t.exec(ctx, a) }),
+		schema.ToolRead:    serveAs(func(ctx context.Context, _ string, a schema.ReadArgs) Result { return t.read(ctx, a) }),
+		schema.ToolWrite:   serveAs(func(_ context.Context, _ string, a schema.WriteArgs) Result { return t.write(a) }),
+		schema.ToolTool:    serveAs(func(ctx context.Context, _ string, a schema.ToolArgs) Result { return t.invokeTool(ctx, a) }),
+		schema.ToolHandoff: serveAs(t.handoff),
+	}
 	return t, nil
+}
+
+// toolServer runs one remote tool with its decoded arguments.
+type toolServer func(ctx context.Context, from string, args any) Result
+
+// serveAs adapts a tool's executor to a toolServer. Arguments of another
+// type than A mean schema's catalogue and this table disagree on the
+// tool's Args type, which the package's tests check.
+func serveAs[A any](run func(ctx context.Context, from string, a A) Result) toolServer {
+	return func(ctx context.Context, from string, args any) Result {
+		a, ok := args.(*A)
+		if !ok {
+			return errorResult(fmt.Sprintf("internal error: arguments of type %T where %T was expected", args, a))
+		}
+		return run(ctx, from, *a)
+	}
 }
 
 // Close stops taking requests, kills every running command and agent run
@@ -181,10 +206,12 @@ func (t *Target) begin() bool {
 	return true
 }
 
-// handler adapts one serve function to a mesh handler: it checks the
-// arguments against the tool's schema (they come from the network), scrubs
-// secrets from the result and writes it as the single response message.
-func (t *Target) handler(tool string, serve func(ctx context.Context, from string, args []byte) Result) mesh.Handler {
+// handler is the mesh handler of one remote tool: it checks the caller,
+// decodes and checks the arguments once against the tool's schema (they
+// come from the network), runs the tool, scrubs secrets from the result and
+// writes it as the single response message.
+func (t *Target) handler(tool string) mesh.Handler {
+	serve := t.servers[tool]
 	return mesh.HandlerFunc(func(ctx context.Context, w mesh.ResponseWriter, r *mesh.Request) error {
 		if !t.begin() {
 			return mesh.Errorf(mesh.CodeUnavailable, "node %q is shutting down; try again later or use another node", t.nodeID)
@@ -201,11 +228,11 @@ func (t *Target) handler(tool string, serve func(ctx context.Context, from strin
 		}
 		start := time.Now()
 		var res Result
-		if problems := schema.ValidateToolArgs(tool, r.Payload); len(problems) > 0 {
+		if call, problems := schema.DecodeToolCall(tool, r.Payload); len(problems) > 0 {
 			res = errorResult(fmt.Sprintf("node %q refused %s: invalid arguments: %s. Fix them and call again.",
 				t.nodeID, tool, formatProblems(problems)))
 		} else {
-			res = serve(ctx, r.From, r.Payload)
+			res = serve(ctx, r.From, call.Args)
 		}
 		// Arguments are not logged: they may hold file contents or secrets.
 		t.log.Debug("remote request served", "tool", tool, "from", r.From,
@@ -243,55 +270,4 @@ func formatProblems(problems []schema.Problem) string {
 		parts[i] = p.String()
 	}
 	return strings.Join(parts, "; ")
-}
-
-// decodeArgs decodes validated arguments; a failure here means the schema
-// and the struct disagree, which the caller reports as a bad request.
-func decodeArgs[T any](nodeID, tool string, raw []byte) (T, *Result) {
-	var v T
-	if err := json.Unmarshal(raw, &v); err != nil {
-		r := errorResult(fmt.Sprintf("node %q could not decode the %s arguments: %v", nodeID, tool, err))
-		return v, &r
-	}
-	return v, nil
-}
-
-func (t *Target) serveExec(ctx context.Context, _ string, raw []byte) Result {
-	a, bad := decodeArgs[schema.ExecArgs](t.nodeID, ToolExec, raw)
-	if bad != nil {
-		return *bad
-	}
-	return t.exec(ctx, a)
-}
-
-func (t *Target) serveRead(ctx context.Context, _ string, raw []byte) Result {
-	a, bad := decodeArgs[schema.ReadArgs](t.nodeID, ToolRead, raw)
-	if bad != nil {
-		return *bad
-	}
-	return t.read(ctx, a)
-}
-
-func (t *Target) serveWrite(_ context.Context, _ string, raw []byte) Result {
-	a, bad := decodeArgs[schema.WriteArgs](t.nodeID, ToolWrite, raw)
-	if bad != nil {
-		return *bad
-	}
-	return t.write(a)
-}
-
-func (t *Target) serveTool(ctx context.Context, _ string, raw []byte) Result {
-	a, bad := decodeArgs[schema.ToolArgs](t.nodeID, ToolTool, raw)
-	if bad != nil {
-		return *bad
-	}
-	return t.invokeTool(ctx, a)
-}
-
-func (t *Target) serveHandoff(ctx context.Context, from string, raw []byte) Result {
-	a, bad := decodeArgs[schema.HandoffArgs](t.nodeID, ToolHandoff, raw)
-	if bad != nil {
-		return *bad
-	}
-	return t.handoff(ctx, from, a)
 }

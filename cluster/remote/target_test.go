@@ -2,7 +2,6 @@ package remote
 
 import (
 	"bytes"
-	"context"
 	"log/slog"
 	"strings"
 	"sync"
@@ -20,21 +19,17 @@ func TestHandlerRejectsBadPayloads(t *testing.T) {
 		payload string
 		text    string
 	}{
-		{ToolExec, `not json`, "arguments are not valid JSON"},
-		{ToolExec, `{"node":"n1"}`, "command: missing required field"},
-		{ToolExec, `{"node":"n1","command":"true","timeoutMs":-5}`, "timeoutMs"},
-		{ToolRead, `[1,2]`, "invalid arguments"},
-		{ToolWrite, `{"node":"n1","path":"x"}`, "content: missing"},
-		{ToolTool, `{"node":"n1","tool":7}`, "tool"},
-		{ToolHandoff, `{"task":"x"}`, `missing "agent", "node" or "tags"`},
-	}
-	handlers := map[string]func(context.Context, string, []byte) Result{
-		ToolExec: tg.serveExec, ToolRead: tg.serveRead, ToolWrite: tg.serveWrite,
-		ToolTool: tg.serveTool, ToolHandoff: tg.serveHandoff,
+		{schema.ToolExec, `not json`, "arguments are not valid JSON"},
+		{schema.ToolExec, `{"node":"n1"}`, "command: missing required field"},
+		{schema.ToolExec, `{"node":"n1","command":"true","timeoutMs":-5}`, "timeoutMs"},
+		{schema.ToolRead, `[1,2]`, "invalid arguments"},
+		{schema.ToolWrite, `{"node":"n1","path":"x"}`, "content: missing"},
+		{schema.ToolTool, `{"node":"n1","tool":7}`, "tool"},
+		{schema.ToolHandoff, `{"task":"x"}`, `missing "agent", "node" or "tags"`},
 	}
 	for _, tc := range cases {
 		w := &recorder{}
-		if err := tg.handler(tc.tool, handlers[tc.tool]).ServeMesh(t.Context(), w, meshRequest("x", []byte(tc.payload))); err != nil {
+		if err := tg.handler(tc.tool).ServeMesh(t.Context(), w, meshRequest("x", []byte(tc.payload))); err != nil {
 			t.Fatal(err)
 		}
 		r := w.result(t)
@@ -68,7 +63,7 @@ func TestSendOutcomeLogged(t *testing.T) {
 	var logs syncBuffer
 	tg := newTestTarget(t, "n1", TargetConfig{
 		WorkspaceDir: dir, OpenclawBin: fakeOpenclaw(t, dir), Agents: []schema.Agent{{ID: "coder"}},
-		Gateway: &Gateway{URL: "http://127.0.0.1:1", Token: testGatewayToken},
+		Gateway: &schema.Gateway{URL: "http://127.0.0.1:1", Token: testGatewayToken},
 		Logger:  slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if r := runMessage(t, tg, schema.SendArgs{Agent: "coder", Message: "hello"}); r.IsError {

@@ -1,5 +1,6 @@
 // Command clawmatrix-plugin is the clawmatrix sidecar: OpenClaw drives it over
-// stdio, and it also runs standalone nodes, the demo and the benchmarks.
+// stdio, and it also runs standalone nodes and the demo. The benchmarks are
+// a binary of their own, cmd/clawmatrix-bench.
 package main
 
 import (
@@ -11,12 +12,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
-	"time"
 
 	"github.com/clawmatrix/clawmatrix/cluster"
-	"github.com/clawmatrix/clawmatrix/internal/bench"
 	"github.com/clawmatrix/clawmatrix/internal/demo"
 	"github.com/clawmatrix/clawmatrix/plugin"
 	"github.com/clawmatrix/clawmatrix/schema"
@@ -36,7 +34,6 @@ func commands() []command {
 		{"tools", "tools                      print openclaw.tools.json, the tool catalogue the OpenClaw adapter registers", runTools},
 		{"validate-config", "validate-config FILE       check a plugin config (JSON); exit 2 with one 'path: message' line per problem", runValidate},
 		{"demo", "demo                       start a three-node cluster on loopback, show every feature, then exit", runDemo},
-		{"bench", "bench [--quick] [--soak D] [--only S,...]  measure proxy, mesh, tools, failover and soak on loopback nodes", runBench},
 		{"node", "node --config FILE [--workspace DIR]  run a standalone mesh node until SIGINT/SIGTERM", runNode},
 		{"identity", "identity (--config FILE | --state DIR | --key PATH) [--json]  print this node's id, public key and fingerprint (makes the key if missing)", runIdentity},
 		{"trust", "trust (--config FILE | --state DIR | --known PATH) NODEID PUBLICKEY  pin a node's key (after a key change, or to undo revoke)", runTrust},
@@ -69,9 +66,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return c.run(ctx, args, stdout, stderr)
 		}
 	}
-	// Not listed: the bench starts its yardstick proxies with it.
-	if name == bench.RelayCommand {
-		return bench.RunRelay(ctx, args, stdout, stderr)
+	if name == "bench" {
+		fmt.Fprintln(stderr, "clawmatrix-plugin: the benchmarks are a binary of their own: run make bench, or build ./cmd/clawmatrix-bench beside clawmatrix-plugin")
+		return 1
 	}
 	fmt.Fprintf(stderr, "clawmatrix-plugin: unknown command %q\n\n", name)
 	usage(stderr)
@@ -197,42 +194,6 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func runDemo(ctx context.Context, _ []string, stdout, stderr io.Writer) int {
 	if err := demo.Run(ctx, stdout); err != nil {
 		fmt.Fprintln(stderr, "clawmatrix-plugin demo:", err)
-		return 1
-	}
-	return 0
-}
-
-func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	quick := fs.Bool("quick", false, "small runs only (well under a minute in all)")
-	soak := fs.Duration("soak", 0, fmt.Sprintf("how long the soak suite runs (default %s)", bench.DefaultSoak))
-	only := fs.String("only", "", "comma-separated suites to run: "+strings.Join(bench.SuiteNames(), ", "))
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: clawmatrix-plugin bench [--quick] [--soak DURATION] [--only SUITE,...]")
-		fmt.Fprintln(stderr, "\nsuites:")
-		for _, s := range bench.Suites() {
-			fmt.Fprintf(stderr, "  %-9s %s\n", s.Name, s.About)
-		}
-		fmt.Fprintln(stderr, "\nflags:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 1
-	}
-	if *soak < 0 || (*soak > 0 && *soak < time.Second) {
-		fmt.Fprintf(stderr, "clawmatrix-plugin bench: --soak %s is too short; give at least 1s (for example --soak 2m)\n", *soak)
-		return 1
-	}
-	o := bench.Options{Quick: *quick, Soak: *soak, Logger: stderrLogger(stderr)}
-	if *only != "" {
-		o.Only = strings.Split(*only, ",")
-	}
-	if _, err := bench.Run(ctx, o, stdout); err != nil {
-		fmt.Fprintln(stderr, "clawmatrix-plugin bench:", err)
 		return 1
 	}
 	return 0

@@ -245,11 +245,9 @@ func TestCommands(t *testing.T) {
 		{[]string{"validate-config", "--help"}, 0, []string{"usage: clawmatrix-plugin validate-config FILE"}},
 		{[]string{"node", "--help"}, 0, []string{"-config", "-workspace"}},
 		{[]string{"frobnicate"}, 1, []string{`unknown command "frobnicate"`}},
-		{[]string{"bench", "--help"}, 0, []string{"failover", "soak", "--quick"}},
-		{[]string{"bench", "--only", "nope"}, 1, []string{`unknown suite "nope"`, "proxy, mesh"}},
-		{[]string{"bench", "--soak", "10ms"}, 1, []string{"too short"}},
-		// The bench's yardstick proxy is a command, but not a listed one.
-		{[]string{"bench-relay"}, 1, []string{"usage: clawmatrix-plugin bench-relay --target"}},
+		// The benchmarks moved to their own binary; the sidecar says where.
+		{[]string{"bench"}, 1, []string{"clawmatrix-bench", "make bench"}},
+		{[]string{"bench-relay"}, 1, []string{`unknown command "bench-relay"`}},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -264,8 +262,8 @@ func TestCommands(t *testing.T) {
 			}
 		})
 	}
-	if out, _ := runBinary(t, "--help"); strings.Contains(out, "bench-relay") {
-		t.Errorf("the usage lists the hidden bench-relay command:\n%s", out)
+	if out, _ := runBinary(t, "--help"); strings.Contains(out, "bench") {
+		t.Errorf("the sidecar's usage still lists a bench command:\n%s", out)
 	}
 	out, _ := runBinary(t, "validate-config", bad)
 	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 {

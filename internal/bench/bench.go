@@ -1,6 +1,7 @@
-// Package bench is the `clawmatrix-plugin bench` command: it starts real
-// nodes on loopback, measures the proxy, the mesh, the remote tools, failover
-// and a soak run, and prints a table for people and one JSON line for tools.
+// Package bench is the clawmatrix-bench command: it starts real nodes on
+// loopback (in its own process, and as clawmatrix-plugin processes),
+// measures the proxy, the mesh, the remote tools, failover and a soak run,
+// and prints a table for people and one JSON line for tools.
 //
 // Figures that depend on the machine are reported as ratios or differences
 // against a baseline measured in the same run.
@@ -34,9 +35,13 @@ type Options struct {
 	// Logger receives progress; nil discards it.
 	Logger *slog.Logger
 	// NodeBin is the clawmatrix-plugin binary the proxy, failover and soak
-	// suites start nodes (`node --config FILE`) and the proxy suite its
-	// yardstick proxies (RelayCommand) with; empty means this executable.
+	// suites start nodes with (`node --config FILE`); empty means a
+	// clawmatrix-plugin beside this executable.
 	NodeBin string
+	// RelayBin is the binary the proxy suite starts its yardstick proxies
+	// with (RelayCommand, a mode of clawmatrix-bench); empty means this
+	// executable.
+	RelayBin string
 }
 
 // DefaultSoak is the soak duration when Options.Soak is 0.

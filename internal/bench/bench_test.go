@@ -22,7 +22,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(removeBuiltAfter{m}) }
 
-// removeBuiltAfter runs the tests, then removes the binary testNodeBin built.
+// removeBuiltAfter runs the tests, then removes the binaries testOptions built.
 type removeBuiltAfter struct{ m *testing.M }
 
 func (r removeBuiltAfter) Run() int {
@@ -33,31 +33,34 @@ func (r removeBuiltAfter) Run() int {
 	return code
 }
 
-// built is the clawmatrix-plugin binary testNodeBin builds once per run.
+// built are the clawmatrix-plugin and clawmatrix-bench binaries testOptions
+// builds once per run.
 var built struct {
-	once     sync.Once
-	dir, bin string
-	err      error
+	once             sync.Once
+	dir, node, relay string
+	err              error
 }
 
-// testNodeBin builds clawmatrix-plugin for the suites to start nodes and
-// relays with (the test binary itself has neither command).
-func testNodeBin(t *testing.T) string {
+// testOptions are quick Options with the binaries the suites start nodes
+// (clawmatrix-plugin) and relays (clawmatrix-bench) with; the test binary
+// itself can run neither.
+func testOptions(t *testing.T) Options {
 	t.Helper()
 	built.once.Do(func() {
 		if built.dir, built.err = os.MkdirTemp("", "clawmatrix-bench-test-"); built.err != nil {
 			return
 		}
-		built.bin = filepath.Join(built.dir, "clawmatrix-plugin")
-		out, err := exec.Command("go", "build", "-o", built.bin, "../../cmd/clawmatrix-plugin").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", built.dir+"/", "../../cmd/clawmatrix-plugin", "../../cmd/clawmatrix-bench").CombinedOutput()
 		if err != nil {
-			built.err = fmt.Errorf("building clawmatrix-plugin: %v\n%s", err, out)
+			built.err = fmt.Errorf("building clawmatrix-plugin and clawmatrix-bench: %v\n%s", err, out)
 		}
+		built.node = filepath.Join(built.dir, "clawmatrix-plugin")
+		built.relay = filepath.Join(built.dir, "clawmatrix-bench")
 	})
 	if built.err != nil {
 		t.Fatal(built.err)
 	}
-	return built.bin
+	return Options{Quick: true, NodeBin: built.node, RelayBin: built.relay}
 }
 
 // runQuick runs one suite in quick mode through Run and returns the report
@@ -67,7 +70,8 @@ func runQuick(t *testing.T, suite string) (Report, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	o := Options{Quick: true, Only: []string{suite}, NodeBin: testNodeBin(t)}
+	o := testOptions(t)
+	o.Only = []string{suite}
 	if os.Getenv("BENCH_TEST_LOG") != "" {
 		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
@@ -221,7 +225,7 @@ func TestRunRejectsUnknownSuite(t *testing.T) {
 // A suite whose context ends fails with an error and leaves nothing
 // running (goleak checks the latter when the package's tests end).
 func TestSuitesStopWhenCancelled(t *testing.T) {
-	bin := testNodeBin(t)
+	bins := testOptions(t)
 	for _, s := range Suites() {
 		if !slices.Contains([]string{"proxy", "mesh", "tools"}, s.Name) {
 			continue
@@ -234,7 +238,9 @@ func TestSuitesStopWhenCancelled(t *testing.T) {
 			log := slog.New(cancelOnRecord{cancel})
 			done := make(chan error, 1)
 			go func() {
-				_, err := s.Run(ctx, Options{Quick: true, Logger: log, NodeBin: bin})
+				o := bins
+				o.Logger = log
+				_, err := s.Run(ctx, o)
 				done <- err
 			}()
 			select {

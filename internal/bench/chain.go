@@ -19,24 +19,23 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/clawmatrix/clawmatrix/cluster/proxy"
 )
 
 // chainPaths are the three ways to the upstream, and the processes behind
 // the two indirect ones.
 type chainPaths struct {
-	direct, chain, cluster proxy.LoadOptions
+	direct, chain, cluster loadOptions
 	procs                  []*proc // in start order
 }
 
-// startChainPaths starts node B (serving proxy.BenchModel from upstream),
+// startChainPaths starts node B (serving benchModel from upstream),
 // node A (dialing B, proxying the model) and two relays in a chain in front
-// of upstream, all as processes of bin, and returns once a request through
+// of upstream, the nodes as processes of nodeBin (clawmatrix-plugin) and
+// the relays of relayBin (clawmatrix-bench), and returns once a request through
 // each path succeeds. upstream is an OpenAI base URL (…/v1). On error
 // nothing is left running.
-func startChainPaths(ctx context.Context, bin, upstream string) (_ *chainPaths, err error) {
-	p := &chainPaths{direct: proxy.LoadOptions{URL: upstream, Model: proxy.BenchModel}}
+func startChainPaths(ctx context.Context, nodeBin, relayBin, upstream string) (_ *chainPaths, err error) {
+	p := &chainPaths{direct: loadOptions{URL: upstream, Model: benchModel}}
 	defer func() {
 		if err != nil {
 			p.Close()
@@ -47,43 +46,43 @@ func startChainPaths(ctx context.Context, bin, upstream string) (_ *chainPaths, 
 		return nil, err
 	}
 	defer os.RemoveAll(dir) // the nodes read their configs at start
-	b, err := startNodeProc(ctx, bin, dir, map[string]any{
+	b, err := startNodeProc(ctx, nodeBin, dir, map[string]any{
 		"nodeId": "chain-b", "listen": true, "listenHost": "127.0.0.1", "listenPort": 0,
-		"models": []any{map[string]any{"id": proxy.BenchModel, "provider": "bench", "upstream": map[string]any{"baseUrl": upstream}}},
+		"models": []any{map[string]any{"id": benchModel, "provider": "bench", "upstream": map[string]any{"baseUrl": upstream}}},
 	}, "")
 	if err != nil {
 		return nil, err
 	}
 	p.procs = append(p.procs, b.proc)
-	a, err := startNodeProc(ctx, bin, dir, map[string]any{
+	a, err := startNodeProc(ctx, nodeBin, dir, map[string]any{
 		"nodeId":      "chain-a",
 		"peers":       []any{map[string]any{"url": b.MeshURL, "nodeId": b.ID}},
-		"proxyModels": []any{map[string]any{"id": proxy.BenchModel}},
+		"proxyModels": []any{map[string]any{"id": benchModel}},
 	}, "")
 	if err != nil {
 		return nil, err
 	}
 	p.procs = append(p.procs, a.proc)
-	p.cluster = proxy.LoadOptions{URL: a.ProxyURL, APIKey: a.ProxyKey, Model: proxy.BenchModel}
+	p.cluster = loadOptions{URL: a.ProxyURL, APIKey: a.ProxyKey, Model: benchModel}
 
 	target := strings.TrimSuffix(upstream, "/v1")
 	for _, name := range []string{"relay 2", "relay 1"} {
-		r, err := startRelayProc(ctx, bin, name, target)
+		r, err := startRelayProc(ctx, relayBin, name, target)
 		if err != nil {
 			return nil, err
 		}
 		p.procs = append(p.procs, r.proc)
 		target = r.URL
 	}
-	p.chain = proxy.LoadOptions{URL: target + "/v1", Model: proxy.BenchModel}
+	p.chain = loadOptions{URL: target + "/v1", Model: benchModel}
 
 	// A serves the model once it has a link to B and B's offer: until then
 	// its proxy answers that no node serves it.
 	ready, cancel := context.WithTimeout(ctx, joinTimeout)
 	defer cancel()
-	client := proxy.NewLoadClient(1)
+	client := newLoadClient(1)
 	defer client.CloseIdleConnections()
-	for _, o := range []proxy.LoadOptions{p.chain, p.cluster} {
+	for _, o := range []loadOptions{p.chain, p.cluster} {
 		if err := untilAnswered(ready, client, o); err != nil {
 			return nil, err
 		}
@@ -93,10 +92,10 @@ func startChainPaths(ctx context.Context, bin, upstream string) (_ *chainPaths, 
 
 // untilAnswered sends one request to o's path every 20 ms until one
 // succeeds or ctx ends.
-func untilAnswered(ctx context.Context, client *http.Client, o proxy.LoadOptions) error {
+func untilAnswered(ctx context.Context, client *http.Client, o loadOptions) error {
 	o.Requests, o.Concurrency = 1, 1
 	for {
-		_, err := proxy.RunLoad(ctx, client, o)
+		_, err := runLoad(ctx, client, o)
 		if err == nil {
 			return nil
 		}
@@ -121,8 +120,8 @@ func (p *chainPaths) Close() error {
 
 // chainReport is the median round of each load.
 type chainReport struct {
-	direct1, chain1, cluster1    proxy.LoadResult // 1 client
-	direct16, chain16, cluster16 proxy.LoadResult // 16 clients
+	direct1, chain1, cluster1    loadResult // 1 client
+	direct16, chain16, cluster16 loadResult // 16 clients
 	rounds                       int
 }
 
@@ -151,32 +150,32 @@ func (r chainReport) addedVsChain() float64 {
 }
 
 // compareChain runs each load (1 client, then 16) against the three paths
-// in proxy.CompareRounds rounds of requests requests per path, after a
+// in compareRounds rounds of requests requests per path, after a
 // warm-up, rotating the order of the paths from round to round, and keeps
 // for each load the round whose comparison of the cluster with the chain is
 // the median.
 func compareChain(ctx context.Context, p *chainPaths, requests int) (chainReport, error) {
-	r := chainReport{rounds: proxy.CompareRounds}
-	client := proxy.NewLoadClient(16)
+	r := chainReport{rounds: compareRounds}
+	client := newLoadClient(16)
 	defer client.CloseIdleConnections()
 	type round struct {
-		res   [3]proxy.LoadResult // direct, chain, cluster
+		res   [3]loadResult // direct, chain, cluster
 		score float64
 	}
 	loads := []struct {
 		concurrency int
-		out         [3]*proxy.LoadResult
+		out         [3]*loadResult
 		score       func(chainReport) float64
 	}{
-		{1, [3]*proxy.LoadResult{&r.direct1, &r.chain1, &r.cluster1}, chainReport.addedVsChain},
-		{16, [3]*proxy.LoadResult{&r.direct16, &r.chain16, &r.cluster16}, chainReport.throughputVsChain},
+		{1, [3]*loadResult{&r.direct1, &r.chain1, &r.cluster1}, chainReport.addedVsChain},
+		{16, [3]*loadResult{&r.direct16, &r.chain16, &r.cluster16}, chainReport.throughputVsChain},
 	}
-	paths := [3]proxy.LoadOptions{p.direct, p.chain, p.cluster}
+	paths := [3]loadOptions{p.direct, p.chain, p.cluster}
 	for _, load := range loads {
 		for i := range paths {
 			w := paths[i]
 			w.Concurrency, w.Requests = load.concurrency, max(requests/10, load.concurrency)
-			if _, err := proxy.RunLoad(ctx, client, w); err != nil {
+			if _, err := runLoad(ctx, client, w); err != nil {
 				return r, fmt.Errorf("warm-up of %s: %w", pathName[i], err)
 			}
 		}
@@ -187,7 +186,7 @@ func compareChain(ctx context.Context, p *chainPaths, requests int) (chainReport
 				i := (j + k) % len(paths)
 				o := paths[i]
 				o.Concurrency, o.Requests = load.concurrency, requests
-				res, err := proxy.RunLoad(ctx, client, o)
+				res, err := runLoad(ctx, client, o)
 				if err != nil {
 					return r, fmt.Errorf("%s, %d clients: %w", pathName[i], load.concurrency, err)
 				}

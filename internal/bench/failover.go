@@ -88,7 +88,7 @@ func failover(ctx context.Context, o Options) (*failoverRun, error) {
 		p, err := startNodeProc(ctx, bin, dir, map[string]any{
 			"nodeId": id,
 			"peers":  []any{map[string]any{"url": hub.Mesh().URL(), "nodeId": hub.NodeID()}},
-			"models": []any{map[string]any{"id": failoverModel, "provider": "bench", "upstream": map[string]any{"baseUrl": up.url}}},
+			"models": []any{map[string]any{"id": failoverModel, "provider": "bench", "upstream": map[string]any{"baseUrl": up.URL()}}},
 		}, "")
 		if err != nil {
 			return nil, err

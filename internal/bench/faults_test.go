@@ -41,7 +41,7 @@ func faultsFinite(t *testing.T, ms []Metric) {
 
 func TestFailoverQuick(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	o := Options{Quick: true, NodeBin: testNodeBin(t)}
+	o := testOptions(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	run, err := failover(ctx, o)
@@ -111,7 +111,7 @@ func TestFailoverQuick(t *testing.T) {
 
 func TestSoakQuick(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	o := Options{Quick: true, NodeBin: testNodeBin(t)}
+	o := testOptions(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	run, err := soak(ctx, o)

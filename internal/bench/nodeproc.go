@@ -25,19 +25,41 @@ const joinTimeout = 20 * time.Second
 // benchSecret is the cluster secret of the nodes the fault suites start.
 const benchSecret = "bench-fault-suites-secret-0123456789"
 
-// nodeBin is the binary that runs `node`: Options.NodeBin, else this one.
+// nodeBin is the clawmatrix-plugin binary that runs `node`: Options.NodeBin,
+// else a clawmatrix-plugin beside this executable (where make bench builds
+// both). The nodes measured are the shipped sidecar, never a build of the
+// bench.
 func (o Options) nodeBin() (string, error) {
 	if o.NodeBin != "" {
 		return o.NodeBin, nil
 	}
+	self, err := o.relayBin()
+	if err != nil {
+		return "", fmt.Errorf("locating the clawmatrix-plugin binary to start nodes with: %w", err)
+	}
+	bin := filepath.Join(filepath.Dir(self), "clawmatrix-plugin")
+	if _, err := os.Stat(bin); err != nil {
+		return "", fmt.Errorf("the bench starts nodes as clawmatrix-plugin processes and found none beside %s: "+
+			"build both into one directory (make bench does: go build -o bin/ ./cmd/clawmatrix-plugin ./cmd/clawmatrix-bench), "+
+			"or pass --node-bin PATH", self)
+	}
+	return bin, nil
+}
+
+// relayBin is the binary that runs the yardstick proxies (RelayCommand):
+// Options.RelayBin, else this executable, the bench.
+func (o Options) relayBin() (string, error) {
+	if o.RelayBin != "" {
+		return o.RelayBin, nil
+	}
 	bin, err := os.Executable()
 	if err != nil {
-		return "", fmt.Errorf("locating the clawmatrix-plugin binary to start nodes: %w (set Options.NodeBin)", err)
+		return "", fmt.Errorf("locating the bench's own binary to start relays with: %w (set Options.RelayBin)", err)
 	}
-	// A test binary has no `node` command; run with no arguments it would
-	// run the tests again.
+	// A test binary has neither the relay mode nor a clawmatrix-plugin
+	// beside it; run with no arguments it would run the tests again.
 	if strings.HasSuffix(filepath.Base(bin), ".test") {
-		return "", fmt.Errorf("%s is a test binary, which cannot run nodes: set Options.NodeBin to a clawmatrix-plugin binary", bin)
+		return "", fmt.Errorf("%s is a test binary, which cannot run nodes or relays: set Options.NodeBin and Options.RelayBin", bin)
 	}
 	return bin, nil
 }

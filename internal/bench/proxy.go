@@ -4,16 +4,13 @@ package bench
 // through A's proxy -> mesh link -> B -> upstream, in one run, first with
 // both nodes in the bench's process, then with each node a process of its
 // own beside a chain of two standard-library reverse proxy processes (see
-// chain.go). The in-process harness is cluster/proxy's (StartBenchCluster,
-// Compare, CountBadStreams, StreamMemory), which the proxy package's own Go
-// benchmarks use too.
+// chain.go). The in-process harness is inproc.go (the cluster), load.go,
+// compare.go and streams.go, which the Go benchmarks of this package use too.
 
 import (
 	"context"
 	"fmt"
 	"time"
-
-	"github.com/clawmatrix/clawmatrix/cluster/proxy"
 )
 
 type proxyPlan struct {
@@ -33,12 +30,16 @@ func planProxy(o Options) proxyPlan {
 func runProxy(ctx context.Context, o Options) ([]Metric, error) {
 	plan := planProxy(o)
 	log := o.logger()
-	bin, err := o.nodeBin()
+	nodeBin, err := o.nodeBin()
+	if err != nil {
+		return nil, err
+	}
+	relayBin, err := o.relayBin()
 	if err != nil {
 		return nil, err
 	}
 	startCtx, cancel := context.WithTimeout(ctx, waitLimit)
-	c, err := proxy.StartBenchCluster(startCtx, plan.chunks)
+	c, err := startInprocCluster(startCtx, plan.chunks)
 	cancel()
 	if err != nil {
 		return nil, err
@@ -49,7 +50,7 @@ func runProxy(ctx context.Context, o Options) ([]Metric, error) {
 
 	var out []Metric
 	log.Info("proxy: direct vs proxied load", "requests", plan.requests)
-	r, err := proxy.Compare(ctx, c, plan.requests)
+	r, err := compare(ctx, c, plan.requests)
 	if err != nil {
 		return out, fmt.Errorf("load: %w", err)
 	}
@@ -67,7 +68,7 @@ func runProxy(ctx context.Context, o Options) ([]Metric, error) {
 	)
 
 	log.Info("proxy: direct vs two-proxy chain vs cluster, each node a process", "requests", plan.requests)
-	paths, err := startChainPaths(ctx, bin, c.Upstream.URL)
+	paths, err := startChainPaths(ctx, nodeBin, relayBin, c.Upstream.URL())
 	if err != nil {
 		return out, fmt.Errorf("starting the chain and the cluster processes: %w", err)
 	}
@@ -81,7 +82,7 @@ func runProxy(ctx context.Context, o Options) ([]Metric, error) {
 	out = append(out, chainMetrics(cr, plan.requests)...)
 
 	log.Info("proxy: concurrent streams over one link", "streams", plan.streams)
-	bad, first := proxy.CountBadStreams(ctx, c.Front.URL(), c.Key, plan.streams, plan.chunks)
+	bad, first := countBadStreams(ctx, c.Front.URL(), c.Key, plan.streams, plan.chunks, nil)
 	note := fmt.Sprintf("streams with a lost, duplicated or reordered chunk (or failed), of %d concurrent %d-chunk streams over the one A-B link", plan.streams, plan.chunks)
 	if first != nil {
 		note += "; first: " + first.Error()
@@ -92,11 +93,11 @@ func runProxy(ctx context.Context, o Options) ([]Metric, error) {
 	}
 
 	log.Info("proxy: memory per open stream", "streams", plan.memory)
-	direct, err := proxy.StreamMemory(ctx, c.Upstream, c.Upstream.URL, "", plan.memory)
+	direct, err := streamMemory(ctx, c.Upstream, c.Upstream.URL(), "", plan.memory)
 	if err != nil {
 		return out, fmt.Errorf("stream memory, direct: %w", err)
 	}
-	proxied, err := proxy.StreamMemory(ctx, c.Upstream, c.Front.URL(), c.Key, plan.memory)
+	proxied, err := streamMemory(ctx, c.Upstream, c.Front.URL(), c.Key, plan.memory)
 	if err != nil {
 		return out, fmt.Errorf("stream memory, proxied: %w", err)
 	}

@@ -5,7 +5,7 @@ package bench
 // (client -> relay -> relay -> upstream) they are the least work two machines
 // can do to pass an HTTP request on, which the cluster path
 // (client -> A's proxy -> mesh -> B -> upstream) is held against. The bench
-// starts them as its own binary with the hidden RelayCommand.
+// starts them as its own binary in the hidden RelayCommand mode.
 
 import (
 	"context"
@@ -20,11 +20,11 @@ import (
 	"time"
 )
 
-// RelayCommand is the hidden subcommand of clawmatrix-plugin that runs one
+// RelayCommand is the hidden mode of clawmatrix-bench that runs one
 // yardstick proxy (RunRelay); the bench starts it, people have no use for it.
-const RelayCommand = "bench-relay"
+const RelayCommand = "relay"
 
-const relayUsage = "usage: clawmatrix-plugin " + RelayCommand + " --target http://127.0.0.1:PORT"
+const relayUsage = "usage: clawmatrix-bench " + RelayCommand + " --target http://127.0.0.1:PORT"
 
 // RunRelay is RelayCommand: it serves an httputil.ReverseProxy to --target
 // on a free 127.0.0.1 port, prints "relay: http://127.0.0.1:PORT" once it
@@ -86,7 +86,7 @@ type relayProc struct {
 	URL string
 }
 
-// startRelayProc starts a relay to target with bin (a clawmatrix-plugin
+// startRelayProc starts a relay to target with bin (a clawmatrix-bench
 // binary) and returns once it listens. On error nothing is left running.
 func startRelayProc(ctx context.Context, bin, name, target string) (*relayProc, error) {
 	p, v, err := startProc(ctx, name, bin, []string{RelayCommand, "--target", target}, "relay: ")

@@ -7,12 +7,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/clawmatrix/clawmatrix/cluster/proxy"
 )
 
 // upstreamEcho answers every request with its method and path.
@@ -44,7 +44,7 @@ func get(t *testing.T, url string) string {
 // Two relay processes in a chain pass a request on to the upstream and
 // shut down cleanly on SIGTERM.
 func TestRelayProcsChain(t *testing.T) {
-	bin := testNodeBin(t)
+	bin := testOptions(t).RelayBin
 	up := upstreamEcho(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -121,27 +121,47 @@ func TestRunRelayServesUntilCancelled(t *testing.T) {
 	}
 }
 
-func TestNodeBinRefusesTestBinary(t *testing.T) {
+func TestBinariesRefuseTestBinary(t *testing.T) {
 	if _, err := (Options{}).nodeBin(); err == nil || !strings.Contains(err.Error(), "test binary") {
 		t.Fatalf("nodeBin() from a test binary: err = %v", err)
+	}
+	if _, err := (Options{}).relayBin(); err == nil || !strings.Contains(err.Error(), "test binary") {
+		t.Fatalf("relayBin() from a test binary: err = %v", err)
 	}
 	if bin, err := (Options{NodeBin: "/x/clawmatrix-plugin"}).nodeBin(); bin != "/x/clawmatrix-plugin" || err != nil {
 		t.Fatalf("nodeBin() with NodeBin set = %q, %v", bin, err)
 	}
 }
 
+// Without NodeBin, the nodes are the clawmatrix-plugin beside the bench; with
+// none there, the error says how to get one.
+func TestNodeBinBesideTheBench(t *testing.T) {
+	dir := t.TempDir()
+	bench := filepath.Join(dir, "clawmatrix-bench")
+	if _, err := (Options{RelayBin: bench}).nodeBin(); err == nil || !strings.Contains(err.Error(), "--node-bin") {
+		t.Fatalf("nodeBin() with no clawmatrix-plugin beside the bench: err = %v", err)
+	}
+	plugin := filepath.Join(dir, "clawmatrix-plugin")
+	if err := os.WriteFile(plugin, nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if bin, err := (Options{RelayBin: bench}).nodeBin(); bin != plugin || err != nil {
+		t.Fatalf("nodeBin() = %q, %v; want %s", bin, err, plugin)
+	}
+}
+
 // The chain and the cluster processes answer, a load cut short by its
 // context fails, and closing the paths leaves no process running.
 func TestChainPathsStopWhenCancelled(t *testing.T) {
-	bin := testNodeBin(t)
-	up, err := proxy.StartSyntheticUpstream(2)
+	o := testOptions(t)
+	up, err := startSynthetic(2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer up.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	p, err := startChainPaths(ctx, bin, up.URL)
+	p, err := startChainPaths(ctx, o.NodeBin, o.RelayBin, up.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +188,7 @@ func TestChainPathsStopWhenCancelled(t *testing.T) {
 func TestStartChainPathsCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := startChainPaths(ctx, "/bin/true", "http://127.0.0.1:1/v1"); !errors.Is(err, context.Canceled) {
+	if _, err := startChainPaths(ctx, "/bin/true", "/bin/true", "http://127.0.0.1:1/v1"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 }

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/clawmatrix/clawmatrix/cluster"
+	"github.com/clawmatrix/clawmatrix/internal/mockllm"
+	"github.com/clawmatrix/clawmatrix/schema"
 )
 
 const soakModel = "soak-model"
@@ -88,7 +90,7 @@ const (
 // soakNode is one node process slot; restarts replace its process.
 type soakNode struct {
 	id, agent, workspace string
-	up                   *echoUpstream
+	up                   *mockllm.Server
 
 	mu   sync.Mutex
 	proc *nodeProc
@@ -98,7 +100,7 @@ func (n *soakNode) config(hubURL, hubID, agentBin string) map[string]any {
 	return map[string]any{
 		"nodeId":      n.id,
 		"peers":       []any{map[string]any{"url": hubURL, "nodeId": hubID}},
-		"models":      []any{map[string]any{"id": soakModel, "provider": "bench", "upstream": map[string]any{"baseUrl": n.up.url}}},
+		"models":      []any{map[string]any{"id": soakModel, "provider": "bench", "upstream": map[string]any{"baseUrl": n.up.URL()}}},
 		"agents":      []any{map[string]any{"id": n.agent, "description": "soak stand-in agent on " + n.id}},
 		"toolProxy":   map[string]any{"enabled": true, "allow": []string{"*"}},
 		"openclawBin": agentBin,
@@ -417,7 +419,11 @@ func (r *soakRun) record(kind, node string, from, to time.Time, out opOutcome, d
 func (r *soakRun) op(ctx context.Context, kind string, target *soakNode, token string, w int) (opOutcome, string, string) {
 	call := func(tool string, args map[string]any) (string, bool) {
 		raw, _ := json.Marshal(args)
-		res := r.hub.CallTool(ctx, tool, raw, cluster.CallInfo{})
+		tc, problems := schema.DecodeToolCall(tool, raw)
+		if problems != nil {
+			return fmt.Sprintf("the bench built invalid %s arguments: %v", tool, problems), true
+		}
+		res := r.hub.CallTool(ctx, tc, cluster.CallInfo{})
 		return res.Text, res.IsError
 	}
 	switch kind {

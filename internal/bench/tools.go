@@ -29,7 +29,7 @@ type toolsLine struct {
 	dir    string
 	// onTarget is c's own client; viaRelay is a's, two hops from c.
 	onTarget, viaRelay *remote.Client
-	execArgs, readArgs []byte
+	execCall, readCall schema.ToolCall
 	// readXs is how many 'x' the file holds, to check reads are whole.
 	readXs int
 }
@@ -77,13 +77,27 @@ func startToolsLine(ctx context.Context) (tl *toolsLine, err error) {
 		return nil, fmt.Errorf("tools line: a reaches c as %q, want through a relay", p.Status)
 	}
 	tl.onTarget, tl.viaRelay = &remote.Client{Node: c}, &remote.Client{Node: a}
-	if tl.execArgs, err = json.Marshal(schema.ExecArgs{Node: "c", Command: "echo hi"}); err != nil {
+	if tl.execCall, err = decodeCall(schema.ToolExec, schema.ExecArgs{Node: "c", Command: "echo hi"}); err != nil {
 		return nil, err
 	}
-	if tl.readArgs, err = json.Marshal(schema.ReadArgs{Node: "c", Path: "big.txt"}); err != nil {
+	if tl.readCall, err = decodeCall(schema.ToolRead, schema.ReadArgs{Node: "c", Path: "big.txt"}); err != nil {
 		return nil, err
 	}
 	return tl, nil
+}
+
+// decodeCall makes the call of tool with args, as the plugin does once per
+// agent's call; the bench decodes once and times the calls alone.
+func decodeCall(tool string, args any) (schema.ToolCall, error) {
+	raw, err := json.Marshal(args)
+	if err != nil {
+		return schema.ToolCall{}, err
+	}
+	call, problems := schema.DecodeToolCall(tool, raw)
+	if problems != nil {
+		return call, fmt.Errorf("the bench built invalid %s arguments: %v", tool, problems)
+	}
+	return call, nil
 }
 
 func (tl *toolsLine) Close() {
@@ -103,7 +117,7 @@ func (tl *toolsLine) client(relay bool) *remote.Client {
 
 // exec runs `echo hi` on c and checks its output.
 func (tl *toolsLine) exec(ctx context.Context, relay bool) error {
-	r := tl.client(relay).Call(ctx, remote.ToolExec, tl.execArgs)
+	r := tl.client(relay).Call(ctx, tl.execCall)
 	if r.IsError || !strings.Contains(r.Text, "hi") {
 		return fmt.Errorf("cluster_exec (relay %v): isError %v: %.300s", relay, r.IsError, r.Text)
 	}
@@ -112,7 +126,7 @@ func (tl *toolsLine) exec(ctx context.Context, relay bool) error {
 
 // read fetches the 1 MB file from c and checks that all of it came back.
 func (tl *toolsLine) read(ctx context.Context, relay bool) error {
-	r := tl.client(relay).Call(ctx, remote.ToolRead, tl.readArgs)
+	r := tl.client(relay).Call(ctx, tl.readCall)
 	if got := strings.Count(r.Text, "x"); r.IsError || got != tl.readXs {
 		return fmt.Errorf("cluster_read of 1 MB (relay %v): isError %v, %d of %d x's: %.200q", relay, r.IsError, got, tl.readXs, r.Text)
 	}

@@ -19,7 +19,7 @@ import (
 
 	"github.com/clawmatrix/clawmatrix/cluster"
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
-	"github.com/clawmatrix/clawmatrix/internal/mockllm"
+	"github.com/clawmatrix/clawmatrix/cluster/remote"
 	"github.com/clawmatrix/clawmatrix/schema"
 )
 
@@ -69,18 +69,18 @@ func Run(ctx context.Context, w io.Writer) error {
 		return err
 	}
 
-	llm, err := mockllm.Start(model, mockllm.EchoReply("node c's model answers: "))
+	llm, err := startEchoModel("node c's model answers: ")
 	if err != nil {
 		return err
 	}
-	defer llm.Close()
+	defer llm.close()
 
 	t0 := time.Now()
 	fmt.Fprintln(w, "1. Starting three nodes in a line: a — b — c (c serves a model, tools and an agent)")
 	c, err := startNode(ctx, map[string]any{
 		"nodeId": "c", "listen": true, "tags": []string{"gpu", "linux"},
 		"agents":      []any{map[string]any{"id": "researcher", "description": "digs through data on node c"}},
-		"models":      []any{map[string]any{"id": model, "provider": "demo", "description": "mock model on c", "upstream": map[string]any{"baseUrl": llm.URL()}}},
+		"models":      []any{map[string]any{"id": model, "provider": "demo", "description": "echo model on c", "upstream": map[string]any{"baseUrl": llm.URL()}}},
 		"toolProxy":   map[string]any{"enabled": true, "allow": []string{"*"}},
 		"openclawBin": agentBin,
 	}, workspace)
@@ -142,7 +142,7 @@ func Run(ctx context.Context, w io.Writer) error {
 
 	t0 = time.Now()
 	fmt.Fprintln(w, "4. cluster_exec on c from a:")
-	res := a.CallTool(ctx, "cluster_exec", mustJSON(map[string]any{"node": "c", "command": "echo \"pwd: $(pwd)\"; cat notes.txt"}), cluster.CallInfo{})
+	res := callTool(ctx, a, "cluster_exec", mustJSON(map[string]any{"node": "c", "command": "echo \"pwd: $(pwd)\"; cat notes.txt"}))
 	if res.IsError {
 		return fmt.Errorf("cluster_exec: %s", res.Text)
 	}
@@ -151,7 +151,7 @@ func Run(ctx context.Context, w io.Writer) error {
 
 	t0 = time.Now()
 	fmt.Fprintln(w, "5. cluster_handoff from a to agent \"researcher\" (on c):")
-	res = a.CallTool(ctx, "cluster_handoff", mustJSON(map[string]any{"agent": "researcher", "task": "Summarise what you can see on your node.", "context": "asked by the demo"}), cluster.CallInfo{})
+	res = callTool(ctx, a, "cluster_handoff", mustJSON(map[string]any{"agent": "researcher", "task": "Summarise what you can see on your node.", "context": "asked by the demo"}))
 	if res.IsError {
 		return fmt.Errorf("cluster_handoff: %s", res.Text)
 	}
@@ -160,6 +160,16 @@ func Run(ctx context.Context, w io.Writer) error {
 
 	fmt.Fprintf(w, "Done in %s. Shutting the cluster down.\n", time.Since(started).Round(time.Millisecond))
 	return nil
+}
+
+// callTool runs a cluster tool from node rt as an agent's call would: the
+// arguments checked and decoded once, then sent.
+func callTool(ctx context.Context, rt *cluster.Runtime, name string, args []byte) remote.Result {
+	call, problems := schema.DecodeToolCall(name, args)
+	if problems != nil {
+		return remote.Result{Text: fmt.Sprintf("%s: invalid arguments: %v", name, problems), IsError: true}
+	}
+	return rt.CallTool(ctx, call, cluster.CallInfo{})
 }
 
 func startNode(ctx context.Context, fields map[string]any, workspace string) (*cluster.Runtime, error) {

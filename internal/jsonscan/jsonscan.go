@@ -1,5 +1,6 @@
 // Package jsonscan finds the members of a JSON object in one pass, for hot
-// paths that read a few top-level keys of a large document.
+// paths that read a few top-level keys of a large document, and writes JSON
+// strings (AppendString) for hot paths that build a small document by hand.
 //
 // encoding/json validates and then re-scans every byte, once more per
 // nesting level that is decoded on its own (a frame envelope, then its
@@ -316,4 +317,19 @@ func printableASCII(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// AppendString appends s to b as a JSON string, exactly as encoding/json
+// writes it: as it is when it is plain printable ASCII with nothing to
+// escape, else through encoding/json.
+func AppendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string: cannot fail
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }

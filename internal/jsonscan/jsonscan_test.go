@@ -366,3 +366,13 @@ func BenchmarkWalkObject(b *testing.B) {
 		})
 	}
 }
+
+// AppendString writes what encoding/json writes, on the fast path and off it.
+func TestAppendString(t *testing.T) {
+	for _, s := range []string{"", "plain", "Content-Type", `a"b`, `back\slash`, "<tag>&", "tab\there", "ünï", "\x00\x1f", "bad \xff utf-8", "\u2028"} {
+		want, _ := json.Marshal(s)
+		if got := AppendString([]byte("x"), s); string(got) != "x"+string(want) {
+			t.Errorf("AppendString(%q) = %s, want x%s", s, got, want)
+		}
+	}
+}

@@ -1,21 +1,22 @@
-package proxy
+package bench
 
 import (
 	"context"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/clawmatrix/clawmatrix/internal/mockllm"
 )
 
-func startBench(tb testing.TB, chunks int) *BenchCluster {
+func startBench(tb testing.TB, chunks int) *inprocCluster {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := StartBenchCluster(ctx, chunks)
+	c, err := startInprocCluster(ctx, chunks)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -58,14 +59,14 @@ func TestCheckStreamsDetectsMissingChunks(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// The upstream sends 5 chunks; expecting 6 must fail every stream.
-	if err := CheckStreams(ctx, c.Upstream.URL, "", 3, 6); err == nil {
-		t.Fatal("CheckStreams accepted streams with a missing chunk")
+	if err := checkStreams(ctx, c.Upstream.URL(), "", 3, 6); err == nil {
+		t.Fatal("checkStreams accepted streams with a missing chunk")
 	}
-	if bad, first := CountBadStreams(ctx, c.Upstream.URL, "", 3, 6); bad != 3 || first == nil {
-		t.Fatalf("CountBadStreams = %d, %v; want all 3 streams bad", bad, first)
+	if bad, first := countBadStreams(ctx, c.Upstream.URL(), "", 3, 6, nil); bad != 3 || first == nil {
+		t.Fatalf("countBadStreams = %d, %v; want all 3 streams bad", bad, first)
 	}
-	if bad, first := CountBadStreams(ctx, c.Upstream.URL, "", 3, 5); bad != 0 {
-		t.Fatalf("CountBadStreams on complete streams = %d, %v", bad, first)
+	if bad, first := countBadStreams(ctx, c.Upstream.URL(), "", 3, 5, nil); bad != 0 {
+		t.Fatalf("countBadStreams on complete streams = %d, %v", bad, first)
 	}
 }
 
@@ -76,17 +77,21 @@ func TestCheckStreamsDamagedChunk(t *testing.T) {
 		"no number":                  `data: {"choices":[{"delta":{"content":"tx "}}]}`,
 	} {
 		t.Run(name, func(t *testing.T) {
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				io.Copy(io.Discard, r.Body)
+			up, err := mockllm.Start(mockllm.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer up.Close()
+			up.SetBefore(func(w http.ResponseWriter, r *http.Request) bool {
 				w.Header().Set("Content-Type", "text/event-stream")
 				io.WriteString(w, event+"\n\ndata: [DONE]\n\n")
-			}))
-			defer srv.Close()
+				return true
+			})
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			bad, first := CountBadStreams(ctx, srv.URL+"/v1", "", 2, 1)
+			bad, first := countBadStreams(ctx, up.URL(), "", 2, 1, nil)
 			if bad != 2 || first == nil || !strings.Contains(first.Error(), "damaged chunk") {
-				t.Fatalf("CountBadStreams = %d, %v; want both streams reported damaged", bad, first)
+				t.Fatalf("countBadStreams = %d, %v; want both streams reported damaged", bad, first)
 			}
 		})
 	}
@@ -96,11 +101,11 @@ func TestCompareRuns(t *testing.T) {
 	c := startBench(t, 4)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	r, err := Compare(ctx, c, 50)
+	r, err := compare(ctx, c, 50)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, res := range map[string]LoadResult{"direct1": r.Direct1, "proxy16": r.Proxy16, "proxyStream": r.ProxyStream, "reference16": r.Reference16} {
+	for name, res := range map[string]loadResult{"direct1": r.Direct1, "proxy16": r.Proxy16, "proxyStream": r.ProxyStream, "reference16": r.Reference16} {
 		if res.Requests != 50 || res.P50 <= 0 || res.PerSecond() <= 0 {
 			t.Fatalf("%s: %+v", name, res)
 		}
@@ -116,10 +121,10 @@ func TestCompareRuns(t *testing.T) {
 func BenchmarkCompare(b *testing.B) {
 	c := startBench(b, 16)
 	ctx := context.Background()
-	var r CompareReport
+	var r compareReport
 	for i := 0; i < b.N; i++ {
 		var err error
-		if r, err = Compare(ctx, c, 3000); err != nil {
+		if r, err = compare(ctx, c, 3000); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -132,21 +137,21 @@ func BenchmarkCompare(b *testing.B) {
 
 func benchLoad(b *testing.B, proxied bool, concurrency int, stream bool) {
 	c := startBench(b, 16)
-	o := LoadOptions{URL: c.Upstream.URL, Model: BenchModel, Concurrency: concurrency, Stream: stream}
+	o := loadOptions{URL: c.Upstream.URL(), Model: benchModel, Concurrency: concurrency, Stream: stream}
 	if proxied {
 		o.URL, o.APIKey = c.Front.URL(), c.Key
 	}
-	client := NewLoadClient(concurrency)
+	client := newLoadClient(concurrency)
 	defer client.CloseIdleConnections()
 	ctx := context.Background()
 	warm := o
 	warm.Requests = 100
-	if _, err := RunLoad(ctx, client, warm); err != nil {
+	if _, err := runLoad(ctx, client, warm); err != nil {
 		b.Fatal(err)
 	}
 	o.Requests = b.N
 	b.ResetTimer()
-	r, err := RunLoad(ctx, client, o)
+	r, err := runLoad(ctx, client, o)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -173,7 +178,7 @@ func BenchmarkStreams1000(b *testing.B) {
 	c := startBench(b, 16)
 	ctx := context.Background()
 	for i := 0; i < b.N; i++ {
-		if err := CheckStreams(ctx, c.Front.URL(), c.Key, 1000, 16); err != nil {
+		if err := checkStreams(ctx, c.Front.URL(), c.Key, 1000, 16); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -189,10 +194,10 @@ func BenchmarkStreamMemory(b *testing.B) {
 	var direct, proxied uint64
 	for i := 0; i < b.N; i++ {
 		var err error
-		if direct, err = StreamMemory(ctx, c.Upstream, c.Upstream.URL, "", n); err != nil {
+		if direct, err = streamMemory(ctx, c.Upstream, c.Upstream.URL(), "", n); err != nil {
 			b.Fatal(err)
 		}
-		if proxied, err = StreamMemory(ctx, c.Upstream, c.Front.URL(), c.Key, n); err != nil {
+		if proxied, err = streamMemory(ctx, c.Upstream, c.Front.URL(), c.Key, n); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,0 +1,64 @@
+// The cluster tools: the shipped catalogue, and each call through the real
+// sidecar, including the ways a call fails.
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { after, test } from "node:test";
+
+import { currentSupervisor } from "../lib/supervisor.js";
+import { clusterTool, readToolCatalogue } from "../lib/tools.js";
+import { minimalConfig, recordingLogger, sidecarBinary, tempDir } from "./support.js";
+
+process.env.OPENCLAW_STATE_DIR = tempDir();
+after(() => currentSupervisor()?.stop());
+
+const api = { pluginConfig: minimalConfig(), config: {}, logger: recordingLogger() };
+const byName = (name) => readToolCatalogue().find((t) => t.name === name);
+
+test("catalogue: the shipped openclaw.tools.json, as the sidecar lists its tools", () => {
+  const tools = readToolCatalogue();
+  const fromSidecar = JSON.parse(execFileSync(sidecarBinary(), ["tools"], { encoding: "utf8" }));
+  assert.deepEqual(tools, fromSidecar);
+  const tool = clusterTool(api, tools[0]);
+  assert.deepEqual(
+    { name: tool.name, label: tool.label, description: tool.description, parameters: tool.parameters },
+    { name: tools[0].name, label: tools[0].label, description: tools[0].description, parameters: tools[0].parameters },
+  );
+});
+
+test("catalogue: a file that is not a list is refused, naming the file", () => {
+  const file = path.join(tempDir(), "tools.json");
+  fs.writeFileSync(file, '{"name":"cluster_peers"}');
+  assert.throws(() => readToolCatalogue(file), new RegExp(`^Error: ${file}: expected an array of tools$`));
+});
+
+// Before the binary is found, so it runs first.
+test("call: without a sidecar the agent is told clawmatrix is unavailable here", async () => {
+  process.env.CLAWMATRIX_BIN = path.join(tempDir(), "missing");
+  const r = await clusterTool(api, byName("cluster_peers")).execute("call-0", {});
+  assert.equal(r.details.isError, true);
+  assert.match(r.content[0].text, /^cluster_peers failed: clawmatrix is unavailable on this node \(CLAWMATRIX_BIN=.*missing is not an executable file; .*\)\. Tell the user; the gateway log has details\.$/);
+  assert.ok(api.logger.lines.some((l) => l.level === "error" && l.message.startsWith("clawmatrix: cluster_peers: CLAWMATRIX_BIN=")));
+});
+
+test("call: a result's content and details reach the agent", async () => {
+  process.env.CLAWMATRIX_BIN = sidecarBinary();
+  const r = await clusterTool(api, byName("cluster_peers")).execute("call-1", undefined);
+  assert.equal(r.content.length, 1);
+  assert.equal(r.content[0].type, "text");
+  assert.match(r.content[0].text, /adapter-test/);
+  assert.deepEqual(r.details, { nodeId: "adapter-test", peers: [] });
+});
+
+test("call: a tool's own failure is marked isError, details wrapped when not an object", async () => {
+  const r = await clusterTool(api, byName("cluster_exec")).execute("call-2", { node: "adapter-test" });
+  assert.match(r.content[0].text, /^cluster_exec was not run: invalid arguments: .*command/);
+  assert.deepEqual(r.details, { value: undefined, isError: true });
+});
+
+test("call: an error answer from the sidecar is passed on as it said it", async () => {
+  const r = await clusterTool(api, { name: "cluster_nope", parameters: {} }).execute("call-3", {});
+  assert.match(r.content[0].text, /^cluster_nope failed: tools\/call: unknown tool "cluster_nope"; .* \(code -32602\)$/);
+  assert.deepEqual(r.details, { isError: true });
+});
