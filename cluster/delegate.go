@@ -51,20 +51,22 @@ func (r *Runtime) CallTool(ctx context.Context, call schema.ToolCall, info CallI
 // TaskDetails are the details of a cluster_send, an asynchronous
 // cluster_handoff or one cluster_tasks entry.
 type TaskDetails struct {
-	ID       string         `json:"id"`
-	Kind     delivery.Kind  `json:"kind"`
-	State    delivery.State `json:"state"`
-	Node     string         `json:"node"`
-	Agent    string         `json:"agent"`
-	Created  time.Time      `json:"created"`
-	Updated  time.Time      `json:"updated"`
-	Expires  time.Time      `json:"expires"`
-	Summary  string         `json:"summary,omitempty"`
-	Result   string         `json:"result,omitempty"`
-	IsError  bool           `json:"isError,omitempty"`
-	Notice   string         `json:"notice,omitempty"`
-	Session  string         `json:"session,omitempty"`
-	Reported bool           `json:"autoAsync,omitempty"`
+	ID      string         `json:"id"`
+	Kind    delivery.Kind  `json:"kind"`
+	State   delivery.State `json:"state"`
+	Node    string         `json:"node"`
+	Agent   string         `json:"agent"`
+	Created time.Time      `json:"created"`
+	Updated time.Time      `json:"updated"`
+	Expires time.Time      `json:"expires"`
+	Summary string         `json:"summary,omitempty"`
+	Result  string         `json:"result,omitempty"`
+	IsError bool           `json:"isError,omitempty"`
+	Notice  string         `json:"notice,omitempty"`
+	Session string         `json:"session,omitempty"`
+	// Background is set when a handoff that was to wait runs in the
+	// background because the wait would outlast the host's time limit.
+	Background bool `json:"background,omitempty"`
 }
 
 func taskDetails(rec delivery.Record) TaskDetails {
@@ -167,7 +169,7 @@ func (r *Runtime) handoff(ctx context.Context, tc schema.ToolCall, a *schema.Han
 			"shows its state and, once it is done, its result.")
 	}
 	d := taskDetails(rec)
-	d.Reported = auto != ""
+	d.Background = auto != ""
 	return remote.Result{Text: b.String(), Details: d}
 }
 

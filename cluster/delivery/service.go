@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
@@ -130,7 +131,7 @@ type Service struct {
 	rep *courier // pushes reports
 
 	stats struct {
-		pushes, pushErrors, accepted, duplicates, refused, full atomicU64
+		pushes, pushErrors, accepted, duplicates, refused, full atomic.Uint64
 	}
 }
 

@@ -3,7 +3,6 @@ package delivery
 import (
 	"encoding/json"
 	"fmt"
-	"sync/atomic"
 )
 
 // The delivery protocol's payloads, JSON over mesh requests. Each call
@@ -134,5 +133,3 @@ func validName(s string) bool {
 	}
 	return true
 }
-
-type atomicU64 = atomic.Uint64
