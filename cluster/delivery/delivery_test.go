@@ -480,3 +480,32 @@ func TestResolveByTags(t *testing.T) {
 		}
 	}
 }
+
+// A target that stops while it starts messages lets every run it started
+// finish and records it: restarts in the middle of a stream of messages
+// leave none failed and none started twice.
+func TestRestartsWhileStarting(t *testing.T) {
+	p := newPair(t, 4)
+	var recs []Record
+	for i := range 150 {
+		recs = append(recs, p.snd.send("tgt", "worker", fmt.Sprintf("m%03d", i)))
+		if i%50 == 25 {
+			p.tgt.stop()
+			p.tgt.start()
+		}
+	}
+	for _, r := range recs {
+		if got := p.snd.waitState(r.ID, Done); got.State != Done {
+			t.Fatalf("%s: %s %s", r.ID, got.State, got.Text)
+		}
+	}
+	seen := map[string]int{}
+	for _, m := range p.run.started() {
+		seen[m]++
+	}
+	for i := range 150 {
+		if n := seen[fmt.Sprintf("m%03d", i)]; n != 1 {
+			t.Errorf("m%03d started %d times", i, n)
+		}
+	}
+}

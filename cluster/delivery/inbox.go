@@ -260,7 +260,7 @@ func putReport(tx *bolt.Tx, e *inEntry) error {
 // slots free up. Being the only goroutine that starts messages is what
 // keeps each stream's start order.
 func (s *Service) dispatch() {
-	defer s.wg.Done()
+	defer close(s.dispatched)
 	for {
 		ref, ok := s.waitPending()
 		if !ok {

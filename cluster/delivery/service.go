@@ -105,12 +105,13 @@ type Service struct {
 	epoch string
 	log   *slog.Logger
 
-	ctx       context.Context // ends at Close: couriers, dispatcher, sweeper, notices
-	cancel    context.CancelFunc
-	runCtx    context.Context // ends after the drain: running inbound runs
-	runCancel context.CancelCauseFunc
-	wg        sync.WaitGroup // goroutines and handlers
-	runs      sync.WaitGroup // inbound runs
+	ctx        context.Context // ends at Close: couriers, dispatcher, sweeper, notices
+	cancel     context.CancelFunc
+	runCtx     context.Context // ends after the drain: running inbound runs
+	runCancel  context.CancelCauseFunc
+	wg         sync.WaitGroup // goroutines and handlers, but the dispatcher
+	dispatched chan struct{}  // closed when the dispatcher has returned
+	runs       sync.WaitGroup // inbound runs; only the dispatcher adds to it
 
 	mu     sync.Mutex
 	closed bool
@@ -203,8 +204,9 @@ func Open(cfg Config) (*Service, error) {
 	if err := s.kickReports(); err != nil {
 		s.log.Warn("delivery: reading pending reports", "err", err)
 	}
-	s.wg.Add(4)
+	s.dispatched = make(chan struct{})
 	go s.dispatch()
+	s.wg.Add(3)
 	go s.sweepLoop()
 	go s.noticeLoop()
 	go s.watchPeers()
@@ -232,6 +234,8 @@ func (s *Service) Close() error {
 		s.node.Handle(m, nil)
 	}
 	s.cancel()
+	// No run starts after this, so the drain below sees them all.
+	<-s.dispatched
 	drained := make(chan struct{})
 	go func() {
 		s.runs.Wait()
