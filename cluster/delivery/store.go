@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -124,6 +125,9 @@ func (st *store) commitLoop() {
 		case <-st.quit:
 			return
 		}
+		// Writers just answered are runnable but not yet back: let them
+		// queue up, so that they share this transaction.
+		runtime.Gosched()
 		batch := []*commitReq{first}
 	more:
 		for len(batch) < maxGroup {
