@@ -509,3 +509,44 @@ func TestRestartsWhileStarting(t *testing.T) {
 		}
 	}
 }
+
+// A run a crash cut off (recorded as started, never as ended) is reported
+// failed at the next start, and not run again.
+func TestRunCutByCrash(t *testing.T) {
+	p := newPair(t, 1)
+	p.run.hold = make(chan struct{})
+	rec := p.snd.send("tgt", "worker", "long")
+	p.snd.waitState(rec.ID, Started)
+	p.tgt.stop()
+	p.run.hold = nil
+	// What a kill -9 leaves: the start recorded, no end, no report.
+	st, err := openStore(p.tgt.path, false, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = st.update(func(tx *bolt.Tx) error {
+		k := key("snd", rec.ID)
+		var e inEntry
+		if !getJSON(tx.Bucket(bucketIn), k, &e) {
+			return fmt.Errorf("no inbox entry for %s", rec.ID)
+		}
+		e.State, e.Outcome = Started, nil
+		if err := tx.Bucket(bucketReports).Delete(k); err != nil {
+			return err
+		}
+		return putJSON(tx.Bucket(bucketIn), k, &e)
+	})
+	st.close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.tgt.start()
+	r := p.snd.waitState(rec.ID, Failed)
+	if !strings.Contains(r.Text, "stopped while it ran (a crash or a kill)") {
+		t.Errorf("text %q", r.Text)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got := p.run.started(); !slices.Equal(got, []string{"long"}) {
+		t.Errorf("started %v, want once", got)
+	}
+}

@@ -165,24 +165,22 @@ func Open(cfg Config) (*Service, error) {
 	if s.cfg.MaxInbox <= 0 {
 		s.cfg.MaxInbox = DefaultMaxInbox
 	}
-	path := cfg.Path
+	path, noSync := cfg.Path, cfg.NoSync
 	if path == "" {
 		dir, err := os.MkdirTemp("", "clawmatrix-delivery-")
 		if err != nil {
 			return nil, err
 		}
-		s.tmp, path = dir, filepath.Join(dir, "delivery.db")
+		// Removed at Close, so there is nothing for a sync to keep.
+		s.tmp, path, noSync = dir, filepath.Join(dir, "delivery.db"), true
 	}
-	st, err := openStore(path, cfg.NoSync, 10*time.Second)
+	st, err := openStore(path, noSync, 10*time.Second)
 	if err != nil {
 		s.removeTmp()
 		return nil, fmt.Errorf("delivery file %s: %w", path, err)
 	}
-	s.st = st
-	if s.epoch, err = readEpoch(st); err == nil {
-		err = s.load()
-	}
-	if err != nil {
+	s.st, s.epoch = st, st.epoch()
+	if err := s.load(); err != nil {
 		st.close()
 		s.removeTmp()
 		return nil, fmt.Errorf("delivery file %s: %w", path, err)

@@ -99,21 +99,44 @@ func openStore(path string, noSync bool, lockWait time.Duration) (*store, error)
 		}
 		return nil, err
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	st := &store{db: db, reqs: make(chan *commitReq), quit: make(chan struct{}), ended: make(chan struct{})}
+	if err := st.prepare(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	go st.commitLoop()
+	return st, nil
+}
+
+// prepare makes the buckets and the outbox's epoch on first use. A file
+// that has them costs no write, so a start makes no fsync.
+func (st *store) prepare() error {
+	ready := true
+	st.db.View(func(tx *bolt.Tx) error {
+		for _, b := range allBuckets {
+			ready = ready && tx.Bucket(b) != nil
+		}
+		ready = ready && tx.Bucket(bucketMeta).Get([]byte("epoch")) != nil
+		return nil
+	})
+	if ready {
+		return nil
+	}
+	return st.db.Update(func(tx *bolt.Tx) error {
 		for _, b := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		return nil
+		// The epoch names this outbox's streams, so that an outbox started
+		// afresh (a deleted file) never has its new messages taken for
+		// repeats of the old ones.
+		meta := tx.Bucket(bucketMeta)
+		if meta.Get([]byte("epoch")) != nil {
+			return nil
+		}
+		return meta.Put([]byte("epoch"), []byte(randomHex(8)))
 	})
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	st := &store{db: db, reqs: make(chan *commitReq), quit: make(chan struct{}), ended: make(chan struct{})}
-	go st.commitLoop()
-	return st, nil
 }
 
 func (st *store) commitLoop() {
@@ -193,21 +216,14 @@ func putJSON(b *bolt.Bucket, k []byte, v any) error {
 	return b.Put(k, raw)
 }
 
-// readEpoch returns the outbox's epoch, made on first use: it names this
-// outbox's streams, so that an outbox started afresh (a deleted file) never
-// has its new messages taken for repeats of the old ones.
-func readEpoch(st *store) (string, error) {
-	var epoch string
-	err := st.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketMeta)
-		if e := b.Get([]byte("epoch")); e != nil {
-			epoch = string(e)
-			return nil
-		}
-		epoch = randomHex(8)
-		return b.Put([]byte("epoch"), []byte(epoch))
+// epoch returns the outbox's epoch (see prepare).
+func (st *store) epoch() string {
+	var e string
+	st.db.View(func(tx *bolt.Tx) error {
+		e = string(tx.Bucket(bucketMeta).Get([]byte("epoch")))
+		return nil
 	})
-	return epoch, err
+	return e
 }
 
 func randomHex(n int) string {

@@ -15,8 +15,8 @@ const maxFinalRecords = 20000
 // load takes up what the file holds at start: the outbox queue counts, the
 // inbox's waiting messages, the nodes seen, and runs that a stop cut off.
 func (s *Service) load() error {
-	interrupted := 0
-	err := s.st.update(func(tx *bolt.Tx) error {
+	var cut []inEntry
+	err := s.st.view(func(tx *bolt.Tx) error {
 		out := tx.Bucket(bucketOut)
 		err := tx.Bucket(bucketOutQ).ForEach(func(k, v []byte) error {
 			var rec Record
@@ -44,7 +44,6 @@ func (s *Service) load() error {
 		}
 		// A run recorded as started that never recorded its end was cut
 		// off by a crash: it is not run again.
-		var cut []inEntry
 		err = in.ForEach(func(k, v []byte) error {
 			var e inEntry
 			if json.Unmarshal(v, &e) == nil && e.State == Started {
@@ -55,18 +54,6 @@ func (s *Service) load() error {
 		if err != nil {
 			return err
 		}
-		for _, e := range cut {
-			e.State = Failed
-			e.Outcome = &Outcome{Text: fmt.Sprintf("node %q stopped while it ran (a crash or a kill); it may have partly run, "+
-				"and it is not run again", s.self), IsError: true}
-			if err := putReport(tx, &e); err != nil {
-				return err
-			}
-			if err := putJSON(in, e.key(), &e); err != nil {
-				return err
-			}
-			interrupted++
-		}
 		return tx.Bucket(bucketDir).ForEach(func(k, v []byte) error {
 			var n seenNode
 			if json.Unmarshal(v, &n) == nil {
@@ -75,10 +62,24 @@ func (s *Service) load() error {
 			return nil
 		})
 	})
-	if interrupted > 0 {
-		s.log.Warn("delivery: runs cut off by the last stop are reported as failed", "runs", interrupted)
+	if err != nil || len(cut) == 0 {
+		return err
 	}
-	return err
+	s.log.Warn("delivery: runs cut off by the last stop are reported as failed", "runs", len(cut))
+	return s.st.update(func(tx *bolt.Tx) error {
+		for _, e := range cut {
+			e.State = Failed
+			e.Outcome = &Outcome{Text: fmt.Sprintf("node %q stopped while it ran (a crash or a kill); it may have partly run, "+
+				"and it is not run again", s.self), IsError: true}
+			if err := putReport(tx, &e); err != nil {
+				return err
+			}
+			if err := putJSON(tx.Bucket(bucketIn), e.key(), &e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // sweepLoop expires what waited too long, on both sides, and forgets
