@@ -239,6 +239,10 @@ func (s *Service) byTags(sel Selector, cands []candidate, offline bool) (Target,
 	return Target{}, fmt.Errorf("%w: %s", ErrNoTarget, msg)
 }
 
+// maxListedNodes bounds the nodes an error lists, so that a large cluster
+// does not flood the agent's context.
+const maxListedNodes = 20
+
 // tagList says which node has which tags (and which agent has which).
 func (s *Service) tagList(cands []candidate) string {
 	type nodeTags struct {
@@ -263,7 +267,11 @@ func (s *Service) tagList(cands []candidate) string {
 	}
 	slices.Sort(ids)
 	var parts []string
-	for _, id := range ids {
+	for i, id := range ids {
+		if i == maxListedNodes {
+			parts = append(parts, fmt.Sprintf("and %d more nodes (cluster_peers lists them)", len(ids)-i))
+			break
+		}
 		n := nodes[id]
 		tags := "no tags"
 		if len(n.tags) > 0 {
