@@ -3,6 +3,7 @@ package plugin
 import (
 	"encoding/json"
 
+	"github.com/clawmatrix/clawmatrix/cluster/mesh"
 	"github.com/clawmatrix/clawmatrix/schema"
 )
 
@@ -125,6 +126,9 @@ type PeerView struct {
 	Agents []AgentView `json:"agents"`
 	Models []string    `json:"models"`
 	Tags   []string    `json:"tags"`
+	// Load is the node's agent turns running and queued, as it announces
+	// them (what cluster_send and cluster_handoff with tags compare).
+	Load *mesh.Load `json:"load,omitempty"`
 }
 
 // AgentView is an agent as shown to hosts and agents.

@@ -112,6 +112,10 @@ func peerView(p mesh.PeerInfo) PeerView {
 	for _, m := range p.Models {
 		ps.Models = append(ps.Models, m.ID)
 	}
+	if p.Load != nil {
+		l := *p.Load
+		ps.Load = &l
+	}
 	return ps
 }
 
@@ -130,6 +134,9 @@ func peersText(self string, peers []PeerView) string {
 		fmt.Fprintf(&b, "- %s (%s", p.NodeID, how)
 		if p.RTTMs != nil {
 			fmt.Fprintf(&b, ", rtt %.2f ms", *p.RTTMs)
+		}
+		if p.Load != nil {
+			fmt.Fprintf(&b, ", %d turns running, %d queued", p.Load.Running, p.Load.Queued)
 		}
 		b.WriteString(")")
 		if len(p.Tags) > 0 {

@@ -391,6 +391,17 @@ func TestHandoffInBackground(t *testing.T) {
 	if text := r.Content[0].Text; !strings.Contains(text, "coder did: build it") || !strings.Contains(text, "also brought into the conversation") {
 		t.Fatalf("cluster_tasks with the id: %+v", r)
 	}
+	// beta ran agent turns: its announced load is in cluster_peers.
+	for {
+		r = call("cluster_peers", map[string]any{}, nil)
+		if strings.Contains(r.Content[0].Text, "- beta (direct link") && strings.Contains(r.Content[0].Text, "turns running") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster_peers never showed beta's load: %s", r.Content[0].Text)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	var other ToolCallResult
 	if err := gamma.Call(MethodToolsCall, map[string]any{"name": "cluster_tasks", "arguments": map[string]any{}}, &other, callTimeout); err != nil {
 		t.Fatal(err)
