@@ -403,7 +403,7 @@ const loadEvery = 200 * time.Millisecond
 // localLoad is this node's running agent runs, and those waiting: for a run
 // slot, or in the inbox.
 func (r *Runtime) localLoad() mesh.Load {
-	running, waiting := r.target.Load()
+	running, waiting := r.target.Runs()
 	inbox, _ := r.delivery.InboxLoad()
 	return mesh.Load{Running: running, Queued: waiting + inbox}
 }

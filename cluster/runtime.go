@@ -14,8 +14,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +27,8 @@ import (
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
 	"github.com/clawmatrix/clawmatrix/cluster/proxy"
 	"github.com/clawmatrix/clawmatrix/cluster/remote"
+	"github.com/clawmatrix/clawmatrix/cluster/status"
+	"github.com/clawmatrix/clawmatrix/cluster/telemetry"
 	"github.com/clawmatrix/clawmatrix/schema"
 )
 
@@ -44,6 +49,10 @@ type Options struct {
 	// an ephemeral key and pins peers in memory only (tests, the demo).
 	StateDir   string
 	ConfigPath string
+	// NoTelemetry turns off metrics, spans, the status page and the
+	// journal, as if the code were not there: the baseline the cost of
+	// telemetry is measured against. Trace context is still passed on.
+	NoTelemetry bool
 	// Delivery, when set, replaces the retry timings of the durable
 	// outbox (tests and benchmarks).
 	Delivery *delivery.Timing
@@ -54,20 +63,39 @@ type Options struct {
 
 // Runtime is one running node.
 type Runtime struct {
-	cfg      *schema.Config
-	node     *mesh.Node
-	proxy    *proxy.Server
-	serve    *proxy.Serving
-	target   *remote.Target
-	client   *remote.Client
-	delivery *delivery.Service
-	notices  bool // finished tasks are brought into their sessions
-	key      string
+	cfg    *schema.Config
+	node   *mesh.Node
+	proxy  *proxy.Server
+	serve  *proxy.Serving
+	target *remote.Target
+	client *remote.Client
+	key    string
+	tel    *telemetry.Telemetry // nil with Options.NoTelemetry
+	status *status.Handler      // nil with Options.NoTelemetry
+	// metricsSrv serves metrics.listen; nil when not set.
+	metricsSrv  *http.Server
+	metricsAddr net.Addr
+	metricsDone chan struct{}
 
+	log   *slog.Logger
+	known *identity.KnownNodes // nil without a known-nodes file
+	// secrets are the values nothing this node shows may contain.
+	secrets []string
+	// stopWatch ends watchKnown; watched is closed when it has ended (nil
+	// until it runs).
+	stopWatch chan struct{}
+	watched   chan struct{}
+
+	delivery *delivery.Service // nil until Start opened it
+	notices  bool              // finished tasks are brought into their sessions
 	loadWake chan struct{}
 	loadDone chan struct{}
 	loadWG   sync.WaitGroup
 }
+
+// knownNodesPoll is how often a running node looks whether its known-nodes
+// file changed (the trust and revoke commands write it).
+const knownNodesPoll = time.Second
 
 // Start brings a node up: mesh links, the model proxy on 127.0.0.1 and the
 // handlers that serve models and tools to the cluster. On error nothing is
@@ -82,17 +110,34 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := loadIdentity(&mcfg, opts, log); err != nil {
-		return nil, err
-	}
-	node, err := mesh.New(mcfg)
+	known, err := loadIdentity(&mcfg, opts, log)
 	if err != nil {
 		return nil, err
 	}
-	rt := &Runtime{cfg: cfg, node: node, key: cfg.ProxyKey, client: &remote.Client{Node: node},
+	var tel *telemetry.Telemetry
+	if !opts.NoTelemetry {
+		if tel, err = telemetry.New(telemetry.Options{NodeID: cfg.NodeID, OTel: cfg.OTel, Logger: log}); err != nil {
+			return nil, err
+		}
+		mcfg.TracerProvider = tel.TracerProvider()
+	}
+	node, err := mesh.New(mcfg)
+	if err != nil {
+		tel.Close(context.Background())
+		return nil, err
+	}
+	rt := &Runtime{cfg: cfg, node: node, key: cfg.ProxyKey, client: &remote.Client{Node: node, Telemetry: tel}, tel: tel,
+		log: log, known: known, stopWatch: make(chan struct{}),
 		loadWake: make(chan struct{}, 1), loadDone: make(chan struct{})}
 	if rt.key == "" {
 		rt.key = randomKey()
+	}
+	rt.secrets = secrets(opts, rt.key)
+	started := time.Now()
+	// fail undoes what Start did so far (the fields still nil are skipped).
+	fail := func(err error) (*Runtime, error) {
+		rt.shutdown()
+		return nil, err
 	}
 
 	// A model turn through the gateway runs the node's first agent; with
@@ -107,7 +152,7 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 		return p.Tags
 	}
 	rt.serve = proxy.RegisterServing(node, proxy.ServingConfig{Models: cfg.Models, Providers: opts.Providers, Gateway: opts.Gateway, GatewayAgent: gatewayAgent, Logger: log,
-		AllowFrom: cfg.AllowFrom, CallerTags: callerTags})
+		AllowFrom: cfg.AllowFrom, CallerTags: callerTags, Telemetry: tel})
 	warnGatewayModels(cfg, opts, log)
 	rt.target, err = remote.Register(node, remote.TargetConfig{
 		ToolProxy:         cfg.ToolProxy,
@@ -116,16 +161,15 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 		OpenclawBin:       cfg.OpenclawBin,
 		Agents:            cfg.Agents,
 		MaxConcurrentRuns: cfg.MaxConcurrentRuns,
-		Secrets:           secrets(opts, rt.key),
+		Secrets:           rt.secrets,
 		Logger:            log,
 		AllowFrom:         cfg.AllowFrom,
 		CallerTags:        callerTags,
 		OnLoadChange:      rt.loadChanged,
 	})
 	if err != nil {
-		node.Close()
-		rt.serve.Close()
-		return nil, err
+		rt.target = nil
+		return fail(err)
 	}
 	dcfg := delivery.Config{
 		Node:          node,
@@ -148,47 +192,103 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 		dcfg.Notifier, rt.notices = sessionNotifier{rt.target}, true
 	}
 	if rt.delivery, err = delivery.Open(dcfg); err != nil {
-		rt.target.Close()
-		node.Close()
-		rt.serve.Close()
-		return nil, err
+		return fail(err)
 	}
 	rt.loadWG.Add(1)
 	go rt.publishLoad(rt.loadDone)
 	if err := node.Start(ctx); err != nil {
-		rt.closeDelegation()
-		rt.target.Close()
-		node.Close()
-		rt.serve.Close()
-		return nil, err
+		return fail(err)
 	}
-	rt.proxy, err = proxy.NewServer(proxy.ServerConfig{
-		Node:   node,
-		Addr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.ProxyPort)),
-		APIKey: rt.key,
-		Pins:   cfg.ProxyModels,
-		Logger: log,
-	})
-	if err == nil {
-		err = rt.proxy.Start(ctx)
+	scfg := proxy.ServerConfig{
+		Node:      node,
+		Addr:      net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.ProxyPort)),
+		APIKey:    rt.key,
+		Pins:      cfg.ProxyModels,
+		Logger:    log,
+		Telemetry: tel,
 	}
-	if err != nil {
-		rt.closeDelegation()
-		rt.target.Close()
-		node.Close()
-		rt.serve.Close()
-		return nil, fmt.Errorf("model proxy on 127.0.0.1:%d: %w (set proxyPort to a free port)", cfg.ProxyPort, err)
+	if tel != nil {
+		tel.WatchMesh(node)
+		tel.RegisterRunQueue(rt.target.Runs)
+		rt.status = status.NewHandler(status.Source{Node: node, Telemetry: tel, StartedAt: started, Known: known}, rt.key)
+		scfg.Ops = rt.status
+	}
+	var perr error
+	rt.proxy, perr = proxy.NewServer(scfg)
+	if perr == nil {
+		perr = rt.proxy.Start(ctx)
+	}
+	if perr != nil {
+		rt.proxy = nil
+		return fail(fmt.Errorf("model proxy on 127.0.0.1:%d: %w (set proxyPort to a free port)", cfg.ProxyPort, perr))
+	}
+	if cfg.Metrics.Listen != "" && rt.status != nil {
+		if err := rt.serveMetrics(ctx, cfg.Metrics.Listen); err != nil {
+			return fail(fmt.Errorf("metrics.listen %s: %w", cfg.Metrics.Listen, err))
+		}
+	}
+	if known != nil {
+		rt.watched = make(chan struct{})
+		go rt.watchKnown()
 	}
 	return rt, nil
 }
 
-// closeDelegation closes the outbox and inbox (letting inbound runs end,
-// see delivery.Service.Close) and stops announcing load.
-func (r *Runtime) closeDelegation() error {
-	err := r.delivery.Close()
-	close(r.loadDone)
-	r.loadWG.Wait()
-	return err
+// watchKnown applies edits of the known-nodes file (the trust and revoke
+// commands) to the running node until Close: a node no longer trusted is
+// cut off at once.
+func (r *Runtime) watchKnown() {
+	defer close(r.watched)
+	tick := time.NewTicker(knownNodesPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.stopWatch:
+			return
+		case <-tick.C:
+			r.reloadKnown()
+		}
+	}
+}
+
+// reloadKnown reads the known-nodes file again if it changed, and asks the
+// mesh to drop the nodes it no longer admits.
+func (r *Runtime) reloadKnown() {
+	changed, err := r.known.ReloadIfChanged()
+	if err != nil {
+		r.log.Warn("known nodes file changed but cannot be used; the node keeps the keys it knew", "file", r.known.Path(), "err", err)
+		return
+	}
+	if !changed {
+		return
+	}
+	cut := r.node.Recheck()
+	if len(cut) == 0 {
+		r.log.Info("known nodes file changed: reloaded", "file", r.known.Path())
+		return
+	}
+	r.log.Warn("known nodes file changed: cut off the nodes it no longer admits", "file", r.known.Path(), "nodes", strings.Join(cut, ","))
+	for _, id := range cut {
+		r.tel.NodeRefused(id, "node "+id+" was cut off: its key is no longer trusted here (revoked, or another key pinned); its links closed with 4012")
+	}
+}
+
+// serveMetrics serves /metrics on addr (metrics.listen) until Close.
+func (r *Runtime) serveMetrics(ctx context.Context, addr string) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	r.metricsAddr = ln.Addr()
+	r.metricsSrv = &http.Server{Handler: r.status.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		MaxHeaderBytes: 16 << 10}
+	r.metricsDone = make(chan struct{})
+	go func() {
+		defer close(r.metricsDone)
+		r.metricsSrv.Serve(ln) // ends with http.ErrServerClosed at Close
+	}()
+	return nil
 }
 
 // warnGatewayModels says at start which models this node no longer serves
@@ -259,22 +359,23 @@ func meshConfig(cfg *schema.Config, profile *mesh.Config, log *slog.Logger) (mes
 }
 
 // loadIdentity gives the mesh its node key and trust store, from the files
-// schema.IdentityPaths names, creating the key on first start.
-func loadIdentity(m *mesh.Config, opts Options, log *slog.Logger) error {
+// schema.IdentityPaths names, creating the key on first start, and returns
+// the store (nil when nothing names the files).
+func loadIdentity(m *mesh.Config, opts Options, log *slog.Logger) (*identity.KnownNodes, error) {
 	keyFile, knownFile := schema.IdentityPaths(opts.Config, opts.StateDir, opts.ConfigPath)
 	if keyFile == "" {
-		return nil
+		return nil, nil
 	}
 	key, created, err := identity.LoadOrCreate(keyFile)
 	if err != nil {
-		return fmt.Errorf("node key: %w", err)
+		return nil, fmt.Errorf("node key: %w", err)
 	}
 	if created {
 		log.Info("made a new node key", "file", keyFile, "key", identity.FormatPublicKey(identity.Public(key)))
 	}
 	topts, err := identity.ConfigOptions(opts.Config)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if opts.ConfigPath != "" {
 		topts.CommandFlags = "--config " + opts.ConfigPath
@@ -284,10 +385,10 @@ func loadIdentity(m *mesh.Config, opts Options, log *slog.Logger) error {
 	topts.OnPersistError = func(err error) { log.Warn("known nodes not saved", "file", knownFile, "err", err) }
 	known, err := identity.OpenKnownNodes(knownFile, topts)
 	if err != nil {
-		return fmt.Errorf("known nodes: %w", err)
+		return nil, fmt.Errorf("known nodes: %w", err)
 	}
 	m.Identity, m.Trust = key, known
-	return nil
+	return known, nil
 }
 
 // Capabilities is what a node with this config offers the cluster.
@@ -320,6 +421,11 @@ func secrets(opts Options, proxyKey string) []string {
 	for _, p := range opts.Providers {
 		out = append(out, p.APIKey)
 	}
+	if o := opts.Config.OTel; o != nil {
+		for _, v := range o.Headers {
+			out = append(out, v)
+		}
+	}
 	return out
 }
 
@@ -344,21 +450,95 @@ func (r *Runtime) Peers() []mesh.PeerInfo { return r.node.Peers() }
 // ProxyURL is the OpenAI-compatible base URL of the local model proxy.
 func (r *Runtime) ProxyURL() string { return r.proxy.URL() }
 
+// Secrets are the values (cluster secret, proxy key, model keys) that
+// nothing this node shows may contain: tool results, approval prompts.
+func (r *Runtime) Secrets() []string { return slices.Clone(r.secrets) }
+
+// AgentNode is the node a handoff or send with these arguments goes to now
+// (its agent, node or tags), reachable or, for a call that queues, one
+// remembered from before; an error says why none would.
+func (r *Runtime) AgentNode(agent, node string, tags []string) (string, error) {
+	tg, err := r.delivery.Resolve(delivery.Selector{Agent: agent, Node: node, Tags: tags}, true)
+	return tg.Node, err
+}
+
 // ProxyKey is the bearer key the model proxy requires.
 func (r *Runtime) ProxyKey() string { return r.key }
-
-// Models are the models OpenClaw should list for the clawmatrix provider.
-func (r *Runtime) Models() []schema.CatalogModel { return r.cfg.CatalogModels() }
 
 // Delivery is the node's durable outbox and inbox.
 func (r *Runtime) Delivery() *delivery.Service { return r.delivery }
 
-// Close stops the proxy, ends running work and closes every link.
+// Models are the models OpenClaw should list for the clawmatrix provider.
+func (r *Runtime) Models() []schema.CatalogModel { return r.cfg.CatalogModels() }
+
+// StatusLink returns a one-time link that opens this node's status page
+// in a browser; "" when telemetry is off.
+func (r *Runtime) StatusLink() string {
+	if r.status == nil {
+		return ""
+	}
+	return r.status.Link("http://" + r.proxy.Addr().String())
+}
+
+// MetricsAddr is where metrics.listen serves /metrics; nil when not set.
+func (r *Runtime) MetricsAddr() net.Addr { return r.metricsAddr }
+
+// Telemetry is the node's telemetry; nil with Options.NoTelemetry.
+func (r *Runtime) Telemetry() *telemetry.Telemetry { return r.tel }
+
+// Close stops the proxy, ends running work and closes every link, then
+// exports the spans still held.
 func (r *Runtime) Close() error {
-	err := r.proxy.Close()
+	return r.shutdown()
+}
+
+// shutdown stops whatever of the node has started.
+func (r *Runtime) shutdown() error {
+	select {
+	case <-r.stopWatch:
+	default:
+		close(r.stopWatch)
+	}
+	if r.watched != nil {
+		<-r.watched
+	}
+	var err error
+	if r.metricsSrv != nil {
+		r.metricsSrv.Close()
+		<-r.metricsDone
+	}
+	if r.proxy != nil {
+		err = r.proxy.Close()
+	}
 	err = errors.Join(err, r.closeDelegation())
-	r.target.Close()
+	if r.target != nil {
+		r.target.Close()
+	}
 	err = errors.Join(err, r.node.Close())
-	r.serve.Close()
+	if r.serve != nil {
+		r.serve.Close()
+	}
+	// Spans that cannot be exported in time are lost (and logged); the
+	// node has stopped either way.
+	ctx, cancel := context.WithTimeout(context.Background(), telemetryFlushTimeout)
+	defer cancel()
+	r.tel.Close(ctx)
 	return err
 }
+
+// closeDelegation closes the outbox and inbox (letting inbound runs end,
+// see delivery.Service.Close) and stops announcing load; it does nothing
+// when Start never opened them.
+func (r *Runtime) closeDelegation() error {
+	if r.delivery == nil {
+		return nil
+	}
+	err := r.delivery.Close()
+	close(r.loadDone)
+	r.loadWG.Wait()
+	r.delivery = nil
+	return err
+}
+
+// telemetryFlushTimeout bounds the export of the last spans at Close.
+const telemetryFlushTimeout = 5 * time.Second

@@ -61,6 +61,8 @@ type cluster struct {
 	llm       *scriptedLLM
 	bKey      string // node B's OpenClaw provider key for the mock
 	bOnly     string // a value only node B's processes have in their environment
+	// proxyPort is each node's model proxy port (insp shares A's).
+	proxyPort map[*gateway]int
 }
 
 func modelEntry() map[string]any {
@@ -72,7 +74,9 @@ func modelEntry() map[string]any {
 }
 
 // gatewayConfig is the OpenClaw config both gateways share; the caller adds
-// models, agents and the plugin's config.
+// models, agents and the plugin's config. OpenClaw's tool search is left
+// at its default (the cluster tools deferred behind tool_call) unless the
+// caller turns it off.
 func gatewayConfig(port int, token, pluginDir, workspace string, pluginConfig map[string]any) map[string]any {
 	return map[string]any{
 		"gateway": map[string]any{
@@ -80,8 +84,6 @@ func gatewayConfig(port int, token, pluginDir, workspace string, pluginConfig ma
 			"auth": map[string]any{"mode": "token", "token": token},
 			"http": map[string]any{"endpoints": map[string]any{"chatCompletions": map[string]any{"enabled": true}}},
 		},
-		// The mock sees the cluster tools directly instead of through tool search.
-		"tools": map[string]any{"toolSearch": false},
 		// No background turns (heartbeat, memory dreaming): each one is an
 		// unscripted model call that a stopping gateway would wait for.
 		"agents": map[string]any{
@@ -137,6 +139,8 @@ func TestTwoGatewayCluster(t *testing.T) {
 			"agents":      []any{map[string]any{"id": "main", "description": aAgentDesc, "tags": []string{"coordinator"}}},
 			"proxyModels": []any{map[string]any{"id": modelID, "nodeId": nodeB, "description": "the mock model node B serves"}},
 			"tags":        []string{"e2e-a"},
+			// Commands on B wait for the user's approval.
+			"approvals": map[string]any{"tools": []string{"cluster_exec"}, "nodes": []string{nodeB}, "timeoutMs": approvalTimeout.Milliseconds()},
 		})
 		cfg["agents"].(map[string]any)["defaults"].(map[string]any)["model"] = map[string]any{"primary": "clawmatrix/" + modelID}
 		return cfg
@@ -148,19 +152,23 @@ func TestTwoGatewayCluster(t *testing.T) {
 	inspDir := filepath.Join(work, "inspect")
 	c.insp = newGateway(t, "inspect", inspDir, ocBin, aPort, aConfig(inspDir))
 
+	bProxyPort := freePort(t, 1)
 	// Node B: dials A, serves the model through its OpenClaw provider for the
 	// mock, offers agent bob and runs remote tools.
 	bDir := filepath.Join(work, "b")
 	bConfig := gatewayConfig(freePort(t, 12), "token-b-"+nonce(t), pluginDir, filepath.Join(bDir, "ws"), map[string]any{
 		"nodeId": nodeB, "secret": secret,
 		"peers":       []any{map[string]any{"url": fmt.Sprintf("ws://127.0.0.1:%d", meshPort), "nodeId": nodeA}},
-		"proxyPort":   freePort(t, 1),
+		"proxyPort":   bProxyPort,
 		"agents":      []any{map[string]any{"id": bobAgent, "description": bAgentDesc, "tags": []string{"builder"}}},
 		"models":      []any{map[string]any{"id": modelID, "provider": mockProv, "description": "mock model on node B"}},
 		"toolProxy":   map[string]any{"enabled": true, "allow": []string{"*"}, "env": []string{"E2E_ONLY_ON_B"}},
 		"openclawBin": filepath.Join(ocBin, "openclaw"),
 		"tags":        []string{"e2e-b"},
 	})
+	// B's agents see the cluster tools directly: the other way OpenClaw
+	// can show them.
+	bConfig["tools"] = map[string]any{"toolSearch": false}
 	bConfig["models"] = map[string]any{"providers": map[string]any{mockProv: map[string]any{
 		"baseUrl": llm.URL(), "apiKey": c.bKey, "api": "openai-completions", "models": []any{modelEntry()},
 	}}}
@@ -176,6 +184,7 @@ func TestTwoGatewayCluster(t *testing.T) {
 	})
 	c.bad = newGateway(t, "bad", badDir, ocBin, badConfig["gateway"].(map[string]any)["port"].(int), badConfig)
 
+	c.proxyPort = map[*gateway]int{c.a: aProxyPort, c.insp: aProxyPort, c.b: bProxyPort}
 	gateways := []*gateway{c.a, c.b, c.bad, c.insp}
 	for _, g := range gateways {
 		copyExecutable(t, sidecar, g.bin)
@@ -226,11 +235,14 @@ func TestTwoGatewayCluster(t *testing.T) {
 		t.FailNow()
 	}
 	t.Run("remote model and prompt context", func(t *testing.T) { testRemoteModel(ctx, t, c) })
-	t.Run("cluster_exec on B", func(t *testing.T) { testExec(ctx, t, c) })
+	t.Run("cluster_exec on B after the user's approval", func(t *testing.T) { testApprovals(ctx, t, c) })
 	t.Run("cluster_handoff to B's agent", func(t *testing.T) { testHandoff(ctx, t, c) })
 	t.Run("background handoff reaches its session across a caller restart", func(t *testing.T) { testBackgroundHandoff(ctx, t, c) })
+	t.Run("tool search: call forms and tokens", func(t *testing.T) { testToolSearch(ctx, t, c) })
+	t.Run("openclaw clawmatrix commands", func(t *testing.T) { testCLI(ctx, t, c) })
 	t.Run("sidecar restarts after a crash", func(t *testing.T) { testRestart(ctx, t, c) })
 	t.Run("stop leaves no sidecar", func(t *testing.T) { testStop(t, c) })
+	t.Run("the commands without a running gateway", func(t *testing.T) { testCLIWithoutGateway(ctx, t, c) })
 	t.Run("config the sidecar refuses", func(t *testing.T) { testSidecarRefusesConfig(ctx, t, c.insp) })
 }
 
@@ -282,12 +294,14 @@ func testInspect(ctx context.Context, t *testing.T, g *gateway) {
 	if !slices.Equal(tools, want) {
 		t.Errorf("tools = %v, want %v", tools, want)
 	}
-	if !slices.ContainsFunc(res.TypedHooks, func(h struct {
-		Name string `json:"name"`
-	}) bool {
-		return h.Name == "before_prompt_build"
-	}) {
-		t.Errorf("typed hooks = %+v, want before_prompt_build", res.TypedHooks)
+	for _, hook := range []string{"before_prompt_build", "before_tool_call"} {
+		if !slices.ContainsFunc(res.TypedHooks, func(h struct {
+			Name string `json:"name"`
+		}) bool {
+			return h.Name == hook
+		}) {
+			t.Errorf("typed hooks = %+v, want %s", res.TypedHooks, hook)
+		}
 	}
 	if !slices.Contains(res.Services, "clawmatrix") {
 		t.Errorf("services = %v, want clawmatrix", res.Services)
@@ -427,45 +441,30 @@ func testRemoteModel(ctx context.Context, t *testing.T, c *cluster) {
 		t.Errorf("A's request reached the mock with Authorization %q, want node B's provider key", redactBearer(auth))
 	}
 	prompt := r.UserText()
-	for _, s := range []string{nodeB, bobAgent, bAgentDesc} {
+	for _, s := range []string{nodeB, bobAgent, bAgentDesc,
+		// The exact call form for OpenClaw's default tool search.
+		`tool_call {"id": "cluster_exec", "args": {"node": "` + nodeB + `", "command": "<shell command>"}}`} {
 		if !strings.Contains(prompt, s) {
 			t.Errorf("the prompt from A does not name %q:\n%s", s, tailString(prompt, 40))
 		}
 	}
+	// Tool search (OpenClaw's default): the cluster tools are not in the
+	// tool list but in the system prompt's directory, reached by tool_call.
 	offered := map[string]bool{}
 	for _, name := range r.Tools {
 		offered[name] = true
 	}
+	if !offered["tool_call"] {
+		t.Errorf("A's agent was not offered tool_call; tools: %v", offered)
+	}
+	system := r.SystemText()
 	for _, name := range clusterTools {
-		if !offered[name] {
-			t.Errorf("A's agent was not offered %s", name)
+		if offered[name] {
+			t.Errorf("A's agent was offered %s directly, though tool search is on", name)
 		}
-	}
-}
-
-// testExec: the model on A calls cluster_exec on B; the command prints an
-// environment value that only B's processes have.
-func testExec(ctx context.Context, t *testing.T, c *cluster) {
-	token := "tok-exec-" + nonce(t)
-	c.llm.on(token, func(tr mockllm.Turn) mockllm.Answer {
-		if len(tr.ToolResults) > 0 {
-			return mockllm.Answer{Text: "exec said: " + strings.Join(tr.ToolResults, " | ")}
+		if !strings.Contains(system, "- "+name+" (clawmatrix)") {
+			t.Errorf("the tool directory of A's system prompt does not list %s", name)
 		}
-		return callTool("cluster_exec", map[string]any{
-			"node": nodeB, "command": `printf 'marker:%s' "$E2E_ONLY_ON_B"`,
-		})
-	})
-	cctx, cancel := context.WithTimeout(ctx, turnLimit)
-	defer cancel()
-	got, err := c.a.agentTurn(cctx, "main", "exec-"+token, "Run the check on node B. "+token)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(got, "marker:"+c.bOnly) {
-		t.Errorf("A's reply = %q, want B's marker %q", got, c.bOnly)
-	}
-	if n := len(c.llm.answered(token)); n != 2 {
-		t.Errorf("the exec turn took %d model requests, want 2 (tool call, then answer)", n)
 	}
 }
 
@@ -481,7 +480,7 @@ func testHandoff(ctx context.Context, t *testing.T, c *cluster) {
 		if len(tr.ToolResults) > 0 {
 			return mockllm.Answer{Text: "handoff said: " + strings.Join(tr.ToolResults, " | ")}
 		}
-		return callTool("cluster_handoff", map[string]any{
+		return clusterCall(tr, "cluster_handoff", map[string]any{
 			"agent": bobAgent, "task": "Answer with your reply code. " + tokenB, "timeoutMs": 180000,
 		})
 	})

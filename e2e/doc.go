@@ -6,5 +6,9 @@
 //
 // The test builds the sidecar, starts a scripted mock model server and two
 // OpenClaw 2026.9.6 gateways that load the plugin, and asserts through
-// OpenClaw's own CLI and HTTP API that they form one cluster.
+// OpenClaw's own CLI, HTTP API and WebSocket protocol that they form one
+// cluster: remote models and tools (with the user's approval where the
+// config asks for it), handoff, the openclaw clawmatrix commands against the
+// running gateways, and the cluster tools under OpenClaw's tool search, whose
+// cost per request it measures from the request bodies the mock receives.
 package e2e

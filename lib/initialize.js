@@ -6,6 +6,7 @@ import fs from "node:fs";
 import { servingProviders } from "./catalog.js";
 import { resolveStateDir, resolveWorkspaceDir } from "./dirs.js";
 import { errorText } from "./errors.js";
+import { otelFromDiagnostics } from "./otel.js";
 import { loadProxyKey } from "./proxy-key.js";
 
 function gatewayInfo(openclawConfig) {
@@ -38,6 +39,10 @@ export function initializeParams(api, ctx, log) {
   const pluginConfig = api.pluginConfig ?? {};
   const config = { ...pluginConfig };
   config.proxyKey ??= loadProxyKey(stateDir);
+  if (config.otel === undefined) {
+    const otel = otelFromDiagnostics(api.config, process.env, log);
+    if (otel) config.otel = otel;
+  }
   const params = {
     config,
     host: { name: "openclaw", version: hostVersion(api) },

@@ -7,13 +7,25 @@
 // a broken sidecar never writes a newline.
 const MAX_LINE_BYTES = 64 << 20;
 
+// OpenClaw imports the plugin several times as separate module instances,
+// and the one supervisor (with its RpcClient) may come from another instance
+// than the code that catches its errors: instanceof RpcError is then false.
+// The brand is a registered symbol, the same in every instance.
+const RPC_ERROR = Symbol.for("clawmatrix.rpcError");
+
 /** A JSON-RPC error answer: the sidecar is running and said no. */
 export class RpcError extends Error {
   constructor(method, error) {
     super(`${method}: ${error?.message ?? "error"} (code ${error?.code})`);
     this.code = error?.code;
     this.data = error?.data;
+    this[RPC_ERROR] = true;
   }
+}
+
+/** Whether err is an RpcError from any instance of this module. */
+export function isRpcError(err) {
+  return err instanceof Error && err[RPC_ERROR] === true;
 }
 
 /** Calls onLine with every non-blank line of a stream, without its "\n". */

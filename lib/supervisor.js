@@ -17,7 +17,7 @@ import { errorText } from "./errors.js";
 import { PLUGIN_ID } from "./ids.js";
 import { initializeParams } from "./initialize.js";
 import { sidecarEnv } from "./proxy-key.js";
-import { LineReader, RpcClient, RpcError } from "./rpc.js";
+import { LineReader, RpcClient, isRpcError } from "./rpc.js";
 
 const HANDLE = Symbol.for("clawmatrix.sidecar");
 
@@ -156,12 +156,12 @@ export class Supervisor {
       this.initResult = result;
       this.#log(
         "info",
-        `sidecar ready: node ${result?.nodeId}, ${result?.tools?.length ?? 0} tools, ` +
+        `sidecar ready: node ${result?.nodeId}, version ${result?.version ?? "unknown"}, ${result?.tools?.length ?? 0} tools, ` +
           `${result?.provider?.models?.length ?? 0} models on ${result?.provider?.baseUrl}`,
       );
       return result;
     } catch (err) {
-      if (err instanceof RpcError && err.code === -32602) {
+      if (isRpcError(err) && err.code === -32602) {
         // An invalid config does not heal by restarting: stop and say why.
         const lines = (err.data?.errors ?? []).map((e) => `${e.path}: ${e.message}`);
         this.fatal = new Error(

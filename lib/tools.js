@@ -6,7 +6,7 @@ import fs from "node:fs";
 import { fileURLToPath } from "node:url";
 
 import { errorText } from "./errors.js";
-import { RpcError } from "./rpc.js";
+import { isRpcError } from "./rpc.js";
 import { supervisorFor } from "./supervisor.js";
 
 const TOOL_TIMEOUT_SLACK_MS = 30_000;
@@ -20,6 +20,22 @@ export function readToolCatalogue(file = fileURLToPath(new URL("../openclaw.tool
   const tools = JSON.parse(fs.readFileSync(file, "utf8"));
   if (!Array.isArray(tools)) throw new Error(`${file}: expected an array of tools`);
   return tools;
+}
+
+/**
+ * How an agent calls the plugin's tools under OpenClaw's tools.toolSearch
+ * (docs: tools/tool-search.md in OpenClaw's package): "direct" when tool
+ * search is off (the schemas are in the model's tool list); "code" for the
+ * code mode (true, or an object without a mode, or mode "code"); else
+ * "tool_call", the structured default, which keeps plugin tools out of the
+ * list and reachable through tool_call (directory mode takes tool_call too).
+ */
+export function toolCallForm(openclawConfig) {
+  const ts = openclawConfig?.tools?.toolSearch;
+  if (ts === false) return "direct";
+  if (ts === true) return "code";
+  if (ts && typeof ts === "object") return ts.mode === "tools" || ts.mode === "directory" ? "tool_call" : "code";
+  return "tool_call";
 }
 
 /** How long the adapter waits for tool `name` called with params. */
@@ -58,7 +74,7 @@ export function clusterTool(api, t, toolContext) {
       } catch (err) {
         api.logger.error(`clawmatrix: ${t.name}: ${errorText(err)}`);
         // The sidecar answered with an error: it is running, so say what it said.
-        const text = err instanceof RpcError
+        const text = isRpcError(err)
           ? `${t.name} failed: ${err.message}`
           : `${t.name} failed: clawmatrix is unavailable on this node (${errorText(err)}). ` +
             `Tell the user; the gateway log has details.`;

@@ -41,10 +41,28 @@ func cleanIDs(ids []string) []string {
 	return out
 }
 
+// How the agent calls the cluster tools, as OpenClaw's tool search shows
+// them (the adapter reads tools.toolSearch and says which,
+// docs/HOST-PROTOCOL.md, hooks/beforePromptBuild).
+const (
+	// FormDirect: the tools are in the model's tool list (tool search off).
+	FormDirect = "direct"
+	// FormToolCall: deferred behind tool search, called through tool_call
+	// (OpenClaw's default).
+	FormToolCall = "tool_call"
+	// FormCode: tool search's code mode, called from tool_search_code.
+	FormCode = "code"
+)
+
+// callForms are the known forms; anything else is FormDirect.
+var callForms = []string{FormDirect, FormToolCall, FormCode}
+
 // promptContext is the block put before every prompt while peers exist
 // (docs/HOST-PROTOCOL.md, hooks/beforePromptBuild). It goes into every
-// turn, so every line must earn its place.
-func promptContext(cfg *schema.Config, peers []mesh.PeerInfo) string {
+// turn, so every line must earn its place. form is how the agent calls the
+// cluster tools; the block shows it with this cluster's own ids, so the
+// agent needs no search or schema lookup to make a first call.
+func promptContext(cfg *schema.Config, peers []mesh.PeerInfo, form string) string {
 	if len(peers) == 0 {
 		return ""
 	}
@@ -111,11 +129,52 @@ func promptContext(cfg *schema.Config, peers []mesh.PeerInfo) string {
 		"Multi-step work: cluster_handoff to its agent (wait: false: result comes later); cluster_send: no answer. " +
 		"Tags instead of node: least loaded node with them. ")
 	if omitted {
-		b.WriteString("Not everything is listed here: cluster_peers shows the whole topology.")
+		b.WriteString("Not everything is listed here: cluster_peers shows the whole topology.\n")
 	} else {
-		b.WriteString("cluster_peers shows the current topology.")
+		b.WriteString("cluster_peers shows the current topology.\n")
 	}
+	b.WriteString(callHint(form, peers))
 	return b.String()
+}
+
+// callHint says how to call the cluster tools in form, with a node and an
+// agent of this cluster in the examples.
+func callHint(form string, peers []mesh.PeerInfo) string {
+	node, agent := "<node>", "<agent>"
+	for _, p := range peers {
+		if !peerID(p.NodeID) {
+			continue
+		}
+		if node == "<node>" {
+			node = p.NodeID
+		}
+		for _, a := range p.Agents {
+			if peerID(a.ID) {
+				node, agent = p.NodeID, a.ID
+				break
+			}
+		}
+		if agent != "<agent>" {
+			break
+		}
+	}
+	exec := fmt.Sprintf(`{"node": %q, "command": "<shell command>"}`, node)
+	handoff := fmt.Sprintf(`{"agent": %q, "task": "<the whole task>"}`, agent)
+	const args = "Arguments: cluster_exec node, command, cwd?, timeoutMs?; cluster_read node, path, offset?, limit?; " +
+		"cluster_write node, path, content, append?; cluster_tool node, tool, args; " +
+		"cluster_handoff agent, node or tags, task, context?, timeoutMs?, wait?; cluster_send agent, node or tags, message; " +
+		"cluster_tasks id?, cancel?; cluster_peers none."
+	switch form {
+	case FormToolCall:
+		return fmt.Sprintf("These tools are not in your tool list: call them through tool_call, with the tool's name as id "+
+			"and its arguments in args, e.g. tool_call {\"id\": \"cluster_exec\", \"args\": %s} or "+
+			"tool_call {\"id\": \"cluster_handoff\", \"args\": %s}; no tool_search or tool_describe is needed. %s", exec, handoff, args)
+	case FormCode:
+		return fmt.Sprintf("These tools are not in your tool list: call them inside tool_search_code with "+
+			"await openclaw.tools.call(\"cluster_exec\", %s) or openclaw.tools.call(\"cluster_handoff\", %s); "+
+			"no search or describe is needed. %s", exec, handoff, args)
+	}
+	return fmt.Sprintf("Call them by name, e.g. cluster_exec %s or cluster_handoff %s.", exec, handoff)
 }
 
 // shorten cuts a description to promptMaxDescription runes on a word

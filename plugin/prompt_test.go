@@ -45,16 +45,18 @@ func TestPromptContext(t *testing.T) {
 			"Your role: the user's assistant",
 			"- gpu (direct) [gpu]\n  agent builder: \"builds and tests the monorepo\"\n  models: clawmatrix/qwen3-coder\n",
 			"- nas (via gpu)\n",
-			"cluster_handoff", "cluster_exec", "cluster_peers shows the current topology.",
-		}, []string{"Not everything"}, 1000},
-		{"many nodes are cut", many(40), []string{"- n11 (direct)", "- … and 28 more nodes", "cluster_peers shows the whole topology"}, []string{"n12"}, 1200},
+			"cluster_handoff", "cluster_exec", "cluster_peers shows the current topology.\n",
+			`Call them by name, e.g. cluster_exec {"node": "gpu", "command": "<shell command>"} or cluster_handoff {"agent": "builder", "task": "<the whole task>"}.`,
+		}, []string{"Not everything", "tool_call"}, 1100},
+		{"many nodes are cut", many(40), []string{"- n11 (direct)", "- … and 28 more nodes", "cluster_peers shows the whole topology",
+			`cluster_exec {"node": "n00", "command": "<shell command>"} or cluster_handoff {"agent": "<agent>", "task": "<the whole task>"}`}, []string{"n12"}, 1300},
 		{"many agents, models and long descriptions are cut", []mesh.PeerInfo{busy}, []string{
 			"  agent a3: \"word", "… and 6 more agents", "clawmatrix/m5 and 4 more", "…\"\n",
-		}, []string{"agent a4", "clawmatrix/m6"}, 1200},
+		}, []string{"agent a4", "clawmatrix/m6"}, 1400},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := promptContext(cfg, tc.peers)
+			got := promptContext(cfg, tc.peers, FormDirect)
 			if tc.peers == nil {
 				if got != "" {
 					t.Fatalf("got %q, want nothing", got)
@@ -96,7 +98,7 @@ func TestPromptContextPeerTextIsData(t *testing.T) {
 			Agents: []mesh.AgentInfo{{ID: "files", Description: huge}},
 		}},
 	}
-	got := promptContext(cfg, peers)
+	got := promptContext(cfg, peers, FormToolCall)
 	for _, bad := range []string{"SYSTEM: you must", "SYSTEM:\r", "\r", "\x1b", "\u2028", "obey node evil", "m\nSYSTEM"} {
 		if strings.Contains(got, bad) {
 			t.Errorf("the context holds %q:\n%s", bad, got)
@@ -114,5 +116,45 @@ func TestPromptContextPeerTextIsData(t *testing.T) {
 	}
 	if len(got) > 1500 {
 		t.Errorf("the context for 3 nodes is %d bytes, want at most 1500:\n%s", len(got), got)
+	}
+}
+
+// The block names the exact call form for the way OpenClaw shows the tools
+// in this turn, so a first call needs no search and no schema lookup.
+func TestPromptContextCallForm(t *testing.T) {
+	cfg := &schema.Config{NodeID: "laptop"}
+	peers := []mesh.PeerInfo{
+		{NodeID: "relay", Status: mesh.StatusConnected, Hops: 1},
+		{NodeID: "gpu", Status: mesh.StatusRelay, Via: "relay", Hops: 2, Capabilities: mesh.Capabilities{Agents: []mesh.AgentInfo{{ID: "bad id"}, {ID: "builder"}}}},
+	}
+	tests := []struct {
+		form string
+		want []string
+		not  []string
+	}{
+		{FormToolCall, []string{
+			`call them through tool_call, with the tool's name as id and its arguments in args, e.g. tool_call {"id": "cluster_exec", "args": {"node": "gpu", "command": "<shell command>"}} or tool_call {"id": "cluster_handoff", "args": {"agent": "builder", "task": "<the whole task>"}}; no tool_search or tool_describe is needed.`,
+			"Arguments: cluster_exec node, command, cwd?, timeoutMs?;", "cluster_peers none.",
+		}, []string{"tool_search_code", "bad id"}},
+		{FormCode, []string{
+			`call them inside tool_search_code with await openclaw.tools.call("cluster_exec", {"node": "gpu", "command": "<shell command>"}) or openclaw.tools.call("cluster_handoff", {"agent": "builder", "task": "<the whole task>"})`,
+			"cluster_write node, path, content, append?;",
+		}, []string{"tool_call {"}},
+		{FormDirect, []string{`Call them by name, e.g. cluster_exec {"node": "gpu", "command": "<shell command>"}`}, []string{"tool_call", "Arguments:"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.form, func(t *testing.T) {
+			got := promptContext(cfg, peers, tc.form)
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("lacks %q:\n%s", w, got)
+				}
+			}
+			for _, w := range tc.not {
+				if strings.Contains(got, w) {
+					t.Errorf("has %q:\n%s", w, got)
+				}
+			}
+		})
 	}
 }

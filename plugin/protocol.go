@@ -45,6 +45,7 @@ type ProviderInfo struct {
 // and how to reach the cluster's models.
 type InitializeResult struct {
 	NodeID   string         `json:"nodeId"`
+	Version  string         `json:"version"` // the sidecar's release (internal/buildinfo), for the host's log
 	Tools    []ToolInfo     `json:"tools"`
 	Provider ProviderResult `json:"provider"`
 }
@@ -103,11 +104,42 @@ type ToolCallResult struct {
 type PromptParams struct {
 	AgentID    string `json:"agentId,omitempty"`
 	SessionKey string `json:"sessionKey,omitempty"`
+	// ToolCallForm is how the agent reaches the cluster tools in this
+	// turn: "direct", "tool_call" (OpenClaw's tool search, its default) or
+	// "code" (tool search's code mode); "direct" when absent.
+	ToolCallForm string `json:"toolCallForm,omitempty"`
 }
 
 // PromptResult carries text to put before the prompt; empty without peers.
 type PromptResult struct {
 	PrependContext string `json:"prependContext,omitempty"`
+}
+
+// ToolApprovalParams is one tool call OpenClaw is about to run
+// (hooks/beforeToolCall, from its before_tool_call hook).
+type ToolApprovalParams struct {
+	ToolName   string          `json:"toolName"`
+	Params     json.RawMessage `json:"params,omitempty"`
+	AgentID    string          `json:"agentId,omitempty"`
+	SessionKey string          `json:"sessionKey,omitempty"`
+}
+
+// ToolApprovalResult says whether the call waits for the user; empty: it
+// runs without asking.
+type ToolApprovalResult struct {
+	RequireApproval *ApprovalRequest `json:"requireApproval,omitempty"`
+}
+
+// ApprovalRequest is OpenClaw's requireApproval: the prompt the user
+// decides on (docs/HOST-PROTOCOL.md, hooks/beforeToolCall).
+type ApprovalRequest struct {
+	Title            string   `json:"title"`
+	Description      string   `json:"description"`
+	Severity         string   `json:"severity"`
+	AllowedDecisions []string `json:"allowedDecisions"`
+	TimeoutMs        int      `json:"timeoutMs"`
+	// TimeoutReason is what the agent is told when no decision came.
+	TimeoutReason string `json:"timeoutReason"`
 }
 
 // StatusResult is the cluster as this node sees it.

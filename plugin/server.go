@@ -10,6 +10,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,17 +19,19 @@ import (
 
 	"github.com/clawmatrix/clawmatrix/cluster"
 	"github.com/clawmatrix/clawmatrix/cluster/proxy"
+	"github.com/clawmatrix/clawmatrix/internal/buildinfo"
 	"github.com/clawmatrix/clawmatrix/schema"
 )
 
 // Methods of the host protocol.
 const (
-	MethodInitialize  = "initialize"
-	MethodToolsCall   = "tools/call"
-	MethodPromptBuild = "hooks/beforePromptBuild"
-	MethodStatus      = "cluster/status"
-	MethodShutdown    = "shutdown"
-	NotificationLog   = "log"
+	MethodInitialize   = "initialize"
+	MethodToolsCall    = "tools/call"
+	MethodPromptBuild  = "hooks/beforePromptBuild"
+	MethodToolApproval = "hooks/beforeToolCall"
+	MethodStatus       = "cluster/status"
+	MethodShutdown     = "shutdown"
+	NotificationLog    = "log"
 	// NotificationCancel (host → sidecar, params {id}) abandons a request
 	// still running: its context is cancelled, so a remote command or agent
 	// run it started is killed on the target. The answer that follows is
@@ -39,7 +42,7 @@ const (
 // ProviderID is the OpenClaw model provider that the local proxy backs.
 const ProviderID = "clawmatrix"
 
-var methods = []string{MethodInitialize, MethodToolsCall, MethodPromptBuild, MethodStatus, MethodShutdown}
+var methods = []string{MethodInitialize, MethodToolsCall, MethodPromptBuild, MethodToolApproval, MethodStatus, MethodShutdown}
 
 // Server serves the host protocol for one host connection.
 type Server struct {
@@ -186,6 +189,8 @@ func (s *Server) dispatch(ctx context.Context, req *jsonrpc2.Request) (any, erro
 		return s.toolsCall(ctx, req)
 	case MethodPromptBuild:
 		return s.promptBuild(req)
+	case MethodToolApproval:
+		return s.toolApproval(req)
 	case MethodStatus:
 		rt, err := s.ready()
 		if err != nil {
@@ -251,10 +256,11 @@ func (s *Server) initialize(ctx context.Context, req *jsonrpc2.Request) (any, er
 		return nil, &jsonrpc2.Error{Code: CodeInvalidRequest, Message: "shut down while initializing"}
 	}
 	s.state, s.rt = stateReady, rt
-	s.log.Info("clawmatrix node started", "node", rt.NodeID(), "proxy", rt.ProxyURL())
+	s.log.Info("clawmatrix node started", "node", rt.NodeID(), "proxy", rt.ProxyURL(), "version", buildinfo.Version())
 	return InitializeResult{
-		NodeID: rt.NodeID(),
-		Tools:  toolInfos(),
+		NodeID:  rt.NodeID(),
+		Version: buildinfo.Version(),
+		Tools:   toolInfos(),
 		Provider: ProviderResult{
 			ID:      ProviderID,
 			BaseURL: rt.ProxyURL(),
@@ -332,7 +338,11 @@ func (s *Server) promptBuild(req *jsonrpc2.Request) (any, error) {
 	if !ready {
 		return PromptResult{}, nil
 	}
-	return PromptResult{PrependContext: promptContext(rt.Config(), rt.Peers())}, nil
+	form := p.ToolCallForm
+	if !slices.Contains(callForms, form) {
+		form = FormDirect
+	}
+	return PromptResult{PrependContext: promptContext(rt.Config(), rt.Peers(), form)}, nil
 }
 
 // shutdown closes the node once; later requests are refused.

@@ -3,10 +3,13 @@ package schema
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 )
 
 // check runs the validations a JSON Schema cannot express: uniqueness across
@@ -121,6 +124,8 @@ func (c *Config) check() []Problem {
 
 	ps = append(ps, c.checkToolProxy()...)
 
+	ps = append(ps, c.checkObservability()...)
+
 	if c.Mesh.PingIntervalMs > 0 && c.Mesh.DeadAfterMs > 0 && c.Mesh.DeadAfterMs <= c.Mesh.PingIntervalMs {
 		add("mesh.deadAfterMs", "must be greater than mesh.pingIntervalMs (%d), or every link is declared dead between two pings", c.Mesh.PingIntervalMs)
 	}
@@ -229,4 +234,76 @@ func checkDir(path string) string {
 		return fmt.Sprintf("%q is not a directory", path)
 	}
 	return ""
+}
+
+// checkObservability covers otel and metrics. Messages never quote a header
+// value or an endpoint, which may carry credentials.
+func (c *Config) checkObservability() []Problem {
+	var ps []Problem
+	add := func(path, format string, args ...any) {
+		ps = append(ps, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
+	}
+	if o := c.OTel; o != nil {
+		if msg := checkURL(o.Endpoint, "http", "https"); msg != "" {
+			add("otel.endpoint", "%s", msg)
+		} else if u, err := url.Parse(o.Endpoint); err == nil && o.Endpoint != "" {
+			switch {
+			case u.User != nil:
+				add("otel.endpoint", "must not carry credentials; put them in otel.headers (for example {\"authorization\": \"Bearer ...\"})")
+			case u.RawQuery != "" || u.Fragment != "":
+				add("otel.endpoint", "must be a base URL without query or fragment, like http://127.0.0.1:4318 (spans go to <endpoint>/v1/traces)")
+			}
+		}
+		names := make([]string, 0, len(o.Headers))
+		for k := range o.Headers {
+			names = append(names, k)
+		}
+		slices.Sort(names)
+		for _, k := range names {
+			at := "otel.headers." + k
+			if !validHeaderName(k) {
+				add("otel.headers", "%q is not an HTTP header name (letters, digits and !#$%%&'*+-.^_`|~ only)", k)
+			} else if strings.ContainsAny(o.Headers[k], "\r\n\x00") {
+				add(at, "the value holds a line break or NUL, which an HTTP header cannot carry")
+			}
+		}
+	}
+	if l := c.Metrics.Listen; l != "" {
+		host, port, err := net.SplitHostPort(l)
+		n, perr := strconv.Atoi(port)
+		switch {
+		case err != nil:
+			add("metrics.listen", "is not host:port (%v); for example 127.0.0.1:9464", err)
+		case perr != nil || n < 0 || n > 65535:
+			add("metrics.listen", "has an invalid port %q; use 1-65535 (0 picks a free one)", port)
+		case host != "" && net.ParseIP(host) == nil && host != "localhost":
+			add("metrics.listen", "host %q is not an IP address or localhost", host)
+		case n == c.ProxyPort && n != 0 && isLoopback(host):
+			add("metrics.listen", "uses the proxy's port %d, where /metrics is served already", n)
+		}
+	}
+	return ps
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// validHeaderName reports whether s is an HTTP header field name (RFC 9110
+// token).
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }

@@ -14,9 +14,6 @@ import (
 	"strings"
 )
 
-// Version is the clawmatrix release, written into the manifest.
-const Version = "0.2.0"
-
 // PluginID is the OpenClaw plugin id and the id of the model provider the
 // sidecar registers.
 const PluginID = "clawmatrix"
@@ -107,6 +104,57 @@ type Config struct {
 	Mesh              MeshTiming    `json:"mesh" jsonschema_description:"Failure detection on mesh links: how often to ping, and how long a silent link lives before it is declared dead."`
 	Delivery          Delivery      `json:"delivery" jsonschema_description:"Durable delivery of cluster_send messages and cluster_handoff tasks: where they are kept, how long they wait, and how many may wait."`
 	AllowFrom         []string      `json:"allowFrom" jsonschema:"default=*,pattern=^([*]|tag:[A-Za-z0-9._:/@+-]+|[A-Za-z0-9._-]+)$" jsonschema_description:"Which cluster members may use what this node offers (remote tools, handoff and send to its agents, and the models it serves): node ids, tag:<tag> for every node announcing that tag, or * for every member (the default). An empty list refuses every caller."`
+	OTel              *OTel         `json:"otel,omitempty" jsonschema_description:"OpenTelemetry trace export over OTLP/HTTP; off unless set. In a gateway, the adapter fills it from OpenClaw's diagnostics.otel when it is not set here."`
+	Metrics           Metrics       `json:"metrics" jsonschema_description:"Prometheus metrics. They are always served at /metrics on the model proxy's 127.0.0.1 port (bearer proxy key); listen adds an address of its own."`
+	Approvals         Approvals     `json:"approvals" jsonschema_description:"Cluster tool calls from this node's agents that wait for the user's approval (OpenClaw's plugin approvals) before they act on another node. None by default."`
+}
+
+// DefaultApprovalTimeoutMs is how long a call waits for the user's decision
+// unless approvals.timeoutMs says otherwise (OpenClaw's own default).
+const DefaultApprovalTimeoutMs = 120000
+
+// Approvals is the caller side's gate on cluster tools: the calls it names
+// wait for the user to allow them, once, through OpenClaw's approval
+// prompts. The target node's own policy (toolProxy, allowFrom) applies
+// on top.
+type Approvals struct {
+	Tools     []string `json:"tools" jsonschema:"uniqueItems=true" jsonschema_description:"Cluster tools whose every call waits for the user's approval, for example cluster_exec and cluster_write. Empty: no call waits."`
+	Nodes     []string `json:"nodes" jsonschema:"uniqueItems=true,minLength=1,maxLength=64,pattern=^[A-Za-z0-9._-]*$" jsonschema_description:"Only calls to these nodes wait; empty: calls to every node wait."`
+	TimeoutMs int      `json:"timeoutMs" jsonschema:"minimum=1000,maximum=600000,default=120000" jsonschema_description:"How long a call waits for the decision; without one in time it does not run. At most 600000 (OpenClaw's cap)."`
+}
+
+// Gates reports whether a call of tool to node waits for approval. node
+// is "" when the call does not say which node it reaches (a handoff to an
+// agent no node offers): such a call waits whenever the tool does.
+func (a Approvals) Gates(tool, node string) bool {
+	if !slices.Contains(a.Tools, tool) {
+		return false
+	}
+	return len(a.Nodes) == 0 || node == "" || slices.Contains(a.Nodes, node)
+}
+
+// DefaultSampleRatio is otel.sampleRatio when not set: every trace.
+const DefaultSampleRatio = 1.0
+
+// OTel is where a node sends its spans (README.md, Observability).
+type OTel struct {
+	Endpoint    string            `json:"endpoint" jsonschema:"required,minLength=1,pattern=^([Hh][Tt][Tt][Pp][Ss]?://|$)" jsonschema_description:"Base URL of an OTLP/HTTP (protobuf) collector, for example http://127.0.0.1:4318; spans are posted to <endpoint>/v1/traces."`
+	SampleRatio float64           `json:"sampleRatio" jsonschema:"minimum=0,maximum=1,default=1" jsonschema_description:"Share of the traces that start on this node that are recorded, 0 to 1. A request that arrives with a trace context (a traceparent header, or from another node) follows its caller's decision."`
+	Headers     map[string]string `json:"headers,omitempty" jsonschema_description:"HTTP headers sent with every export, for example a collector's API key. Treated as secrets: never logged or shown."`
+}
+
+// UnmarshalJSON fills sampleRatio when the JSON leaves it out.
+func (o *OTel) UnmarshalJSON(b []byte) error {
+	type plain OTel
+	p := plain{SampleRatio: DefaultSampleRatio}
+	err := json.Unmarshal(b, &p)
+	*o = OTel(p)
+	return err
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	Listen string `json:"listen,omitempty" jsonschema:"minLength=1" jsonschema_description:"Extra host:port serving /metrics (for example 127.0.0.1:9464, or 0.0.0.0:9464 for a scraper on another machine), with the same bearer key as the proxy: set proxyKey so that the scraper can be given it."`
 }
 
 // TLS configures wss:// for the mesh.
@@ -361,6 +409,7 @@ func defaultConfig() Config {
 		OpenclawBin:       DefaultOpenclawBin,
 		MaxConcurrentRuns: DefaultMaxConcurrentRuns,
 		Mesh:              MeshTiming{PingIntervalMs: DefaultPingIntervalMs, DeadAfterMs: DefaultDeadAfterMs},
+		Approvals:         Approvals{TimeoutMs: DefaultApprovalTimeoutMs},
 		Delivery:          Delivery{TTLMs: DefaultMessageTTLMs, MaxQueued: DefaultMaxQueued, MaxInbox: DefaultMaxInbox},
 	}
 }
@@ -395,6 +444,8 @@ func (c *Config) fillEmpty() {
 	orEmpty(&c.ToolProxy.AllowPaths)
 	orEmpty(&c.ToolProxy.Env)
 	orEmpty(&c.AllowFrom)
+	orEmpty(&c.Approvals.Tools)
+	orEmpty(&c.Approvals.Nodes)
 	for i := range c.Agents {
 		orEmpty(&c.Agents[i].Tags)
 	}
@@ -475,7 +526,8 @@ func (c *Config) CatalogModels() []CatalogModel {
 }
 
 // Redacted returns a copy with every secret (the cluster secret, the proxy
-// key, upstream API keys) replaced, for printing or logging a config.
+// key, upstream API keys, otel header values) replaced, for printing or
+// logging a config.
 func (c Config) Redacted() Config {
 	const mask = "[redacted]"
 	if c.Secret != "" {
@@ -483,6 +535,14 @@ func (c Config) Redacted() Config {
 	}
 	if c.ProxyKey != "" {
 		c.ProxyKey = mask
+	}
+	if c.OTel != nil && len(c.OTel.Headers) > 0 {
+		o := *c.OTel
+		o.Headers = make(map[string]string, len(c.OTel.Headers))
+		for k := range c.OTel.Headers {
+			o.Headers[k] = mask
+		}
+		c.OTel = &o
 	}
 	models := make([]Model, len(c.Models))
 	for i, m := range c.Models {

@@ -32,6 +32,7 @@ func TestParseFillsDefaults(t *testing.T) {
 		Mesh:      MeshTiming{PingIntervalMs: 1000, DeadAfterMs: 4000},
 		Delivery:  Delivery{TTLMs: 86400000, MaxQueued: 10000, MaxInbox: 10000},
 		AllowFrom: []string{"*"},
+		Approvals: Approvals{Tools: []string{}, Nodes: []string{}, TimeoutMs: 120000},
 	}
 	if !reflect.DeepEqual(*cfg, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", *cfg, want)
@@ -217,18 +218,36 @@ func TestCatalogModelsFillEveryField(t *testing.T) {
 
 func TestRedactedHidesEverySecret(t *testing.T) {
 	cfg := mustParse(t, `{"nodeId": "a", "secret": "cluster-secret-value", "proxyKey": "proxy-key-value",
-		"models": [{"id": "m", "provider": "p", "upstream": {"baseUrl": "http://127.0.0.1:1/v1", "apiKey": "upstream-key-value"}}]}`)
+		"models": [{"id": "m", "provider": "p", "upstream": {"baseUrl": "http://127.0.0.1:1/v1", "apiKey": "upstream-key-value"}}],
+		"otel": {"endpoint": "http://127.0.0.1:4318", "headers": {"x-api-key": "otel-header-value"}}}`)
 	b, err := json.Marshal(cfg.Redacted())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"cluster-secret-value", "proxy-key-value", "upstream-key-value"} {
+	for _, s := range []string{"cluster-secret-value", "proxy-key-value", "upstream-key-value", "otel-header-value"} {
 		if strings.Contains(string(b), s) {
 			t.Errorf("redacted config still contains %q: %s", s, b)
 		}
 	}
-	if cfg.Secret != "cluster-secret-value" || cfg.Models[0].Upstream.APIKey != "upstream-key-value" {
+	if !strings.Contains(string(b), `"x-api-key":"[redacted]"`) {
+		t.Errorf("redacted config lost the otel header's name: %s", b)
+	}
+	if cfg.Secret != "cluster-secret-value" || cfg.Models[0].Upstream.APIKey != "upstream-key-value" || cfg.OTel.Headers["x-api-key"] != "otel-header-value" {
 		t.Error("Redacted modified the original config")
+	}
+}
+
+func TestOTelDefaults(t *testing.T) {
+	cfg := mustParse(t, `{"nodeId": "a", "secret": "cluster-secret-value", "otel": {"endpoint": "http://127.0.0.1:4318"}}`)
+	if cfg.OTel == nil || cfg.OTel.SampleRatio != DefaultSampleRatio || cfg.Metrics.Listen != "" {
+		t.Fatalf("otel %+v, metrics %+v", cfg.OTel, cfg.Metrics)
+	}
+	cfg = mustParse(t, `{"nodeId": "a", "secret": "cluster-secret-value", "otel": {"endpoint": "http://127.0.0.1:4318", "sampleRatio": 0}}`)
+	if cfg.OTel.SampleRatio != 0 {
+		t.Fatalf("sampleRatio 0 read as %v", cfg.OTel.SampleRatio)
+	}
+	if cfg := mustParse(t, `{"nodeId": "a", "secret": "cluster-secret-value"}`); cfg.OTel != nil {
+		t.Fatalf("otel %+v without otel in the config", cfg.OTel)
 	}
 }
 

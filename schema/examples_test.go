@@ -87,7 +87,7 @@ func joinProblems(ps []Problem) string {
 	return b.String()
 }
 
-var secretField = regexp.MustCompile(`"(secret|proxyKey|apiKey)"\s*:\s*\[?\s*"([^"]+)"`)
+var secretField = regexp.MustCompile(`"(secret|proxyKey|apiKey|authorization)"\s*:\s*\[?\s*"([^"]+)"`)
 
 // secretsIn returns the values of every secret-bearing field in a raw
 // config, however malformed.

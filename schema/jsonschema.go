@@ -35,6 +35,16 @@ func (TrustedNode) JSONSchemaExtend(s *jsonschema.Schema) {
 	}
 }
 
+// JSONSchemaExtend lists the tools approvals.tools may name: the tool
+// registry's, so a misspelled name is refused with the valid ones.
+func (Approvals) JSONSchemaExtend(s *jsonschema.Schema) {
+	if p, ok := s.Properties.Get("tools"); ok && p.Items != nil {
+		for _, name := range ToolNames() {
+			p.Items.Enum = append(p.Items.Enum, name)
+		}
+	}
+}
+
 // configSchema is the generated schema of Config as a Go value.
 var configSchema = sync.OnceValue(func() *jsonschema.Schema {
 	s := reflectSchema(&Config{})

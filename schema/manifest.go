@@ -22,6 +22,17 @@ type uiHint struct {
 	Sensitive   bool   `json:"sensitive,omitempty"`
 }
 
+// cliCommand is one root command of the OpenClaw CLI that the plugin owns
+// (openclaw clawmatrix …); the adapter registers the same one (lib/cli.js).
+type cliCommand struct {
+	Name           string `json:"name"`
+	Description    string `json:"description"`
+	HasSubcommands bool   `json:"hasSubcommands"`
+}
+
+// CLICommand is the root command of the plugin's CLI commands.
+const CLICommand = "clawmatrix"
+
 type setupProvider struct {
 	ID      string   `json:"id"`
 	EnvVars []string `json:"envVars"`
@@ -32,7 +43,6 @@ type manifest struct {
 	ID          string   `json:"id"`
 	Name        string   `json:"name"`
 	Description string   `json:"description"`
-	Version     string   `json:"version"`
 	Providers   []string `json:"providers"`
 	Activation  struct {
 		OnStartup bool `json:"onStartup"`
@@ -43,6 +53,7 @@ type manifest struct {
 	Setup struct {
 		Providers []setupProvider `json:"providers"`
 	} `json:"setup"`
+	CLICommands  []cliCommand      `json:"cliCommands"`
 	UIHints      map[string]uiHint `json:"uiHints"`
 	ConfigSchema json.RawMessage   `json:"configSchema"`
 }
@@ -56,13 +67,14 @@ var manifestJSON = sync.OnceValue(func() []byte {
 		Name: "ClawMatrix",
 		Description: "Joins OpenClaw gateways on different machines into one cluster: agents see each other, " +
 			"use models other nodes serve, run tools on other nodes and hand tasks to their agents.",
-		Version:      Version,
 		Providers:    []string{PluginID},
 		ConfigSchema: ConfigSchema(),
 	}
 	m.Activation.OnStartup = true
 	m.Contracts.Tools = ToolNames()
 	m.Setup.Providers = []setupProvider{{ID: PluginID, EnvVars: []string{ProxyKeyEnv}}}
+	m.CLICommands = []cliCommand{{Name: CLICommand, HasSubcommands: true,
+		Description: "This gateway's clawmatrix node: status, identity, trust, revoke"}}
 	m.UIHints = map[string]uiHint{
 		"nodeId":         {Label: "Node id", Placeholder: "laptop"},
 		"secret":         {Label: "Cluster secret", Help: "Same on every node, at least 16 characters.", Sensitive: true},

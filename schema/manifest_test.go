@@ -59,7 +59,6 @@ func TestManifestContents(t *testing.T) {
 		ID           string                    `json:"id"`
 		Name         string                    `json:"name"`
 		Description  string                    `json:"description"`
-		Version      string                    `json:"version"`
 		Providers    []string                  `json:"providers"`
 		Activation   struct{ OnStartup bool }  `json:"activation"`
 		Contracts    struct{ Tools []string }  `json:"contracts"`
@@ -71,13 +70,18 @@ func TestManifestContents(t *testing.T) {
 				EnvVars []string `json:"envVars"`
 			} `json:"providers"`
 		} `json:"setup"`
+		CLICommands []struct {
+			Name           string `json:"name"`
+			Description    string `json:"description"`
+			HasSubcommands bool   `json:"hasSubcommands"`
+		} `json:"cliCommands"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(Manifest()))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&m); err != nil {
 		t.Fatalf("manifest: %v", err)
 	}
-	if m.ID != "clawmatrix" || m.Name == "" || m.Description == "" || m.Version != Version {
+	if m.ID != "clawmatrix" || m.Name == "" || m.Description == "" {
 		t.Errorf("identity fields: %+v", m)
 	}
 	if !m.Activation.OnStartup {
@@ -91,6 +95,10 @@ func TestManifestContents(t *testing.T) {
 	}
 	if len(m.Setup.Providers) != 1 || m.Setup.Providers[0].ID != "clawmatrix" || !slices.Equal(m.Setup.Providers[0].EnvVars, []string{"CLAWMATRIX_PROXY_KEY"}) {
 		t.Errorf("setup.providers = %+v", m.Setup.Providers)
+	}
+	// openclaw clawmatrix status|identity|trust|revoke (lib/cli.js).
+	if len(m.CLICommands) != 1 || m.CLICommands[0].Name != "clawmatrix" || !m.CLICommands[0].HasSubcommands || m.CLICommands[0].Description == "" {
+		t.Errorf("cliCommands = %+v", m.CLICommands)
 	}
 	for _, key := range []string{"secret", "proxyKey", "models.*.upstream.apiKey"} {
 		if m.UIHints[key]["sensitive"] != true {

@@ -72,9 +72,11 @@ openclaw_ok || die "openclaw@$openclaw_version did not install into $cache"
 
 # One dir for PATH with exactly the two commands the tests need; openclaw's
 # launcher starts with `#!/usr/bin/env node`, so node must sit beside it.
+# The links name real paths: a cache reached through a symlink (a second
+# checkout sharing it) must not leave links that die with that checkout.
 bin="$cache/bin"
 mkdir -p "$bin"
-ln -sfn "$node_bin_dir/node" "$bin/node"
+ln -sfn "$(readlink -f "$node_bin_dir/node")" "$bin/node"
 ln -sfn "$(readlink -f "$openclaw_bin_dir/openclaw")" "$bin/openclaw"
 
 got="$(PATH="$bin:$PATH" openclaw --version 2>&1 | tail -n1)" \

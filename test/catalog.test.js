@@ -75,7 +75,10 @@ test("provider: a model no config lists still resolves, with the defaults, for t
 test("defaults in the adapter match the generated manifest and package", () => {
   const manifest = JSON.parse(fs.readFileSync(new URL("../openclaw.plugin.json", import.meta.url), "utf8"));
   const pkg = JSON.parse(fs.readFileSync(new URL("../package.json", import.meta.url), "utf8"));
-  assert.equal(pkg.version, manifest.version, "package.json and openclaw.plugin.json versions");
+  // The version is written down once, in package.json: the manifest has none,
+  // and the platform packages are pinned to it.
+  assert.equal(manifest.version, undefined, "openclaw.plugin.json carries no version");
+  for (const [name, v] of Object.entries(pkg.optionalDependencies)) assert.equal(v, pkg.version, name);
   const props = manifest.configSchema.properties;
   const params = props.proxyModels.items.properties;
   const [m] = clusterModels({ proxyModels: [{ id: "x" }] });

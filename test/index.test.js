@@ -7,6 +7,7 @@ import path from "node:path";
 import { after, test } from "node:test";
 
 import plugin from "../index.js";
+import { cliDescriptors } from "../lib/cli.js";
 import { Supervisor } from "../lib/supervisor.js";
 import { minimalConfig, recordingLogger, sidecarBinary, tempDir } from "./support.js";
 
@@ -16,7 +17,7 @@ delete process.env.CLAWMATRIX_PROXY_KEY;
 
 /** A host api that keeps everything registered with it. */
 function recordingApi(pluginConfig, registrationMode = "full") {
-  const got = { tools: [], providers: [], hooks: {}, services: [] };
+  const got = { tools: [], providers: [], hooks: {}, services: [], cli: [] };
   const api = {
     registrationMode,
     pluginConfig,
@@ -26,7 +27,11 @@ function recordingApi(pluginConfig, registrationMode = "full") {
     registerTool: (factory, opts) => got.tools.push({ ...factory({ sessionKey: "agent:main:s1", agentId: "main" }), opts }),
     registerProvider: (p) => got.providers.push(p),
     registerService: (s) => got.services.push(s),
-    on: (name, fn) => (got.hooks[name] = fn),
+    on: (name, fn, opts) => {
+      got.hooks[name] = fn;
+      if (opts) got.hookOptions = { ...got.hookOptions, [name]: opts };
+    },
+    registerCli: (registrar, opts) => got.cli.push(opts),
   };
   return { api, got };
 }
@@ -41,11 +46,20 @@ function freePort() {
   });
 }
 
-test("register: a metadata-only load registers nothing and makes no files", () => {
+test("register: a metadata-only load registers the CLI commands alone and makes no files", () => {
   const { api, got } = recordingApi(minimalConfig(), "cli-metadata");
   plugin.register(api);
-  assert.deepEqual(got, { tools: [], providers: [], hooks: {}, services: [] });
+  assert.deepEqual(got, { tools: [], providers: [], hooks: {}, services: [], cli: [{ descriptors: cliDescriptors() }] });
   assert.deepEqual(fs.readdirSync(stateDir), []);
+});
+
+test("register: a discovery load (how OpenClaw's CLI runs plugin commands) leaves the process environment alone", () => {
+  const before = { ...process.env };
+  const { api, got } = recordingApi(minimalConfig(), "discovery");
+  plugin.register(api);
+  assert.deepEqual({ ...process.env }, before, "OpenClaw refuses to run a plugin command when the environment changed during registration");
+  assert.equal(got.cli.length, 1);
+  assert.equal(got.providers.length, 1, "the provider is still registered, inert");
 });
 
 test("register: without a sidecar, a hook leaves the prompt alone and says why", async () => {
@@ -80,7 +94,8 @@ test("register: tools, provider, hook and service, then the service runs the sid
   const names = ["cluster_peers", "cluster_exec", "cluster_read", "cluster_write", "cluster_tool", "cluster_handoff", "cluster_send", "cluster_tasks"];
   assert.deepEqual(got.tools.map((x) => x.name), names);
   assert.deepEqual(got.tools.map((x) => x.opts.name), names, "each factory is registered under its tool's name");
-  assert.deepEqual(Object.keys(got.hooks), ["before_prompt_build"]);
+  assert.deepEqual(Object.keys(got.hooks).sort(), ["before_prompt_build", "before_tool_call"]);
+  assert.deepEqual(got.hookOptions.before_tool_call, { matcher: got.tools.map((x) => x.name) }, "the approval hook sees the cluster tools only");
   assert.deepEqual(got.services.map((s) => s.id), ["clawmatrix"]);
   const [provider] = got.providers;
   assert.equal(provider.id, "clawmatrix");

@@ -7,7 +7,7 @@ import { PassThrough } from "node:stream";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 
-import { LineReader, RpcClient, RpcError } from "../lib/rpc.js";
+import { LineReader, RpcClient, RpcError, isRpcError } from "../lib/rpc.js";
 import { minimalConfig, sidecarBinary, tempDir } from "./support.js";
 
 const PEER = fileURLToPath(new URL("./rpc-peer.js", import.meta.url));
@@ -47,6 +47,17 @@ test("rpc: an error answer is an RpcError with the method, code and data", async
     assert.deepEqual(err.data, { m: "nope" });
     return true;
   });
+});
+
+test("rpc: an RpcError is recognised across module instances, as OpenClaw loads the plugin", async () => {
+  // A query string makes a second, separate instance of the module.
+  const other = await import("../lib/rpc.js?instance=2");
+  const theirs = new other.RpcError("tools/call", { code: -32602, message: "bad" });
+  assert.equal(theirs instanceof RpcError, false, "the premise: instanceof fails across instances");
+  assert.equal(isRpcError(theirs), true);
+  assert.equal(other.isRpcError(new RpcError("m", { code: 1 })), true);
+  const lookalike = Object.assign(new Error("m: x (code -32602)"), { code: -32602 });
+  for (const v of [lookalike, null, undefined, "RpcError", { code: -32602 }]) assert.equal(isRpcError(v), false, String(v));
 });
 
 test("rpc: notifications are handed on, a non-JSON line is reported, a request from the peer is refused", async (t) => {

@@ -5,10 +5,11 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { after, test } from "node:test";
+import { pathToFileURL } from "node:url";
 
 import { currentSupervisor } from "../lib/supervisor.js";
-import { clusterTool, readToolCatalogue, toolTimeout } from "../lib/tools.js";
-import { minimalConfig, recordingLogger, sidecarBinary, tempDir } from "./support.js";
+import { clusterTool, readToolCatalogue, toolCallForm, toolTimeout } from "../lib/tools.js";
+import { minimalConfig, recordingLogger, repoRoot, sidecarBinary, tempDir } from "./support.js";
 
 process.env.OPENCLAW_STATE_DIR = tempDir();
 after(() => currentSupervisor()?.stop());
@@ -31,6 +32,21 @@ test("catalogue: a file that is not a list is refused, naming the file", () => {
   const file = path.join(tempDir(), "tools.json");
   fs.writeFileSync(file, '{"name":"cluster_peers"}');
   assert.throws(() => readToolCatalogue(file), new RegExp(`^Error: ${file}: expected an array of tools$`));
+});
+
+test("call form: as OpenClaw's tools.toolSearch shows plugin tools to the model", () => {
+  const cases = [
+    [{}, "tool_call"], // unset: the structured default
+    [{ tools: {} }, "tool_call"],
+    [{ tools: { toolSearch: false } }, "direct"],
+    [{ tools: { toolSearch: true } }, "code"],
+    [{ tools: { toolSearch: { mode: "tools" } } }, "tool_call"],
+    [{ tools: { toolSearch: { mode: "directory" } } }, "tool_call"],
+    [{ tools: { toolSearch: { mode: "code", codeTimeoutMs: 5000 } } }, "code"],
+    [{ tools: { toolSearch: { searchDefaultLimit: 5 } } }, "code"], // an object without a mode is code mode
+    [undefined, "tool_call"],
+  ];
+  for (const [config, want] of cases) assert.equal(toolCallForm(config), want, JSON.stringify(config));
 });
 
 // Before the binary is found, so it runs first.
@@ -61,6 +77,21 @@ test("call: an error answer from the sidecar is passed on as it said it", async 
   const r = await clusterTool(api, { name: "cluster_nope", parameters: {} }).execute("call-3", {});
   assert.match(r.content[0].text, /^cluster_nope failed: tools\/call: unknown tool "cluster_nope"; .* \(code -32602\)$/);
   assert.deepEqual(r.details, { isError: true });
+});
+
+test("call: from another copy of the plugin (OpenClaw loads it several times), an error answer still reads as the sidecar's", async () => {
+  // OpenClaw imports the entry from a copy of the plugin folder, as separate
+  // module instances; the supervisor on globalThis comes from whichever
+  // instance started it.
+  const copy = path.join(tempDir(), "plugin");
+  fs.cpSync(path.join(repoRoot, "lib"), path.join(copy, "lib"), { recursive: true });
+  fs.copyFileSync(path.join(repoRoot, "openclaw.tools.json"), path.join(copy, "openclaw.tools.json"));
+  const other = await import(pathToFileURL(path.join(copy, "lib", "tools.js")).href);
+  assert.notEqual(other.clusterTool, clusterTool);
+  assert.ok(currentSupervisor(), "the supervisor started by this instance is running");
+  const r = await other.clusterTool(api, { name: "cluster_nope", parameters: {} }).execute("call-4", {});
+  assert.match(r.content[0].text, /^cluster_nope failed: tools\/call: unknown tool "cluster_nope"; /);
+  assert.doesNotMatch(r.content[0].text, /unavailable/);
 });
 
 test("wait: the adapter waits for a handoff at most 15 minutes, other tools as long as they ask", () => {

@@ -86,11 +86,11 @@ type Entry struct {
 //	{"version": 1, "nodes": {"<nodeId>": {"publicKey": "ed25519:...",
 //	  "firstSeen": "<RFC 3339 time>", "revoked": false}}}
 //
-// The in-memory state, read once by OpenKnownNodes, is what Admit decides
-// by. A change is saved by reading the file again and applying only that
-// change to it, so an edit made meanwhile by the trust or revoke command is
-// kept on disk (a running node takes it up at its next start), not
-// overwritten.
+// The in-memory state, read by OpenKnownNodes and again by Reload, is what
+// Admit decides by. A change is saved by reading the file again and applying
+// only that change to it, so an edit made meanwhile by the trust or revoke
+// command is kept on disk, not overwritten; a running node takes such an
+// edit up with ReloadIfChanged.
 //
 // A KnownNodes is safe for concurrent use. It knows nothing of this node's
 // own id: callers handle that.
@@ -105,12 +105,38 @@ type KnownNodes struct {
 
 	mu    sync.Mutex
 	nodes map[string]*record
+	// seen is the file as last read or written by this store, so that
+	// ReloadIfChanged reads it again only after someone else changed it.
+	seen fileStamp
 }
 
 type record struct {
 	pub       ed25519.PublicKey
 	firstSeen time.Time
 	revoked   bool
+	// unsaved: pinned by Admit, but saving the file failed; a reload keeps
+	// it, since the file never had the chance to record it.
+	unsaved bool
+}
+
+// fileStamp tells one version of a file from another: replacing the file
+// (as every save does) changes the inode, an edit in place the size or the
+// modification time, a chmod the status change time.
+type fileStamp struct {
+	exists bool
+	ino    uint64
+	size   int64
+	mtime  time.Time
+	ctime  int64
+}
+
+func stampOf(path string) fileStamp {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}
+	}
+	ino, ctime := inode(st)
+	return fileStamp{exists: true, ino: ino, size: st.Size(), mtime: st.ModTime(), ctime: ctime}
 }
 
 // fileVersion is the version of the known-nodes file format.
@@ -160,6 +186,7 @@ func OpenKnownNodes(path string, opts Options) (*KnownNodes, error) {
 	for _, id := range opts.Revoked {
 		k.confRevoked[id] = true
 	}
+	k.seen = stampOf(path)
 	doc, err := readDoc(path)
 	if err != nil {
 		return nil, err
@@ -169,6 +196,37 @@ func OpenKnownNodes(path string, opts Options) (*KnownNodes, error) {
 		return nil, err
 	}
 	return k, nil
+}
+
+// ReloadIfChanged reads the file again if it changed since this store last
+// read or wrote it (the trust or revoke command, or an edit by hand), and
+// reports whether it did. From then on the file is what Admit decides by,
+// plus the pins that Admit could not save. A file that cannot be read or is
+// not valid leaves the store as it was and returns the error; the next call
+// tries again only once the file changes again.
+func (k *KnownNodes) ReloadIfChanged() (bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := stampOf(k.path)
+	if now == k.seen {
+		return false, nil
+	}
+	k.seen = now
+	doc, err := readDoc(k.path)
+	if err != nil {
+		return false, err
+	}
+	nodes, err := doc.records(k.path)
+	if err != nil {
+		return false, err
+	}
+	for id, r := range k.nodes {
+		if _, there := nodes[id]; !there && r.unsaved {
+			nodes[id] = r
+		}
+	}
+	k.nodes = nodes
+	return true, nil
 }
 
 // Path is the file the store is kept in.
@@ -229,12 +287,14 @@ func (k *KnownNodes) Admit(nodeID string, pub ed25519.PublicKey) error {
 	rec.pub = slices.Clone(pub)
 	rec.firstSeen = k.now().UTC()
 	pinned := *rec
-	if err := k.persist(func(m map[string]fileEntry) {
+	err := k.persist(func(m map[string]fileEntry) {
 		// Keep an operator's edit made since the store was opened.
 		if _, there := m[nodeID]; !there {
 			m[nodeID] = pinned.entry()
 		}
-	}); err != nil && k.opts.OnPersistError != nil {
+	})
+	rec.unsaved = err != nil
+	if err != nil && k.opts.OnPersistError != nil {
 		k.opts.OnPersistError(err)
 	}
 	return nil
@@ -299,7 +359,9 @@ func (k *KnownNodes) Pin(nodeID string, pub ed25519.PublicKey) error {
 	}
 	rec.revoked = false
 	pinned := *rec
-	return k.persist(func(m map[string]fileEntry) { m[nodeID] = pinned.entry() })
+	err := k.persist(func(m map[string]fileEntry) { m[nodeID] = pinned.entry() })
+	rec.unsaved = err != nil
+	return err
 }
 
 // Revoke marks nodeID revoked for good: the id is refused whatever key it
@@ -314,7 +376,7 @@ func (k *KnownNodes) Revoke(nodeID string) error {
 	rec := k.recordLocked(nodeID)
 	rec.revoked = true
 	revoked := *rec
-	return k.persist(func(m map[string]fileEntry) {
+	err := k.persist(func(m map[string]fileEntry) {
 		e, there := m[nodeID]
 		if !there {
 			e = revoked.entry()
@@ -322,6 +384,8 @@ func (k *KnownNodes) Revoke(nodeID string) error {
 		e.Revoked = true
 		m[nodeID] = e
 	})
+	rec.unsaved = err != nil
+	return err
 }
 
 // List returns every node in the store, by id. Ids revoked only by
@@ -368,8 +432,14 @@ func (k *KnownNodes) persist(change func(map[string]fileEntry)) error {
 		return fmt.Errorf("known nodes %s: %w", k.path, err)
 	}
 	data = append(data, '\n')
+	// A change made by someone else since this store last read the file
+	// is in doc now, but not in memory: leave it for ReloadIfChanged.
+	before := stampOf(k.path)
 	if err := writeAtomic(k.path, data); err != nil {
 		return fmt.Errorf("known nodes %s: cannot save: %w", k.path, err)
+	}
+	if before == k.seen {
+		k.seen = stampOf(k.path)
 	}
 	return nil
 }

@@ -362,3 +362,105 @@ func TestKnownNodesConcurrentAdmit(t *testing.T) {
 		}
 	}
 }
+
+// A running node's store takes up what the trust and revoke commands (a
+// second store on the same file) change, and only when the file changed.
+func TestKnownNodesReloadIfChanged(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "known_nodes.json")
+	running := open(t, path, Options{OnPersistError: func(err error) { t.Error(err) }})
+	x, y, y2 := newPub(t), newPub(t), newPub(t)
+	for id, key := range map[string]ed25519.PublicKey{"x": x, "y": y} {
+		if err := running.Admit(id, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reload := func(want bool) {
+		t.Helper()
+		got, err := running.ReloadIfChanged()
+		if err != nil || got != want {
+			t.Fatalf("ReloadIfChanged() = %v, %v; want %v, nil", got, err, want)
+		}
+	}
+	reload(false) // its own saves are not news
+
+	command := open(t, path, Options{})
+	if err := command.Revoke("x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := command.Pin("y", y2); err != nil {
+		t.Fatal(err)
+	}
+	if err := running.Admit("x", x); err != nil {
+		t.Fatalf("before the reload the change is not seen yet: %v", err)
+	}
+	reload(true)
+	reload(false)
+	if err := running.Admit("x", x); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("revoked x after the reload: %v", err)
+	}
+	if err := running.Admit("y", y2); err != nil {
+		t.Fatalf("y with its newly pinned key: %v", err)
+	}
+	if err := running.Admit("y", y); !errors.Is(err, ErrKeyChanged) {
+		t.Fatalf("y with its old key: %v", err)
+	}
+
+	// A broken file changes nothing and is reported once; fixing it is
+	// taken up.
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(`{"version": 1, "nodes": {`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := running.ReloadIfChanged(); changed || err == nil || !strings.Contains(err.Error(), "not a valid known-nodes file") {
+		t.Fatalf("broken file: ReloadIfChanged() = %v, %v", changed, err)
+	}
+	reload(false)
+	if err := running.Admit("x", x); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("a broken file undid the revoke: %v", err)
+	}
+	if err := os.WriteFile(path+".new", good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+	reload(true)
+
+	// A file others may write is refused, as at open.
+	if err := os.Chmod(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := running.ReloadIfChanged(); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("group-writable file: %v", err)
+	}
+}
+
+// A pin that could not be saved survives a reload: the file never had the
+// chance to record it.
+func TestKnownNodesReloadKeepsUnsavedPins(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "later")
+	path := filepath.Join(dir, "known_nodes.json")
+	running := open(t, path, Options{})
+	b := newPub(t)
+	if err := running.Admit("b", b); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := open(t, path, Options{}).Revoke("x"); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := running.ReloadIfChanged(); !changed || err != nil {
+		t.Fatalf("ReloadIfChanged() = %v, %v", changed, err)
+	}
+	if err := running.Admit("b", newPub(t)); !errors.Is(err, ErrKeyChanged) {
+		t.Fatalf("the unsaved pin of b was lost in the reload: %v", err)
+	}
+	if err := running.Admit("x", newPub(t)); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("x: %v", err)
+	}
+}

@@ -34,6 +34,10 @@ type Capabilities struct {
 	Agents []AgentInfo `json:"agents"`
 	Models []ModelInfo `json:"models"`
 	Tags   []string    `json:"tags"`
+	// Features are the optional protocol extensions the node understands
+	// (e.g. FeatureTrace); the mesh fills in its own. Nodes that predate a
+	// field ignore it, being JSON.
+	Features []string `json:"features,omitempty"`
 	// Load is how busy the node's agents are, for routing work by load;
 	// nil until the node announces it.
 	Load *Load `json:"load,omitempty"`

@@ -88,14 +88,18 @@ func (n *Node) Open(ctx context.Context, to, method string, payload []byte) (*St
 	}
 	n.smu.Unlock()
 
+	ext, endSend := n.sendTrace(ctx, to)
 	chunk := n.cfg.ChunkBytes
 	for q, off := uint64(0), 0; ; q++ {
 		end := min(off+chunk, len(payload))
 		m := &streamMsg{S: s.id, Q: q, D: payload[off:end], More: end < len(payload)}
 		if q == 0 {
-			m.M, m.W = method, s.window
+			m.M, m.W, m.X, m.written = method, s.window, ext, endSend
 		}
 		if err := s.waitReqCredit(ctx); err != nil {
+			if q == 0 && endSend != nil {
+				endSend(err)
+			}
 			s.finish(err)
 			n.removeClient(s)
 			s.sendCancel()

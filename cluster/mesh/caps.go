@@ -13,6 +13,9 @@ func cloneCaps(c Capabilities) Capabilities {
 		Models: append([]ModelInfo{}, c.Models...),
 		Tags:   append([]string{}, c.Tags...),
 	}
+	if c.Features != nil {
+		out.Features = append([]string{}, c.Features...)
+	}
 	for i, a := range c.Agents {
 		a.Tags = append([]string(nil), a.Tags...)
 		out.Agents[i] = a
@@ -27,8 +30,8 @@ func cloneCaps(c Capabilities) Capabilities {
 // checkCaps bounds what a peer may announce.
 func checkCaps(c *Capabilities) error {
 	const maxItems, maxStr = 1024, 4096
-	if len(c.Agents) > maxItems || len(c.Models) > maxItems || len(c.Tags) > maxItems {
-		return fmt.Errorf("more than %d agents, models or tags", maxItems)
+	if len(c.Agents) > maxItems || len(c.Models) > maxItems || len(c.Tags) > maxItems || len(c.Features) > maxItems {
+		return fmt.Errorf("more than %d agents, models, tags or features", maxItems)
 	}
 	long := func(s string) bool { return len(s) > maxStr }
 	for _, a := range c.Agents {
@@ -44,6 +47,11 @@ func checkCaps(c *Capabilities) error {
 	for _, t := range c.Tags {
 		if long(t) {
 			return errors.New("tag too long")
+		}
+	}
+	for _, f := range c.Features {
+		if long(f) {
+			return errors.New("feature too long")
 		}
 	}
 	if l := c.Load; l != nil && (l.Running < 0 || l.Queued < 0) {
@@ -85,6 +93,9 @@ func sanitizeCaps(c *Capabilities) {
 	}
 	c.Models = models
 	c.Tags = cleanTags(c.Tags)
+	if c.Features != nil {
+		c.Features = cleanTags(c.Features)
+	}
 }
 
 // ValidCapID reports whether s can name an agent, model, provider or tag

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/clawmatrix/clawmatrix/schema"
 )
 
@@ -115,6 +117,9 @@ type Config struct {
 
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
+	// TracerProvider, when set, records the mesh's spans (trace.go); nil
+	// records none. Trace context is passed on either way.
+	TracerProvider trace.TracerProvider
 }
 
 // MinSecretLen is the shortest secret accepted.

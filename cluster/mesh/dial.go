@@ -39,11 +39,19 @@ func (n *Node) dialOnce(p PeerAddr) (string, *link, error) {
 	return peer, l, nil
 }
 
+// unreachableRepeat is how often an unchanged dial failure is logged again.
+const unreachableRepeat = 5 * time.Minute
+
 // dialLoop keeps one peer address connected until the node closes.
 func (n *Node) dialLoop(p PeerAddr) {
 	defer n.wg.Done()
 	known := p.NodeID
 	backoff := n.cfg.ReconnectMin
+	// A peer that cannot be reached is said once at warning level, then
+	// again only when the reason changes or after unreachableRepeat, so a
+	// wrong URL shows in the log without filling it.
+	var lastWarn string
+	var lastWarnAt time.Time
 	for n.ctx.Err() == nil {
 		// A link to that node may exist already (it dialed us, or another
 		// address reached it): wait for it to end instead of duplicating it.
@@ -63,6 +71,7 @@ func (n *Node) dialLoop(p PeerAddr) {
 			known = peer
 		}
 		if l != nil {
+			lastWarn = ""
 			select {
 			case <-l.done:
 			case <-n.ctx.Done():
@@ -80,6 +89,9 @@ func (n *Node) dialLoop(p PeerAddr) {
 			case refusedForTrust(err):
 				// The operator has to act (secret, key, version): say so.
 				n.log.Warn("mesh: link refused", "url", p.URL, "err", err)
+			case err.Error() != lastWarn || time.Since(lastWarnAt) >= unreachableRepeat:
+				lastWarn, lastWarnAt = err.Error(), time.Now()
+				n.log.Warn("mesh: peer unreachable, retrying; check its URL, that it listens (listen: true) and that no firewall is between", "url", p.URL, "err", err)
 			default:
 				n.log.Debug("mesh: dial failed", "url", p.URL, "err", err)
 			}

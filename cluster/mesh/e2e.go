@@ -395,7 +395,7 @@ func (ss *session) seal(f *Frame) {
 	ss.sendCtr++
 	ss.sendMu.Unlock()
 	f.Sealed = true
-	var adBuf [routedHeaderMin + 2*MaxNodeIDLen]byte
+	var adBuf [routedHeaderMin + 2*MaxNodeIDLen + extHeaderLen + 2 + traceValueLen]byte
 	ad := sealedAD(adBuf[:0], f)
 	out := make([]byte, 12, 12+len(f.Payload)+noiseTagLen)
 	binary.BigEndian.PutUint32(out, ss.remote)
@@ -419,7 +419,7 @@ func (s *sessions) open(f *Frame) error {
 	if ss == nil || ss.peer != f.From {
 		return errSeal
 	}
-	var adBuf [routedHeaderMin + 2*MaxNodeIDLen]byte
+	var adBuf [routedHeaderMin + 2*MaxNodeIDLen + extHeaderLen + 2 + traceValueLen]byte
 	ad := sealedAD(adBuf[:0], f)
 	ss.recvMu.Lock()
 	defer ss.recvMu.Unlock()

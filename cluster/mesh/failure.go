@@ -168,7 +168,7 @@ func (n *Node) failAllStreams() {
 // frameLost reports a dropped stream frame to its origin.
 func (n *Node) frameLost(f *Frame, why string) {
 	switch f.Type {
-	case typeReq, typeRes, typeEnd, typeAck:
+	case typeReq, typeReqExt, typeRes, typeEnd, typeAck:
 	default:
 		return // endings and notices: nobody waits for them
 	}

@@ -29,6 +29,14 @@ type Frame struct {
 	To     string
 	ID     uint64 // unique per origin run; relays drop repeats
 	Stream uint64 // the stream this frame belongs to
+	// Ext is the header extension block of a req_ext frame (its records,
+	// without the length; see ext.go): part of the header, so relays read
+	// it and the seal covers it. It aliases the decoded data.
+	Ext []byte
+	// written, when set, is called once the frame leaves this node (its
+	// link's writer took it, or it was delivered here) with nil, or is
+	// dropped, with why: the end of a traced hop. It is not on the wire.
+	written func(error)
 	// Payload is the frame's body: for a routed frame the encoded stream
 	// message (or sealed box while Sealed), for a hop-local one its payload.
 	Payload []byte
@@ -54,12 +62,14 @@ const (
 	typeLost     byte = 22 // relay -> origin: a frame of that stream was dropped
 	typeE2EInit  byte = 23 // end-to-end handshake, first message (e2e.go)
 	typeE2EResp  byte = 24 // end-to-end handshake, answer
+	typeReqExt   byte = 25 // a req whose header carries extensions (ext.go)
 )
 
 var typeNames = map[byte]string{
 	typePing: "ping", typePong: "pong", typePeerSync: "peer_sync", typeWelcome: "welcome",
 	typeReq: "req", typeRes: "res", typeEnd: "end", typeCancel: "cancel", typeAck: "ack",
 	typeNoStream: "no_stream", typeLost: "lost", typeE2EInit: "e2e_init", typeE2EResp: "e2e_resp",
+	typeReqExt: "req_ext",
 }
 
 func typeName(t byte) string {
@@ -78,11 +88,14 @@ func isRouted(t byte) bool { return t >= firstRouted }
 // progress.
 func isControl(t byte) bool {
 	switch t {
-	case typeReq, typeRes, typeEnd:
+	case typeReq, typeReqExt, typeRes, typeEnd:
 		return false
 	}
 	return true
 }
+
+// isReq reports whether frames of type t are request chunks.
+func isReq(t byte) bool { return t == typeReq || t == typeReqExt }
 
 // Header flag bits of routed frames.
 const (
@@ -128,7 +141,13 @@ func decodeFrame(data []byte) (*Frame, error) {
 	}
 	f.ID = binary.BigEndian.Uint64(rest)
 	f.Stream = binary.BigEndian.Uint64(rest[8:])
-	f.Payload = rest[16:]
+	rest = rest[16:]
+	if f.Type == typeReqExt {
+		if f.Ext, rest, err = readExt(rest); err != nil {
+			return nil, fmt.Errorf("%w: extensions: %v", errFrameSyntax, err)
+		}
+	}
+	f.Payload = rest
 	return f, nil
 }
 
@@ -165,9 +184,12 @@ func appendFrame(b []byte, f *Frame) []byte {
 	b = append(b, f.To...)
 	b = binary.BigEndian.AppendUint64(b, f.ID)
 	b = binary.BigEndian.AppendUint64(b, f.Stream)
+	if f.Type == typeReqExt {
+		b = appendExt(b, f.Ext)
+	}
 	return append(b, f.Payload...)
 }
 
 func encodeFrame(f *Frame) []byte {
-	return appendFrame(make([]byte, 0, routedHeaderMin+len(f.From)+len(f.To)+len(f.Payload)), f)
+	return appendFrame(make([]byte, 0, routedHeaderMin+len(f.From)+len(f.To)+extHeaderLen+len(f.Ext)+len(f.Payload)), f)
 }

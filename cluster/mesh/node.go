@@ -17,6 +17,7 @@ import (
 
 	"github.com/flynn/noise"
 	"github.com/gorilla/websocket"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Node is one member of the mesh. Create it with New, then Start it.
@@ -68,6 +69,8 @@ type Node struct {
 
 	dedup *dedupSet
 	stats counters
+	// tracer records spans; nil when Config.TracerProvider is not set.
+	tracer trace.Tracer
 
 	hmu      sync.RWMutex
 	handlers map[string]Handler
@@ -126,7 +129,7 @@ func New(cfg Config) (*Node, error) {
 		links:     make(map[string]*link),
 		pending:   make(map[*websocket.Conn]struct{}),
 		regs:      make(map[string]*regLock),
-		caps:      cloneCaps(cfg.Capabilities),
+		caps:      withOwnFeatures(cloneCaps(cfg.Capabilities)),
 		changed:   make(chan struct{}),
 		dedup:     newDedupSet(cfg.DedupSize),
 		ended:     newEndedStreams(maxEndedStreams),
@@ -134,6 +137,9 @@ func New(cfg Config) (*Node, error) {
 		clients:   make(map[uint64]*Stream),
 		servers:   make(map[serverKey]*serverStream),
 		shares:    make(map[string]*peerShare),
+	}
+	if cfg.TracerProvider != nil {
+		n.tracer = cfg.TracerProvider.Tracer(tracerName)
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.e2e = newSessions(n)
@@ -334,7 +340,7 @@ func (n *Node) enter() bool {
 func (n *Node) SetCapabilities(c Capabilities) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.caps = cloneCaps(c)
+	n.caps = withOwnFeatures(cloneCaps(c))
 	if !n.closing {
 		n.announceSelfLocked()
 	}
@@ -380,6 +386,7 @@ func (n *Node) Changed() <-chan struct{} {
 // Stats are counters for diagnostics and tests.
 type Stats struct {
 	FramesRelayed    uint64 // routed frames forwarded to another node
+	BytesRelayed     uint64 // their size, headers included
 	DroppedSpoofed   uint64 // routed frames whose from was neither the link's peer nor a known node
 	DroppedDuplicate uint64 // routed frames whose id was seen before
 	DroppedTTL       uint64 // routed frames whose TTL ran out
@@ -390,7 +397,7 @@ type Stats struct {
 }
 
 type counters struct {
-	relayed, spoofed, dup, ttl, noRoute, authFailed, evicted atomic.Uint64
+	relayed, relayedBytes, spoofed, dup, ttl, noRoute, authFailed, evicted atomic.Uint64
 }
 
 // Stats returns the node's counters.
@@ -400,6 +407,7 @@ func (n *Node) Stats() Stats {
 	n.mu.Unlock()
 	return Stats{
 		FramesRelayed:    n.stats.relayed.Load(),
+		BytesRelayed:     n.stats.relayedBytes.Load(),
 		DroppedSpoofed:   n.stats.spoofed.Load(),
 		DroppedDuplicate: n.stats.dup.Load(),
 		DroppedTTL:       n.stats.ttl.Load(),

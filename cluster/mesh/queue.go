@@ -42,7 +42,15 @@ type sendQueue struct {
 
 type lane struct {
 	key    string
-	frames [][]byte
+	frames []queuedFrameData
+}
+
+// queuedFrameData is one stream frame in a lane; then, when set, is called
+// once the writer takes it (with nil) or the queue drops it (with why): a
+// traced hop ends.
+type queuedFrameData struct {
+	data []byte
+	then func(error)
 }
 
 func newSendQueue(max int) *sendQueue {
@@ -101,6 +109,22 @@ func (q *sendQueue) pushGossip(origin string, raw []byte) {
 // (relayed traffic, which must not stall the link it came from) it fails
 // with errQueueOverflow when the frame does not fit.
 func (q *sendQueue) pushData(ctx context.Context, key string, data []byte) error {
+	return q.pushDataThen(ctx, key, data, nil)
+}
+
+// pushDataThen is pushData with a function called once the frame leaves the
+// queue: taken by the writer, dropped when the queue closes, or at once
+// when it is not queued (the error says why).
+func (q *sendQueue) pushDataThen(ctx context.Context, key string, data []byte, then func(error)) error {
+	err := q.pushLane(ctx, key, queuedFrameData{data: data, then: then})
+	if err != nil && then != nil {
+		then(err)
+	}
+	return err
+}
+
+func (q *sendQueue) pushLane(ctx context.Context, key string, fr queuedFrameData) error {
+	data := fr.data
 	q.mu.Lock()
 	for ctx != nil && !q.closed && q.bytes >= q.max/2 {
 		q.waiter = true
@@ -129,7 +153,7 @@ func (q *sendQueue) pushData(ctx context.Context, key string, data []byte) error
 	if len(ln.frames) == 0 {
 		q.active = append(q.active, ln)
 	}
-	ln.frames = append(ln.frames, data)
+	ln.frames = append(ln.frames, fr)
 	q.bytes += len(data)
 	q.mu.Unlock()
 	q.signal()
@@ -147,7 +171,15 @@ type popped struct {
 // maxGossip bounds the size of one gossip batch.
 func (q *sendQueue) pop(maxGossip int) (popped, bool) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
+	p, then, ok := q.popLocked(maxGossip)
+	q.mu.Unlock()
+	if then != nil {
+		then(nil)
+	}
+	return p, ok
+}
+
+func (q *sendQueue) popLocked(maxGossip int) (popped, func(error), bool) {
 	if len(q.ctrl) > 0 {
 		d := q.ctrl[0]
 		q.ctrl[0] = nil
@@ -156,7 +188,7 @@ func (q *sendQueue) pop(maxGossip int) (popped, bool) {
 			q.ctrl = nil
 		}
 		q.release(len(d))
-		return popped{data: d}, true
+		return popped{data: d}, nil, true
 	}
 	if len(q.gorder) > 0 {
 		var batch [][]byte
@@ -175,17 +207,18 @@ func (q *sendQueue) pop(maxGossip int) (popped, bool) {
 		if len(q.gorder) == 0 {
 			q.gorder = nil
 		}
-		return popped{gossip: batch}, true
+		return popped{gossip: batch}, nil, true
 	}
 	if len(q.active) == 0 {
-		return popped{}, false
+		return popped{}, nil, false
 	}
 	if q.rr >= len(q.active) {
 		q.rr = 0
 	}
 	ln := q.active[q.rr]
-	d := ln.frames[0]
-	ln.frames[0] = nil
+	fr := ln.frames[0]
+	d := fr.data
+	ln.frames[0] = queuedFrameData{}
 	ln.frames = ln.frames[1:]
 	if len(ln.frames) == 0 {
 		ln.frames = nil
@@ -195,7 +228,7 @@ func (q *sendQueue) pop(maxGossip int) (popped, bool) {
 		q.rr++
 	}
 	q.release(len(d))
-	return popped{data: d}, true
+	return popped{data: d}, fr.then, true
 }
 
 func (q *sendQueue) release(n int) {
@@ -210,14 +243,26 @@ func (q *sendQueue) release(n int) {
 // close drops everything queued and wakes all waiting senders.
 func (q *sendQueue) close() {
 	q.mu.Lock()
-	defer q.mu.Unlock()
 	if q.closed {
+		q.mu.Unlock()
 		return
+	}
+	var thens []func(error)
+	for _, ln := range q.active {
+		for _, fr := range ln.frames {
+			if fr.then != nil {
+				thens = append(thens, fr.then)
+			}
+		}
 	}
 	q.closed = true
 	q.ctrl, q.gossip, q.gorder, q.lanes, q.active = nil, nil, nil, nil, nil
 	q.bytes = 0
 	close(q.space)
+	q.mu.Unlock()
+	for _, then := range thens {
+		then(errLinkClosed)
+	}
 }
 
 // queued returns the bytes currently queued (for tests and diagnostics).

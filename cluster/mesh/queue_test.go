@@ -3,6 +3,8 @@ package mesh
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 )
@@ -112,5 +114,33 @@ func TestHeartbeatNotStalledByBulk(t *testing.T) {
 	}
 	if l := a.linkTo("b"); l == nil || l.isDown() {
 		t.Fatal("link did not survive the bulk transfer")
+	}
+}
+
+// The function given with a frame runs once: when the writer takes the
+// frame, when the queue drops it on close, or at once when it does not fit.
+func TestQueueThen(t *testing.T) {
+	q := newSendQueue(100)
+	var got []string
+	note := func(name string) func(error) {
+		return func(err error) { got = append(got, fmt.Sprintf("%s:%v", name, err)) }
+	}
+	if err := q.pushDataThen(context.Background(), "l", make([]byte, 10), note("taken")); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.pushDataThen(nil, "l", make([]byte, 200), note("overflow")); !errors.Is(err, errQueueOverflow) {
+		t.Fatalf("push past the limit: %v", err)
+	}
+	if err := q.pushDataThen(context.Background(), "m", make([]byte, 10), note("dropped")); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := q.pop(1000); !ok {
+		t.Fatal("nothing to pop")
+	}
+	q.close()
+	q.close()
+	want := []string{"overflow:" + errQueueOverflow.Error(), "taken:<nil>", "dropped:" + errLinkClosed.Error()}
+	if !slices.Equal(got, want) {
+		t.Fatalf("calls %q, want %q", got, want)
 	}
 }

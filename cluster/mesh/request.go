@@ -50,6 +50,11 @@ type streamMsg struct {
 	R    bool         // sent by the target's side (acks for request frames, no_stream and lost to the caller)
 	E    *RemoteError // end: the handler's error
 	P    string       // lost: the other end of the stream
+	// X is the header extension block of a first request chunk (sent as
+	// req_ext when not empty; ext.go). It travels in the header, not the body.
+	X []byte
+	// written is called when the frame leaves this node (see Frame.written).
+	written func(error)
 }
 
 // maxWindow bounds the window a caller may ask for.
@@ -63,9 +68,9 @@ func (n *Node) deliver(l *link, f *Frame) {
 		n.log.Debug("mesh: malformed stream frame", "from", f.From, "type", typeName(f.Type), "err", err)
 		return
 	}
-	m.S, m.R = f.Stream, f.R
+	m.S, m.R, m.X = f.Stream, f.R, f.Ext
 	switch f.Type {
-	case typeReq:
+	case typeReq, typeReqExt:
 		n.onReq(l, f.From, &m)
 	case typeAck:
 		if m.R {

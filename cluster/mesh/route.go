@@ -174,7 +174,7 @@ func samePeers(a, b []PeerInfo) bool {
 // with every turn, and a Changed per turn would wake every watcher for
 // nothing; readers of Load look it up when they route.
 func sameCaps(a, b Capabilities) bool {
-	if !slices.Equal(a.Tags, b.Tags) || !slices.Equal(a.Models, b.Models) || len(a.Agents) != len(b.Agents) {
+	if !slices.Equal(a.Tags, b.Tags) || !slices.Equal(a.Models, b.Models) || !slices.Equal(a.Features, b.Features) || len(a.Agents) != len(b.Agents) {
 		return false
 	}
 	for i := range a.Agents {
@@ -314,11 +314,16 @@ func (n *Node) route(l *link, f *Frame, raw []byte) {
 	if isControl(f.Type) {
 		err = next.q.pushCtrl(data)
 	} else {
-		err = next.q.pushData(nil, f.From+">"+f.To, data)
+		var written func(error)
+		if f.Type == typeReqExt && n.tracer != nil {
+			written = n.relayTrace(f, next)
+		}
+		err = next.q.pushDataThen(nil, f.From+">"+f.To, data, written)
 	}
 	switch {
 	case err == nil:
 		n.stats.relayed.Add(1)
+		n.stats.relayedBytes.Add(uint64(len(data)))
 	case errors.Is(err, errQueueOverflow):
 		n.log.Warn("mesh: relay queue overflow, closing link", "peer", next.peer)
 		next.close(CloseSlowPeer, "relay queue overflow")
@@ -349,15 +354,21 @@ func (e *unreachableError) Unwrap() error { return ErrUnreachable }
 // session) until ctx ends. It returns the link used (nil when to is this
 // node).
 func (n *Node) sendRouted(ctx context.Context, to string, typ byte, lane string, msg *streamMsg) (*link, error) {
-	f := &Frame{Type: typ, ID: n.newFrameID(), From: n.id, To: to, TTL: uint8(min(n.cfg.MaxHops, 255)), Stream: msg.S, R: msg.R}
+	f := &Frame{Type: typ, ID: n.newFrameID(), From: n.id, To: to, TTL: uint8(min(n.cfg.MaxHops, 255)), Stream: msg.S, R: msg.R, written: msg.written}
+	if typ == typeReq && len(msg.X) > 0 {
+		f.Type, f.Ext = typeReqExt, msg.X
+	}
 	f.Payload = appendStreamMsg(make([]byte, 0, streamMsgSize(msg)), msg)
 	if to == n.id {
 		n.deliver(nil, f)
+		f.done(nil)
 		return nil, nil
 	}
 	l := n.routes.Load().next[to]
 	if l == nil {
-		return nil, unreachable(to, "no route")
+		err := unreachable(to, "no route")
+		f.done(err)
+		return nil, err
 	}
 	if l.peer == to {
 		return l, n.pushFrame(ctx, l, f, lane)
@@ -367,16 +378,28 @@ func (n *Node) sendRouted(ctx context.Context, to string, typ byte, lane string,
 		if errors.Is(err, errNoSession) {
 			return l, nil // queued until the session is up
 		}
+		f.done(err)
 		return l, err
 	}
 	return n.sendSealed(ctx, ss, f, lane)
+}
+
+// done reports that f has left this node (err nil) or never will
+// (Frame.written).
+func (f *Frame) done(err error) {
+	if f.written != nil {
+		f.written(err)
+		f.written = nil
+	}
 }
 
 // sendSealed seals f for its destination and queues it on the next hop.
 func (n *Node) sendSealed(ctx context.Context, ss *session, f *Frame, lane string) (*link, error) {
 	l := n.routes.Load().next[f.To]
 	if l == nil {
-		return nil, unreachable(f.To, "no route")
+		err := unreachable(f.To, "no route")
+		f.done(err)
+		return nil, err
 	}
 	if l.peer == f.To {
 		// The route became direct meanwhile: the link protects it.
@@ -393,8 +416,10 @@ func (n *Node) pushFrame(ctx context.Context, l *link, f *Frame, lane string) er
 	if isControl(f.Type) {
 		err = l.q.pushCtrl(data)
 	} else {
-		err = l.q.pushData(ctx, lane, data)
+		err = l.q.pushDataThen(ctx, lane, data, f.written)
+		f.written = nil // the queue calls it now, or it was called
 	}
+	f.done(err)
 	switch {
 	case err == nil:
 		return nil

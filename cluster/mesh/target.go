@@ -7,6 +7,9 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Handle registers h for method, replacing any earlier handler; a nil h
@@ -60,6 +63,11 @@ type serverStream struct {
 	lastChunk int64
 	credit    chan struct{}
 	writeMu   sync.Mutex
+	// parent is the caller's trace context from the first request frame
+	// (zero when it sent none); arrived is when that frame came, for the
+	// serve span (trace.go).
+	parent  trace.SpanContext
+	arrived time.Time
 }
 
 var errCancelled = errors.New("mesh: request cancelled by the caller")
@@ -128,15 +136,19 @@ func (n *Node) onReq(l *link, from string, m *streamMsg) {
 		}
 		ctx, cancel := context.WithCancelCause(n.ctx)
 		ss = &serverStream{
-			n:      n,
-			key:    key,
-			method: m.M,
-			window: uint64(min(w, maxWindow)),
-			lane:   "s" + from + ":" + strconv.FormatUint(m.S, 36),
-			ctx:    ctx,
-			cancel: cancel,
-			credit: make(chan struct{}, 1),
-			share:  n.shareLocked(from),
+			n:       n,
+			key:     key,
+			method:  m.M,
+			window:  uint64(min(w, maxWindow)),
+			lane:    "s" + from + ":" + strconv.FormatUint(m.S, 36),
+			ctx:     ctx,
+			cancel:  cancel,
+			credit:  make(chan struct{}, 1),
+			share:   n.shareLocked(from),
+			arrived: n.traceArrival(),
+		}
+		if len(m.X) > 0 {
+			ss.parent, _ = extSpanContext(m.X)
 		}
 		n.servers[key] = ss
 	}
@@ -214,12 +226,14 @@ func (ss *serverStream) serve(req *Request) {
 	n := ss.n
 	defer n.wg.Done()
 	defer ss.cancel(nil)
+	ctx, endSpan := ss.serveTrace(req.Method)
 	var err error
 	if h := n.handler(req.Method); h == nil {
 		err = Errorf(CodeNoHandler, "no handler for method %q on node %q", req.Method, n.id)
 	} else {
-		err = ss.run(h, req)
+		err = ss.run(ctx, h, req)
 	}
+	endSpan(err)
 	if ss.ctx.Err() != nil {
 		// Cancelled by the caller, lost route or node close: nobody waits
 		// for an end frame, or the caller has failed the stream itself.
@@ -249,14 +263,14 @@ func (ss *serverStream) serve(req *Request) {
 
 // run calls the handler, turning a panic into an internal error so one bad
 // request cannot take the node down.
-func (ss *serverStream) run(h Handler, req *Request) (err error) {
+func (ss *serverStream) run(ctx context.Context, h Handler, req *Request) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			ss.n.log.Error("mesh: handler panicked", "method", req.Method, "panic", p, "stack", string(debug.Stack()))
 			err = Errorf(CodeInternal, "handler for %q failed", req.Method)
 		}
 	}()
-	return h.ServeMesh(ss.ctx, ss, req)
+	return h.ServeMesh(ctx, ss, req)
 }
 
 // sendEnd sends the end frame of a served stream. With ctx non-nil (the

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
+	"github.com/clawmatrix/clawmatrix/cluster/telemetry"
 	"github.com/clawmatrix/clawmatrix/schema"
 )
 
@@ -53,6 +54,18 @@ type ServerConfig struct {
 	// side's DefaultRequestTimeout plus a minute).
 	RequestTimeout time.Duration
 	Logger         *slog.Logger
+	// Telemetry records each request's spans, metrics and journal entry;
+	// nil records nothing (the trace context is passed on either way).
+	Telemetry *telemetry.Telemetry
+	// Ops, when set, serves the paths isOpsPath names (metrics and the
+	// status page) and does its own authorization.
+	Ops http.Handler
+}
+
+// isOpsPath reports whether the front hands a path to ServerConfig.Ops:
+// /metrics, /status, /status.json and everything under /status/.
+func isOpsPath(p string) bool {
+	return p == "/metrics" || p == "/status" || p == "/status.json" || strings.HasPrefix(p, "/status/")
 }
 
 // Server is the OpenAI-compatible front of the cluster model proxy.
@@ -62,6 +75,7 @@ type Server struct {
 	router *router
 	key    []byte
 	log    *slog.Logger
+	tel    *telemetry.Telemetry
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -117,6 +131,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		router: newRouter(cfg.Node, cfg.Pins),
 		key:    []byte(cfg.APIKey),
 		log:    log,
+		tel:    cfg.Telemetry,
 		base:   base,
 		cancel: cancel,
 	}, nil
@@ -203,7 +218,14 @@ func (s *Server) Close() error {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.handlers.Add(1)
 	defer s.handlers.Done()
+	if s.cfg.Ops != nil && isOpsPath(r.URL.Path) {
+		s.cfg.Ops.ServeHTTP(w, r)
+		return
+	}
 	if !s.authorized(r) {
+		if s.tel != nil {
+			s.tel.Unauthorized()
+		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="clawmatrix"`)
 		writeError(w, &apiError{Status: http.StatusUnauthorized, Type: typeAuth, Code: codeInvalidAPIKey,
 			Message: "missing or wrong API key: send Authorization: Bearer <key>, the provider apiKey the clawmatrix sidecar returned from initialize"})
@@ -315,22 +337,38 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiE
 }
 
 func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
+	rctx, w, o := s.observeChat(w, r)
+	if o != nil {
+		defer func() {
+			// respond aborts a broken answer with http.ErrAbortHandler:
+			// recorded as broken, then passed on to the server.
+			p := recover()
+			o.finish(p != nil)
+			if p != nil {
+				panic(p)
+			}
+		}()
+	}
 	body, aerr := s.readBody(w, r)
 	if aerr != nil {
+		o.fail(reasonFor(aerr), aerr.Message)
 		writeError(w, aerr)
 		return
 	}
 	cr, err := parseChatRequest(body)
 	if err != nil {
+		o.fail(reasonBadRequest, "the request is not a valid chat completion")
 		writeError(w, &apiError{Status: http.StatusBadRequest, Type: typeInvalidRequest, Code: codeBadRequest, Message: err.Error()})
 		return
 	}
 	cands, aerr := s.router.candidates(cr.Model)
 	if aerr != nil {
+		o.fail(reasonFor(aerr), aerr.Message)
 		writeError(w, aerr)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
+	o.known(cr.Model, cr.Stream)
+	ctx, cancel := context.WithTimeout(rctx, s.cfg.RequestTimeout)
 	defer cancel()
 
 	var tried, fails []string
@@ -340,24 +378,30 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		tried = append(tried, node)
+		o.startAttempt(len(tried), node)
 		st, h, err := s.begin(ctx, node, body)
 		if err != nil {
 			s.router.release(node)
 			if r.Context().Err() != nil {
+				o.fail(reasonClientGone, "the client left before an answer")
 				return // the client left
 			}
 			if ctx.Err() != nil {
+				o.fail(reasonTimeout, fmt.Sprintf("model %q: no response from node %q within %v", cr.Model, node, s.cfg.RequestTimeout))
 				writeError(w, &apiError{Status: http.StatusGatewayTimeout, Type: typeServer, Code: codeUpstream,
 					Message: fmt.Sprintf("model %q: no response from node %q within %v", cr.Model, node, s.cfg.RequestTimeout)})
 				return
 			}
 			var re *mesh.RemoteError
 			if errors.As(err, &re) && re.Code == mesh.CodeBadRequest {
+				o.answered(node, nil)
+				o.fail(reasonBadRequest, fmt.Sprintf("node %q could not read the request", node))
 				writeError(w, &apiError{Status: http.StatusBadRequest, Type: typeInvalidRequest, Code: codeBadRequest, Message: re.Message})
 				return
 			}
 			s.log.Debug("model proxy: node failed before responding, trying the next", "model", cr.Model, "node", node, "err", err)
 			fails = append(fails, node+": "+describe(err))
+			o.failover(node, failoverReason(err), node+": "+describe(err))
 			continue
 		}
 		if retryStatus(h.Status) && len(tried) < len(cands) {
@@ -367,25 +411,45 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 			s.router.release(node)
 			s.log.Debug("model proxy: node's upstream refused the request, trying the next", "model", cr.Model, "node", node, "status", h.Status)
 			fails = append(fails, fmt.Sprintf("%s: upstream answered HTTP %d", node, h.Status))
+			o.failover(node, failoverStatus, fmt.Sprintf("%s: upstream answered HTTP %d", node, h.Status))
 			continue
 		}
 		if s.headHook != nil {
 			s.headHook(node, h.Status)
 		}
+		if o != nil {
+			o.answered(node, s.node.Path(node))
+		}
 		retry := func() bool {
 			defer s.router.release(node)
 			defer st.Close()
-			return s.respond(ctx, w, r, st, h, node, cr.Model, cr.Stream, len(tried) < len(cands))
+			return s.respond(ctx, w, r, st, h, node, cr.Model, cr.Stream, len(tried) < len(cands), o)
 		}()
 		if !retry {
 			return
 		}
 		s.log.Debug("model proxy: node became unreachable before the response was complete, trying the next", "model", cr.Model, "node", node)
 		fails = append(fails, node+": became unreachable before the response was complete")
+		o.failover(node, failoverBrokeOff, node+": became unreachable before the response was complete")
 	}
 	msg := fmt.Sprintf("no node could serve model %q; tried %s (%s)", cr.Model, strings.Join(tried, ", "), strings.Join(fails, "; "))
 	s.log.Warn("model proxy: " + msg)
+	o.answered("", nil)
+	o.fail(reasonUnavailable, msg)
 	writeError(w, &apiError{Status: http.StatusServiceUnavailable, Type: typeServer, Code: codeModelUnavailable, Message: msg})
+}
+
+// reasonFor is the error reason of an answer the front makes itself.
+func reasonFor(e *apiError) string {
+	switch e.Status {
+	case http.StatusRequestEntityTooLarge:
+		return reasonTooLarge
+	case http.StatusNotFound:
+		return reasonUnknownModel
+	case http.StatusServiceUnavailable:
+		return reasonUnavailable
+	}
+	return reasonBadRequest
 }
 
 // begin sends the request to node and waits for the response head.
@@ -435,7 +499,7 @@ func describe(err error) string {
 // that breaks off before them because the node became unreachable is sent to
 // another node when canRetry (respond then writes nothing and reports true),
 // and otherwise answered with a 502.
-func (s *Server) respond(ctx context.Context, w http.ResponseWriter, r *http.Request, st *mesh.Stream, h head, node, model string, stream, canRetry bool) (retry bool) {
+func (s *Server) respond(ctx context.Context, w http.ResponseWriter, r *http.Request, st *mesh.Stream, h head, node, model string, stream, canRetry bool, o *chatObs) (retry bool) {
 	hdr := w.Header()
 	for k, v := range h.Header {
 		hdr[k] = v
@@ -452,13 +516,16 @@ func (s *Server) respond(ctx context.Context, w http.ResponseWriter, r *http.Req
 	// unsent handles a break before anything was written to the client.
 	unsent := func(err error) bool {
 		if r.Context().Err() != nil {
+			o.fail(reasonClientGone, "the client left before an answer")
 			return false
 		}
 		clear(hdr)
 		if canRetry && ctx.Err() == nil && errors.Is(err, mesh.ErrUnreachable) {
 			return true
 		}
-		writeError(w, brokeOff(err))
+		e := brokeOff(err)
+		o.fail(reasonBroken, e.Message)
+		writeError(w, e)
 		return false
 	}
 
@@ -481,6 +548,9 @@ func (s *Server) respond(ctx context.Context, w http.ResponseWriter, r *http.Req
 			}
 			msg, err = st.Recv()
 		}
+		if r.Context().Err() != nil {
+			o.fail(reasonClientGone, "the client left before the answer ended")
+		}
 		if err == io.EOF || r.Context().Err() != nil {
 			return false
 		}
@@ -489,7 +559,9 @@ func (s *Server) respond(ctx context.Context, w http.ResponseWriter, r *http.Req
 			// the connection, so the client sees a truncated response.
 			panic(http.ErrAbortHandler)
 		}
-		w.Write(sseError(brokeOff(err)))
+		e := brokeOff(err)
+		o.fail(reasonBroken, e.Message)
+		w.Write(sseError(e))
 		if fl != nil {
 			fl.Flush()
 		}

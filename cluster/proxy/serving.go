@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
+	"github.com/clawmatrix/clawmatrix/cluster/telemetry"
 	"github.com/clawmatrix/clawmatrix/schema"
 )
 
@@ -62,6 +63,9 @@ type ServingConfig struct {
 	AllowFrom []string
 	// CallerTags returns the tags a caller announces, for tag:<t> entries.
 	CallerTags func(nodeID string) []string
+	// Telemetry records the upstream calls; nil records nothing (the
+	// caller's trace context still goes to the upstream).
+	Telemetry *telemetry.Telemetry
 }
 
 // Serving answers model.chat requests for the models of one node.
@@ -153,13 +157,14 @@ type target struct {
 	model  string // the body's "model" for the upstream
 	header http.Header
 	via    string // for errors and logs; never holds a secret
+	kind   string // upstream, provider or gateway
 }
 
 // target picks how to serve m: its upstream, else the host's OpenClaw
 // provider when it speaks OpenAI chat completions, else the local gateway.
 func (s *Serving) target(m schema.Model) (target, error) {
 	if u := m.Upstream; u != nil && u.BaseURL != "" {
-		t := target{url: chatURL(u.BaseURL), key: u.APIKey, model: m.ID, via: "upstream " + redact(u.BaseURL)}
+		t := target{url: chatURL(u.BaseURL), key: u.APIKey, model: m.ID, via: "upstream " + redact(u.BaseURL), kind: "upstream"}
 		if t.key == "" && u.APIKeyEnv != "" {
 			t.key = os.Getenv(u.APIKeyEnv)
 			if t.key == "" {
@@ -170,7 +175,7 @@ func (s *Serving) target(m schema.Model) (target, error) {
 	}
 	p, havep := s.cfg.Providers[m.Provider]
 	if havep && p.BaseURL != "" && (p.API == "" || p.API == schema.DefaultAPI) {
-		return target{url: chatURL(p.BaseURL), key: p.APIKey, model: m.ID, via: fmt.Sprintf("provider %q", m.Provider)}, nil
+		return target{url: chatURL(p.BaseURL), key: p.APIKey, model: m.ID, via: fmt.Sprintf("provider %q", m.Provider), kind: "provider"}, nil
 	}
 	if g := s.cfg.Gateway; g != nil && g.URL != "" && m.ServeViaGateway {
 		agent := s.cfg.GatewayAgent
@@ -179,7 +184,7 @@ func (s *Serving) target(m schema.Model) (target, error) {
 		}
 		h := http.Header{}
 		h.Set("x-openclaw-model", m.Provider+"/"+m.ID)
-		return target{url: strings.TrimRight(g.URL, "/") + "/v1/chat/completions", key: g.Token, model: "openclaw/" + agent, header: h, via: "OpenClaw gateway (agent " + agent + ")"}, nil
+		return target{url: strings.TrimRight(g.URL, "/") + "/v1/chat/completions", key: g.Token, model: "openclaw/" + agent, header: h, via: "OpenClaw gateway (agent " + agent + ")", kind: "gateway"}, nil
 	}
 	why := fmt.Sprintf("the host passed no provider %q", m.Provider)
 	if havep {
@@ -268,6 +273,7 @@ func (s *Serving) ServeMesh(ctx context.Context, w mesh.ResponseWriter, r *mesh.
 			tags = s.cfg.CallerTags(r.From)
 		}
 		if !schema.AllowsCaller(s.cfg.AllowFrom, r.From, tags) {
+			s.served("", mesh.CodeRefused)
 			return mesh.Errorf(mesh.CodeRefused, "node %q does not serve models to node %q: it is not in the node's allowFrom list. "+
 				"To let it in, the node's owner adds %q (or a tag:<tag> it announces) to allowFrom in node %q's clawmatrix config",
 				s.nodeID, r.From, r.From, s.nodeID)
@@ -275,16 +281,27 @@ func (s *Serving) ServeMesh(ctx context.Context, w mesh.ResponseWriter, r *mesh.
 	}
 	cr, err := parseChatRequest(r.Payload)
 	if err != nil {
+		s.served("", mesh.CodeBadRequest)
 		return mesh.Errorf(mesh.CodeBadRequest, "%v", err)
 	}
 	m, ok := s.models[cr.Model]
 	if !ok {
+		s.served("", mesh.CodeNotFound)
 		return mesh.Errorf(mesh.CodeNotFound, "node %q does not serve model %q (it serves %s)", s.nodeID, cr.Model, listOrNone(s.names))
 	}
 	t, err := s.target(m)
 	if err != nil {
+		s.served(m.ID, mesh.CodeUnavailable)
 		return mesh.Errorf(mesh.CodeUnavailable, "%v", err)
 	}
+	up := s.observeUpstream(ctx, m.ID, t)
+	err = s.callUpstream(ctx, w, r, cr, m, t, up)
+	up.end(err)
+	return err
+}
+
+// callUpstream makes the upstream request of ServeMesh and relays the answer.
+func (s *Serving) callUpstream(ctx context.Context, w mesh.ResponseWriter, r *mesh.Request, cr chatRequest, m schema.Model, t target, up *upstreamObs) error {
 	callerCtx := ctx
 	ctx, cancel := context.WithTimeoutCause(ctx, s.cfg.RequestTimeout, s.errRequestTimeout)
 	defer cancel()
@@ -306,12 +323,16 @@ func (s *Serving) ServeMesh(ctx context.Context, w mesh.ResponseWriter, r *mesh.
 	if t.key != "" {
 		req.Header.Set("Authorization", "Bearer "+t.key)
 	}
+	// The request's trace goes on to the upstream, so that a model server
+	// that exports its own spans joins it.
+	telemetry.Inject(ctx, req.Header)
 
 	first := time.AfterFunc(s.cfg.FirstByteTimeout, func() {
 		cancelFirst(s.errFirstByteTimeout)
 	})
 	resp, err := s.client.Do(req)
 	first.Stop()
+	up.headers(resp)
 	if err != nil {
 		if callerCtx.Err() != nil {
 			return callerCtx.Err() // the caller went away; nobody reads this

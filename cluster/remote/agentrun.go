@@ -83,7 +83,7 @@ func (t *Target) agentFor(requested string) (string, error) {
 
 // acquire takes a run slot, waiting in line while MaxConcurrentRuns runs
 // are going; it gives up when ctx ends. With counted, the wait counts in
-// Load.
+// Runs.
 func (t *Target) acquire(ctx context.Context, counted bool) error {
 	select {
 	case t.slots <- struct{}{}:
@@ -121,7 +121,7 @@ func (t *Target) release() {
 
 // AcquireRun waits for a free run slot (shared with handoffs that wait for
 // their answer), for a run started with StartMessage or StartTask. Its
-// wait does not count in Load: the inbox counts its messages itself.
+// wait does not count in Runs: the inbox counts its messages itself.
 func (t *Target) AcquireRun(ctx context.Context) (release func(), err error) {
 	if err := t.acquire(ctx, false); err != nil {
 		return nil, err
@@ -129,16 +129,17 @@ func (t *Target) AcquireRun(ctx context.Context) (release func(), err error) {
 	return t.release, nil
 }
 
-// Load is how many agent runs this node has going and how many handoffs
-// that wait for their answer wait for a run slot.
-func (t *Target) Load() (running, waiting int) {
-	return len(t.slots), int(t.waiting.Load())
-}
-
 func (t *Target) loadChanged() {
 	if t.onLoad != nil {
 		t.onLoad()
 	}
+}
+
+// Runs reports the agent runs going on this node and the handoffs that
+// wait for their answer and for a run slot (messages waiting in the
+// durable inbox are counted by package delivery).
+func (t *Target) Runs() (running, waiting int) {
+	return len(t.slots), int(t.waiting.Load())
 }
 
 // agentMessage is what the remote agent reads: the task, then the context.

@@ -218,8 +218,8 @@ func TestStartMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if running, waiting := tg.Load(); running != 1 || waiting != 0 {
-		t.Errorf("Load with one slot taken = %d running, %d waiting", running, waiting)
+	if running, waiting := tg.Runs(); running != 1 || waiting != 0 {
+		t.Errorf("Runs with one slot taken = %d running, %d waiting", running, waiting)
 	}
 	wait := tg.StartMessage(t.Context(), "caller", schema.SendArgs{Message: "SLEEP please"})
 	pid, child := readPid(t, filepath.Join(dir, "pid.coder")), readPid(t, filepath.Join(dir, "child.coder"))

@@ -10,12 +10,19 @@ import (
 	"time"
 
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
+	"github.com/clawmatrix/clawmatrix/cluster/telemetry"
 	"github.com/clawmatrix/clawmatrix/schema"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Client runs the remote tools for agents on this node.
 type Client struct {
 	Node *mesh.Node
+	// Telemetry records each call (span, metrics, failures in the
+	// journal); nil records nothing.
+	Telemetry *telemetry.Telemetry
 }
 
 // answerGrace is how much longer than the target's own time limit the
@@ -34,22 +41,36 @@ const (
 // outcome, including mesh failures, comes back as a Result whose text tells
 // the agent what happened and what to do next.
 func (c *Client) Call(ctx context.Context, call schema.ToolCall) Result {
+	if c.Telemetry == nil {
+		res, _ := c.call(ctx, call)
+		return res
+	}
+	return c.observedCall(ctx, call)
+}
+
+// callOutcome is how a call went, for telemetry: the node it went to (""
+// when none was chosen) and a telemetry.Outcome* value.
+type callOutcome struct{ node, outcome string }
+
+// call is Call, also saying how the call went.
+func (c *Client) call(ctx context.Context, call schema.ToolCall) (Result, callOutcome) {
+	failed := callOutcome{outcome: telemetry.OutcomeFailed}
 	tool := call.Tool.Name
 	if call.Tool.Method == "" || call.Args == nil {
-		return errorResult(fmt.Sprintf("%q is not a remote cluster tool; the remote tools are %s", tool, strings.Join(remoteTools(), ", ")))
+		return errorResult(fmt.Sprintf("%q is not a remote cluster tool; the remote tools are %s", tool, strings.Join(remoteTools(), ", "))), failed
 	}
 	var to string
 	switch a := call.Args.(type) {
 	case *schema.HandoffArgs:
 		node, err := c.agentNode(a.Agent, a.Node)
 		if err != nil {
-			return errorResult(err.Error())
+			return errorResult(err.Error()), failed
 		}
 		to = node
 	default:
 		to = targetNode(call.Args)
 		if !c.known(to) {
-			return errorResult(c.unknownNode(to))
+			return errorResult(c.unknownNode(to)), failed
 		}
 	}
 
@@ -58,16 +79,56 @@ func (c *Client) Call(ctx context.Context, call schema.ToolCall) Result {
 	defer cancel()
 	msg, err := c.Node.Call(callCtx, to, call.Tool.Method, call.Raw)
 	if err != nil {
-		return c.failure(ctx, callCtx, tool, to, limit, err)
+		return c.failure(ctx, callCtx, tool, to, limit, err), callOutcome{to, failureOutcome(ctx, callCtx, err)}
 	}
 	var w wireResult
 	if err := json.Unmarshal(msg, &w); err != nil {
 		return errorResult(fmt.Sprintf("node %q answered %s with something clawmatrix cannot read (%v); "+
-			"it may run an incompatible clawmatrix version", to, tool, err))
+			"it may run an incompatible clawmatrix version", to, tool, err)), callOutcome{to, telemetry.OutcomeFailed}
 	}
 	res := Result{Text: w.Text, IsError: w.IsError}
 	if len(w.Details) > 0 {
 		res.Details = w.Details
+	}
+	if res.IsError {
+		return res, callOutcome{to, telemetry.OutcomeToolError}
+	}
+	return res, callOutcome{to, telemetry.OutcomeOK}
+}
+
+// failureOutcome classifies a call that got no answer, as failure does.
+func failureOutcome(parent, callCtx context.Context, err error) string {
+	var re *mesh.RemoteError
+	switch {
+	case parent.Err() != nil:
+		return telemetry.OutcomeCancelled
+	case errors.Is(callCtx.Err(), context.DeadlineExceeded):
+		return telemetry.OutcomeTimeout
+	case errors.Is(err, mesh.ErrUnknownNode), errors.Is(err, mesh.ErrUnreachable):
+		return telemetry.OutcomeUnreachable
+	case errors.As(err, &re) && re.Code == mesh.CodeRefused:
+		return telemetry.OutcomeRefused
+	}
+	return telemetry.OutcomeFailed
+}
+
+// observedCall is Call with a span around it (the parent of the mesh's)
+// and its outcome recorded.
+func (c *Client) observedCall(ctx context.Context, call schema.ToolCall) Result {
+	start := time.Now()
+	var span trace.Span
+	if tr := c.Telemetry.Tracer(); tr != nil {
+		ctx, span = tr.Start(ctx, "clawmatrix.remote.call", trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("clawmatrix.remote.tool", call.Tool.Name)))
+	}
+	res, out := c.call(ctx, call)
+	c.Telemetry.RemoteCall(call.Tool.Name, out.node, out.outcome, time.Since(start))
+	if span != nil {
+		span.SetAttributes(attribute.String("clawmatrix.remote.node", out.node), attribute.String("clawmatrix.remote.outcome", out.outcome))
+		if out.outcome != telemetry.OutcomeOK {
+			span.SetStatus(codes.Error, out.outcome)
+		}
+		span.End()
 	}
 	return res
 }

@@ -15,6 +15,8 @@ import (
 	"syscall"
 
 	"github.com/clawmatrix/clawmatrix/cluster"
+	"github.com/clawmatrix/clawmatrix/cluster/telemetry"
+	"github.com/clawmatrix/clawmatrix/internal/buildinfo"
 	"github.com/clawmatrix/clawmatrix/internal/demo"
 	"github.com/clawmatrix/clawmatrix/plugin"
 	"github.com/clawmatrix/clawmatrix/schema"
@@ -38,7 +40,7 @@ func commands() []command {
 		{"identity", "identity (--config FILE | --state DIR | --key PATH) [--json]  print this node's id, public key and fingerprint (makes the key if missing)", runIdentity},
 		{"trust", "trust (--config FILE | --state DIR | --known PATH) NODEID PUBLICKEY  pin a node's key (after a key change, or to undo revoke)", runTrust},
 		{"revoke", "revoke (--config FILE | --state DIR | --known PATH) NODEID  refuse a node and its key for good", runRevoke},
-		{"version", "version                    print the version", runVersion},
+		{"version", "version                    print the version, the commit and the Go release it was built with", runVersion},
 	}
 }
 
@@ -97,7 +99,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "clawmatrix-plugin serve: takes no arguments (got %q)\n", args)
 		return 1
 	}
-	s := &plugin.Server{Logger: stderrLogger(stderr)}
+	log := stderrLogger(stderr)
+	telemetry.LogExportErrors(log)
+	s := &plugin.Server{Logger: log}
 	if err := s.Serve(ctx, os.Stdin, stdout); err != nil {
 		fmt.Fprintln(stderr, "clawmatrix-plugin:", err)
 		return 1
@@ -116,7 +120,7 @@ func runTools(_ context.Context, _ []string, stdout, _ io.Writer) int {
 }
 
 func runVersion(_ context.Context, _ []string, stdout, _ io.Writer) int {
-	fmt.Fprintln(stdout, "clawmatrix-plugin", schema.Version)
+	fmt.Fprintln(stdout, "clawmatrix-plugin", buildinfo.String())
 	return 0
 }
 
@@ -172,6 +176,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := stderrLogger(stderr)
+	telemetry.LogExportErrors(log)
 	rt, err := cluster.Start(ctx, cluster.Options{Config: cfg, WorkspaceDir: *workspace, ConfigPath: *path, Logger: log})
 	if err != nil {
 		fmt.Fprintln(stderr, "clawmatrix-plugin node:", err)
@@ -182,6 +187,10 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "mesh: %s\n", rt.Mesh().URL())
 	}
 	fmt.Fprintf(stdout, "model proxy: %s\nproxy key: %s\n", rt.ProxyURL(), rt.ProxyKey())
+	fmt.Fprintf(stdout, "status page (opens once): %s\n", rt.StatusLink())
+	if a := rt.MetricsAddr(); a != nil {
+		fmt.Fprintf(stdout, "metrics: http://%s/metrics\n", a)
+	}
 	<-ctx.Done()
 	log.Info("shutting down", "node", rt.NodeID())
 	if err := rt.Close(); err != nil && !errors.Is(err, context.Canceled) {

@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,13 +23,21 @@ import (
 
 var binary string
 
+const (
+	stampPkg    = "github.com/clawmatrix/clawmatrix/internal/buildinfo"
+	testVersion = "9.8.7-test"
+	testCommit  = "0123456789abcdef"
+)
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "clawmatrix-bin")
 	if err != nil {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "clawmatrix-plugin")
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+	// Stamped as a release build is (Makefile, scripts/npmpack).
+	ldflags := "-X " + stampPkg + ".version=" + testVersion + " -X " + stampPkg + ".commit=" + testCommit
+	if out, err := exec.Command("go", "build", "-ldflags", ldflags, "-o", binary, ".").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building the binary: %v\n%s", err, out)
 		os.RemoveAll(dir)
 		os.Exit(1)
@@ -96,8 +107,9 @@ func testConfig(nodeID string) map[string]any {
 func TestSidecarOverPipes(t *testing.T) {
 	p := spawn(t)
 	var init struct {
-		NodeID string `json:"nodeId"`
-		Tools  []struct {
+		NodeID  string `json:"nodeId"`
+		Version string `json:"version"`
+		Tools   []struct {
 			Name string `json:"name"`
 		} `json:"tools"`
 		Provider struct {
@@ -108,7 +120,7 @@ func TestSidecarOverPipes(t *testing.T) {
 	if err := p.Call("initialize", map[string]any{"config": testConfig("solo"), "host": map[string]any{"name": "test", "version": "1"}}, &init, timeout); err != nil {
 		t.Fatal(err)
 	}
-	if init.NodeID != "solo" || len(init.Tools) != 8 || init.Provider.APIKey == "" {
+	if init.NodeID != "solo" || init.Version != testVersion || len(init.Tools) != 8 || init.Provider.APIKey == "" {
 		t.Fatalf("initialize = %+v", init)
 	}
 
@@ -140,7 +152,7 @@ func TestSidecarOverPipes(t *testing.T) {
 	if len(p.Logs()) == 0 {
 		t.Error("no log notification reached the host")
 	}
-	if !strings.Contains(p.stderr.String(), "clawmatrix node started") {
+	if !strings.Contains(p.stderr.String(), "clawmatrix node started") || !strings.Contains(p.stderr.String(), "version="+testVersion) {
 		t.Errorf("stderr lacks the start log:\n%s", p.stderr)
 	}
 }
@@ -237,7 +249,7 @@ func TestCommands(t *testing.T) {
 		want []string
 	}{
 		{[]string{"manifest"}, 0, []string{string(committed)}},
-		{[]string{"version"}, 0, []string{"clawmatrix-plugin "}},
+		{[]string{"version"}, 0, []string{"clawmatrix-plugin " + testVersion + " (commit " + testCommit + ", " + runtime.Version() + ")\n"}},
 		{[]string{"--help"}, 0, []string{"validate-config", "node --config"}},
 		{[]string{"validate-config", good}, 0, []string{"valid"}},
 		{[]string{"validate-config", bad}, 2, []string{"peers[1].url: ", "listenPort: "}},
@@ -279,7 +291,8 @@ func TestNodeCommandRunsUntilSignal(t *testing.T) {
 
 func testNodeUntilSignal(t *testing.T, sig syscall.Signal) {
 	dir := t.TempDir()
-	cfg := `{"nodeId":"relay","secret":"0123456789abcdef","listen":true,"listenHost":"127.0.0.1","listenPort":0,"proxyPort":0}`
+	cfg := `{"nodeId":"relay","secret":"0123456789abcdef","listen":true,"listenHost":"127.0.0.1","listenPort":0,"proxyPort":0,
+		"metrics":{"listen":"127.0.0.1:0"}}`
 	path := filepath.Join(dir, "node.json")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -304,7 +317,7 @@ func testNodeUntilSignal(t *testing.T, sig syscall.Signal) {
 		close(lines)
 	}()
 	var seen []string
-	for len(seen) < 4 {
+	for len(seen) < 6 {
 		select {
 		case l, ok := <-lines:
 			if !ok {
@@ -316,11 +329,13 @@ func testNodeUntilSignal(t *testing.T, sig syscall.Signal) {
 		}
 	}
 	text := strings.Join(seen, "\n")
-	for _, want := range []string{"node relay up", "mesh: ws://127.0.0.1:", "model proxy: http://127.0.0.1:", "proxy key: "} {
+	for _, want := range []string{"node relay up", "mesh: ws://127.0.0.1:", "model proxy: http://127.0.0.1:", "proxy key: ",
+		"status page (opens once): http://127.0.0.1:", "metrics: http://127.0.0.1:"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("node output lacks %q:\n%s", want, text)
 		}
 	}
+	checkPrintedStatusAndMetrics(t, seen)
 	cmd.Process.Signal(sig)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -450,6 +465,10 @@ func TestIdentityCommands(t *testing.T) {
 	loose := filepath.Join(dir, "loose.key")
 	os.WriteFile(loose, []byte("whatever"), 0o644)
 	os.Chmod(loose, 0o644)
+	// Only the fields that place files matter; the gateway checked the rest.
+	pluginCfg := filepath.Join(dir, "plugin-config.json")
+	movedKnown := filepath.Join(dir, "moved.known_nodes.json")
+	os.WriteFile(pluginCfg, []byte(`{"nodeId":"gw","identityFile":"`+filepath.Join(dir, "gw.key")+`","knownNodesFile":"`+movedKnown+`","revoked":["c"],"future":1}`), 0o600)
 
 	tests := []struct {
 		args []string
@@ -466,14 +485,25 @@ func TestIdentityCommands(t *testing.T) {
 		{[]string{"trust", "--config", config, "b", "nope"}, 1, []string{`must start with "ed25519:"`}},
 		{[]string{"trust", "--config", config, "b c", peer.PublicKey}, 1, []string{"may contain only"}},
 		{[]string{"trust", "--config", config, "relay", peer.PublicKey}, 1, []string{"own id"}},
-		{[]string{"trust", "--config", config, "b", peer.PublicKey}, 0, []string{"pinned node b to key " + peer.Fingerprint + " in " + knownFile, "next start"}},
-		{[]string{"revoke", "--config", config, "b"}, 0, []string{"revoked node b (key " + peer.Fingerprint + ")", "next start", "new id", "trust --config " + config + " b"}},
+		{[]string{"trust", "--config", config, "b", peer.PublicKey}, 0, []string{"pinned node b to key " + peer.Fingerprint + " in " + knownFile, "applies it within seconds"}},
+		{[]string{"revoke", "--config", config, "b"}, 0, []string{"revoked node b (key " + peer.Fingerprint + ")", "applies it within seconds", "new id", "trust --config " + config + " b"}},
 		{[]string{"revoke", "--config", config, "relay"}, 1, []string{"own id"}},
 		{[]string{"revoke", "--known", filepath.Join(dir, "k.json"), "z"}, 0, []string{"revoked node z (no key known yet)"}},
 		{[]string{"revoke", "--config", config}, 1, []string{"usage: clawmatrix-plugin revoke"}},
 		{[]string{"trust", "--config", strict, "b", peer.PublicKey}, 0, []string{"sets trust", `"publicKey": "` + peer.PublicKey + `"`}},
 		{[]string{"trust", "--config", strict, "c", peer.PublicKey}, 0, []string{"lists c under revoked"}},
 		{[]string{"trust", "--state", state, "b", other.PublicKey}, 0, []string{filepath.Join(state, "clawmatrix", "node.known_nodes.json")}},
+		// A gateway's plugin config moves its files.
+		{[]string{"revoke", "--state", state, "--plugin-config", pluginCfg, "z"}, 0, []string{"in " + movedKnown, "trust --known " + movedKnown + " z"}},
+		{[]string{"trust", "--state", state, "--plugin-config", pluginCfg, "c", peer.PublicKey}, 0, []string{"in " + movedKnown, "note: the plugin config lists c under revoked"}},
+		{[]string{"revoke", "--state", state, "--plugin-config", pluginCfg, "gw"}, 1, []string{"own id"}},
+		{[]string{"identity", "--state", state, "--plugin-config", pluginCfg}, 0, []string{"key file:    " + filepath.Join(dir, "gw.key")}},
+		{[]string{"revoke", "--config", config, "--plugin-config", pluginCfg, "z"}, 1, []string{"--plugin-config goes with --state"}},
+		{[]string{"revoke", "--state", state, "--plugin-config", bad + ".missing", "z"}, 2, []string{"--plugin-config: open "}},
+		{[]string{"revoke", "--state", state, "--plugin-config", loose, "z"}, 2, []string{"is not a JSON object"}},
+		{[]string{"revoke", "--state", state, "--plugin-config", pluginCfg, "--json", "z"}, 0, []string{`{"nodeId":"z","revoked":true,"knownNodesFile":"` + movedKnown + `","notes":["revoke it on every node;`}},
+		{[]string{"trust", "--state", state, "--plugin-config", pluginCfg, "--json", "c", peer.PublicKey}, 0,
+			[]string{`{"nodeId":"c","fingerprint":"` + peer.Fingerprint + `","revoked":false,"knownNodesFile":"` + movedKnown + `","notes":["the plugin config lists c under revoked`}},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -487,6 +517,12 @@ func TestIdentityCommands(t *testing.T) {
 				}
 			}
 		})
+	}
+	// The plugin config on stdin, as the OpenClaw adapter hands it over.
+	cmd := exec.Command(binary, "revoke", "--state", state, "--plugin-config", "-", "y")
+	cmd.Stdin = strings.NewReader(`{"nodeId":"gw","knownNodesFile":"` + movedKnown + `"}`)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "revoked node y (no key known yet) in "+movedKnown) {
+		t.Errorf("revoke with the plugin config on stdin: %v\n%s", err, out)
 	}
 	if out, _ := runBinary(t, "trust", "--config", strict, "b", other.PublicKey); strings.Contains(out, "note:") {
 		t.Errorf("a pair trust already lists got a note:\n%s", out)
@@ -516,5 +552,56 @@ func TestIdentityCommands(t *testing.T) {
 	json.Unmarshal(raw, &doc)
 	if doc.Nodes["b"].PublicKey != other.PublicKey || doc.Nodes["b"].Revoked {
 		t.Errorf("re-pin did not replace the key and clear the revocation:\n%s", raw)
+	}
+}
+
+// checkPrintedStatusAndMetrics opens the status link the node printed, as a
+// browser would (a cookie session), and scrapes the metrics address with
+// the printed key.
+func checkPrintedStatusAndMetrics(t *testing.T, lines []string) {
+	t.Helper()
+	value := func(prefix string) string {
+		for _, l := range lines {
+			if v, ok := strings.CutPrefix(l, prefix); ok {
+				return v
+			}
+		}
+		t.Fatalf("no line %q in %q", prefix, lines)
+		return ""
+	}
+	link, key, metrics := value("status page (opens once): "), value("proxy key: "), value("metrics: ")
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	browser := &http.Client{Jar: jar, Timeout: 10 * time.Second}
+	get := func(c *http.Client, url, key string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(browser, link, ""); code != http.StatusOK || !strings.Contains(body, "<title>clawmatrix status</title>") {
+		t.Fatalf("status link: %d %s", code, body)
+	}
+	base := strings.TrimSuffix(link[:strings.Index(link, "?")], "/status")
+	if code, body := get(browser, base+"/status.json", ""); code != http.StatusOK || !strings.Contains(body, `"nodeId":"relay"`) {
+		t.Fatalf("status.json in the session: %d %s", code, body)
+	}
+	if code, _ := get(&http.Client{Timeout: 10 * time.Second}, link, ""); code != http.StatusUnauthorized {
+		t.Fatalf("the status link opened twice: %d", code)
+	}
+	if code, _ := get(http.DefaultClient, metrics, ""); code != http.StatusUnauthorized {
+		t.Fatalf("metrics without the key: %d", code)
+	}
+	if code, body := get(http.DefaultClient, metrics, key); code != http.StatusOK || !strings.Contains(body, "clawmatrix_build_info") {
+		t.Fatalf("metrics with the key: %d %.300s", code, body)
 	}
 }

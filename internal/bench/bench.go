@@ -107,6 +107,7 @@ func Suites() []Suite {
 		{"delivery", "durable outbox: messages/s stored, delivered and reported, with and without fsync; first redelivery after a cut link heals; memory and disk per queued message", runDelivery},
 		{"failover", "three nodes serve one model; one is killed under steady load", runFailover},
 		{"soak", "mixed proxy, tool and handoff traffic with nodes restarting", runSoak},
+		{"observe", "cost of metrics and of exported spans on the proxied path, against telemetry off", runObserve},
 	}
 }
 

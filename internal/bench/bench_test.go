@@ -143,6 +143,26 @@ func TestSuitesQuick(t *testing.T) {
 				t.Errorf("silent peer withdrawn after %.0f ms, sooner than silence can be noticed", v)
 			}
 		}},
+		{"observe", []string{
+			"telemetry off throughput, 16 clients (baseline)",
+			"metrics on / off throughput, 16 clients",
+			"metrics and spans / off throughput, 16 clients",
+			"metrics and 10% of spans / off throughput, 16 clients",
+			"metrics on / off CPU per request",
+			"metrics and spans / off CPU per request",
+			"metrics and 10% of spans / off CPU per request",
+			"telemetry off p50, 1 client (baseline)",
+			"metrics on added p50, 1 client",
+			"metrics and spans added p50, 1 client",
+			"metrics and 10% of spans added p50, 1 client",
+			"span exports received",
+		}, map[string]Goal{
+			"metrics and spans / off throughput, 16 clients": {">=", 0.95},
+			"metrics and spans added p50, 1 client":          {"<=", 20},
+		}, func(t *testing.T, m map[string]Metric) {
+			positive(t, m, "telemetry off throughput, 16 clients (baseline)", "metrics on / off throughput, 16 clients",
+				"metrics and spans / off throughput, 16 clients", "telemetry off p50, 1 client (baseline)", "span exports received")
+		}},
 		{"tools", []string{
 			"cluster_exec p50 on the target",
 			"cluster_exec through a relay / on the target",
@@ -372,4 +392,52 @@ func BenchmarkToolExec(b *testing.B) {
 
 func BenchmarkToolRead1MB(b *testing.B) {
 	benchTool(b, func(tl *toolsLine) func(context.Context, bool) error { return tl.read })
+}
+
+// BenchmarkObservePath is one proxied request (client -> A -> mesh -> B ->
+// upstream, in process) with telemetry off, with metrics (the default) and
+// with every request's spans exported; the observe suite runs the same
+// clusters under 16 clients.
+func BenchmarkObservePath(b *testing.B) {
+	up, err := startSynthetic(4)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer up.Close()
+	sink, err := startSpanSink()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sink.Close()
+	for _, c := range []struct {
+		name string
+		otel map[string]any
+		off  bool
+	}{
+		{"off", nil, true},
+		{"metrics", nil, false},
+		{"traced", map[string]any{"endpoint": sink.URL, "sampleRatio": 1}, false},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			ctx := context.Background()
+			p, err := startObservedPath(ctx, c.name, up.URL(), c.otel, c.off)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			if _, err := p.load(ctx, 1, 100); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			cpu0, ok0 := processCPU()
+			if _, err := p.load(ctx, 1, b.N); err != nil {
+				b.Fatal(err)
+			}
+			// CPU time moves less than wall time when other processes
+			// load the machine.
+			if cpu1, ok1 := processCPU(); ok0 && ok1 {
+				b.ReportMetric(float64(cpu1-cpu0)/float64(b.N)/1000, "cpu-µs/op")
+			}
+		})
+	}
 }

@@ -114,6 +114,19 @@ func (r *Request) UserText() string {
 	return b.String()
 }
 
+// SystemText is the text of every system (or developer) message, each
+// followed by a newline.
+func (r *Request) SystemText() string {
+	var b strings.Builder
+	for _, m := range r.Messages {
+		if m.Role == "system" || m.Role == "developer" {
+			b.WriteString(m.Text())
+			b.WriteString("\n")
+		}
+	}
+	return b.String()
+}
+
 // hasToolResult reports whether the request carries a role "tool" message.
 func (r *Request) hasToolResult() bool {
 	for _, m := range r.Messages {
