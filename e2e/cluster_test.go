@@ -246,7 +246,7 @@ func TestTwoGatewayCluster(t *testing.T) {
 	t.Run("config the sidecar refuses", func(t *testing.T) { testSidecarRefusesConfig(ctx, t, c.insp) })
 }
 
-// testInspect: OpenClaw loads the package and sees the seven tools, the
+// testInspect: OpenClaw loads the package and sees the eight tools, the
 // prompt hook, the service and the provider, and no sidecar starts for it.
 func testInspect(ctx context.Context, t *testing.T, g *gateway) {
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -533,7 +533,7 @@ func testBackgroundHandoff(ctx context.Context, t *testing.T, c *cluster) {
 		if len(tr.ToolResults) > 0 {
 			return mockllm.Answer{Text: "handed off: " + strings.Join(tr.ToolResults, " | ")}
 		}
-		return callTool("cluster_handoff", map[string]any{
+		return clusterCall(tr, "cluster_handoff", map[string]any{
 			"agent": bobAgent, "task": "Answer with your reply code. " + tokenB, "wait": false,
 		})
 	})

@@ -78,21 +78,21 @@ type ToolArgs struct {
 type HandoffArgs struct {
 	Agent     string   `json:"agent,omitempty" jsonschema:"minLength=1" jsonschema_description:"Id of the remote agent to give the task to. Give agent, node or tags."`
 	Node      string   `json:"node,omitempty" jsonschema:"minLength=1" jsonschema_description:"Node id whose main (first) agent gets the task, when no agent is named. Give agent, node or tags."`
-	Tags      []string `json:"tags,omitempty" jsonschema:"minItems=1,minLength=1,maxLength=128" jsonschema_description:"Instead of node: pick a node that has all these tags (node or agent tags, see cluster_peers), the one with the fewest turns running and queued, then the nearest. With agent, only nodes offering that agent count."`
+	Tags      []string `json:"tags,omitempty" jsonschema:"minItems=1,minLength=1,maxLength=128" jsonschema_description:"Instead of node: a node having all these tags (on the node or the agent; see cluster_peers), the least busy, then the nearest."`
 	Task      string   `json:"task" jsonschema:"required,minLength=1" jsonschema_description:"The task, stated completely: the remote agent sees nothing of this conversation."`
 	Context   string   `json:"context,omitempty" jsonschema_description:"Background the remote agent needs: facts, constraints, expected form of the answer. Task and context together may be at most 128 KiB; put longer material in a file with cluster_write and name its path."`
 	TimeoutMs int      `json:"timeoutMs,omitempty" jsonschema:"minimum=1" jsonschema_description:"Stop the remote run after this many milliseconds. Default 600000; the target node caps it."`
-	Wait      *bool    `json:"wait,omitempty" jsonschema_description:"true (default): wait for the answer. false: return a task id at once; the result arrives later in this conversation as a new message. Waiting is turned off by itself when timeoutMs would outlast this tool call's own time limit."`
-	TTLMs     int      `json:"ttlMs,omitempty" jsonschema:"minimum=1000" jsonschema_description:"With wait false: give up when the task has not started within this many milliseconds (the target is unreachable or busy). Default: the node's delivery.ttlMs (24 hours)."`
+	Wait      *bool    `json:"wait,omitempty" jsonschema_description:"false: return a task id at once; the result comes later as a new message in this conversation. Default true (wait), turned off by itself when timeoutMs would outlast this call's time limit."`
+	TTLMs     int      `json:"ttlMs,omitempty" jsonschema:"minimum=1000" jsonschema_description:"With wait false: expire if not started within this many milliseconds. Default: delivery.ttlMs (24 hours)."`
 }
 
 // SendArgs are the arguments of cluster_send.
 type SendArgs struct {
 	Agent   string   `json:"agent,omitempty" jsonschema:"minLength=1" jsonschema_description:"Id of the remote agent to message. Give agent, node or tags."`
 	Node    string   `json:"node,omitempty" jsonschema:"minLength=1" jsonschema_description:"Node id whose main (first) agent gets the message, when no agent is named. Give agent, node or tags."`
-	Tags    []string `json:"tags,omitempty" jsonschema:"minItems=1,minLength=1,maxLength=128" jsonschema_description:"Instead of node: pick a node that has all these tags (node or agent tags, see cluster_peers), the one with the fewest turns running and queued, then the nearest. With agent, only nodes offering that agent count."`
+	Tags    []string `json:"tags,omitempty" jsonschema:"minItems=1,minLength=1,maxLength=128" jsonschema_description:"Instead of node: a node having all these tags (on the node or the agent; see cluster_peers), the least busy, then the nearest."`
 	Message string   `json:"message" jsonschema:"required,minLength=1" jsonschema_description:"The message; the remote agent handles it as a new turn. At most 128 KiB."`
-	TTLMs   int      `json:"ttlMs,omitempty" jsonschema:"minimum=1000" jsonschema_description:"Give up when the message has not started within this many milliseconds. Default: the node's delivery.ttlMs (24 hours)."`
+	TTLMs   int      `json:"ttlMs,omitempty" jsonschema:"minimum=1000" jsonschema_description:"Expire if not started within this many milliseconds. Default: delivery.ttlMs (24 hours)."`
 }
 
 // TasksArgs are the arguments of cluster_tasks.
@@ -151,18 +151,15 @@ var tools = []Tool{
 	{
 		Name:  ToolHandoff,
 		Label: "Cluster handoff",
-		Description: "Give a task to an agent on another node. Use it for multi-step work that should happen on that " +
-			"machine with its own tools, files and models; use cluster_exec, cluster_read or cluster_write for a single " +
-			"simple operation. Name the agent, a node (its main agent takes the task) or tags (a node having all of them, " +
-			"the least loaded). State the task completely: the remote agent does not see this conversation. " +
-			"By default it waits and returns the answer as text; if the node becomes unreachable meanwhile, the task " +
-			"may have partly run there. With wait: false (also chosen by itself when timeoutMs would outlast this call's " +
-			"time limit) it returns a task id at once: the task is stored on this node before the call returns and " +
-			"delivered like cluster_send (kept through restarts and outages of either node, started at most once, in " +
-			"order with this node's other messages to that agent, expired if not started within ttlMs), and its result " +
-			"comes back to this node and arrives in this conversation as a new message. cluster_tasks shows its state " +
-			"meanwhile. Not guaranteed: that the task succeeds, or that a run cut off by a restart of the target is run " +
-			"again (it is reported failed).",
+		Description: "Give a task to an agent on another node, for multi-step work on that machine with its tools, files " +
+			"and models (cluster_exec, cluster_read or cluster_write for one simple operation). Name the agent, a node (its " +
+			"main agent) or tags. State the task completely: the remote agent does not see this conversation. Waits and " +
+			"returns the answer; if the node drops meanwhile, the task may have partly run. wait: false (chosen by itself " +
+			"when timeoutMs would outlast this call's limit) returns a task id at once: the task is stored here first and " +
+			"delivered like cluster_send (kept across restarts and outages of either node, started at most once, in order, " +
+			"expired if not started within ttlMs), and its result arrives in this conversation as a new message; " +
+			"cluster_tasks shows it meanwhile. Not guaranteed: that it succeeds, or a rerun of a run cut off by a restart " +
+			"of the target (reported failed).",
 		Args: &HandoffArgs{},
 		// The mesh method of a handoff that waits; one that does not goes
 		// through the durable outbox (cluster/delivery) like cluster_send.
@@ -171,16 +168,14 @@ var tools = []Tool{
 	{
 		Name:  ToolSend,
 		Label: "Cluster send",
-		Description: "Send a one-way message to an agent on another node; no answer comes back (use cluster_handoff " +
-			"for one). Name the agent, a node (its main agent gets it) or tags (a node having all of them, the least " +
-			"loaded). The message is stored on this node before the call returns with its id and state queued, even " +
-			"when the target node is down, and is delivered when that node is reachable, retried across restarts and " +
-			"network outages of either node. The target stores it, starts it at most once (a repeated delivery is " +
-			"recognised and dropped), and starts this node's messages to one agent in the order they were sent. " +
-			"States (cluster_tasks): queued, delivered, started, done, failed, expired (not started within ttlMs, " +
-			"default 24 hours), cancelled. Refused at once, with the reason: an agent no node has ever offered, a " +
-			"full outbox here or a full inbox at the target. Not guaranteed: that the agent's turn succeeds, or that a " +
-			"run cut off by a restart of the target is run again (it is reported failed).",
+		Description: "Send a one-way message to an agent on another node; no answer comes back (cluster_handoff for one). " +
+			"Name the agent, a node (its main agent) or tags. It is stored here before the call returns (with its id, " +
+			"state queued), even when the node is down, and delivered when the node is reachable, retried across restarts " +
+			"and outages of either node; the target stores it, starts it at most once (a repeat is dropped) and starts " +
+			"this node's messages to one agent in the order sent. States (cluster_tasks): queued, delivered, started, " +
+			"done, failed, expired (not started within ttlMs, default 24 hours), cancelled. Refused at once: an agent no " +
+			"node ever offered, a full outbox here, a full inbox at the target. Not guaranteed: that the turn succeeds, or " +
+			"a rerun of a run cut off by a restart of the target (reported failed).",
 		// No mesh method of its own: the calling node stores it in its
 		// durable outbox, which carries it (cluster/delivery).
 		Args: &SendArgs{},
@@ -189,10 +184,9 @@ var tools = []Tool{
 		Name:  ToolTasks,
 		Label: "Cluster tasks",
 		Description: "List the messages (cluster_send) and tasks (cluster_handoff with wait: false) this conversation " +
-			"sent, newest first, with their state: queued (stored here, not at the target yet), delivered (stored at " +
-			"the target), started, done, failed, expired (not started in time) or cancelled. Give id to see one with " +
-			"its result; id with cancel: true cancels it (one not started yet never starts, a running one is stopped). " +
-			"all: true lists those of every conversation on this node.",
+			"sent, newest first, with their state: queued (here), delivered (at the target), started, done, failed, " +
+			"expired or cancelled. id shows one with its result; id with cancel: true cancels it (not started yet: it " +
+			"never starts; running: it is stopped); all: true lists every conversation's.",
 		Args: &TasksArgs{},
 	},
 }
