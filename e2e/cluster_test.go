@@ -553,7 +553,8 @@ func testBackgroundHandoff(ctx context.Context, t *testing.T, c *cluster) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(got, "handed off: task t-") || !strings.Contains(got, "arrives in this conversation") {
+	// Through tool_call the result comes wrapped in JSON: look for its parts.
+	if !strings.Contains(got, "handed off: ") || !strings.Contains(got, "task t-") || !strings.Contains(got, "arrives in this conversation") {
 		t.Fatalf("A's reply = %q, want the task id and the promise of the result", got)
 	}
 	select {
