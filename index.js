@@ -39,7 +39,9 @@ function registerTools(api) {
     api.logger.error(`clawmatrix: cannot read the tool catalogue, no cluster tools registered: ${errorText(err)}`);
     return;
   }
-  for (const t of tools) api.registerTool(clusterTool(api, t));
+  // A factory per tool: OpenClaw calls it for each run with the run's
+  // context (its session), and the name lets it list the tool without one.
+  for (const t of tools) api.registerTool((toolContext) => clusterTool(api, t, toolContext), { name: t.name });
   // Approvals (the config's approvals) ask before the cluster tools act.
   api.on("before_tool_call", approvalHook(api), { matcher: tools.map((t) => t.name) });
 }

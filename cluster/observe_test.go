@@ -271,7 +271,7 @@ func TestTraceAcrossRelayAndFailover(t *testing.T) {
 		if problems != nil {
 			t.Fatal(problems)
 		}
-		return !a.CallTool(ctx, call).IsError
+		return !a.CallTool(ctx, call, CallInfo{}).IsError
 	}
 	if !exec("b") {
 		t.Fatal("exec on b failed")

@@ -19,8 +19,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/clawmatrix/clawmatrix/cluster/delivery"
 	"github.com/clawmatrix/clawmatrix/cluster/identity"
 	"github.com/clawmatrix/clawmatrix/cluster/mesh"
 	"github.com/clawmatrix/clawmatrix/cluster/proxy"
@@ -51,6 +53,12 @@ type Options struct {
 	// journal, as if the code were not there: the baseline the cost of
 	// telemetry is measured against. Trace context is still passed on.
 	NoTelemetry bool
+	// Delivery, when set, replaces the retry timings of the durable
+	// outbox (tests and benchmarks).
+	Delivery *delivery.Timing
+	// DeliveryNoSync stores messages without syncing each commit to disk:
+	// only for benchmarks measuring what durability costs.
+	DeliveryNoSync bool
 }
 
 // Runtime is one running node.
@@ -77,6 +85,12 @@ type Runtime struct {
 	// until it runs).
 	stopWatch chan struct{}
 	watched   chan struct{}
+
+	delivery *delivery.Service // nil until Start opened it
+	notices  bool              // finished tasks are brought into their sessions
+	loadWake chan struct{}
+	loadDone chan struct{}
+	loadWG   sync.WaitGroup
 }
 
 // knownNodesPoll is how often a running node looks whether its known-nodes
@@ -113,7 +127,8 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 		return nil, err
 	}
 	rt := &Runtime{cfg: cfg, node: node, key: cfg.ProxyKey, client: &remote.Client{Node: node, Telemetry: tel}, tel: tel,
-		log: log, known: known, stopWatch: make(chan struct{})}
+		log: log, known: known, stopWatch: make(chan struct{}),
+		loadWake: make(chan struct{}, 1), loadDone: make(chan struct{})}
 	if rt.key == "" {
 		rt.key = randomKey()
 	}
@@ -150,11 +165,37 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 		Logger:            log,
 		AllowFrom:         cfg.AllowFrom,
 		CallerTags:        callerTags,
+		OnLoadChange:      rt.loadChanged,
 	})
 	if err != nil {
 		rt.target = nil
 		return fail(err)
 	}
+	dcfg := delivery.Config{
+		Node:          node,
+		Path:          schema.DeliveryPath(cfg, opts.StateDir, opts.ConfigPath),
+		NoSync:        opts.DeliveryNoSync,
+		TTL:           time.Duration(cfg.Delivery.TTLMs) * time.Millisecond,
+		MaxQueued:     cfg.Delivery.MaxQueued,
+		MaxInbox:      cfg.Delivery.MaxInbox,
+		Runner:        agentRunner{rt.target},
+		LocalLoad:     rt.localLoad,
+		OnInboxChange: rt.loadChanged,
+		Logger:        log,
+	}
+	if opts.Delivery != nil {
+		dcfg.Timing = *opts.Delivery
+	}
+	if opts.Gateway != nil {
+		// Only a node with an OpenClaw gateway has sessions to bring
+		// results into.
+		dcfg.Notifier, rt.notices = sessionNotifier{rt.target}, true
+	}
+	if rt.delivery, err = delivery.Open(dcfg); err != nil {
+		return fail(err)
+	}
+	rt.loadWG.Add(1)
+	go rt.publishLoad(rt.loadDone)
 	if err := node.Start(ctx); err != nil {
 		return fail(err)
 	}
@@ -414,22 +455,21 @@ func (r *Runtime) ProxyURL() string { return r.proxy.URL() }
 func (r *Runtime) Secrets() []string { return slices.Clone(r.secrets) }
 
 // AgentNode is the node a handoff or send with these arguments goes to now
-// (cluster_handoff's agent or node); an error says why none would.
-func (r *Runtime) AgentNode(agent, node string) (string, error) {
-	return r.client.AgentNode(agent, node)
+// (its agent, node or tags), reachable or, for a call that queues, one
+// remembered from before; an error says why none would.
+func (r *Runtime) AgentNode(agent, node string, tags []string) (string, error) {
+	tg, err := r.delivery.Resolve(delivery.Selector{Agent: agent, Node: node, Tags: tags}, true)
+	return tg.Node, err
 }
 
 // ProxyKey is the bearer key the model proxy requires.
 func (r *Runtime) ProxyKey() string { return r.key }
 
+// Delivery is the node's durable outbox and inbox.
+func (r *Runtime) Delivery() *delivery.Service { return r.delivery }
+
 // Models are the models OpenClaw should list for the clawmatrix provider.
 func (r *Runtime) Models() []schema.CatalogModel { return r.cfg.CatalogModels() }
-
-// CallTool runs one of the remote cluster tools (all but cluster_peers),
-// decoded and checked by schema.DecodeToolCall.
-func (r *Runtime) CallTool(ctx context.Context, call schema.ToolCall) remote.Result {
-	return r.client.Call(ctx, call)
-}
 
 // StatusLink returns a one-time link that opens this node's status page
 // in a browser; "" when telemetry is off.
@@ -470,6 +510,7 @@ func (r *Runtime) shutdown() error {
 	if r.proxy != nil {
 		err = r.proxy.Close()
 	}
+	err = errors.Join(err, r.closeDelegation())
 	if r.target != nil {
 		r.target.Close()
 	}
@@ -482,6 +523,20 @@ func (r *Runtime) shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), telemetryFlushTimeout)
 	defer cancel()
 	r.tel.Close(ctx)
+	return err
+}
+
+// closeDelegation closes the outbox and inbox (letting inbound runs end,
+// see delivery.Service.Close) and stops announcing load; it does nothing
+// when Start never opened them.
+func (r *Runtime) closeDelegation() error {
+	if r.delivery == nil {
+		return nil
+	}
+	err := r.delivery.Close()
+	close(r.loadDone)
+	r.loadWG.Wait()
+	r.delivery = nil
 	return err
 }
 

@@ -174,7 +174,7 @@ func TestNodeModeServesModels(t *testing.T) {
 	if problems != nil {
 		t.Fatal(problems)
 	}
-	res := laptop.CallTool(ctx, call)
+	res := laptop.CallTool(ctx, call, CallInfo{})
 	if res.IsError || strings.Count(res.Text, "[redacted]") != 3 {
 		t.Fatalf("exec on gpu: %+v", res)
 	}

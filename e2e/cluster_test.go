@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 
 var clusterTools = []string{
 	"cluster_peers", "cluster_exec", "cluster_read", "cluster_write",
-	"cluster_tool", "cluster_handoff", "cluster_send",
+	"cluster_tool", "cluster_handoff", "cluster_send", "cluster_tasks",
 }
 
 const (
@@ -237,6 +237,7 @@ func TestTwoGatewayCluster(t *testing.T) {
 	t.Run("remote model and prompt context", func(t *testing.T) { testRemoteModel(ctx, t, c) })
 	t.Run("cluster_exec on B after the user's approval", func(t *testing.T) { testApprovals(ctx, t, c) })
 	t.Run("cluster_handoff to B's agent", func(t *testing.T) { testHandoff(ctx, t, c) })
+	t.Run("background handoff reaches its session across a caller restart", func(t *testing.T) { testBackgroundHandoff(ctx, t, c) })
 	t.Run("tool search: call forms and tokens", func(t *testing.T) { testToolSearch(ctx, t, c) })
 	t.Run("openclaw clawmatrix commands", func(t *testing.T) { testCLI(ctx, t, c) })
 	t.Run("sidecar restarts after a crash", func(t *testing.T) { testRestart(ctx, t, c) })
@@ -245,7 +246,7 @@ func TestTwoGatewayCluster(t *testing.T) {
 	t.Run("config the sidecar refuses", func(t *testing.T) { testSidecarRefusesConfig(ctx, t, c.insp) })
 }
 
-// testInspect: OpenClaw loads the package and sees the seven tools, the
+// testInspect: OpenClaw loads the package and sees the eight tools, the
 // prompt hook, the service and the provider, and no sidecar starts for it.
 func testInspect(ctx context.Context, t *testing.T, g *gateway) {
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -504,6 +505,104 @@ func testHandoff(ctx context.Context, t *testing.T, c *cluster) {
 	body := string(bob[0].Body)
 	if !strings.Contains(body, c.b.workspace()) || strings.Contains(body, c.a.workspace()) {
 		t.Errorf("bob's turn does not carry B's workspace %s (or carries A's)", c.b.workspace())
+	}
+}
+
+// testBackgroundHandoff: A's model hands bob a task with wait: false and
+// gets a task id at once. A's sidecar is killed while bob works; bob's
+// result waits on B, reaches the new sidecar, and is brought into the
+// session that asked as a new turn (openclaw agent --session-key), which A's
+// model sees with the session's earlier turn.
+func testBackgroundHandoff(ctx context.Context, t *testing.T, c *cluster) {
+	tokenA := "tok-async-" + nonce(t)
+	tokenB := "tok-async-bob-" + nonce(t)
+	bobSays := "bob-async-reply-" + nonce(t)
+	working, release := make(chan struct{}, 1), make(chan struct{})
+	c.llm.on(tokenB, func(mockllm.Turn) mockllm.Answer {
+		select {
+		case working <- struct{}{}:
+		default:
+		}
+		select { // bob works until the test has restarted A's sidecar
+		case <-release:
+		case <-time.After(3 * time.Minute):
+		}
+		return mockllm.Answer{Text: bobSays}
+	})
+	c.llm.on(tokenA, func(tr mockllm.Turn) mockllm.Answer {
+		if len(tr.ToolResults) > 0 {
+			return mockllm.Answer{Text: "handed off: " + strings.Join(tr.ToolResults, " | ")}
+		}
+		return clusterCall(tr, "cluster_handoff", map[string]any{
+			"agent": bobAgent, "task": "Answer with your reply code. " + tokenB, "wait": false,
+		})
+	})
+	// The notice of the finished task holds bob's reply.
+	c.llm.on(bobSays, func(mockllm.Turn) mockllm.Answer { return mockllm.Answer{Text: "noted the result"} })
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+
+	cctx, cancel := context.WithTimeout(ctx, turnLimit)
+	defer cancel()
+	session := "async-" + tokenA
+	got, err := c.a.agentTurn(cctx, "main", session, "Hand bob a task in the background. "+tokenA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Through tool_call the result comes wrapped in JSON: look for its parts.
+	if !strings.Contains(got, "handed off: ") || !strings.Contains(got, "task t-") || !strings.Contains(got, "arrives in this conversation") {
+		t.Fatalf("A's reply = %q, want the task id and the promise of the result", got)
+	}
+	select {
+	case <-working:
+	case <-cctx.Done():
+		t.Fatal("bob's turn never reached the mock")
+	}
+
+	old := processesOf(c.a.bin)
+	if len(old) != 1 {
+		t.Fatalf("gateway A runs %d sidecars (%v), want 1", len(old), old)
+	}
+	if err := syscall.Kill(old[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Bob finishes while A's sidecar is down: the result waits on B.
+	close(release)
+	released = true
+	err = waitFor(cctx, 500*time.Millisecond, func() error {
+		if now := processesOf(c.a.bin); len(now) != 1 || now[0] == old[0] {
+			return fmt.Errorf("sidecars of A: %v (killed %d)", now, old[0])
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("no new sidecar after the kill: %v", err)
+	}
+
+	// The notice is a new turn of the same session: its request carries the
+	// session's first prompt, and the notice with bob's reply.
+	err = waitFor(cctx, time.Second, func() error {
+		for _, call := range c.llm.answered(bobSays) {
+			text := call.UserText()
+			if strings.Contains(text, tokenA) && strings.Contains(text, "[clawmatrix] task t-") && strings.Contains(text, "on "+bobAgent+" (node "+nodeB+") finished") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no turn of session %s with bob's result yet (%d requests hold it)", session, len(c.llm.answered(bobSays)))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := c.a.invokeTool(cctx, "cluster_tasks", map[string]any{"all": true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text, "handoff to "+bobAgent+" on "+nodeB+": done") {
+		t.Errorf("cluster_tasks on A: %s", text)
 	}
 }
 

@@ -11,6 +11,9 @@ import { supervisorFor } from "./supervisor.js";
 
 const TOOL_TIMEOUT_SLACK_MS = 30_000;
 const TOOL_TIMEOUT_DEFAULT_MS = 15 * 60_000;
+// A handoff never holds a tool call longer than this: the sidecar runs one
+// that would wait longer in the background (it hears the wait in timeoutMs).
+const HANDOFF_WAIT_MAX_MS = 15 * 60_000;
 
 /** The tool catalogue shipped beside lib/, generated from the Go types. */
 export function readToolCatalogue(file = fileURLToPath(new URL("../openclaw.tools.json", import.meta.url))) {
@@ -35,13 +38,23 @@ export function toolCallForm(openclawConfig) {
   return "tool_call";
 }
 
-function toolTimeout(params) {
+/** How long the adapter waits for tool `name` called with params. */
+export function toolTimeout(name, params) {
   const t = Number(params?.timeoutMs);
-  return Number.isFinite(t) && t > 0 ? t + TOOL_TIMEOUT_SLACK_MS : TOOL_TIMEOUT_DEFAULT_MS;
+  const wait = Number.isFinite(t) && t > 0 ? t + TOOL_TIMEOUT_SLACK_MS : TOOL_TIMEOUT_DEFAULT_MS;
+  return name === "cluster_handoff" ? Math.min(wait, HANDOFF_WAIT_MAX_MS) : wait;
 }
 
-/** The OpenClaw tool for catalogue entry t; a failed call is a tool result, never a throw. */
-export function clusterTool(api, t) {
+/**
+ * The OpenClaw tool for catalogue entry t; a failed call is a tool result,
+ * never a throw. toolContext is what OpenClaw hands a tool factory for the
+ * run: its session, which a handoff that does not wait brings its result
+ * back into.
+ */
+export function clusterTool(api, t, toolContext) {
+  const session = typeof toolContext?.sessionKey === "string" && toolContext.sessionKey
+    ? { key: toolContext.sessionKey, ...(toolContext.agentId ? { agentId: String(toolContext.agentId) } : {}) }
+    : undefined;
   return {
     name: t.name,
     label: t.label,
@@ -49,10 +62,11 @@ export function clusterTool(api, t) {
     parameters: t.parameters,
     async execute(toolCallId, params, signal) {
       try {
+        const timeoutMs = toolTimeout(t.name, params);
         const r = await supervisorFor(api).request(
           "tools/call",
-          { name: t.name, arguments: params ?? {}, callId: toolCallId },
-          { timeoutMs: toolTimeout(params), signal },
+          { name: t.name, arguments: params ?? {}, callId: toolCallId, timeoutMs, ...(session ? { session } : {}) },
+          { timeoutMs, signal },
         );
         const details = { ...(r?.details && typeof r.details === "object" ? r.details : { value: r?.details }) };
         if (r?.isError) details.isError = true;

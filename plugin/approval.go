@@ -64,6 +64,7 @@ func approvalFor(rt *cluster.Runtime, tool string, args []byte) ToolApprovalResu
 		Append                                                                 bool
 		Offset, Limit, TimeoutMs                                               int
 		Args                                                                   map[string]json.RawMessage
+		Tags                                                                   []string
 	}
 	if err := json.Unmarshal(args, &a); err != nil {
 		return ToolApprovalResult{}
@@ -73,7 +74,7 @@ func approvalFor(rt *cluster.Runtime, tool string, args []byte) ToolApprovalResu
 		// Where the call would go now; when no node would take it, the
 		// call fails, but it is asked for anyway (the cluster may change
 		// before it runs).
-		node, _ = rt.AgentNode(a.Agent, a.Node)
+		node, _ = rt.AgentNode(a.Agent, a.Node, a.Tags)
 	}
 	if !cfg.Gates(tool, node) {
 		return ToolApprovalResult{}
@@ -137,6 +138,20 @@ func approvalFor(rt *cluster.Runtime, tool string, args []byte) ToolApprovalResu
 		}
 		title = "Send a message to " + to
 		desc = fmt.Sprintf("%s wants to send %s this message: %s", tool, to, txt.quote(a.Message))
+	case schema.ToolTasks:
+		severity = "info"
+		title = "List or cancel delegated work"
+		desc = tool + " wants to list the messages and tasks this conversation sent"
+		var t struct {
+			ID     string `json:"id"`
+			Cancel bool   `json:"cancel"`
+		}
+		json.Unmarshal(args, &t)
+		if t.Cancel {
+			severity = "warning"
+			title = "Cancel " + txt.id(t.ID)
+			desc = fmt.Sprintf("%s wants to cancel %s: one not started yet never starts, a running one is stopped", tool, txt.id(t.ID))
+		}
 	default: // cluster_peers
 		severity = "info"
 		title = "Show the cluster's nodes"

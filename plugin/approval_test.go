@@ -15,7 +15,7 @@ func TestToolApproval(t *testing.T) {
 	const secret = "test-secret-0123456789"
 	beta := startSidecar(t)
 	initialize(t, beta, config("beta", map[string]any{
-		"listen": true, "listenHost": "127.0.0.1", "listenPort": 0,
+		"listen": true, "listenHost": "127.0.0.1", "listenPort": 0, "tags": []string{"builds-here"},
 		"agents": []any{map[string]any{"id": "bob", "description": "builds"}},
 	}))
 	alpha := startSidecar(t)
@@ -25,7 +25,7 @@ func TestToolApproval(t *testing.T) {
 
 	initialize(t, alpha, config("alpha", map[string]any{
 		"peers":     []any{map[string]any{"url": beta.runtime().Mesh().URL()}},
-		"approvals": map[string]any{"tools": []string{"cluster_exec", "cluster_write", "cluster_handoff", "cluster_tool"}, "nodes": []string{"beta", "gamma"}, "timeoutMs": 45000},
+		"approvals": map[string]any{"tools": []string{"cluster_exec", "cluster_write", "cluster_handoff", "cluster_tool", "cluster_tasks"}, "nodes": []string{"beta", "gamma"}, "timeoutMs": 45000},
 	}))
 	deadline := time.Now().Add(callTimeout)
 	for {
@@ -90,6 +90,18 @@ func TestToolApproval(t *testing.T) {
 			params: map[string]any{"agent": "bob", "task": "Run the release checklist.", "context": "internal notes"},
 			want: &ApprovalRequest{Title: "Hand a task to agent bob on node beta", Severity: "warning",
 				Description: `cluster_handoff wants to give agent bob on node beta this task: "Run the release checklist." (with background not shown here)`},
+		},
+		{
+			name: "a handoff by tags names the node the tags pick", tool: "cluster_handoff",
+			params: map[string]any{"tags": []string{"builds-here"}, "task": "Build it.", "wait": false},
+			want: &ApprovalRequest{Title: "Hand a task to the first agent of node beta", Severity: "warning",
+				Description: `cluster_handoff wants to give the first agent of node beta this task: "Build it."`},
+		},
+		{
+			name: "a cancel names what it stops", tool: "cluster_tasks",
+			params: map[string]any{"id": "t-0123456789abc", "cancel": true},
+			want: &ApprovalRequest{Title: "Cancel t-0123456789abc", Severity: "warning",
+				Description: `cluster_tasks wants to cancel t-0123456789abc: one not started yet never starts, a running one is stopped`},
 		},
 		{
 			name: "a handoff no node would take is asked for all the same", tool: "cluster_handoff",

@@ -125,9 +125,9 @@ func promptContext(cfg *schema.Config, peers []mesh.PeerInfo, form string) strin
 			fmt.Fprintf(&b, "  models: %s%s\n", strings.Join(ids, ", "), more)
 		}
 	}
-	b.WriteString("For files, commands or services on another node use cluster_exec, cluster_read or cluster_write; " +
-		"cluster_tool runs any other tool there. Hand multi-step work to that node's agent with cluster_handoff " +
-		"(cluster_send if no answer is needed). ")
+	b.WriteString("On another node use cluster_exec, cluster_read, cluster_write, or cluster_tool for other tools. " +
+		"Multi-step work: cluster_handoff to its agent (wait: false: result comes later); cluster_send: no answer. " +
+		"Tags instead of node: least loaded node with them. ")
 	if omitted {
 		b.WriteString("Not everything is listed here: cluster_peers shows the whole topology.\n")
 	} else {
@@ -162,7 +162,8 @@ func callHint(form string, peers []mesh.PeerInfo) string {
 	handoff := fmt.Sprintf(`{"agent": %q, "task": "<the whole task>"}`, agent)
 	const args = "Arguments: cluster_exec node, command, cwd?, timeoutMs?; cluster_read node, path, offset?, limit?; " +
 		"cluster_write node, path, content, append?; cluster_tool node, tool, args; " +
-		"cluster_handoff agent or node, task, context?, timeoutMs?; cluster_send agent or node, message; cluster_peers none."
+		"cluster_handoff agent, node or tags, task, context?, timeoutMs?, wait?; cluster_send agent, node or tags, message; " +
+		"cluster_tasks id?, cancel?; cluster_peers none."
 	switch form {
 	case FormToolCall:
 		return fmt.Sprintf("These tools are not in your tool list: call them through tool_call, with the tool's name as id "+

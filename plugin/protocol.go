@@ -3,6 +3,7 @@ package plugin
 import (
 	"encoding/json"
 
+	"github.com/clawmatrix/clawmatrix/cluster/mesh"
 	"github.com/clawmatrix/clawmatrix/schema"
 )
 
@@ -71,6 +72,19 @@ type ToolCallParams struct {
 	Name      string          `json:"name"`
 	Arguments json.RawMessage `json:"arguments"`
 	CallID    string          `json:"callId,omitempty"`
+	// Session is the OpenClaw session that called the tool, when the host
+	// knows it: a cluster_handoff that does not wait brings its result
+	// back into it.
+	Session *SessionInfo `json:"session,omitempty"`
+	// TimeoutMs is how long the host waits for the answer; a
+	// cluster_handoff that would wait longer runs in the background.
+	TimeoutMs int64 `json:"timeoutMs,omitempty"`
+}
+
+// SessionInfo names an OpenClaw session.
+type SessionInfo struct {
+	Key     string `json:"key"`
+	AgentID string `json:"agentId,omitempty"`
 }
 
 // TextContent is one block of tool output.
@@ -144,6 +158,9 @@ type PeerView struct {
 	Agents []AgentView `json:"agents"`
 	Models []string    `json:"models"`
 	Tags   []string    `json:"tags"`
+	// Load is the node's agent turns running and queued, as it announces
+	// them (what cluster_send and cluster_handoff with tags compare).
+	Load *mesh.Load `json:"load,omitempty"`
 }
 
 // AgentView is an agent as shown to hosts and agents.

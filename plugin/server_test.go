@@ -124,7 +124,7 @@ func TestInitializeReturnsNodeToolsAndProvider(t *testing.T) {
 			t.Errorf("tool %s incomplete: %+v", tool.Name, tool)
 		}
 	}
-	want := "cluster_peers cluster_exec cluster_read cluster_write cluster_tool cluster_handoff cluster_send"
+	want := "cluster_peers cluster_exec cluster_read cluster_write cluster_tool cluster_handoff cluster_send cluster_tasks"
 	if strings.Join(names, " ") != want {
 		t.Errorf("tools = %v, want %s", names, want)
 	}

@@ -23,7 +23,9 @@ func toolInfos() []ToolInfo {
 }
 
 // localTools answer, on this node, the tools of schema's catalogue that
-// have no mesh method; every other tool goes to the node its arguments name.
+// need only this node's view (cluster_peers). The runtime answers the rest:
+// cluster_send and cluster_tasks through its durable outbox, handoffs that
+// do not wait too, and every other call on the node its arguments name.
 var localTools = map[string]func(rt *cluster.Runtime, call schema.ToolCall) ToolCallResult{
 	schema.ToolPeers: func(rt *cluster.Runtime, _ schema.ToolCall) ToolCallResult {
 		st := status(rt)
@@ -52,15 +54,32 @@ func (s *Server) toolsCall(ctx context.Context, req *jsonrpc2.Request) (any, err
 		return errorResult(fmt.Sprintf("%s was not run: invalid arguments: %s. Fix the arguments and call it again.",
 			p.Name, strings.Join(lines, "; "))), nil
 	}
-	if call.Tool.Method == "" {
-		local, ok := localTools[call.Tool.Name]
-		if !ok {
-			return errorResult(fmt.Sprintf("%s has no implementation on this node", call.Tool.Name)), nil
-		}
+	if local, ok := localTools[call.Tool.Name]; ok {
 		return local(rt, call), nil
 	}
-	res := rt.CallTool(ctx, call)
+	info := cluster.CallInfo{HostTimeout: time.Duration(max(p.TimeoutMs, 0)) * time.Millisecond}
+	if p.Session != nil && validSessionKey(p.Session.Key) {
+		info.SessionKey = p.Session.Key
+		if mesh.ValidCapID(p.Session.AgentID) {
+			info.AgentID = p.Session.AgentID
+		}
+	}
+	res := rt.CallTool(ctx, call, info)
 	return ToolCallResult{Content: []TextContent{{Type: "text", Text: res.Text}}, Details: res.Details, IsError: res.IsError}, nil
+}
+
+// validSessionKey bounds a session key from the host before it is stored
+// and handed back to the OpenClaw CLI as one argument.
+func validSessionKey(k string) bool {
+	if k == "" || len(k) > 512 || strings.HasPrefix(k, "-") {
+		return false
+	}
+	for _, r := range k {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 func errorResult(text string) ToolCallResult {
@@ -93,6 +112,10 @@ func peerView(p mesh.PeerInfo) PeerView {
 	for _, m := range p.Models {
 		ps.Models = append(ps.Models, m.ID)
 	}
+	if p.Load != nil {
+		l := *p.Load
+		ps.Load = &l
+	}
 	return ps
 }
 
@@ -111,6 +134,9 @@ func peersText(self string, peers []PeerView) string {
 		fmt.Fprintf(&b, "- %s (%s", p.NodeID, how)
 		if p.RTTMs != nil {
 			fmt.Fprintf(&b, ", rtt %.2f ms", *p.RTTMs)
+		}
+		if p.Load != nil {
+			fmt.Fprintf(&b, ", %d turns running, %d queued", p.Load.Running, p.Load.Queued)
 		}
 		b.WriteString(")")
 		if len(p.Tags) > 0 {

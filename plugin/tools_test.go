@@ -80,14 +80,18 @@ func newFakeOpenClaw(t *testing.T) *fakeOpenClaw {
 	dir := t.TempDir()
 	f.bin = filepath.Join(dir, "openclaw")
 	script := `#!/bin/sh
-agent=""; msg=""
+agent=""; msg=""; session=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --agent) agent="$2"; shift ;;
     --message) msg="$2"; shift ;;
+    --session-key) session="$2"; shift ;;
   esac
   shift
 done
+if [ -n "$session" ]; then
+  printf '%s\t%s\t%s\n' "$session" "$agent" "$(printf '%s' "$msg" | tr '\n' '|')" >> "$(dirname "$0")/sessions"
+fi
 case "$msg" in
   *FAIL*) echo "boom: the model is down" >&2; exit 3 ;;
 esac
@@ -193,8 +197,13 @@ func TestRemoteToolCalls(t *testing.T) {
 		{"failing agent", "cluster_handoff", map[string]any{"agent": "coder", "task": "FAIL"}, true,
 			"failed (exit code 3)\nstderr (last lines):\nboom: the model is down", ""},
 		{"unknown agent", "cluster_handoff", map[string]any{"agent": "painter", "task": "x"}, true,
-			`no node in the cluster offers agent "painter"; the agents on offer: coder (node beta)`, ""},
-		{"send", "cluster_send", map[string]any{"agent": "coder", "message": "FYI"}, false, "message delivered", `"agent":"coder"`},
+			`the task was not sent: no node in the cluster offers agent "painter", now or before; the agents on offer: coder (node beta)`, ""},
+		{"send", "cluster_send", map[string]any{"agent": "coder", "message": "FYI"}, false,
+			`queued for agent "coder" on node "beta" (state: queued; stored on this node)`, `"state":"queued"`},
+		{"send to tags nobody has", "cluster_send", map[string]any{"tags": []string{"gpu"}, "message": "FYI"}, true,
+			`no reachable node has tags [gpu] (a tag counts when the node or the agent has it). Tags on offer: beta: no tags`, ""},
+		{"handoff without waiting", "cluster_handoff", map[string]any{"agent": "coder", "task": "later", "wait": false}, false,
+			`handed to agent "coder" on node "beta"`, `"kind":"handoff"`},
 		{"arguments checked before anything runs", "cluster_exec", map[string]any{"node": "beta", "command": "touch ran", "timeoutMs": "soon"}, true,
 			"cluster_exec was not run: invalid arguments: timeoutMs", ""},
 	}
@@ -310,12 +319,108 @@ func TestCancelledToolCallStopsRemoteWork(t *testing.T) {
 	}
 }
 
-// Every tool of schema's catalogue is answered: here when it has no mesh
-// method, else on the node it names (cluster/remote tests that side).
+// A handoff that does not wait (asked for, or because the wait would pass
+// the host's time limit) returns a task id at once; its result comes back
+// and is brought into the session that asked, through the OpenClaw CLI of
+// the caller's node, and cluster_tasks shows it.
+func TestHandoffInBackground(t *testing.T) {
+	_, beta, _, oc, _ := twoGateways(t)
+	gamma := startSidecar(t)
+	var res InitializeResult
+	err := gamma.Call(MethodInitialize, map[string]any{
+		"config": config("gamma", map[string]any{
+			"peers":       []any{map[string]any{"url": beta.runtime().Mesh().URL(), "nodeId": "beta"}},
+			"openclawBin": oc.bin,
+		}),
+		"gateway":      map[string]any{"port": oc.port(), "token": gatewayToken},
+		"workspaceDir": t.TempDir(),
+	}, &res, callTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(callTimeout)
+	for _, ok := gamma.runtime().Mesh().Peer("beta"); !ok; _, ok = gamma.runtime().Mesh().Peer("beta") {
+		if time.Now().After(deadline) {
+			t.Fatal("gamma never saw beta")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	call := func(name string, args map[string]any, extra map[string]any) ToolCallResult {
+		params := map[string]any{"name": name, "arguments": args, "session": map[string]any{"key": "agent:main:chat-1", "agentId": "main"}}
+		for k, v := range extra {
+			params[k] = v
+		}
+		var r ToolCallResult
+		if err := gamma.Call(MethodToolsCall, params, &r, callTimeout); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	r := call("cluster_handoff", map[string]any{"agent": "coder", "task": "build it", "wait": false}, nil)
+	if r.IsError || !strings.Contains(r.Content[0].Text, "arrives in this conversation as a new message") {
+		t.Fatalf("handoff with wait false: %+v", r)
+	}
+	var d struct {
+		ID string `json:"id"`
+	}
+	raw, _ := json.Marshal(r.Details)
+	json.Unmarshal(raw, &d)
+	// 20 minutes of run would outlast the host's 1 minute.
+	r = call("cluster_handoff", map[string]any{"agent": "coder", "task": "long one", "timeoutMs": 1200000}, map[string]any{"timeoutMs": 60000})
+	if r.IsError || !strings.Contains(r.Content[0].Text, "would outlast this tool call's time limit (1m0s)") {
+		t.Fatalf("handoff that would outlast the host's wait: %+v", r)
+	}
+	sessions := filepath.Join(filepath.Dir(oc.bin), "sessions")
+	want := "agent:main:chat-1\tmain\t[clawmatrix] task " + d.ID + " on coder (node beta) finished."
+	for {
+		b, _ := os.ReadFile(sessions)
+		if strings.Contains(string(b), want) && strings.Contains(string(b), "coder did: build it") &&
+			strings.Count(string(b), "agent:main:chat-1") == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the results never reached the session; the CLI saw:\n%s", b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r = call("cluster_tasks", map[string]any{}, nil)
+	if text := r.Content[0].Text; r.IsError || !strings.Contains(text, d.ID+" handoff to coder on beta: done") || strings.Count(text, "\n- ") != 2 {
+		t.Fatalf("cluster_tasks: %+v", r)
+	}
+	r = call("cluster_tasks", map[string]any{"id": d.ID}, nil)
+	if text := r.Content[0].Text; !strings.Contains(text, "coder did: build it") || !strings.Contains(text, "also brought into the conversation") {
+		t.Fatalf("cluster_tasks with the id: %+v", r)
+	}
+	// beta ran agent turns: its announced load is in cluster_peers.
+	for {
+		r = call("cluster_peers", map[string]any{}, nil)
+		if strings.Contains(r.Content[0].Text, "- beta (direct link") && strings.Contains(r.Content[0].Text, "turns running") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster_peers never showed beta's load: %s", r.Content[0].Text)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var other ToolCallResult
+	if err := gamma.Call(MethodToolsCall, map[string]any{"name": "cluster_tasks", "arguments": map[string]any{}}, &other, callTimeout); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(other.Content[0].Text, "this conversation has sent no messages") {
+		t.Errorf("another conversation sees this one's tasks: %+v", other)
+	}
+}
+
+// Every tool of schema's catalogue is answered: cluster_peers here, the
+// tools without a mesh method by the runtime's delegation (cluster_send,
+// cluster_tasks), the rest on the node they name (cluster/remote tests that
+// side).
 func TestEveryLocalToolIsAnswered(t *testing.T) {
+	delegated := map[string]bool{schema.ToolSend: true, schema.ToolTasks: true}
 	for _, tool := range schema.Tools() {
-		if _, ok := localTools[tool.Name]; ok != (tool.Method == "") {
-			t.Errorf("%s (method %q): local implementation %v", tool.Name, tool.Method, ok)
+		_, local := localTools[tool.Name]
+		if (local || delegated[tool.Name]) != (tool.Method == "") {
+			t.Errorf("%s (method %q): local implementation %v", tool.Name, tool.Method, local)
 		}
 	}
 }

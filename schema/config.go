@@ -32,6 +32,9 @@ const (
 	DefaultMaxConcurrentExec = 4
 	DefaultPingIntervalMs    = 1000
 	DefaultDeadAfterMs       = 4000
+	DefaultMessageTTLMs      = 86400000
+	DefaultMaxQueued         = 10000
+	DefaultMaxInbox          = 10000
 	DefaultAPI               = "openai-completions"
 	DefaultContextWindow     = 128000
 	DefaultMaxTokens         = 4096
@@ -99,6 +102,7 @@ type Config struct {
 	OpenclawBin       string        `json:"openclawBin" jsonschema:"minLength=1,default=openclaw" jsonschema_description:"The OpenClaw CLI used on this node to run handed-off tasks and sent messages."`
 	MaxConcurrentRuns int           `json:"maxConcurrentRuns" jsonschema:"minimum=1,default=2" jsonschema_description:"How many handoff or send runs this node executes at once; further runs wait in a queue."`
 	Mesh              MeshTiming    `json:"mesh" jsonschema_description:"Failure detection on mesh links: how often to ping, and how long a silent link lives before it is declared dead."`
+	Delivery          Delivery      `json:"delivery" jsonschema_description:"Durable delivery of cluster_send messages and cluster_handoff tasks: where they are kept, how long they wait, and how many may wait."`
 	AllowFrom         []string      `json:"allowFrom" jsonschema:"default=*,pattern=^([*]|tag:[A-Za-z0-9._:/@+-]+|[A-Za-z0-9._-]+)$" jsonschema_description:"Which cluster members may use what this node offers (remote tools, handoff and send to its agents, and the models it serves): node ids, tag:<tag> for every node announcing that tag, or * for every member (the default). An empty list refuses every caller."`
 	OTel              *OTel         `json:"otel,omitempty" jsonschema_description:"OpenTelemetry trace export over OTLP/HTTP; off unless set. In a gateway, the adapter fills it from OpenClaw's diagnostics.otel when it is not set here."`
 	Metrics           Metrics       `json:"metrics" jsonschema_description:"Prometheus metrics. They are always served at /metrics on the model proxy's 127.0.0.1 port (bearer proxy key); listen adds an address of its own."`
@@ -383,6 +387,15 @@ type MeshTiming struct {
 	DeadAfterMs    int `json:"deadAfterMs" jsonschema:"minimum=1,default=4000" jsonschema_description:"A link with no pong for this long is declared dead. Must exceed pingIntervalMs."`
 }
 
+// Delivery bounds the durable outbox (messages this node sends) and inbox
+// (messages this node's agents receive).
+type Delivery struct {
+	File      string `json:"file,omitempty" jsonschema:"minLength=1" jsonschema_description:"File holding the outbox, the inbox and the nodes and agents this node has seen. Default: beside identityFile, named after it (node.key: node.delivery.db)."`
+	TTLMs     int    `json:"ttlMs" jsonschema:"minimum=1000,default=86400000" jsonschema_description:"A message or task that has not started within this many milliseconds of being sent expires. A call may ask for less or more with its own ttlMs."`
+	MaxQueued int    `json:"maxQueued" jsonschema:"minimum=1,default=10000" jsonschema_description:"How many messages this node holds for other nodes that have not reached them yet; a send beyond that is refused."`
+	MaxInbox  int    `json:"maxInbox" jsonschema:"minimum=1,default=10000" jsonschema_description:"How many messages this node holds for its agents that have not started yet; a message beyond that is refused, and the sender says so."`
+}
+
 // defaultConfig is the starting point Parse decodes over, so that every field
 // absent from the JSON keeps its default while explicit values (even 0 for a
 // port) are kept.
@@ -397,6 +410,7 @@ func defaultConfig() Config {
 		MaxConcurrentRuns: DefaultMaxConcurrentRuns,
 		Mesh:              MeshTiming{PingIntervalMs: DefaultPingIntervalMs, DeadAfterMs: DefaultDeadAfterMs},
 		Approvals:         Approvals{TimeoutMs: DefaultApprovalTimeoutMs},
+		Delivery:          Delivery{TTLMs: DefaultMessageTTLMs, MaxQueued: DefaultMaxQueued, MaxInbox: DefaultMaxInbox},
 	}
 }
 

@@ -30,6 +30,7 @@ func TestParseFillsDefaults(t *testing.T) {
 			MaxConcurrent: 4, MaxOutputBytes: 1048576, MaxTimeoutMs: 600000},
 		OpenclawBin: "openclaw", MaxConcurrentRuns: 2,
 		Mesh:      MeshTiming{PingIntervalMs: 1000, DeadAfterMs: 4000},
+		Delivery:  Delivery{TTLMs: 86400000, MaxQueued: 10000, MaxInbox: 10000},
 		AllowFrom: []string{"*"},
 		Approvals: Approvals{Tools: []string{}, Nodes: []string{}, TimeoutMs: 120000},
 	}

@@ -34,6 +34,21 @@ func IdentityPaths(cfg *Config, stateDir, configPath string) (keyFile, knownFile
 	return keyFile, knownFile
 }
 
+// DeliveryPath is where a node keeps its durable outbox and inbox:
+// delivery.file, else beside the node key, named after it
+// ("node.delivery.db", "relay.delivery.db"). It is "" when nothing names a
+// place (tests, the demo), and the node then keeps them in a temporary file.
+func DeliveryPath(cfg *Config, stateDir, configPath string) string {
+	if cfg != nil && cfg.Delivery.File != "" {
+		return cfg.Delivery.File
+	}
+	keyFile, _ := IdentityPaths(cfg, stateDir, configPath)
+	if keyFile == "" {
+		return ""
+	}
+	return withExt(keyFile, ".delivery.db")
+}
+
 // withExt replaces path's extension with ext, or appends ext when path has
 // no extension, has only one (".clawmatrix") or already ends in ext.
 func withExt(path, ext string) string {

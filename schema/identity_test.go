@@ -5,6 +5,28 @@ import (
 	"testing"
 )
 
+func TestDeliveryPath(t *testing.T) {
+	tests := []struct {
+		name             string
+		cfg              *Config
+		stateDir, config string
+		want             string
+	}{
+		{"sidecar", &Config{}, "/home/u/.openclaw", "", "/home/u/.openclaw/clawmatrix/node.delivery.db"},
+		{"node mode", &Config{}, "", "/etc/clawmatrix/relay.json", "/etc/clawmatrix/relay.delivery.db"},
+		{"beside identityFile", &Config{IdentityFile: "/k/me.pem"}, "/s", "", "/k/me.delivery.db"},
+		{"delivery.file set", &Config{Delivery: Delivery{File: "/var/lib/cm/box.db"}}, "/s", "/etc/a.json", "/var/lib/cm/box.db"},
+		{"nothing", nil, "", "", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := DeliveryPath(tc.cfg, tc.stateDir, tc.config); got != filepath.FromSlash(tc.want) {
+				t.Errorf("DeliveryPath = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestIdentityPaths(t *testing.T) {
 	tests := []struct {
 		name               string

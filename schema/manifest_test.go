@@ -87,7 +87,7 @@ func TestManifestContents(t *testing.T) {
 	if !m.Activation.OnStartup {
 		t.Error("activation.onStartup must be true")
 	}
-	if !slices.Equal(m.Contracts.Tools, ToolNames()) || len(m.Contracts.Tools) != 7 {
+	if !slices.Equal(m.Contracts.Tools, ToolNames()) || len(m.Contracts.Tools) != 8 {
 		t.Errorf("contracts.tools = %v", m.Contracts.Tools)
 	}
 	if !slices.Equal(m.Providers, []string{"clawmatrix"}) {

@@ -22,7 +22,7 @@ func TestParseProblems(t *testing.T) {
 		{"missing required at the field's path", []byte(`{"nodeId": "a"}`), []string{"secret: missing required field"}},
 		{"unknown field with a suggestion", withFields(`"listenport": 1`), []string{`listenport: unknown field "listenport" (did you mean "listenPort"?)`}},
 		{"unknown nested field", withFields(`"mesh": {"pingInterval": 5}`), []string{`mesh.pingInterval: unknown field "pingInterval" (did you mean "pingIntervalMs"?)`}},
-		{"odd unknown key is quoted", withFields(`"a b": 1`), []string{`["a b"]: unknown field "a b" (known fields: agents, allowFrom, approvals, identityFile, knownNodesFile, listen, listenHost, listenPort, maxConcurrentRuns, mesh, metrics, models, nodeId, openclawBin, otel, peers, proxyKey, proxyModels, proxyPort, revoked, secret, tags, tls, toolProxy, trust)`}},
+		{"odd unknown key is quoted", withFields(`"a b": 1`), []string{`["a b"]: unknown field "a b" (known fields: agents, allowFrom, approvals, delivery, identityFile, knownNodesFile, listen, listenHost, listenPort, maxConcurrentRuns, mesh, metrics, models, nodeId, openclawBin, otel, peers, proxyKey, proxyModels, proxyPort, revoked, secret, tags, tls, toolProxy, trust)`}},
 		{"peer scheme", withFields(`"peers": [{"url": "ws://a:1"}, {"url": "https://b"}]`), []string{"peers[1].url: must start with ws:// or wss://"}},
 		{"type", withFields(`"listenPort": "19000"`), []string{"listenPort: must be a whole number, not a string"}},
 		{"enum lists allowed values", withFields(`"proxyModels": [{"id": "m", "api": "x"}]`), []string{`proxyModels[0].api: must be one of "openai-completions", "openai-responses", "openai-codex-responses", "anthropic-messages", "google-generative-ai", "github-copilot", "bedrock-converse-stream", "ollama"`}},

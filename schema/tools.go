@@ -37,6 +37,7 @@ const (
 	ToolTool    = "cluster_tool"
 	ToolHandoff = "cluster_handoff"
 	ToolSend    = "cluster_send"
+	ToolTasks   = "cluster_tasks"
 )
 
 // PeersArgs are the arguments of cluster_peers: none.
@@ -75,18 +76,31 @@ type ToolArgs struct {
 
 // HandoffArgs are the arguments of cluster_handoff.
 type HandoffArgs struct {
-	Agent     string `json:"agent,omitempty" jsonschema:"minLength=1" jsonschema_description:"Id of the remote agent to give the task to. Give agent or node."`
-	Node      string `json:"node,omitempty" jsonschema:"minLength=1" jsonschema_description:"Node id whose main (first) agent gets the task, when no agent is named. Give agent or node."`
-	Task      string `json:"task" jsonschema:"required,minLength=1" jsonschema_description:"The task, stated completely: the remote agent sees nothing of this conversation."`
-	Context   string `json:"context,omitempty" jsonschema_description:"Background the remote agent needs: facts, constraints, expected form of the answer. Task and context together may be at most 128 KiB; put longer material in a file with cluster_write and name its path."`
-	TimeoutMs int    `json:"timeoutMs,omitempty" jsonschema:"minimum=1" jsonschema_description:"Give up after this many milliseconds. Default 600000; the target node caps it."`
+	Agent     string   `json:"agent,omitempty" jsonschema:"minLength=1" jsonschema_description:"Id of the remote agent to give the task to. Give agent, node or tags."`
+	Node      string   `json:"node,omitempty" jsonschema:"minLength=1" jsonschema_description:"Node id whose main (first) agent gets the task, when no agent is named. Give agent, node or tags."`
+	Tags      []string `json:"tags,omitempty" jsonschema:"minItems=1,minLength=1,maxLength=128" jsonschema_description:"Instead of node: a node having all these tags (on the node or the agent; see cluster_peers), the least busy, then the nearest."`
+	Task      string   `json:"task" jsonschema:"required,minLength=1" jsonschema_description:"The task, stated completely: the remote agent sees nothing of this conversation."`
+	Context   string   `json:"context,omitempty" jsonschema_description:"Background the remote agent needs: facts, constraints, expected form of the answer. Task and context together may be at most 128 KiB; put longer material in a file with cluster_write and name its path."`
+	TimeoutMs int      `json:"timeoutMs,omitempty" jsonschema:"minimum=1" jsonschema_description:"Stop the remote run after this many milliseconds. Default 600000; the target node caps it."`
+	Wait      *bool    `json:"wait,omitempty" jsonschema_description:"false: return a task id at once; the result comes later as a new message in this conversation. Default true (wait), turned off by itself when timeoutMs would outlast this call's time limit."`
+	TTLMs     int      `json:"ttlMs,omitempty" jsonschema:"minimum=1000" jsonschema_description:"With wait false: expire if not started within this many milliseconds. Default: delivery.ttlMs (24 hours)."`
 }
 
 // SendArgs are the arguments of cluster_send.
 type SendArgs struct {
-	Agent   string `json:"agent,omitempty" jsonschema:"minLength=1" jsonschema_description:"Id of the remote agent to message. Give agent or node."`
-	Node    string `json:"node,omitempty" jsonschema:"minLength=1" jsonschema_description:"Node id whose main (first) agent gets the message, when no agent is named. Give agent or node."`
-	Message string `json:"message" jsonschema:"required,minLength=1" jsonschema_description:"The message; the remote agent handles it as a new turn. At most 128 KiB."`
+	Agent   string   `json:"agent,omitempty" jsonschema:"minLength=1" jsonschema_description:"Id of the remote agent to message. Give agent, node or tags."`
+	Node    string   `json:"node,omitempty" jsonschema:"minLength=1" jsonschema_description:"Node id whose main (first) agent gets the message, when no agent is named. Give agent, node or tags."`
+	Tags    []string `json:"tags,omitempty" jsonschema:"minItems=1,minLength=1,maxLength=128" jsonschema_description:"Instead of node: a node having all these tags (on the node or the agent; see cluster_peers), the least busy, then the nearest."`
+	Message string   `json:"message" jsonschema:"required,minLength=1" jsonschema_description:"The message; the remote agent handles it as a new turn. At most 128 KiB."`
+	TTLMs   int      `json:"ttlMs,omitempty" jsonschema:"minimum=1000" jsonschema_description:"Expire if not started within this many milliseconds. Default: delivery.ttlMs (24 hours)."`
+}
+
+// TasksArgs are the arguments of cluster_tasks.
+type TasksArgs struct {
+	ID     string `json:"id,omitempty" jsonschema:"minLength=1" jsonschema_description:"A message or task id (from cluster_send or cluster_handoff): show that one with its result. Default: list them all."`
+	Cancel bool   `json:"cancel,omitempty" jsonschema_description:"With id: cancel it. One not started yet never starts; a running one is stopped."`
+	All    bool   `json:"all,omitempty" jsonschema_description:"List the messages and tasks of every conversation on this node, not only this one's."`
+	Limit  int    `json:"limit,omitempty" jsonschema:"minimum=1,maximum=200" jsonschema_description:"At most this many, newest first. Default 20."`
 }
 
 var tools = []Tool{
@@ -137,26 +151,47 @@ var tools = []Tool{
 	{
 		Name:  ToolHandoff,
 		Label: "Cluster handoff",
-		Description: "Give a task to an agent on another node and wait for its answer, returned as text. Use it for " +
-			"multi-step work that should happen on that machine with its own tools, files and models; use " +
-			"cluster_exec, cluster_read or cluster_write for a single simple operation. Name the agent, or a node " +
-			"(its main agent takes the task); one of agent or node is required. State the task completely: the " +
-			"remote agent does not see this conversation.",
-		Args:   &HandoffArgs{},
+		Description: "Give a task to an agent on another node, for multi-step work on that machine with its tools, files " +
+			"and models (cluster_exec, cluster_read or cluster_write for one simple operation). Name the agent, a node (its " +
+			"main agent) or tags. State the task completely: the remote agent does not see this conversation. Waits and " +
+			"returns the answer; if the node drops meanwhile, the task may have partly run. wait: false (chosen by itself " +
+			"when timeoutMs would outlast this call's limit) returns a task id at once: the task is stored here first and " +
+			"delivered like cluster_send (kept across restarts and outages of either node, started at most once, in order, " +
+			"expired if not started within ttlMs), and its result arrives in this conversation as a new message; " +
+			"cluster_tasks shows it meanwhile. Not guaranteed: that it succeeds, or a rerun of a run cut off by a restart " +
+			"of the target (reported failed).",
+		Args: &HandoffArgs{},
+		// The mesh method of a handoff that waits; one that does not goes
+		// through the durable outbox (cluster/delivery) like cluster_send.
 		Method: "remote.handoff",
 	},
 	{
 		Name:  ToolSend,
 		Label: "Cluster send",
-		Description: "Send a one-way message to an agent on another node. Returns as soon as that node accepted it; " +
-			"no answer comes back (use cluster_handoff to wait for one). Name the agent, or a node (its main agent " +
-			"gets the message); one of agent or node is required.",
-		Args:   &SendArgs{},
-		Method: "remote.send",
+		Description: "Send a one-way message to an agent on another node; no answer comes back (cluster_handoff for one). " +
+			"Name the agent, a node (its main agent) or tags. It is stored here before the call returns (with its id, " +
+			"state queued), even when the node is down, and delivered when the node is reachable, retried across restarts " +
+			"and outages of either node; the target stores it, starts it at most once (a repeat is dropped) and starts " +
+			"this node's messages to one agent in the order sent. States (cluster_tasks): queued, delivered, started, " +
+			"done, failed, expired (not started within ttlMs, default 24 hours), cancelled. Refused at once: an agent no " +
+			"node ever offered, a full outbox here, a full inbox at the target. Not guaranteed: that the turn succeeds, or " +
+			"a rerun of a run cut off by a restart of the target (reported failed).",
+		// No mesh method of its own: the calling node stores it in its
+		// durable outbox, which carries it (cluster/delivery).
+		Args: &SendArgs{},
+	},
+	{
+		Name:  ToolTasks,
+		Label: "Cluster tasks",
+		Description: "List the messages (cluster_send) and tasks (cluster_handoff with wait: false) this conversation " +
+			"sent, newest first, with their state: queued (here), delivered (at the target), started, done, failed, " +
+			"expired or cancelled. id shows one with its result; id with cancel: true cancels it (not started yet: it " +
+			"never starts; running: it is stopped); all: true lists every conversation's.",
+		Args: &TasksArgs{},
 	},
 }
 
-// Tools returns the seven tools in catalogue order (the order of README.md,
+// Tools returns the tools in catalogue order (the order of README.md,
 // Tools for agents). The slice is a copy; the Args values are shared
 // templates: decode into a fresh value of their type.
 func Tools() []Tool { return append([]Tool(nil), tools...) }
@@ -225,8 +260,10 @@ type ToolCall struct {
 }
 
 // DecodeToolCall checks args (a JSON object; empty or null counts as {})
-// against the named tool's schema and the rule that handoff and send need
-// an agent or a node, and decodes them into the tool's Args type. The JSON
+// against the named tool's schema and the rules that handoff and send need
+// an agent, a node or tags (tags and node exclude each other) and that
+// cluster_tasks cancels only a named id, and decodes them into the tool's
+// Args type. The JSON
 // is parsed once: the checked value itself is decoded. An unknown tool gets
 // one problem listing the valid names.
 func DecodeToolCall(name string, args []byte) (ToolCall, []Problem) {
@@ -247,8 +284,18 @@ func DecodeToolCall(name string, args []byte) (ToolCall, []Problem) {
 	if isObject && (name == ToolHandoff || name == ToolSend) {
 		_, hasAgent := obj["agent"]
 		_, hasNode := obj["node"]
-		if !hasAgent && !hasNode {
-			problems = append(problems, Problem{Message: `missing "agent" or "node": name the remote agent, or the node whose main agent should take it (see cluster_peers)`})
+		_, hasTags := obj["tags"]
+		switch {
+		case !hasAgent && !hasNode && !hasTags:
+			problems = append(problems, Problem{Message: `missing "agent", "node" or "tags": name the remote agent, the node whose main agent should take it, or tags a node must have (see cluster_peers)`})
+		case hasNode && hasTags:
+			problems = append(problems, Problem{Path: "tags", Message: `give "node" or "tags", not both: tags choose the node`})
+		}
+	}
+	if isObject && name == ToolTasks {
+		_, hasID := obj["id"]
+		if c, _ := obj["cancel"].(bool); c && !hasID {
+			problems = append(problems, Problem{Path: "cancel", Message: `cancel needs "id": the message or task to cancel (cluster_tasks without arguments lists them)`})
 		}
 	}
 	if !isObject && len(problems) == 0 {
@@ -266,8 +313,9 @@ func DecodeToolCall(name string, args []byte) (ToolCall, []Problem) {
 }
 
 // assignArgs fills an Args struct from a checked JSON object (numbers as
-// json.Number). Argument structs hold strings, whole numbers, booleans and
-// free-form objects (map[string]any) only; checkArgTypes holds them to it.
+// json.Number). Argument structs hold strings, whole numbers, booleans,
+// optional booleans (*bool), lists of strings and free-form objects
+// (map[string]any) only; checkArgTypes holds them to it.
 func assignArgs(dst reflect.Value, obj map[string]any) *Problem {
 	typ := dst.Type()
 	for i := range typ.NumField() {
@@ -300,6 +348,16 @@ func assignArgs(dst reflect.Value, obj map[string]any) *Problem {
 		case reflect.Map:
 			m, _ := raw.(map[string]any)
 			field.Set(reflect.ValueOf(m))
+		case reflect.Pointer:
+			b, _ := raw.(bool)
+			field.Set(reflect.ValueOf(&b))
+		case reflect.Slice:
+			items, _ := raw.([]any)
+			list := make([]string, len(items))
+			for i, it := range items {
+				list[i], _ = it.(string)
+			}
+			field.Set(reflect.ValueOf(list))
 		}
 	}
 	return nil
@@ -313,10 +371,10 @@ func checkArgTypes(t Tool) {
 		f := typ.Field(i)
 		switch k := f.Type.Kind(); {
 		case k == reflect.String, k == reflect.Bool, k == reflect.Int:
-		case f.Type == reflect.TypeFor[map[string]any]():
+		case f.Type == reflect.TypeFor[map[string]any](), f.Type == reflect.TypeFor[*bool](), f.Type == reflect.TypeFor[[]string]():
 		default:
 			panic("schema: " + t.Name + " argument " + f.Name + " has type " + f.Type.String() +
-				"; tool arguments are strings, ints, bools or map[string]any (see assignArgs)")
+				"; tool arguments are strings, ints, bools, *bool, []string or map[string]any (see assignArgs)")
 		}
 	}
 }

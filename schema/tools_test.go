@@ -9,7 +9,7 @@ import (
 )
 
 func TestToolsInSpecOrder(t *testing.T) {
-	want := []string{"cluster_peers", "cluster_exec", "cluster_read", "cluster_write", "cluster_tool", "cluster_handoff", "cluster_send"}
+	want := []string{"cluster_peers", "cluster_exec", "cluster_read", "cluster_write", "cluster_tool", "cluster_handoff", "cluster_send", "cluster_tasks"}
 	if got := ToolNames(); !slices.Equal(got, want) {
 		t.Fatalf("ToolNames() = %v, want %v", got, want)
 	}
@@ -76,6 +76,7 @@ func TestToolRequiredArguments(t *testing.T) {
 }
 
 func TestDecodeToolCallProblems(t *testing.T) {
+	const missingTarget = `missing "agent", "node" or "tags": name the remote agent, the node whose main agent should take it, or tags a node must have (see cluster_peers)`
 	tests := []struct {
 		tool string
 		args string
@@ -102,13 +103,26 @@ func TestDecodeToolCallProblems(t *testing.T) {
 		{ToolTool, `{"node": "b"}`, []string{"tool: missing required field"}},
 		{ToolHandoff, `{"agent": "coder", "task": "fix the build"}`, nil},
 		{ToolHandoff, `{"node": "b", "task": "fix the build", "context": "CI is red", "timeoutMs": 60000}`, nil},
-		{ToolHandoff, `{"task": "fix the build"}`, []string{`missing "agent" or "node": name the remote agent, or the node whose main agent should take it (see cluster_peers)`}},
-		{ToolHandoff, `{}`, []string{`missing "agent" or "node": name the remote agent, or the node whose main agent should take it (see cluster_peers)`, "task: missing required field"}},
+		{ToolHandoff, `{"task": "fix the build"}`, []string{missingTarget}},
+		{ToolHandoff, `{}`, []string{missingTarget, "task: missing required field"}},
 		{ToolSend, `{"agent": "ops", "message": "disk is full"}`, nil},
-		{ToolSend, `{"message": "hi"}`, []string{`missing "agent" or "node": name the remote agent, or the node whose main agent should take it (see cluster_peers)`}},
+		{ToolSend, `{"message": "hi"}`, []string{missingTarget}},
+		{ToolSend, `{"tags": ["macos"], "message": "hi", "ttlMs": 60000}`, nil},
+		{ToolSend, `{"agent": "ops", "tags": ["macos", "gpu"], "message": "hi"}`, nil},
+		{ToolSend, `{"node": "b", "tags": ["macos"], "message": "hi"}`, []string{`tags: give "node" or "tags", not both: tags choose the node`}},
+		{ToolSend, `{"tags": [], "message": "hi"}`, []string{"tags: must not be empty"}},
+		{ToolSend, `{"tags": [""], "message": "hi"}`, []string{"tags[0]: must not be empty"}},
+		{ToolSend, `{"agent": "ops", "message": "hi", "ttlMs": 10}`, []string{"ttlMs: must be at least 1000 (got 10)"}},
+		{ToolHandoff, `{"tags": ["gpu"], "task": "train", "wait": false}`, nil},
+		{ToolHandoff, `{"agent": "a", "task": "t", "wait": "no"}`, []string{"wait: must be true or false, not a string"}},
+		{ToolTasks, `{}`, nil},
+		{ToolTasks, `{"id": "m-1", "cancel": true}`, nil},
+		{ToolTasks, `{"all": true, "limit": 50}`, nil},
+		{ToolTasks, `{"cancel": true}`, []string{`cancel: cancel needs "id": the message or task to cancel (cluster_tasks without arguments lists them)`}},
+		{ToolTasks, `{"limit": 500}`, []string{"limit: must be at most 200 (got 500)"}},
 		{ToolSend, `["hi"]`, []string{"must be an object, not a list"}},
 		{ToolSend, `{"agent": "ops", "message": "hi"`, []string{"arguments are not valid JSON: unexpected end of input"}},
-		{"cluster_nope", `{}`, []string{`unknown tool "cluster_nope"; valid tools: cluster_peers, cluster_exec, cluster_read, cluster_write, cluster_tool, cluster_handoff, cluster_send`}},
+		{"cluster_nope", `{}`, []string{`unknown tool "cluster_nope"; valid tools: cluster_peers, cluster_exec, cluster_read, cluster_write, cluster_tool, cluster_handoff, cluster_send, cluster_tasks`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.tool+" "+tt.args, func(t *testing.T) {
@@ -143,6 +157,9 @@ func TestValidArgsDecodeIntoArgStructs(t *testing.T) {
 		{ToolTool, `{"node": "b", "tool": "t", "args": {"k": "v", "n": 12345678901234567890}}`, &ToolArgs{Node: "b", Tool: "t", Args: map[string]any{"k": "v", "n": json.Number("12345678901234567890")}}},
 		{ToolHandoff, `{"agent": "a", "node": "b", "task": "t", "context": "c", "timeoutMs": 9}`, &HandoffArgs{Agent: "a", Node: "b", Task: "t", Context: "c", TimeoutMs: 9}},
 		{ToolSend, `{"agent": "a", "message": "m"}`, &SendArgs{Agent: "a", Message: "m"}},
+		{ToolSend, `{"tags": ["x", "y"], "message": "m", "ttlMs": 5000}`, &SendArgs{Tags: []string{"x", "y"}, Message: "m", TTLMs: 5000}},
+		{ToolHandoff, `{"agent": "a", "task": "t", "wait": false}`, &HandoffArgs{Agent: "a", Task: "t", Wait: new(bool)}},
+		{ToolTasks, `{"id": "t-1", "cancel": true, "limit": 3}`, &TasksArgs{ID: "t-1", Cancel: true, Limit: 3}},
 		{ToolPeers, `{}`, &PeersArgs{}},
 		{ToolPeers, ``, &PeersArgs{}},
 	}
@@ -172,8 +189,10 @@ func TestValidArgsDecodeIntoArgStructs(t *testing.T) {
 	}
 }
 
-// The registry: every tool but cluster_peers travels by its own mesh
-// method, and LookupTool finds each.
+// The registry: the tools that run on another node per call travel by
+// their own mesh method; cluster_peers and cluster_tasks are answered by
+// the calling node, and cluster_send by its durable outbox. LookupTool finds
+// each.
 func TestToolMethods(t *testing.T) {
 	seen := map[string]bool{}
 	for _, tool := range Tools() {
@@ -181,8 +200,9 @@ func TestToolMethods(t *testing.T) {
 		if !ok || got.Name != tool.Name {
 			t.Errorf("LookupTool(%q) = %+v, %v", tool.Name, got, ok)
 		}
-		if (tool.Method == "") != (tool.Name == ToolPeers) {
-			t.Errorf("%s: method %q; only cluster_peers is answered by the calling node", tool.Name, tool.Method)
+		local := tool.Name == ToolPeers || tool.Name == ToolTasks || tool.Name == ToolSend
+		if (tool.Method == "") != local {
+			t.Errorf("%s: method %q; only cluster_peers, cluster_tasks and cluster_send have none", tool.Name, tool.Method)
 		}
 		if tool.Method != "" && (seen[tool.Method] || !strings.HasPrefix(tool.Method, "remote.")) {
 			t.Errorf("%s: method %q is taken twice or outside remote.*", tool.Name, tool.Method)

@@ -23,7 +23,8 @@ function recordingApi(pluginConfig, registrationMode = "full") {
     pluginConfig,
     config: {},
     logger: recordingLogger(),
-    registerTool: (t) => got.tools.push(t),
+    // A factory with its name, as OpenClaw takes it: a tool per run's context.
+    registerTool: (factory, opts) => got.tools.push({ ...factory({ sessionKey: "agent:main:s1", agentId: "main" }), opts }),
     registerProvider: (p) => got.providers.push(p),
     registerService: (s) => got.services.push(s),
     on: (name, fn, opts) => {
@@ -90,7 +91,9 @@ test("register: tools, provider, hook and service, then the service runs the sid
   const key = fs.readFileSync(path.join(stateDir, "clawmatrix", "proxy-key"), "utf8").trim();
   assert.equal(process.env.CLAWMATRIX_PROXY_KEY, key, "the key is where OpenClaw looks for the provider's credential");
 
-  assert.deepEqual(got.tools.map((x) => x.name), ["cluster_peers", "cluster_exec", "cluster_read", "cluster_write", "cluster_tool", "cluster_handoff", "cluster_send"]);
+  const names = ["cluster_peers", "cluster_exec", "cluster_read", "cluster_write", "cluster_tool", "cluster_handoff", "cluster_send", "cluster_tasks"];
+  assert.deepEqual(got.tools.map((x) => x.name), names);
+  assert.deepEqual(got.tools.map((x) => x.opts.name), names, "each factory is registered under its tool's name");
   assert.deepEqual(Object.keys(got.hooks).sort(), ["before_prompt_build", "before_tool_call"]);
   assert.deepEqual(got.hookOptions.before_tool_call, { matcher: got.tools.map((x) => x.name) }, "the approval hook sees the cluster tools only");
   assert.deepEqual(got.services.map((s) => s.id), ["clawmatrix"]);

@@ -35,7 +35,7 @@ test("supervisor: starts the sidecar once, serves requests, logs to the state di
   assert.deepEqual(await sup.request("cluster/status", {}), { nodeId: "adapter-test", peers: [] });
   assert.ok(fs.statSync(ctx.workspaceDir).isDirectory(), "the workspace is made before the start");
   assert.ok(messages(logger, "info").some((m) => /^clawmatrix: starting .*clawmatrix-plugin \(pid \d+\)$/.test(m)), messages(logger).join("\n"));
-  assert.ok(messages(logger, "info").some((m) => m.startsWith("clawmatrix: sidecar ready: node adapter-test, version dev, 7 tools, 0 models on http://127.0.0.1:")), messages(logger).join("\n"));
+  assert.ok(messages(logger, "info").some((m) => m.startsWith("clawmatrix: sidecar ready: node adapter-test, version dev, 8 tools, 0 models on http://127.0.0.1:")), messages(logger).join("\n"));
   assert.ok(messages(logger).some((m) => /node started/.test(m)), "the sidecar's log notifications reach the gateway log");
 
   const exit = once(child, "exit");

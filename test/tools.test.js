@@ -8,7 +8,7 @@ import { after, test } from "node:test";
 import { pathToFileURL } from "node:url";
 
 import { currentSupervisor } from "../lib/supervisor.js";
-import { clusterTool, readToolCatalogue, toolCallForm } from "../lib/tools.js";
+import { clusterTool, readToolCatalogue, toolCallForm, toolTimeout } from "../lib/tools.js";
 import { minimalConfig, recordingLogger, repoRoot, sidecarBinary, tempDir } from "./support.js";
 
 process.env.OPENCLAW_STATE_DIR = tempDir();
@@ -92,4 +92,27 @@ test("call: from another copy of the plugin (OpenClaw loads it several times), a
   const r = await other.clusterTool(api, { name: "cluster_nope", parameters: {} }).execute("call-4", {});
   assert.match(r.content[0].text, /^cluster_nope failed: tools\/call: unknown tool "cluster_nope"; /);
   assert.doesNotMatch(r.content[0].text, /unavailable/);
+});
+
+test("wait: the adapter waits for a handoff at most 15 minutes, other tools as long as they ask", () => {
+  assert.equal(toolTimeout("cluster_handoff", { timeoutMs: 60_000 }), 90_000);
+  assert.equal(toolTimeout("cluster_handoff", { timeoutMs: 3_600_000 }), 15 * 60_000);
+  assert.equal(toolTimeout("cluster_exec", { timeoutMs: 3_600_000 }), 3_630_000);
+  assert.equal(toolTimeout("cluster_send", {}), 15 * 60_000);
+});
+
+test("call: the run's session and the adapter's wait go to the sidecar", async () => {
+  process.env.CLAWMATRIX_BIN = sidecarBinary();
+  // The sidecar's own agent takes the task, so no other node is needed.
+  const local = { ...api, pluginConfig: minimalConfig({ agents: [{ id: "here" }], openclawBin: "/bin/false" }) };
+  await currentSupervisor()?.stop();
+  const session = { sessionKey: "agent:main:chat-9", agentId: "main" };
+  const r = await clusterTool(local, byName("cluster_handoff"), session).execute("call-4", { agent: "here", task: "long", timeoutMs: 3_600_000 });
+  assert.ok(!r.details.isError, r.content[0].text);
+  assert.match(r.content[0].text, /would outlast this tool call's time limit \(15m0s\)/, "the sidecar heard the 15-minute wait");
+  assert.match(r.content[0].text, /arrives in this conversation as a new message/, "the sidecar heard the session");
+  const mine = await clusterTool(local, byName("cluster_tasks"), session).execute("call-5", {});
+  assert.match(mine.content[0].text, new RegExp(r.details.id));
+  const none = await clusterTool(local, byName("cluster_tasks")).execute("call-6", {});
+  assert.doesNotMatch(none.content[0].text, new RegExp(r.details.id), "a call without the session does not see it");
 });

@@ -38,6 +38,16 @@ type Capabilities struct {
 	// (e.g. FeatureTrace); the mesh fills in its own. Nodes that predate a
 	// field ignore it, being JSON.
 	Features []string `json:"features,omitempty"`
+	// Load is how busy the node's agents are, for routing work by load;
+	// nil until the node announces it.
+	Load *Load `json:"load,omitempty"`
+}
+
+// Load counts a node's agent turns: running, and waiting to start (for a
+// run slot, or in the node's inbox).
+type Load struct {
+	Running int `json:"running"`
+	Queued  int `json:"queued"`
 }
 
 // PeerStatus says how this node reaches another node.

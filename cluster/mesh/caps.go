@@ -20,6 +20,10 @@ func cloneCaps(c Capabilities) Capabilities {
 		a.Tags = append([]string(nil), a.Tags...)
 		out.Agents[i] = a
 	}
+	if c.Load != nil {
+		l := *c.Load
+		out.Load = &l
+	}
 	return out
 }
 
@@ -49,6 +53,9 @@ func checkCaps(c *Capabilities) error {
 		if long(f) {
 			return errors.New("feature too long")
 		}
+	}
+	if l := c.Load; l != nil && (l.Running < 0 || l.Queued < 0) {
+		return errors.New("negative load")
 	}
 	return nil
 }

@@ -277,3 +277,24 @@ func TestLinkChangesAnnouncedTogether(t *testing.T) {
 		t.Fatalf("%d announcements (one still pending: %v), want 1", got, pending)
 	}
 }
+
+// A node's load travels in its signed capability entry: a change reaches a
+// node two hops away, and a negative count from a peer is refused.
+func TestLoadGossip(t *testing.T) {
+	nodes := startNodes(t, "a", "b", "c")
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	dial(t, a, b)
+	dial(t, b, c)
+	waitAll(t, nodes, 5*time.Second)
+	caps := a.Capabilities()
+	caps.Load = &Load{Running: 2, Queued: 7}
+	a.SetCapabilities(caps)
+	// Load changes, like RTT changes, do not fire Changed: poll.
+	waitPoll(t, 5*time.Second, "c sees a's load", func() bool {
+		p, ok := c.Peer("a")
+		return ok && p.Load != nil && p.Load.Running == 2 && p.Load.Queued == 7
+	})
+	if err := checkCaps(&Capabilities{Load: &Load{Running: -1}}); err == nil {
+		t.Error("checkCaps accepted a negative load")
+	}
+}

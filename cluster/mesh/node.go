@@ -347,7 +347,8 @@ func (n *Node) Peer(id string) (PeerInfo, bool) {
 }
 
 // Changed returns a channel that is closed at the next change of the set of
-// reachable nodes, their status, route or capabilities (not on RTT changes).
+// reachable nodes, their status, route or capabilities (not on RTT or Load
+// changes).
 // Call it again after it fires to wait for the next change.
 func (n *Node) Changed() <-chan struct{} {
 	n.mu.Lock()

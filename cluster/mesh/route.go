@@ -220,6 +220,9 @@ func samePeers(a, b []PeerInfo) bool {
 	return true
 }
 
+// sameCaps compares capabilities, ignoring Load: like RTT, load changes
+// with every turn, and a Changed per turn would wake every watcher for
+// nothing; readers of Load look it up when they route.
 func sameCaps(a, b Capabilities) bool {
 	if !slices.Equal(a.Tags, b.Tags) || !slices.Equal(a.Models, b.Models) || !slices.Equal(a.Features, b.Features) || len(a.Agents) != len(b.Agents) {
 		return false

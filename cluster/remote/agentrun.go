@@ -11,11 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clawmatrix/clawmatrix/cluster/mesh"
 	"github.com/clawmatrix/clawmatrix/schema"
 )
-
-// sendQueueWait bounds how long a cluster_send waits for a run slot.
-const sendQueueWait = 10 * time.Minute
 
 // Limits on what an `openclaw agent` run may print.
 const (
@@ -84,15 +82,23 @@ func (t *Target) agentFor(requested string) (string, error) {
 }
 
 // acquire takes a run slot, waiting in line while MaxConcurrentRuns runs
-// are going; it gives up when ctx ends.
-func (t *Target) acquire(ctx context.Context) error {
+// are going; it gives up when ctx ends. With counted, the wait counts in
+// Runs.
+func (t *Target) acquire(ctx context.Context, counted bool) error {
 	select {
 	case t.slots <- struct{}{}:
+		t.loadChanged()
 		return nil
 	default:
 	}
-	t.waiting.Add(1)
-	defer t.waiting.Add(-1)
+	if counted {
+		t.waiting.Add(1)
+		t.loadChanged()
+		defer func() {
+			t.waiting.Add(-1)
+			t.loadChanged()
+		}()
+	}
 	select {
 	case t.slots <- struct{}{}:
 		return nil
@@ -105,13 +111,33 @@ func (t *Target) acquire(ctx context.Context) error {
 func (t *Target) acquireBy(ctx context.Context, deadline time.Time) error {
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	return t.acquire(ctx)
+	return t.acquire(ctx, true)
 }
 
-func (t *Target) release() { <-t.slots }
+func (t *Target) release() {
+	<-t.slots
+	t.loadChanged()
+}
 
-// Runs reports the handoff and send runs going on this node and those
-// waiting for a run slot.
+// AcquireRun waits for a free run slot (shared with handoffs that wait for
+// their answer), for a run started with StartMessage or StartTask. Its
+// wait does not count in Runs: the inbox counts its messages itself.
+func (t *Target) AcquireRun(ctx context.Context) (release func(), err error) {
+	if err := t.acquire(ctx, false); err != nil {
+		return nil, err
+	}
+	return t.release, nil
+}
+
+func (t *Target) loadChanged() {
+	if t.onLoad != nil {
+		t.onLoad()
+	}
+}
+
+// Runs reports the agent runs going on this node and the handoffs that
+// wait for their answer and for a run slot (messages waiting in the
+// durable inbox are counted by package delivery).
 func (t *Target) Runs() (running, waiting int) {
 	return len(t.slots), int(t.waiting.Load())
 }
@@ -277,125 +303,217 @@ func parseAgentOutput(stdout []byte, r redactor) agentOutput {
 	return out
 }
 
-// handoff runs the task as one turn of the agent and returns its reply.
-func (t *Target) handoff(ctx context.Context, from string, a schema.HandoffArgs) Result {
+// task is a checked handoff, ready to run.
+type task struct {
+	agent, message   string
+	timeout, ceiling time.Duration
+	d                RunDetails
+	note             string // says the time limit was lowered
+}
+
+// prepareTask checks a handoff's agent and message and works out its time
+// limit.
+func (t *Target) prepareTask(a schema.HandoffArgs) (task, error) {
 	agent, err := t.agentFor(a.Agent)
 	if err != nil {
-		return errorResult(err.Error())
+		return task{}, err
 	}
 	message := agentMessage(a.Task, a.Context)
 	if err := t.checkMessage(agent, "task and context", len(message), fmt.Sprintf(
 		"Shorten the task, or write the context to a file on node %q with cluster_write and give its path in the task.",
 		t.nodeID)); err != nil {
-		return errorResult(err.Error())
+		return task{}, err
 	}
 	ceiling := t.runTimeoutLimit()
 	timeout, lowered := clampTimeout(a.TimeoutMs, DefaultRunTimeout, ceiling)
-	d := RunDetails{Node: t.nodeID, Agent: agent, TimeoutMs: timeout.Milliseconds()}
-	note := ""
+	tk := task{agent: agent, message: message, timeout: timeout, ceiling: ceiling,
+		d: RunDetails{Node: t.nodeID, Agent: agent, TimeoutMs: timeout.Milliseconds()}}
 	if lowered {
-		d.RequestedTimeoutMs = int64(a.TimeoutMs)
-		note = fmt.Sprintf("[timeoutMs %d is above node %q's limit for agent runs; it was lowered to %d "+
+		tk.d.RequestedTimeoutMs = int64(a.TimeoutMs)
+		tk.note = fmt.Sprintf("[timeoutMs %d is above node %q's limit for agent runs; it was lowered to %d "+
 			"(toolProxy.maxTimeoutMs, but at least the default %d)]\n",
 			a.TimeoutMs, t.nodeID, ceiling.Milliseconds(), DefaultRunTimeout.Milliseconds())
 	}
-	res := t.runHandoff(ctx, from, agent, message, timeout, ceiling, &d)
-	res.Text = note + res.Text
-	res.Details = d
-	return res
+	return tk, nil
 }
 
-// runHandoff waits for a run slot, runs the agent and returns its reply; it
-// fills in d as it goes.
-func (t *Target) runHandoff(ctx context.Context, from, agent, message string, timeout, ceiling time.Duration, d *RunDetails) Result {
+// handoff runs the task as one turn of the agent and returns its reply,
+// waiting for a run slot first.
+func (t *Target) handoff(ctx context.Context, from string, a schema.HandoffArgs) Result {
+	tk, err := t.prepareTask(a)
+	if err != nil {
+		return errorResult(err.Error())
+	}
 	// The time limit covers the wait for a run slot too: it is how long
 	// the caller is prepared to wait in all.
 	queued := time.Now()
-	deadline := queued.Add(timeout)
+	deadline := queued.Add(tk.timeout)
 	if err := t.acquireBy(ctx, deadline); err != nil {
 		if ctx.Err() != nil {
 			return errorResult(fmt.Sprintf("the handoff to agent %q on node %q was cancelled while waiting for a free run slot "+
-				"(the node runs at most %d at once)", agent, t.nodeID, cap(t.slots)))
+				"(the node runs at most %d at once)", tk.agent, t.nodeID, cap(t.slots)))
 		}
 		return errorResult(fmt.Sprintf("agent %q on node %q never started: all %d run slots stayed busy for %s (timeoutMs). "+
-			"Try again later, pass a larger timeoutMs (node's limit: %d), or pick an agent on another node.",
-			agent, t.nodeID, cap(t.slots), timeout, ceiling.Milliseconds()))
+			"Try again later, pass a larger timeoutMs (node's limit: %d), use wait: false to queue it, or pick an agent on another node.",
+			tk.agent, t.nodeID, cap(t.slots), tk.timeout, tk.ceiling.Milliseconds()))
 	}
 	defer t.release()
-	d.QueuedMs = time.Since(queued).Milliseconds()
-	run, err := t.startRun(agent, message, time.Until(deadline), timeout, ceiling)
-	if err != nil {
-		return errorResult(err.Error())
-	}
-	t.log.Info("handoff started", "agent", agent, "from", from)
-	reply, runID, err := t.waitRun(ctx, run)
-	d.RunID, d.DurationMs = runID, time.Since(run.started).Milliseconds()
-	if err != nil {
-		t.log.Warn("handoff failed", "agent", agent, "from", from, "error", t.redact.text(err.Error()))
-		return errorResult(err.Error())
-	}
-	t.log.Info("handoff finished", "agent", agent, "from", from, "durationMs", d.DurationMs)
-	if reply == "" {
-		return Result{Text: fmt.Sprintf("agent %q on node %q finished the task without a text reply.", agent, t.nodeID)}
-	}
-	reply, d.CutBytes = t.redact.capText(reply, t.maxOutput)
-	d.Truncated = d.CutBytes > 0
-	return Result{Text: reply}
+	return t.startTask(ctx, from, tk, queued, deadline)()
 }
 
-// send starts a run for the message and returns once it is running; the run
-// belongs to the Target (Close ends it) and its outcome goes to the log.
-// While all run slots are busy, the caller waits for one.
-func (t *Target) send(ctx context.Context, from string, a schema.SendArgs) Result {
-	agent, err := t.agentFor(a.Agent)
+// StartTask starts a handoff's run, with a run slot already held (see
+// AcquireRun), and returns once the agent process runs; wait waits for its
+// reply. Its time limit counts from the start.
+func (t *Target) StartTask(ctx context.Context, from string, a schema.HandoffArgs) (wait func() Result) {
+	tk, err := t.prepareTask(a)
 	if err != nil {
-		return errorResult(err.Error())
+		return func() Result { return errorResult(err.Error()) }
 	}
-	if err := t.checkMessage(agent, "message", len(a.Message), fmt.Sprintf(
-		"Shorten the message, or write the long part to a file on node %q with cluster_write and give its path in the message.",
-		t.nodeID)); err != nil {
-		return errorResult(err.Error())
+	ctx, done, err := t.owned(ctx)
+	if err != nil {
+		return func() Result { return errorResult(err.Error()) }
 	}
+	now := time.Now()
+	w := t.startTask(ctx, from, tk, now, now.Add(tk.timeout))
+	return func() Result {
+		defer done()
+		return t.redact.result(w())
+	}
+}
+
+// owned makes a run the target's: it ends when ctx ends or the target
+// closes, and Close waits for it (until done is called).
+func (t *Target) owned(ctx context.Context) (context.Context, func(), error) {
 	if !t.begin() {
-		return errorResult(fmt.Sprintf("node %q is shutting down and takes no new messages; try again later", t.nodeID))
+		return nil, nil, fmt.Errorf("node %q is shutting down and starts no runs; the message is tried again after its restart", t.nodeID)
 	}
-	started := false
-	defer func() {
-		if !started {
-			t.runs.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(t.ctx, cancel)
+	return ctx, func() {
+		stop()
+		cancel()
+		t.runs.Done()
+	}, nil
+}
+
+// startTask starts the run and returns the wait for its reply; it fills
+// in the details as it goes.
+func (t *Target) startTask(ctx context.Context, from string, tk task, queued, deadline time.Time) func() Result {
+	d := tk.d
+	d.QueuedMs = time.Since(queued).Milliseconds()
+	finish := func(res Result) Result {
+		res.Text = tk.note + res.Text
+		res.Details = d
+		return res
+	}
+	run, err := t.startRun(tk.agent, tk.message, time.Until(deadline), tk.timeout, tk.ceiling)
+	if err != nil {
+		return func() Result { return finish(errorResult(err.Error())) }
+	}
+	t.log.Info("handoff started", "agent", tk.agent, "from", from)
+	return func() Result {
+		reply, runID, err := t.waitRun(ctx, run)
+		d.RunID, d.DurationMs = runID, time.Since(run.started).Milliseconds()
+		if err != nil {
+			t.log.Warn("handoff failed", "agent", tk.agent, "from", from, "error", t.redact.text(err.Error()))
+			return finish(errorResult(err.Error()))
 		}
-	}()
-	queued := time.Now()
-	if err := t.acquireBy(ctx, queued.Add(sendQueueWait)); err != nil {
-		if ctx.Err() != nil {
-			return errorResult(fmt.Sprintf("the message to agent %q on node %q was not delivered: cancelled while waiting for "+
-				"a free run slot (the node runs at most %d at once)", agent, t.nodeID, cap(t.slots)))
+		t.log.Info("handoff finished", "agent", tk.agent, "from", from, "durationMs", d.DurationMs)
+		if reply == "" {
+			return finish(Result{Text: fmt.Sprintf("agent %q on node %q finished the task without a text reply.", tk.agent, t.nodeID)})
 		}
-		return errorResult(fmt.Sprintf("the message to agent %q on node %q was not delivered: all %d run slots stayed busy for %s. "+
-			"Try again later.", agent, t.nodeID, cap(t.slots), sendQueueWait))
+		reply, d.CutBytes = t.redact.capText(reply, t.maxOutput)
+		d.Truncated = d.CutBytes > 0
+		return finish(Result{Text: reply})
+	}
+}
+
+// StartMessage starts a cluster_send message's run, with a run slot
+// already held (see AcquireRun), and returns once the agent process runs;
+// wait waits for it to end. The reply is not passed on (a send has none):
+// the result says how the run ended.
+func (t *Target) StartMessage(ctx context.Context, from string, a schema.SendArgs) (wait func() Result) {
+	agent, err := t.agentFor(a.Agent)
+	if err == nil {
+		err = t.checkMessage(agent, "message", len(a.Message), fmt.Sprintf(
+			"Shorten the message, or write the long part to a file on node %q with cluster_write and give its path in the message.",
+			t.nodeID))
+	}
+	if err != nil {
+		return func() Result { return errorResult(err.Error()) }
+	}
+	ctx, done, err := t.owned(ctx)
+	if err != nil {
+		return func() Result { return errorResult(err.Error()) }
 	}
 	run, err := t.startRun(agent, a.Message, DefaultRunTimeout, DefaultRunTimeout, DefaultRunTimeout)
 	if err != nil {
-		t.release()
-		return errorResult(err.Error())
+		done()
+		return func() Result { return errorResult(err.Error()) }
 	}
-	started = true
-	go func() {
-		defer t.runs.Done()
-		defer t.release()
-		reply, runID, err := t.waitRun(t.ctx, run)
-		dur := time.Since(run.started).Milliseconds()
+	return func() Result {
+		defer done()
+		reply, runID, err := t.waitRun(ctx, run)
+		d := RunDetails{Node: t.nodeID, Agent: agent, RunID: runID, DurationMs: time.Since(run.started).Milliseconds()}
 		if err != nil {
-			t.log.Warn("cluster_send run failed", "agent", agent, "from", from, "runId", runID, "durationMs", dur,
+			t.log.Warn("cluster_send run failed", "agent", agent, "from", from, "runId", runID, "durationMs", d.DurationMs,
 				"error", t.redact.text(err.Error()))
-			return
+			return t.redact.result(Result{Text: err.Error(), IsError: true, Details: d})
 		}
-		t.log.Info("cluster_send run finished", "agent", agent, "from", from, "runId", runID, "durationMs", dur,
+		t.log.Info("cluster_send run finished", "agent", agent, "from", from, "runId", runID, "durationMs", d.DurationMs,
 			"replyBytes", len(reply))
-	}()
-	return Result{
-		Text: fmt.Sprintf("message delivered: agent %q on node %q is now running it. No reply comes back from cluster_send "+
-			"(the outcome is logged on %q); use cluster_handoff when you need the answer.", agent, t.nodeID, t.nodeID),
-		Details: RunDetails{Node: t.nodeID, Agent: agent, QueuedMs: time.Since(queued).Milliseconds()},
+		return Result{Text: fmt.Sprintf("agent %q on node %q handled the message (its reply stays on that node).", agent, t.nodeID), Details: d}
 	}
+}
+
+// Admit checks, when a message for one of this node's agents arrives,
+// that this node takes it: the caller passes allowFrom, the agent is one
+// of this node's, and the arguments are valid for the tool.
+func (t *Target) Admit(from, tool, agent string, args []byte) error {
+	if err := t.checkCaller(from); err != nil {
+		var re *mesh.RemoteError
+		if errors.As(err, &re) {
+			return errors.New(re.Message)
+		}
+		return err
+	}
+	if _, err := t.agentFor(agent); err != nil {
+		return err
+	}
+	if _, problems := schema.DecodeToolCall(tool, args); len(problems) > 0 {
+		return fmt.Errorf("node %q refused %s: invalid arguments: %s", t.nodeID, tool, formatProblems(problems))
+	}
+	return nil
+}
+
+// RunSessionTurn adds text to an OpenClaw session on this node as a new
+// turn: `<openclawBin> agent --session-key <key> [--agent <id>] --message
+// <text> --json`, through the running gateway. It returns nil once the
+// gateway took the turn (even when the agent's reply then failed: the text
+// is in the session); an error means it did not get there.
+func (t *Target) RunSessionTurn(ctx context.Context, sessionKey, agentID, text string) error {
+	args := []string{"agent", "--session-key", sessionKey}
+	if agentID != "" {
+		args = append(args, "--agent", agentID)
+	}
+	timeout := DefaultRunTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+	}
+	secs := int64((timeout + time.Second - 1) / time.Second)
+	args = append(args, "--message", text, "--json", "--timeout", strconv.FormatInt(secs, 10))
+	cmd := exec.Command(t.openclawBin, args...)
+	cmd.Dir = t.baseDir
+	run := &agentRun{agent: agentID, timeout: timeout, limit: timeout, ceiling: timeout,
+		stdout: &limitedBuffer{max: maxAgentStdout}, stderr: &tailBuffer{max: stderrTail + t.redact.lookahead()}, started: time.Now()}
+	p, err := startGroup(cmd, run.stdout, run.stderr)
+	if err != nil {
+		return fmt.Errorf("could not start %q: %v", t.openclawBin, err)
+	}
+	run.proc = p
+	_, runID, err := t.waitRun(ctx, run)
+	if err != nil && runID == "" {
+		return err
+	}
+	return nil
 }

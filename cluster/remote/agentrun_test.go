@@ -190,9 +190,21 @@ func TestHandoffQueueRespectsContext(t *testing.T) {
 	<-first
 }
 
-// cluster_send answers as soon as the run started; the run goes on, owned
-// by the target, until it ends or the target closes.
-func TestSend(t *testing.T) {
+// runMessage runs a cluster_send message the way the durable inbox does:
+// a slot, the start, the wait.
+func runMessage(t *testing.T, tg *Target, a schema.SendArgs) Result {
+	t.Helper()
+	release, err := tg.AcquireRun(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	return tg.StartMessage(t.Context(), "caller", a)()
+}
+
+// StartMessage returns once the run is going; the run is the target's
+// until it ends or the target closes, and a run slot is held throughout.
+func TestStartMessage(t *testing.T) {
 	dir := t.TempDir()
 	tg, err := newTarget("n1", TargetConfig{
 		WorkspaceDir: dir, OpenclawBin: fakeOpenclaw(t, dir),
@@ -202,36 +214,104 @@ func TestSend(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tg.Close()
-	r := tg.send(t.Context(), "caller", schema.SendArgs{Node: "n1", Message: "SLEEP please"})
-	if r.IsError || !strings.Contains(r.Text, `message delivered: agent "coder" on node "n1" is now running it`) {
-		t.Fatalf("got %+v", r)
+	release, err := tg.AcquireRun(t.Context())
+	if err != nil {
+		t.Fatal(err)
 	}
+	if running, waiting := tg.Runs(); running != 1 || waiting != 0 {
+		t.Errorf("Runs with one slot taken = %d running, %d waiting", running, waiting)
+	}
+	wait := tg.StartMessage(t.Context(), "caller", schema.SendArgs{Message: "SLEEP please"})
 	pid, child := readPid(t, filepath.Join(dir, "pid.coder")), readPid(t, filepath.Join(dir, "child.coder"))
 	if !alive(pid) {
-		t.Fatal("the run is not going on after send returned")
+		t.Fatal("the run is not going on after StartMessage returned")
 	}
 	if msg := readString(t, filepath.Join(dir, "msg.coder")); msg != "SLEEP please" {
 		t.Errorf("message %q", msg)
 	}
+	// Its owner waits for it; Close stops it, and waits for that owner.
+	ended := make(chan Result, 1)
+	go func() { ended <- wait() }()
 	tg.Close()
-	waitGone(t, pid, "send run after Close")
-	waitGone(t, child, "child of a send run after Close")
-
-	if r := tg.send(t.Context(), "caller", schema.SendArgs{Message: "x"}); !r.IsError || !strings.Contains(r.Text, "shutting down") {
-		t.Errorf("send after Close: %+v", r)
+	waitGone(t, pid, "message run after Close")
+	waitGone(t, child, "child of a message run after Close")
+	if r := <-ended; !r.IsError || !strings.Contains(r.Text, "cancelled and stopped") {
+		t.Errorf("a run stopped by Close ended with %+v", r)
 	}
+	release()
 }
 
-// A send run that finishes frees its slot for the next run.
-func TestSendReleasesSlot(t *testing.T) {
+// A message run that finishes says so, without the reply, and frees its
+// slot for the next run.
+func TestMessageReleasesSlot(t *testing.T) {
 	tg, _ := agentTarget(t, 1)
-	if r := tg.send(t.Context(), "caller", schema.SendArgs{Agent: "coder", Message: "hello"}); r.IsError {
-		t.Fatal(r.Text)
+	if r := runMessage(t, tg, schema.SendArgs{Agent: "coder", Message: "hello"}); r.IsError || strings.Contains(r.Text, "done by coder") ||
+		!strings.Contains(r.Text, `agent "coder" on node "n1" handled the message`) {
+		t.Fatalf("got %+v", r)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	if r := tg.handoff(ctx, "caller", schema.HandoffArgs{Agent: "coder", Task: "next"}); r.IsError || r.Text != "done by coder" {
 		t.Errorf("got %+v", r)
+	}
+}
+
+// StartTask runs a handoff with the slot its caller holds and returns the
+// reply, as handoff does.
+func TestStartTask(t *testing.T) {
+	tg, _ := agentTarget(t, 1)
+	release, err := tg.AcquireRun(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	r := tg.StartTask(t.Context(), "caller", schema.HandoffArgs{Agent: "coder", Task: "build"})()
+	if r.IsError || r.Text != "done by coder" || detailsMap(t, r)["agent"] != "coder" {
+		t.Errorf("got %+v", r)
+	}
+	if r := tg.StartTask(t.Context(), "caller", schema.HandoffArgs{Agent: "nobody", Task: "x"})(); !r.IsError || !strings.Contains(r.Text, `no agent "nobody"`) {
+		t.Errorf("unknown agent: %+v", r)
+	}
+}
+
+// Admit refuses what the node would refuse to run, with the reason.
+func TestAdmit(t *testing.T) {
+	tg := newTestTarget(t, "n1", TargetConfig{Agents: []schema.Agent{{ID: "coder"}}, AllowFrom: []string{"laptop"}})
+	ok := []byte(`{"agent":"coder","message":"hi"}`)
+	if err := tg.Admit("laptop", schema.ToolSend, "coder", ok); err != nil {
+		t.Errorf("Admit of a valid message: %v", err)
+	}
+	for _, tc := range []struct {
+		from, agent string
+		args        string
+		want        string
+	}{
+		{"stranger", "coder", string(ok), "not in the node's allowFrom"},
+		{"laptop", "admin", `{"agent":"admin","message":"hi"}`, `no agent "admin"`},
+		{"laptop", "coder", `{"agent":"coder"}`, "message: missing required field"},
+	} {
+		if err := tg.Admit(tc.from, schema.ToolSend, tc.agent, []byte(tc.args)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Admit(%s, %s, %s) = %v, want %q", tc.from, tc.agent, tc.args, err, tc.want)
+		}
+	}
+}
+
+// RunSessionTurn passes the session and the text to the CLI and takes a
+// turn the gateway accepted as done.
+func TestRunSessionTurn(t *testing.T) {
+	dir := t.TempDir()
+	tg := newTestTarget(t, "n1", TargetConfig{OpenclawBin: fakeOpenclaw(t, dir)})
+	if err := tg.RunSessionTurn(t.Context(), "agent:main:s1", "main", "task t-1 finished"); err != nil {
+		t.Fatal(err)
+	}
+	if got := readString(t, filepath.Join(dir, "session.main")); got != "agent:main:s1" {
+		t.Errorf("--session-key %q", got)
+	}
+	if got := readString(t, filepath.Join(dir, "msg.main")); got != "task t-1 finished" {
+		t.Errorf("--message %q", got)
+	}
+	if err := tg.RunSessionTurn(t.Context(), "agent:main:s1", "main", "FAIL now"); err == nil {
+		t.Error("a turn the gateway refused counts as delivered")
 	}
 }
 
@@ -354,10 +434,10 @@ func TestAgentMessageTooLong(t *testing.T) {
 			return tg.handoff(t.Context(), "caller", schema.HandoffArgs{Task: "t", Context: strings.Repeat("c", maxMessageBytes-ctxSep)})
 		}, 0, fmt.Sprintf(`node "n1" cannot pass a %d-byte task and context to agent "coder": one agent message can hold at most 131071 bytes`, maxMessageBytes+1)},
 		{"send at the limit", func(tg *Target) Result {
-			return tg.send(t.Context(), "caller", schema.SendArgs{Message: strings.Repeat("m", maxMessageBytes)})
+			return runMessage(t, tg, schema.SendArgs{Message: strings.Repeat("m", maxMessageBytes)})
 		}, maxMessageBytes, ""},
 		{"send over the limit", func(tg *Target) Result {
-			return tg.send(t.Context(), "caller", schema.SendArgs{Message: strings.Repeat("m", 200<<10)})
+			return runMessage(t, tg, schema.SendArgs{Message: strings.Repeat("m", 200<<10)})
 		}, 0, `node "n1" cannot pass a 204800-byte message to agent "coder": one agent message can hold at most 131071 bytes`},
 	}
 	for _, tc := range cases {

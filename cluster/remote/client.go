@@ -33,7 +33,6 @@ const answerGrace = 30 * time.Second
 const (
 	fileDeadline = fileTimeout + answerGrace
 	toolDeadline = DefaultMaxTimeout + answerGrace
-	sendDeadline = sendQueueWait + answerGrace
 )
 
 // Call runs one remote cluster tool (every tool of schema's catalogue with
@@ -63,12 +62,6 @@ func (c *Client) call(ctx context.Context, call schema.ToolCall) (Result, callOu
 	var to string
 	switch a := call.Args.(type) {
 	case *schema.HandoffArgs:
-		node, err := c.agentNode(a.Agent, a.Node)
-		if err != nil {
-			return errorResult(err.Error()), failed
-		}
-		to = node
-	case *schema.SendArgs:
 		node, err := c.agentNode(a.Agent, a.Node)
 		if err != nil {
 			return errorResult(err.Error()), failed
@@ -151,8 +144,7 @@ func remoteTools() []string {
 	return names
 }
 
-// targetNode is the node the arguments of a tool other than handoff and
-// send name.
+// targetNode is the node the arguments of a tool other than handoff name.
 func targetNode(args any) string {
 	switch a := args.(type) {
 	case *schema.ExecArgs:
@@ -165,6 +157,13 @@ func targetNode(args any) string {
 		return a.Node
 	}
 	return ""
+}
+
+// HandoffWait is how long a cluster_handoff that waits for its answer may
+// take, at most, with this timeoutMs (0: the default): the run's limit and
+// the trip.
+func HandoffWait(timeoutMs int) time.Duration {
+	return deadlineFor(&schema.HandoffArgs{TimeoutMs: timeoutMs})
 }
 
 // deadlineFor is how long the caller waits for the target's answer.
@@ -182,8 +181,6 @@ func deadlineFor(args any) time.Duration {
 			given = DefaultRunTimeout
 		}
 		return given + answerGrace
-	case *schema.SendArgs:
-		return sendDeadline
 	case *schema.ToolArgs:
 		return toolDeadline
 	default:
@@ -214,10 +211,6 @@ func (c *Client) unknownNode(id string) string {
 	return fmt.Sprintf("no node named %q in the cluster; known nodes: %s. Use cluster_peers to see them with their agents and tags.",
 		id, strings.Join(c.nodeIDs(), ", "))
 }
-
-// AgentNode is the node a handoff or send with these arguments goes to, as
-// a call would pick it now; an error says why no node would take it.
-func (c *Client) AgentNode(agent, node string) (string, error) { return c.agentNode(agent, node) }
 
 // agentNode picks the node for a handoff or send: the named node (whose
 // first agent takes it when no agent is named), or else the one node that

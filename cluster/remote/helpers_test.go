@@ -71,17 +71,19 @@ func fakeOpenclaw(t testing.TB, dir string) string {
 	t.Helper()
 	script := `#!/bin/sh
 dir='` + dir + `'
-agent=""; msg=""; timeout=""
+agent=""; msg=""; timeout=""; session=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --agent) agent="$2"; shift ;;
     --message) msg="$2"; shift ;;
     --timeout) timeout="$2"; shift ;;
+    --session-key) session="$2"; shift ;;
   esac
   shift
 done
 printf '%s' "$msg" > "$dir/msg.$agent"
 printf '%s' "$timeout" > "$dir/timeout.$agent"
+[ -n "$session" ] && printf '%s' "$session" > "$dir/session.$agent"
 reply() { printf '{"runId":"run-%s","status":"ok","result":{"payloads":[{"text":"%s"}],"meta":{"durationMs":1}}}\n' "$$" "$1"; }
 case "$msg" in
   *FAIL*) echo "starting" >&2; echo "fatal: model unavailable" >&2

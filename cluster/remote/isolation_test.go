@@ -169,7 +169,6 @@ func TestTargetAllowFrom(t *testing.T) {
 		{schema.ToolWrite, schema.WriteArgs{Node: "n1", Path: "ran", Content: "x"}},
 		{schema.ToolTool, schema.ToolArgs{Node: "n1", Tool: "web_fetch"}},
 		{schema.ToolHandoff, schema.HandoffArgs{Agent: "coder", Task: "t"}},
-		{schema.ToolSend, schema.SendArgs{Agent: "coder", Message: "m"}},
 	}
 	for _, c := range calls {
 		for _, caller := range []struct {
@@ -178,6 +177,11 @@ func TestTargetAllowFrom(t *testing.T) {
 		}{{"laptop", true}, {"ops", true}, {"evil", false}, {"stranger", false}} {
 			if caller.ok {
 				continue // the executors' own tests cover what runs
+			}
+			// Messages that do not wait are checked by Admit when they arrive.
+			if err := tg.Admit(caller.from, schema.ToolSend, "coder", mustJSON(t, schema.SendArgs{Agent: "coder", Message: "m"})); err == nil ||
+				!strings.Contains(err.Error(), "allowFrom") {
+				t.Errorf("Admit of a message from %q: %v, want a refusal naming allowFrom", caller.from, err)
 			}
 			err := tg.handler(c.tool).ServeMesh(t.Context(), &recorder{}, meshRequest(caller.from, mustJSON(t, c.args)))
 			if err == nil || !strings.Contains(err.Error(), "allowFrom") || !strings.Contains(err.Error(), caller.from) {
@@ -202,7 +206,8 @@ func TestAgentRunsOnlyListedAgents(t *testing.T) {
 	tg := newTestTarget(t, "n1", TargetConfig{OpenclawBin: fakeOpenclaw(t, dir), Agents: []schema.Agent{{ID: "coder"}, {ID: "writer"}}})
 	for _, r := range []Result{
 		tg.handoff(t.Context(), "caller", schema.HandoffArgs{Agent: "main", Task: "t"}),
-		tg.send(t.Context(), "caller", schema.SendArgs{Agent: "admin", Message: "m"}),
+		runMessage(t, tg, schema.SendArgs{Agent: "admin", Message: "m"}),
+		tg.StartTask(t.Context(), "caller", schema.HandoffArgs{Agent: "main", Task: "t"})(),
 	} {
 		if !r.IsError || !strings.Contains(r.Text, "coder, writer") {
 			t.Errorf("got %+v, want a refusal naming the listed agents", r)

@@ -19,7 +19,11 @@
 // are OpenClaw's tool names (exec, read, write, or the tool of cluster_tool).
 // cluster_handoff and cluster_send are agent runs, not tool proxy: a node takes
 // them for exactly the agents it advertises (its config's agents), whatever
-// its toolProxy says, and a node without agents takes none.
+// its toolProxy says, and a node without agents takes none. A handoff that
+// waits for its answer is a request here (its mesh method); messages and
+// handoffs that do not wait travel through the durable outbox of package
+// cluster/delivery, whose Runner calls Admit, AcquireRun, StartMessage and
+// StartTask.
 package remote
 
 import (

@@ -48,6 +48,9 @@ type TargetConfig struct {
 	// CallerTags returns the tags a caller announces, for tag:<t> entries;
 	// Register fills it from the mesh node when nil.
 	CallerTags func(nodeID string) []string
+	// OnLoadChange is called when the number of agent runs going or
+	// waiting for a slot changes (see Load).
+	OnLoadChange func()
 }
 
 // Target serves remote tool and agent-run requests on one node. It owns the
@@ -70,14 +73,15 @@ type Target struct {
 	callerTags  func(string) []string
 
 	slots     chan struct{} // one token per running handoff/send
-	waiting   atomic.Int64  // runs waiting for a slot
+	waiting   atomic.Int64  // callers waiting for a slot
+	onLoad    func()
 	execSlots chan struct{} // one token per running exec command
 
 	ctx    context.Context // ends on Close; parent of every run
 	cancel context.CancelFunc
 	mu     sync.Mutex
 	closed bool
-	runs   sync.WaitGroup // background send runs and in-flight handlers
+	runs   sync.WaitGroup // in-flight handlers
 
 	closeRootsOnce sync.Once
 
@@ -97,6 +101,7 @@ func newTarget(nodeID string, cfg TargetConfig) (*Target, error) {
 		log:         cfg.Logger,
 		allowFrom:   cfg.AllowFrom,
 		callerTags:  cfg.CallerTags,
+		onLoad:      cfg.OnLoadChange,
 		// The request context (capped at maxTimeout) bounds each call. The
 		// gateway is local: no proxy from the environment applies.
 		http: &http.Client{Transport: &http.Transport{
@@ -158,7 +163,6 @@ func newTarget(nodeID string, cfg TargetConfig) (*Target, error) {
 		schema.ToolWrite:   serveAs(func(_ context.Context, _ string, a schema.WriteArgs) Result { return t.write(a) }),
 		schema.ToolTool:    serveAs(func(ctx context.Context, _ string, a schema.ToolArgs) Result { return t.invokeTool(ctx, a) }),
 		schema.ToolHandoff: serveAs(t.handoff),
-		schema.ToolSend:    serveAs(t.send),
 	}
 	return t, nil
 }

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/clawmatrix/clawmatrix/schema"
 )
@@ -26,8 +25,7 @@ func TestHandlerRejectsBadPayloads(t *testing.T) {
 		{schema.ToolRead, `[1,2]`, "invalid arguments"},
 		{schema.ToolWrite, `{"node":"n1","path":"x"}`, "content: missing"},
 		{schema.ToolTool, `{"node":"n1","tool":7}`, "tool"},
-		{schema.ToolHandoff, `{"task":"x"}`, `missing "agent" or "node"`},
-		{schema.ToolSend, `{"agent":"a"}`, "message: missing"},
+		{schema.ToolHandoff, `{"task":"x"}`, `missing "agent", "node" or "tags"`},
 	}
 	for _, tc := range cases {
 		w := &recorder{}
@@ -68,19 +66,18 @@ func TestSendOutcomeLogged(t *testing.T) {
 		Gateway: &schema.Gateway{URL: "http://127.0.0.1:1", Token: testGatewayToken},
 		Logger:  slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
-	for _, msg := range []string{"hello", "FAIL " + testGatewayToken} {
-		if r := tg.send(t.Context(), "caller", schema.SendArgs{Agent: "coder", Message: msg}); r.IsError {
-			t.Fatal(r.Text)
-		}
+	if r := runMessage(t, tg, schema.SendArgs{Agent: "coder", Message: "hello"}); r.IsError {
+		t.Fatal(r.Text)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !(strings.Contains(logs.String(), "cluster_send run finished") && strings.Contains(logs.String(), "cluster_send run failed")) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no outcome logged: %s", logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
+	r := runMessage(t, tg, schema.SendArgs{Agent: "coder", Message: "FAIL " + testGatewayToken})
+	if !r.IsError || !strings.Contains(r.Text, "agent exploded") || strings.Contains(r.Text, testGatewayToken) {
+		t.Errorf("failed run's result: %+v", r)
 	}
-	if l := logs.String(); !strings.Contains(l, "agent exploded") || strings.Contains(l, testGatewayToken) {
+	l := logs.String()
+	if !strings.Contains(l, "cluster_send run finished") || !strings.Contains(l, "cluster_send run failed") {
+		t.Fatalf("no outcome logged: %s", l)
+	}
+	if !strings.Contains(l, "agent exploded") || strings.Contains(l, testGatewayToken) {
 		t.Errorf("log: %s", l)
 	}
 }

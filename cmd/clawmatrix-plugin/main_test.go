@@ -120,7 +120,7 @@ func TestSidecarOverPipes(t *testing.T) {
 	if err := p.Call("initialize", map[string]any{"config": testConfig("solo"), "host": map[string]any{"name": "test", "version": "1"}}, &init, timeout); err != nil {
 		t.Fatal(err)
 	}
-	if init.NodeID != "solo" || init.Version != testVersion || len(init.Tools) != 7 || init.Provider.APIKey == "" {
+	if init.NodeID != "solo" || init.Version != testVersion || len(init.Tools) != 8 || init.Provider.APIKey == "" {
 		t.Fatalf("initialize = %+v", init)
 	}
 

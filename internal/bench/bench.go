@@ -104,6 +104,7 @@ func Suites() []Suite {
 		{"proxy", "model proxy against the upstream directly and against two chained reverse proxy processes: throughput, latency, first chunk, 1,000 streams, memory per stream", runProxy},
 		{"mesh", "relay cost per hop, convergence for 16 and 64 nodes, failure detection, link handshake time, memory per idle link", runMesh},
 		{"tools", "cluster_exec and a 1 MB cluster_read, direct and through a relay", runTools},
+		{"delivery", "durable outbox: messages/s stored, delivered and reported, with and without fsync; first redelivery after a cut link heals; memory and disk per queued message", runDelivery},
 		{"failover", "three nodes serve one model; one is killed under steady load", runFailover},
 		{"soak", "mixed proxy, tool and handoff traffic with nodes restarting", runSoak},
 		{"sim", "256 and 1,000 simulated nodes in this process (in-memory network): convergence after a join and a death, link and gossip bytes per node at rest and during churn, memory per node", runSim},

@@ -423,7 +423,7 @@ func (r *soakRun) op(ctx context.Context, kind string, target *soakNode, token s
 		if problems != nil {
 			return fmt.Sprintf("the bench built invalid %s arguments: %v", tool, problems), true
 		}
-		res := r.hub.CallTool(ctx, tc)
+		res := r.hub.CallTool(ctx, tc, cluster.CallInfo{})
 		return res.Text, res.IsError
 	}
 	switch kind {

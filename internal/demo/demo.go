@@ -158,6 +158,32 @@ func Run(ctx context.Context, w io.Writer) error {
 	fmt.Fprintln(w, indent(res.Text))
 	step("handoff", t0)
 
+	t0 = time.Now()
+	fmt.Fprintln(w, "6. cluster_handoff from a to a node tagged \"gpu\", without waiting; then cluster_tasks:")
+	res = callTool(ctx, a, "cluster_handoff", mustJSON(map[string]any{"tags": []string{"gpu"}, "task": "Count the files in your workspace.", "wait": false}))
+	if res.IsError {
+		return fmt.Errorf("cluster_handoff with wait false: %s", res.Text)
+	}
+	fmt.Fprintln(w, indent(res.Text))
+	id := res.Details.(cluster.TaskDetails).ID
+	for {
+		rec, err := a.Delivery().Get(id)
+		if err != nil {
+			return err
+		}
+		if rec.State.Final() {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("task %s still %s: %w", id, rec.State, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	res = callTool(ctx, a, "cluster_tasks", mustJSON(map[string]any{"id": id}))
+	fmt.Fprintln(w, indent(res.Text))
+	step("background handoff", t0)
+
 	fmt.Fprintf(w, "Done in %s. Shutting the cluster down.\n", time.Since(started).Round(time.Millisecond))
 	return nil
 }
@@ -169,7 +195,7 @@ func callTool(ctx context.Context, rt *cluster.Runtime, name string, args []byte
 	if problems != nil {
 		return remote.Result{Text: fmt.Sprintf("%s: invalid arguments: %v", name, problems), IsError: true}
 	}
-	return rt.CallTool(ctx, call)
+	return rt.CallTool(ctx, call, cluster.CallInfo{})
 }
 
 func startNode(ctx context.Context, fields map[string]any, workspace string) (*cluster.Runtime, error) {

@@ -22,6 +22,8 @@ func TestDemoShowsEveryStep(t *testing.T) {
 		"node c's model answers: hello from node a", // the streamed completion came from c's model
 		"this file lives only on node c",            // cluster_exec ran on c
 		"researcher on ",                            // the handoff reached c's agent
+		`for agent "researcher" on node "c": done`,  // the background handoff, chosen by tag, finished
+		"got your task (6 words)",                   // and its result came back
 		"Done in",
 	} {
 		if !strings.Contains(text, want) {
