@@ -263,17 +263,34 @@ func (s *sessions) failPendingLocked(p *peerSessions, err error) {
 
 // sendHandshakeFrame sends an e2e handshake frame toward peer. It runs on
 // its own goroutine, as the caller may hold locks or be a link's reader.
+//
+// With no route to peer yet it waits for one, up to AuthTimeout: a node
+// that has just joined through a relay often gets an e2e_init from a peer
+// before its own routes take that peer in (routes follow gossip by up to
+// routeDelay), and dropping the answer would fail the first request.
 func (n *Node) sendHandshakeFrame(peer string, typ byte, body []byte) {
 	if !n.enter() {
 		return
 	}
 	defer n.wg.Done()
 	f := &Frame{Type: typ, ID: n.newFrameID(), From: n.id, To: peer, TTL: uint8(min(n.cfg.MaxHops, 255)), Payload: body}
-	l := n.routes.Load().next[peer]
-	if l == nil {
-		return
+	deadline := time.NewTimer(n.cfg.AuthTimeout)
+	defer deadline.Stop()
+	for {
+		changed := n.Changed() // before the lookup, so no change is missed
+		if l := n.routes.Load().next[peer]; l != nil {
+			_ = l.q.pushCtrl(encodeFrame(f))
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			n.log.Debug("mesh: no route for an e2e handshake frame", "to", peer)
+			return
+		case <-n.ctx.Done():
+			return
+		}
 	}
-	_ = l.q.pushCtrl(encodeFrame(f))
 }
 
 func (n *Node) newE2EHandshake(initiator bool, peerStatic []byte) (*noise.HandshakeState, error) {
