@@ -194,6 +194,17 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 	if rt.delivery, err = delivery.Open(dcfg); err != nil {
 		return fail(err)
 	}
+	if tel != nil {
+		svc := rt.delivery // closeDelegation clears rt.delivery; a late scrape still reads counts
+		tel.RegisterDelivery(func() telemetry.DeliveryCounts {
+			st := svc.Stats()
+			return telemetry.DeliveryCounts{
+				Queued: st.Queued, Pushes: st.Pushes, PushErrors: st.PushErrors,
+				Waiting: st.Waiting, Running: st.Running, Accepted: st.Accepted,
+				Duplicates: st.Duplicates, Refused: st.Refused, RefusedFull: st.Full,
+			}
+		})
+	}
 	rt.loadWG.Add(1)
 	go rt.publishLoad(rt.loadDone)
 	if err := node.Start(ctx); err != nil {

@@ -296,3 +296,50 @@ func (c *runQueueCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descRuns, prometheus.GaugeValue, float64(running), "running")
 	ch <- prometheus.MustNewConstMetric(descRuns, prometheus.GaugeValue, float64(waiting), "queued")
 }
+
+// DeliveryCounts is what the durable outbox and inbox (cluster/delivery)
+// report; telemetry keeps its own type so it does not depend on them.
+type DeliveryCounts struct {
+	Queued               int    // messages in the outbox not yet delivered
+	Pushes, PushErrors   uint64 // delivery calls (a batch each), and those that failed
+	Waiting, Running     int    // inbox messages not started, and running
+	Accepted             uint64 // messages stored in the inbox
+	Duplicates           uint64 // deliveries of a message already stored, suppressed
+	Refused, RefusedFull uint64 // messages refused for good, and refused because the inbox was full
+}
+
+// deliveryCollector reads the delivery counters at scrape time.
+type deliveryCollector struct {
+	counts func() DeliveryCounts
+}
+
+var (
+	descOutbox = prometheus.NewDesc("clawmatrix_delivery_outbox_messages",
+		"Messages and background tasks this node sent that the target has not stored yet.", nil, nil)
+	descPushes = prometheus.NewDesc("clawmatrix_delivery_pushes_total",
+		"Calls handing outbox messages to their target (one call carries a batch), by outcome: ok, or failed and retried later.",
+		[]string{"outcome"}, nil)
+	descInbox = prometheus.NewDesc("clawmatrix_delivery_inbox_messages",
+		"Messages in this node's inbox, by state: waiting to start, or running.", []string{"state"}, nil)
+	descReceived = prometheus.NewDesc("clawmatrix_delivery_received_total",
+		"Messages pushed to this node's inbox, by outcome: accepted, duplicate (already stored, suppressed), refused, full.",
+		[]string{"outcome"}, nil)
+)
+
+func (c *deliveryCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descOutbox, descPushes, descInbox, descReceived} {
+		ch <- d
+	}
+}
+
+func (c *deliveryCollector) Collect(ch chan<- prometheus.Metric) {
+	d := c.counts()
+	ch <- prometheus.MustNewConstMetric(descOutbox, prometheus.GaugeValue, float64(d.Queued))
+	ch <- prometheus.MustNewConstMetric(descPushes, prometheus.CounterValue, float64(d.Pushes-min(d.PushErrors, d.Pushes)), "ok")
+	ch <- prometheus.MustNewConstMetric(descPushes, prometheus.CounterValue, float64(d.PushErrors), "failed")
+	ch <- prometheus.MustNewConstMetric(descInbox, prometheus.GaugeValue, float64(d.Waiting), "waiting")
+	ch <- prometheus.MustNewConstMetric(descInbox, prometheus.GaugeValue, float64(d.Running), "running")
+	for outcome, v := range map[string]uint64{"accepted": d.Accepted, "duplicate": d.Duplicates, "refused": d.Refused, "full": d.RefusedFull} {
+		ch <- prometheus.MustNewConstMetric(descReceived, prometheus.CounterValue, float64(v), outcome)
+	}
+}

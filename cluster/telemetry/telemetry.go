@@ -137,6 +137,12 @@ func (t *Telemetry) RegisterRunQueue(state func() (running, waiting int)) {
 	t.reg.MustRegister(&runQueueCollector{state: state})
 }
 
+// RegisterDelivery adds the durable outbox and inbox to the metrics;
+// counts reads them at scrape time.
+func (t *Telemetry) RegisterDelivery(counts func() DeliveryCounts) {
+	t.reg.MustRegister(&deliveryCollector{counts: counts})
+}
+
 // Close stops watching the mesh and flushes the spans not yet exported,
 // waiting at most until ctx ends.
 func (t *Telemetry) Close(ctx context.Context) error {
