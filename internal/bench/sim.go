@@ -318,7 +318,32 @@ func waitSimConverged(ctx context.Context, ns []*mesh.Node) error {
 	return nil
 }
 
-// simTraffic measures what the links carry per node per second over d:
+// simGaps describes an unconverged cluster: how many nodes miss others,
+// and how many of the links they dial are up, which tells links lost to
+// an overloaded machine from gossip that did not arrive.
+func simGaps(ns []*mesh.Node, dials map[string][]string) string {
+	live := make(map[string]bool, len(ns))
+	for _, n := range ns {
+		live[n.ID()] = true
+	}
+	planned, up, short, pairs := 0, 0, 0, 0
+	for _, n := range ns {
+		for _, p := range dials[n.ID()] {
+			if live[p] {
+				planned++
+			}
+		}
+		up += n.Stats().Links
+		if missing := len(ns) - 1 - len(n.Peers()); missing > 0 {
+			short++
+			pairs += missing
+		}
+	}
+	return fmt.Sprintf("%d of %d nodes miss others, %d pairs in all; %d link ends up for %d planned links",
+		short, len(ns), pairs, up, planned)
+}
+
+// traffic measures what the links carry per node per second over d:
 // all link records, and gossip alone. With churn, every ChurnEvery one
 // node is killed and a new one joins.
 func (c *simCluster) traffic(ctx context.Context, d time.Duration, churn bool) (bytes, gossip float64, err error) {
@@ -394,7 +419,7 @@ func Simulate(ctx context.Context, plan SimPlan) (SimResult, error) {
 		err := waitSimConverged(wctx, c.members())
 		cancel()
 		if err != nil {
-			return r, fmt.Errorf("building %d nodes in waves of %d, at %d: %w", plan.Nodes, simWave, first+simWave, err)
+			return r, fmt.Errorf("building %d nodes in waves of %d, at %d: %w (%s)", plan.Nodes, simWave, first+simWave, err, simGaps(c.members(), dials))
 		}
 		log.Info("sim: wave converged", "nodes", min(first+simWave, len(ids)), "took", time.Since(t0).Round(time.Millisecond))
 	}
