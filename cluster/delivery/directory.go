@@ -65,7 +65,7 @@ func (s *Service) recordPeers(online map[string]bool) error {
 	s.mu.Lock()
 	seen := map[string]bool{}
 	for _, p := range s.node.Peers() {
-		if !validName(p.NodeID) {
+		if !mesh.ValidCapID(p.NodeID) {
 			continue
 		}
 		seen[p.NodeID] = true

@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -59,18 +60,8 @@ func (x *inboxIndex) add(r pendingRef) {
 	if !ok {
 		x.order = append(x.order, r.stream)
 	}
-	i, _ := slices.BinarySearchFunc(q, r.seq, func(p pendingRef, seq uint64) int { return cmpU64(p.seq, seq) })
+	i, _ := slices.BinarySearchFunc(q, r.seq, func(p pendingRef, seq uint64) int { return cmp.Compare(p.seq, seq) })
 	x.streams[r.stream] = slices.Insert(q, i, r)
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // pop takes the first waiting message of the next stream in turn.

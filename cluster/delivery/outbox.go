@@ -32,7 +32,7 @@ const fullHold = time.Minute
 // said lately that its inbox is full.
 func (s *Service) Enqueue(o Outgoing) (Record, error) {
 	switch {
-	case !validName(o.Node) || !validName(o.Agent):
+	case !mesh.ValidCapID(o.Node) || !mesh.ValidCapID(o.Agent):
 		return Record{}, fmt.Errorf("delivery: bad target %q/%q", o.Node, o.Agent)
 	case o.Kind != KindSend && o.Kind != KindHandoff:
 		return Record{}, fmt.Errorf("delivery: unknown kind %q", o.Kind)

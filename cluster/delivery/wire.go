@@ -3,6 +3,8 @@ package delivery
 import (
 	"encoding/json"
 	"fmt"
+
+	"github.com/clawmatrix/clawmatrix/cluster/mesh"
 )
 
 // The delivery protocol's payloads, JSON over mesh requests. Each call
@@ -111,25 +113,10 @@ func (m *wireMessage) check() error {
 		return fmt.Errorf("message %s: no sequence number", m.ID)
 	case m.Kind != KindSend && m.Kind != KindHandoff:
 		return fmt.Errorf("message %s: unknown kind %q", m.ID, m.Kind)
-	case !validName(m.Agent):
+	case !mesh.ValidCapID(m.Agent):
 		return fmt.Errorf("message %s: bad agent id", m.ID)
 	case len(m.Payload) > maxPayloadBytes:
 		return fmt.Errorf("message %s: payload over %d bytes", m.ID, maxPayloadBytes)
 	}
 	return nil
-}
-
-// validName reports whether s can be an agent or node id in a key: the
-// characters the mesh allows for ids, so never the key separator.
-func validName(s string) bool {
-	if s == "" || len(s) > 128 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-' || c == ':' || c == '/') {
-			return false
-		}
-	}
-	return true
 }

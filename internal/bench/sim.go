@@ -25,6 +25,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -141,7 +142,7 @@ func (c *simCluster) members() []*mesh.Node {
 	for _, n := range c.live {
 		ns = append(ns, n)
 	}
-	slices.SortFunc(ns, func(a, b *mesh.Node) int { return cmpString(a.ID(), b.ID()) })
+	slices.SortFunc(ns, func(a, b *mesh.Node) int { return strings.Compare(a.ID(), b.ID()) })
 	return ns
 }
 
@@ -149,16 +150,6 @@ func (c *simCluster) members() []*mesh.Node {
 func cpuNow() time.Duration {
 	d, _ := processCPU()
 	return d
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func relayID(i int) string  { return fmt.Sprintf("relay%d", i) }
