@@ -286,14 +286,17 @@ func (n *Node) Close() error {
 	ln := n.ln
 	n.mu.Unlock()
 
+	// No new stream after cancel (Open checks n.ctx), then the streams
+	// before the links: closing a link fails the streams on it as lost
+	// (ErrUnreachable), and callers are promised ErrClosed.
 	n.cancel()
+	n.failAllStreams()
 	if ln != nil {
 		_ = ln.Close()
 	}
 	for _, l := range links {
 		l.close(CloseShutdown, "")
 	}
-	n.failAllStreams()
 	n.wg.Wait()
 	return nil
 }
