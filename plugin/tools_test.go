@@ -387,9 +387,21 @@ func TestHandoffInBackground(t *testing.T) {
 	if text := r.Content[0].Text; r.IsError || !strings.Contains(text, d.ID+" handoff to coder on beta: done") || strings.Count(text, "\n- ") != 2 {
 		t.Fatalf("cluster_tasks: %+v", r)
 	}
-	r = call("cluster_tasks", map[string]any{"id": d.ID}, nil)
-	if text := r.Content[0].Text; !strings.Contains(text, "coder did: build it") || !strings.Contains(text, "also brought into the conversation") {
-		t.Fatalf("cluster_tasks with the id: %+v", r)
+	// The notice is recorded as brought in once the CLI has exited, a
+	// moment after its line is in the session file.
+	for {
+		r = call("cluster_tasks", map[string]any{"id": d.ID}, nil)
+		text := r.Content[0].Text
+		if !strings.Contains(text, "coder did: build it") {
+			t.Fatalf("cluster_tasks with the id: %+v", r)
+		}
+		if strings.Contains(text, "also brought into the conversation") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster_tasks with the id never said the result was brought in: %+v", r)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	// beta ran agent turns: its announced load is in cluster_peers.
 	for {
