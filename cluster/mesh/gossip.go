@@ -101,7 +101,10 @@ func (t *topology) remove(origin string) {
 // holds reports whether raw is a stored entry, byte for byte, and whose.
 func (t *topology) holds(raw []byte) (origin string, ok bool) {
 	origin, ok = t.held[string(entrySig(raw))]
-	if !ok || !bytes.Equal(t.entries[origin].raw, raw) {
+	if !ok {
+		return "", false
+	}
+	if e := t.entries[origin]; e == nil || !bytes.Equal(e.raw, raw) {
 		return "", false
 	}
 	return origin, true

@@ -62,7 +62,7 @@ func (n *Node) Recheck() []string {
 		// Only the entry that was checked: one signed by another key has
 		// been admitted (or refused) on its own arrival.
 		if e := n.topo.entries[id]; e != nil && slices.ContainsFunc(keys, func(k ed25519.PublicKey) bool { return k.Equal(ed25519.PublicKey(e.Key)) }) {
-			delete(n.topo.entries, id)
+			n.topo.remove(id)
 			changed = true
 		}
 	}

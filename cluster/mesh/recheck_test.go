@@ -63,9 +63,25 @@ func TestRecheckCutsOffARevokedNode(t *testing.T) {
 	if got := a.Recheck(); got != nil {
 		t.Fatalf("Recheck with nothing revoked refused %v", got)
 	}
+	var cEntry *storedEntry
+	waitPoll(t, 5*time.Second, "c's entry on a", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		cEntry = a.topo.entries["c"]
+		return cEntry != nil
+	})
 	trust.revoke("c")
 	if got := a.Recheck(); !slices.Equal(got, []string{"c"}) {
 		t.Fatalf("Recheck refused %v, want [c]", got)
+	}
+	// c's entry left the table whole: a copy of it gossiped again by b
+	// must be news, checked (and refused) again, not looked up as held.
+	a.mu.Lock()
+	_, held := a.topo.holds(cEntry.raw)
+	tableOK := len(a.topo.held) == len(a.topo.entries)
+	a.mu.Unlock()
+	if held || !tableOK {
+		t.Fatalf("after the revoke a still holds c's entry (%v), or its table is torn (%v)", held, !tableOK)
 	}
 	waitClosedWith(t, aToC, 5*time.Second, CloseUntrusted, "a's link to revoked c")
 	waitPoll(t, 5*time.Second, "c to hear 4012", func() bool {
